@@ -1,0 +1,1 @@
+"""agents/common (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""agents/deep (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""agents/tabular (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""bodies (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""generative (see DESIGN.md)."""

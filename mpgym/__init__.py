@@ -1,0 +1,30 @@
+"""mpgym core utilities: seeding, devices, run directories, checkpoints, progress, reports.
+
+This is the bottom layer: it must not import a domain package (envs, agents, neural3d,
+bodies, generative). The `mpgym` command line lives in :mod:`mpgym.cli` and imports the
+domains lazily, inside each command.
+"""
+
+from mpgym.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
+from mpgym.devices import get_device
+from mpgym.errors import MpgymError, check_finite
+from mpgym.progress import progress
+from mpgym.runs import MetricsLogger, RunDir, save_on_interrupt
+from mpgym.seeding import seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "MetricsLogger",
+    "MpgymError",
+    "RunDir",
+    "check_finite",
+    "get_device",
+    "load_checkpoint",
+    "progress",
+    "save_checkpoint",
+    "save_on_interrupt",
+    "seed_everything",
+]

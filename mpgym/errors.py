@@ -1,0 +1,36 @@
+"""One error type for bad input, and cheap checks used at public boundaries."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class MpgymError(ValueError):
+    """Bad input or state, with a message that says what was wrong and what is accepted.
+
+    Subclasses ``ValueError`` so callers that already catch it keep working; the CLI prints
+    the message alone, without a traceback.
+    """
+
+
+def check_finite(name: str, value: Any) -> None:
+    """Raise :class:`MpgymError` if ``value`` (float, numpy array or tensor) has NaN or inf.
+
+    Args:
+        name: what the value is, for the message (``"reward from CartPole-v1"``).
+        value: a Python number, a numpy array or a torch tensor.
+    """
+    bad = False
+    if isinstance(value, (int, float)):
+        bad = not math.isfinite(value)
+    elif hasattr(value, "isfinite") and hasattr(value, "all"):  # torch.Tensor
+        bad = not bool(value.isfinite().all())
+    else:
+        import numpy as np
+
+        arr = np.asarray(value)
+        if arr.dtype.kind in "fc":
+            bad = not bool(np.isfinite(arr).all())
+    if bad:
+        raise MpgymError(f"{name} contains NaN or infinity; only finite values are accepted.")

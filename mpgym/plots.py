@@ -1,0 +1,107 @@
+"""Pictures people would rather look at: learning curves, image grids, GIFs (matplotlib Agg)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def moving_average(y: Sequence[float], window: int) -> np.ndarray:
+    """Trailing moving average; the first ``window - 1`` points average what exists so far."""
+    y = np.asarray(y, dtype=float)
+    if window <= 1 or len(y) == 0:
+        return y
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    out = np.empty_like(y)
+    n = np.arange(1, len(y) + 1)
+    lo = np.maximum(0, n - window)
+    out[:] = (c[n] - c[lo]) / (n - lo)
+    return out
+
+
+def plot_curves(
+    path: str | Path,
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str = "step",
+    ylabel: str = "return",
+    title: str = "",
+    smooth: int = 1,
+    hlines: Mapping[str, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> Path:
+    """Plot named ``(x, y)`` curves (optionally smoothed) with reference lines, save as PNG."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, (x, y) in curves.items():
+        ax.plot(np.asarray(x), moving_average(y, smooth), label=name, lw=1.5)
+    for name, v in (hlines or {}).items():
+        ax.axhline(v, ls="--", lw=1, color="gray")
+        ax.text(ax.get_xlim()[0], v, f" {name}", va="bottom", fontsize=8, color="gray")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def save_image_grid(path: str | Path, images: np.ndarray, *, nrow: int = 8, pad: int = 1, scale: int = 1) -> Path:
+    """Tile ``images`` ``(n, h, w)`` or ``(n, h, w, 3)`` in [0, 1] into one PNG."""
+    from PIL import Image
+
+    images = np.clip(np.asarray(images, dtype=float), 0.0, 1.0)
+    if images.ndim == 3:
+        images = images[..., None].repeat(3, axis=-1)
+    n, h, w, c = images.shape
+    ncol = min(nrow, n)
+    nrows = (n + ncol - 1) // ncol
+    grid = np.ones((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c))
+    for i, img in enumerate(images):
+        r, q = divmod(i, ncol)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = img
+    im = Image.fromarray((grid * 255).round().astype(np.uint8))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path)
+    return path
+
+
+def save_gif(path: str | Path, frames: Sequence[np.ndarray], *, fps: int = 20) -> Path:
+    """Write ``frames`` (uint8 ``(h, w, 3)`` or floats in [0, 1]) as an animated GIF."""
+    from PIL import Image
+
+    if len(frames) == 0:
+        raise ValueError("save_gif needs at least one frame")
+    ims = []
+    for f in frames:
+        f = np.asarray(f)
+        if f.dtype != np.uint8:
+            f = (np.clip(f, 0, 1) * 255).round().astype(np.uint8)
+        ims.append(Image.fromarray(f))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ims[0].save(path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0, optimize=False)
+    return path

@@ -1,0 +1,134 @@
+"""Run directories: ``runs/<kind>/<name>/`` with ``config.json`` and ``metrics.csv``.
+
+Every training loop writes its config once, appends metrics as it goes, and leaves its
+pictures, meshes and checkpoint beside them, so a run can be inspected, resumed or loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mpgym.checkpoint import atomic_write_text, to_jsonable
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLogger:
+    """Append rows to a CSV file; new columns extend the header (the file is rewritten once)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.fields: list[str] = []
+        self.rows: list[dict[str, Any]] = []
+        if self.path.exists() and self.path.stat().st_size > 0:  # resume: keep what is there
+            with self.path.open(newline="") as f:
+                reader = csv.DictReader(f)
+                self.fields = list(reader.fieldnames or [])
+                self.rows = list(reader)
+
+    def log(self, **metrics: Any) -> None:
+        """Append one row; values are written as given (numbers, strings)."""
+        metrics = {k: to_jsonable(v) for k, v in metrics.items()}
+        self.rows.append(metrics)
+        new = [k for k in metrics if k not in self.fields]
+        if new:
+            self.fields.extend(new)
+            self._rewrite()
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.fields).writerow(metrics)
+
+    def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            w.writeheader()
+            w.writerows(self.rows)
+
+    def column(self, name: str) -> list[float]:
+        """All logged values of one column, as floats (missing entries skipped)."""
+        return [float(r[name]) for r in self.rows if r.get(name) not in (None, "")]
+
+
+class RunDir:
+    """A run's directory: ``<root>/<kind>/<name>/``.
+
+    Example:
+        >>> run = RunDir.create("tabular", "q-learning-FrozenLake-v1")  # doctest: +SKIP
+        >>> run.write_config(cfg); run.metrics.log(episode=1, ret=0.0)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._metrics: MetricsLogger | None = None
+
+    @classmethod
+    def create(cls, kind: str, name: str | None = None, root: str | Path = "runs") -> RunDir:
+        """Make ``root/kind/name`` (``name`` defaults to a timestamp)."""
+        name = name or time.strftime("%Y%m%d-%H%M%S")
+        return cls(Path(root) / kind / name)
+
+    def file(self, name: str) -> Path:
+        """Path of a file inside the run directory."""
+        return self.path / name
+
+    @property
+    def metrics(self) -> MetricsLogger:
+        """The run's ``metrics.csv`` logger."""
+        if self._metrics is None:
+            self._metrics = MetricsLogger(self.path / "metrics.csv")
+        return self._metrics
+
+    def write_config(self, config: Any, **extra: Any) -> Path:
+        """Write ``config.json`` (a dataclass or dict, plus ``extra`` keys such as ``kind``)."""
+        data = to_jsonable(config)
+        if not isinstance(data, dict):
+            data = {"config": data}
+        data.update(to_jsonable(extra))
+        return atomic_write_text(self.path / "config.json", json.dumps(data, indent=2, sort_keys=True))
+
+    def read_config(self) -> dict[str, Any]:
+        """Read ``config.json``; a clear error when the directory is not a run."""
+        from mpgym.errors import MpgymError
+
+        p = self.path / "config.json"
+        if not p.exists():
+            raise MpgymError(f"{self.path} is not an mpgym run directory (no config.json).")
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise MpgymError(f"{p} is not valid JSON ({exc}).") from None
+
+    def write_json(self, name: str, data: Any) -> Path:
+        """Write any JSON file (``results.json``...) into the run, atomically."""
+        return atomic_write_text(self.path / name, json.dumps(to_jsonable(data), indent=2))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+
+@contextlib.contextmanager
+def save_on_interrupt(save: Callable[[], Any], what: str = "run") -> Iterator[None]:
+    """On Ctrl-C inside the block, call ``save()`` and re-raise, so the run stays loadable.
+
+    Example:
+        >>> with save_on_interrupt(lambda: agent.save(path)):  # doctest: +SKIP
+        ...     agent.learn(100_000)
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        log.warning("interrupted: saving %s before exiting", what)
+        save()
+        raise

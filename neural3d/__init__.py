@@ -1,0 +1,1 @@
+"""neural3d (see DESIGN.md)."""
