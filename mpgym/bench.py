@@ -1,0 +1,110 @@
+"""Benchmark plumbing shared by ``benchmarks/*.py``: machine info, goals, table, JSON.
+
+JSON layout (DESIGN.md): ``{"benchmark": name, "machine": {...}, "rows": [{...}],
+"goals": [{"name", "value", "target", "direction", "met"}]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from mpgym.checkpoint import atomic_write_text, to_jsonable
+
+
+@dataclass
+class Goal:
+    """A goal the issue states: ``value`` compared with ``target`` in ``direction``."""
+
+    name: str
+    value: float
+    target: float
+    direction: Literal["<=", ">="]
+
+    @property
+    def met(self) -> bool:
+        """Whether the measured value meets the target (NaN never does)."""
+        if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
+            return False
+        return self.value <= self.target if self.direction == "<=" else self.value >= self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, with ``met``."""
+        return {**asdict(self), "met": self.met}
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the figures were taken: CPU, cores, threads, library versions, load average."""
+    import numpy as np
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        info["loadavg_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu_model"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return info
+
+
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The common flags: ``--json PATH`` and ``--quick``."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--json", type=Path, default=None, help="write the results as JSON to PATH")
+    p.add_argument("--quick", action="store_true", help="a reduced run for smoke tests")
+    return p
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
+    """Rows as a Markdown table (floats to 4 significant digits)."""
+    if not rows:
+        return "(no rows)"
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def report(name: str, rows: list[dict[str, Any]], goals: list[Goal], json_path: Path | None,
+           columns: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Print the table and goals; write the JSON when ``json_path`` is given."""
+    print(format_table(rows, columns))
+    if goals:
+        print()
+        print(format_table([{"goal": g.name, "value": g.value, "target": f"{g.direction} {g.target}",
+                             "met": "yes" if g.met else "NO"} for g in goals]))
+    result = {"benchmark": name, "machine": machine_info(), "rows": to_jsonable(rows),
+              "goals": [g.to_dict() for g in goals], **(extra or {})}
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(result, indent=2))
+        print(f"\nwrote {json_path}")
+    return result

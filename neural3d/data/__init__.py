@@ -1,0 +1,1 @@
+"""Geometry and multi-view data: meshes, sampling, ground truth, datasets."""

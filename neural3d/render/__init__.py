@@ -1,0 +1,1 @@
+"""Renderers: volume rendering (NeRF), differentiable volumetric rendering (DVR)."""
