@@ -1,1 +1,37 @@
-"""agents/common (see DESIGN.md)."""
+"""Plumbing shared by tabular and deep agents: the Agent base class, envs, schedules, evaluation.
+
+The agent contract (DESIGN.md): ``Cls(env, config, run_dir=...)`` with ``Cls.Config`` a frozen
+dataclass holding ``env_id`` and ``seed``, ``learn(...) -> self``, ``predict(obs,
+deterministic) -> (action, None)``, ``save(path)``, ``Cls.load(path, env=None)``.
+"""
+
+from agents.common.base import Agent, Callback, config_from_dict, keep_going
+from agents.common.envs import env_id_of, make_env, require_discrete
+from agents.common.evaluation import EvalResult, evaluate_policy
+from agents.common.plotting import plot_learning_curve, read_metrics
+from agents.common.schedules import (
+    Schedule,
+    constant,
+    exponential_schedule,
+    linear_schedule,
+    visit_step_size,
+)
+
+__all__ = [
+    "Agent",
+    "Callback",
+    "EvalResult",
+    "Schedule",
+    "config_from_dict",
+    "constant",
+    "env_id_of",
+    "evaluate_policy",
+    "exponential_schedule",
+    "keep_going",
+    "linear_schedule",
+    "make_env",
+    "plot_learning_curve",
+    "read_metrics",
+    "require_discrete",
+    "visit_step_size",
+]
