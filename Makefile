@@ -20,7 +20,7 @@ $(VENV)/bin/python:
 # The CPU build of torch goes in first: a bare `torch` requirement with none installed
 # would pull a multi-GB CUDA build. TORCH= overrides the spec.
 $(STAMP): $(VENV)/bin/python pyproject.toml
-	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH)"
+	@$(PY) -c "import torch" 2>/dev/null || { echo "Installing $(TORCH) (no torch present)"; $(PIP) install --quiet "$(TORCH)"; }
 	$(PIP) install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
