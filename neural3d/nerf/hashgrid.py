@@ -1,0 +1,185 @@
+"""Multiresolution hash encoding (Instant-NGP): level layout and the fast CPU/GPU kernel.
+
+All ``L`` levels live in one table ``[sum_l rows_l, F]`` with row offsets, so a single batched
+gather reads every level at once. Level ``l`` has ``N_l = floor(N_min * b^l)`` cells per axis
+(``N_l + 1`` vertices); a point ``x`` in ``[0, 1]^3`` sits at ``x * N_l`` in grid units. Coarse
+levels whose ``(N_l + 1)^3`` vertices fit in ``T`` rows are indexed densely
+(``i + j (N+1) + k (N+1)^2``); the others by the spatial hash
+``(i * 1 xor j * 2654435761 xor k * 805459861) mod T`` (Mueller et al. 2022, eq. 4).
+
+The fast path (:func:`hash_encode`) is a custom autograd function:
+
+- index math in int32 (wrap-around multiplication keeps the low bits the ``mod 2^k`` needs),
+  done per axis on ``[N, L, 2]`` and combined by broadcasting to the 8 corners;
+- one gather for all levels; with ``F = 2`` float32 rows the table is read as one float64
+  word per row (8 bytes, one load);
+- backward scatters ``w_c * dL/dy`` into the table with one ``index_add_`` -- no autograd
+  graph through the gather.
+
+Gradients flow to the table only (positions are data, not parameters, in NeRF). The slow
+reference that tests compare with is :mod:`neural3d.nerf._reference`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+PRIMES = (1, 2654435761, 805459861)
+"""Instant-NGP's spatial-hash primes for x, y, z."""
+
+
+def _i32(v: int) -> int:
+    """The int32 with the same low 32 bits as ``v`` (for wrap-around multiplication)."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >= 1 << 31 else v
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    """Where each level lives in the stacked table, and how it is indexed."""
+
+    num_levels: int
+    """``L``."""
+    log2_table_size: int
+    """``log2 T``: the most rows a level may have."""
+    resolutions: tuple[int, ...]
+    """``N_l``: cells per axis of each level."""
+    offsets: tuple[int, ...]
+    """First row of each level in the stacked table (``L + 1`` values, last = total rows)."""
+    num_dense: int
+    """The first ``num_dense`` levels are indexed densely, the rest by hashing."""
+
+    @property
+    def total_rows(self) -> int:
+        """Rows of the stacked table."""
+        return self.offsets[-1]
+
+    @property
+    def growth_factor(self) -> float:
+        """``b`` (1 for a single level)."""
+        r = self.resolutions
+        return (r[-1] / r[0]) ** (1 / (len(r) - 1)) if len(r) > 1 else 1.0
+
+
+def level_layout(num_levels: int, log2_table_size: int, base_resolution: int,
+                 max_resolution: int) -> LevelLayout:
+    """Resolutions, row offsets and dense/hashed split of a hash grid.
+
+    ``b = exp((ln N_max - ln N_min) / (L - 1))``, ``N_l = floor(N_min * b^l)``.
+
+    Example:
+        >>> lay = level_layout(2, 10, 4, 16)  # 5^3 = 125 <= 1024 dense, 17^3 > 1024 hashed
+        >>> lay.resolutions, lay.offsets, lay.num_dense
+        ((4, 16), (0, 125, 1149), 1)
+    """
+    if num_levels < 1 or base_resolution < 1 or max_resolution < base_resolution:
+        raise ValueError("need num_levels >= 1 and 1 <= base_resolution <= max_resolution "
+                         f"(got {num_levels}, {base_resolution}, {max_resolution}).")
+    if not 4 <= log2_table_size <= 30:
+        raise ValueError(f"log2_table_size must be in 4..30 (got {log2_table_size}).")
+    b = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(num_levels - 1, 1))
+    T = 1 << log2_table_size
+    res, offsets, num_dense = [], [0], 0
+    for level in range(num_levels):
+        n = int(math.floor(base_resolution * b**level + 1e-6))
+        dense_rows = (n + 1) ** 3
+        rows = dense_rows if dense_rows <= T else T
+        num_dense += dense_rows <= T
+        res.append(n)
+        offsets.append(offsets[-1] + rows)
+    return LevelLayout(num_levels, log2_table_size, tuple(res), tuple(offsets), num_dense)
+
+
+def _corner_indices_and_weights(x: Tensor, layout: LevelLayout) -> tuple[Tensor, Tensor]:
+    """Rows ``[N, L, 8]`` (int32, offsets included) and trilinear weights ``[N, L, 8]``.
+
+    Corner ``c = 4 dx + 2 dy + dz`` (``dx, dy, dz`` in {0, 1}).
+    """
+    dev = x.device
+    res = torch.tensor(layout.resolutions, dtype=x.dtype, device=dev)  # [L]
+    pos = x.clamp(0.0, 1.0)[:, None, :] * res[:, None]  # [N, L, 3]
+    p0f = torch.minimum(pos.floor(), res[:, None] - 1)  # the top face belongs to the last cell
+    frac = pos - p0f  # [N, L, 3]
+    p0 = p0f.to(torch.int32)
+    two = torch.arange(2, dtype=torch.int32, device=dev)
+    v = p0[..., None] + two  # [N, L, 3, 2]: the two vertices along each axis
+
+    nd = layout.num_dense
+    parts = []
+    if nd > 0:  # dense: i + j (N+1) + k (N+1)^2
+        n1 = torch.tensor([r + 1 for r in layout.resolutions[:nd]], dtype=torch.int32, device=dev)
+        vd = v[:, :nd]
+        ax = vd[:, :, 0]
+        ay = vd[:, :, 1] * n1[:, None]
+        az = vd[:, :, 2] * (n1 * n1)[:, None]
+        parts.append(ax[..., :, None, None] + ay[..., None, :, None] + az[..., None, None, :])
+    if nd < layout.num_levels:  # hashed: (i * p1 ^ j * p2 ^ k * p3) mod T
+        vh = v[:, nd:]
+        ax = vh[:, :, 0]
+        ay = vh[:, :, 1] * _i32(PRIMES[1])
+        az = vh[:, :, 2] * _i32(PRIMES[2])
+        h = ax[..., :, None, None] ^ ay[..., None, :, None] ^ az[..., None, None, :]
+        parts.append(h & ((1 << layout.log2_table_size) - 1))
+    idx = torch.cat(parts, dim=1).reshape(x.shape[0], layout.num_levels, 8)
+    offs = torch.tensor(layout.offsets[:-1], dtype=torch.int32, device=dev)
+    idx = idx + offs[:, None]
+
+    w1 = frac
+    wv = torch.stack([1 - w1, w1], dim=-1)  # [N, L, 3, 2]
+    w = wv[:, :, 0, :, None, None] * wv[:, :, 1, None, :, None] * wv[:, :, 2, None, None, :]
+    return idx, w.reshape(x.shape[0], layout.num_levels, 8)
+
+
+def _gather_rows(table: Tensor, idx: Tensor) -> Tensor:
+    """``table[idx]`` for ``[R, F]`` and int32 ``idx [...]`` -> ``[..., F]``."""
+    F = table.shape[1]
+    flat = idx.reshape(-1)
+    if F == 2 and table.dtype == torch.float32 and table.is_contiguous():
+        rows = table.view(torch.float64).reshape(-1)  # one 8-byte word per row
+        return rows.index_select(0, flat).view(torch.float32).reshape(*idx.shape, 2)
+    return table.index_select(0, flat).reshape(*idx.shape, F)
+
+
+class _HashEncode(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, layout: LevelLayout) -> Tensor:  # type: ignore[override]
+        with torch.no_grad():
+            idx, w = _corner_indices_and_weights(x.to(torch.float32), layout)
+            vals = _gather_rows(table, idx)  # [N, L, 8, F]
+            out = (vals * w.to(table.dtype)[..., None]).sum(dim=2)  # [N, L, F]
+        ctx.save_for_backward(idx, w)
+        ctx.rows = table.shape[0]
+        return out.reshape(x.shape[0], -1)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        idx, w = ctx.saved_tensors
+        N, L, _ = idx.shape
+        F = grad_out.shape[1] // L
+        g = grad_out.reshape(N, L, 1, F)
+        contrib = (w.to(g.dtype)[..., None] * g).reshape(-1, F)  # [N * L * 8, F]
+        grad_table = torch.zeros(ctx.rows, F, dtype=grad_out.dtype, device=grad_out.device)
+        grad_table.index_add_(0, idx.reshape(-1), contrib)
+        return None, grad_table, None
+
+
+def hash_encode(x: Tensor, table: Tensor, layout: LevelLayout) -> Tensor:
+    """Encode points with a multiresolution hash grid (fast path).
+
+    Args:
+        x: ``[N, 3]`` points in ``[0, 1]^3`` (clamped to it).
+        table: ``[layout.total_rows, F]`` stacked level tables (gradients flow here).
+        layout: from :func:`level_layout`.
+
+    Returns:
+        ``[N, L * F]`` features, level-major (level 0's ``F`` values first).
+    """
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise ValueError(f"x must be [N, 3], got {tuple(x.shape)}.")
+    if table.shape[0] != layout.total_rows:
+        raise ValueError(f"table has {table.shape[0]} rows; the layout needs {layout.total_rows}.")
+    return _HashEncode.apply(x, table, layout)
