@@ -1,1 +1,41 @@
-"""envs (see DESIGN.md)."""
+"""Gymnasium environments of mpgym; importing this package registers them under ``mpgym/``.
+
+``gymnasium.make("envs:mpgym/GridWorld-v0")`` works without importing anything first:
+Gymnasium imports the module named before the colon, which runs the registrations below.
+
+Ids: ``mpgym/GridWorld-v0`` (Sutton & Barto's 4x4 grid by default; any ASCII map with
+``desc=[...]``), ``mpgym/WindyGridWorld-v0`` (Example 6.5), ``mpgym/CliffWalking-v0``
+(Example 6.6), ``mpgym/RandomWalk-v0`` (Example 6.2), ``mpgym/GamblersProblem-v0``
+(Example 4.3). Each exposes ``env.unwrapped.P``; :class:`TabularModel` turns it into sparse
+matrices for dynamic programming.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+from envs.discrete import DiscreteModelEnv
+from envs.gambler import GamblersProblemEnv
+from envs.gridworld import MAPS, GridWorldEnv
+from envs.random_walk import RandomWalkEnv
+from envs.tabular_model import TabularModel
+
+_SPECS = [
+    # id, entry point, kwargs, max_episode_steps, reward_threshold
+    ("mpgym/GridWorld-v0", "envs.gridworld:GridWorldEnv", {"map_name": "4x4"}, 100, None),
+    # optimum -15 (Example 6.5: 15 steps)
+    ("mpgym/WindyGridWorld-v0", "envs.gridworld:GridWorldEnv", {"map_name": "windy"}, 2000, -15.0),
+    # optimum -13 (Example 6.6: the path along the cliff edge)
+    ("mpgym/CliffWalking-v0", "envs.gridworld:GridWorldEnv", {"map_name": "cliff"}, 2000, -13.0),
+    ("mpgym/RandomWalk-v0", "envs.random_walk:RandomWalkEnv", {"n_states": 5}, 1000, None),
+    ("mpgym/GamblersProblem-v0", "envs.gambler:GamblersProblemEnv", {}, 1000, None),
+]
+
+for _id, _entry, _kwargs, _steps, _threshold in _SPECS:
+    if _id not in registry:
+        register(id=_id, entry_point=_entry, kwargs=_kwargs, max_episode_steps=_steps,
+                 reward_threshold=_threshold)
+
+ENV_IDS: tuple[str, ...] = tuple(spec[0] for spec in _SPECS)
+"""The ids this package registers."""
+
+__all__ = ["ENV_IDS", "MAPS", "DiscreteModelEnv", "GamblersProblemEnv", "GridWorldEnv",
+           "RandomWalkEnv", "TabularModel"]
