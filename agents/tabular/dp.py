@@ -252,3 +252,26 @@ def policy_iteration(model: TabularModel, gamma: float, *,
     info = SolveInfo(sweeps=0, improvements=improvements, residual=residual,
                      error_bound=0.0 if converged else np.inf, converged=converged)
     return V, policy, info
+
+
+def finite_horizon_evaluation(model: TabularModel, policy: np.ndarray, horizon: int,
+                              gamma: float = 1.0) -> np.ndarray:
+    """Expected return of a policy within ``horizon`` steps (what a time limit measures).
+
+    With FrozenLake's reward (1 at the goal) and ``gamma = 1`` this is the exact success
+    probability under the ``max_episode_steps`` truncation: no sampling noise.
+
+    Args:
+        model: the MDP.
+        policy: ``(S, A)`` action probabilities (or ``(S,)`` actions).
+        horizon: number of steps (``env.spec.max_episode_steps``).
+        gamma: discount.
+
+    Returns:
+        ``(S,)`` expected ``horizon``-step returns.
+    """
+    P_pi, r_pi = model.policy_matrix(policy)
+    V = np.zeros(model.n_states)
+    for _ in range(int(horizon)):
+        V = r_pi + gamma * (P_pi @ V)
+    return V
