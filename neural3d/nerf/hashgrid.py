@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -144,7 +145,59 @@ def _gather_rows(table: Tensor, idx: Tensor) -> Tensor:
     return table.index_select(0, flat).reshape(*idx.shape, F)
 
 
-class _HashEncode(torch.autograd.Function):
+_NUMBA: dict[str, object] = {}
+
+
+def _numba_kernels():
+    """Compile (once, cached on disk) the numba forward/backward kernels; None without numba."""
+    if "fwd" not in _NUMBA:
+        try:
+            from neural3d.nerf import _hashgrid_numba as k
+        except ImportError:  # numba not installed: the torch path serves
+            _NUMBA["fwd"] = None
+        else:
+            _NUMBA["fwd"], _NUMBA["bwd"] = k.forward, k.backward
+    return None if _NUMBA["fwd"] is None else (_NUMBA["fwd"], _NUMBA["bwd"])
+
+
+def _layout_arrays(layout: LevelLayout, dtype) -> tuple:
+    import numpy as np
+
+    res = np.asarray(layout.resolutions, dtype=np.int64)
+    return (res, res.astype(dtype), np.asarray(layout.offsets, dtype=np.int64), layout.num_dense,
+            (1 << layout.log2_table_size) - 1)
+
+
+class _HashEncodeNumba(torch.autograd.Function):
+    """CPU kernel: rows and weights live in registers, never in memory.
+
+    Backward recomputes them, which is cheaper than saving ``[N, L, 8]`` indices.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, table: Tensor, layout: LevelLayout) -> Tensor:  # type: ignore[override]
+        fwd, _ = _numba_kernels()  # type: ignore[misc]
+        x = x.detach().to(table.dtype).contiguous()
+        t = table.detach().contiguous()
+        out = torch.empty(x.shape[0], layout.num_levels * t.shape[1], dtype=t.dtype)
+        fwd(x.numpy(), t.numpy(), *_layout_arrays(layout, x.numpy().dtype), out.numpy())
+        ctx.save_for_backward(x)
+        ctx.layout, ctx.table_shape = layout, t.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        _, bwd = _numba_kernels()  # type: ignore[misc]
+        (x,) = ctx.saved_tensors
+        g = grad_out.to(x.dtype).contiguous()
+        grad_table = torch.zeros(ctx.table_shape, dtype=x.dtype)
+        bwd(x.numpy(), g.numpy(), *_layout_arrays(ctx.layout, x.numpy().dtype), grad_table.numpy())
+        return None, grad_table, None
+
+
+class _HashEncodeTorch(torch.autograd.Function):
+    """Device-agnostic kernel in batched PyTorch ops (the CUDA path)."""
+
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, layout: LevelLayout) -> Tensor:  # type: ignore[override]
         with torch.no_grad():
@@ -167,13 +220,16 @@ class _HashEncode(torch.autograd.Function):
         return None, grad_table, None
 
 
-def hash_encode(x: Tensor, table: Tensor, layout: LevelLayout) -> Tensor:
+def hash_encode(x: Tensor, table: Tensor, layout: LevelLayout, *,
+                backend: Literal["auto", "numba", "torch"] = "auto") -> Tensor:
     """Encode points with a multiresolution hash grid (fast path).
 
     Args:
         x: ``[N, 3]`` points in ``[0, 1]^3`` (clamped to it).
         table: ``[layout.total_rows, F]`` stacked level tables (gradients flow here).
         layout: from :func:`level_layout`.
+        backend: ``"numba"`` (compiled CPU kernel, the default on CPU when numba is installed)
+            or ``"torch"`` (batched PyTorch ops: any device, the CUDA path).
 
     Returns:
         ``[N, L * F]`` features, level-major (level 0's ``F`` values first).
@@ -182,4 +238,12 @@ def hash_encode(x: Tensor, table: Tensor, layout: LevelLayout) -> Tensor:
         raise ValueError(f"x must be [N, 3], got {tuple(x.shape)}.")
     if table.shape[0] != layout.total_rows:
         raise ValueError(f"table has {table.shape[0]} rows; the layout needs {layout.total_rows}.")
-    return _HashEncode.apply(x, table, layout)
+    if backend == "auto":
+        backend = "numba" if x.device.type == "cpu" and _numba_kernels() is not None else "torch"
+    if backend == "numba":
+        if _numba_kernels() is None:
+            raise ValueError("backend 'numba' needs the numba package; accepted: 'auto', 'torch'.")
+        return _HashEncodeNumba.apply(x, table, layout)
+    if backend != "torch":
+        raise ValueError(f"unknown backend {backend!r}; accepted: 'auto', 'numba', 'torch'.")
+    return _HashEncodeTorch.apply(x, table, layout)
