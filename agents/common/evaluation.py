@@ -6,6 +6,7 @@ with like: episode ``i`` starts from ``env.reset(seed=seed + i)``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,6 +105,8 @@ def evaluate_policy(
     """
     if n_episodes < 1:
         raise MpgymError(f"n_episodes must be >= 1, got {n_episodes}.")
+    if render:  # Gymnasium's pygame renderers must not look for a sound card
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     env = make_env(env, render_mode="rgb_array" if render else None)
     if render and env.render_mode != "rgb_array":
         raise MpgymError(f"render=True needs an env made with render_mode='rgb_array'; "

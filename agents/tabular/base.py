@@ -79,7 +79,7 @@ class TabularAgent(Agent):
                  run_dir: str | Path | RunDir | None = None):
         super().__init__(env, config, run_dir=run_dir)
         self.n_states, self.n_actions = require_discrete(self.env, type(self).__name__)
-        self.q = np.full((self.n_states, self.n_actions), float(self.config.q_init))
+        self.q = np.full((self.n_states, self.n_actions), float(getattr(self.config, "q_init", 0)))
         self.n = np.zeros((self.n_states, self.n_actions))
 
     # -- acting -----------------------------------------------------------------------------
@@ -126,6 +126,10 @@ class TabularAgent(Agent):
         return self.config.alpha(episode)
 
     # -- learning loop ----------------------------------------------------------------------
+    def schedule_values(self, episode: int) -> dict[str, float]:
+        """The schedules' values in ``episode``, logged with each episode's row."""
+        return {"epsilon": self.config.epsilon(episode), "alpha": self.config.alpha(episode)}
+
     def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
         """Play one episode from ``env.reset(seed=seed)``, updating; return (return, length)."""
         raise NotImplementedError
@@ -154,8 +158,7 @@ class TabularAgent(Agent):
                 self.num_episodes += 1
                 self.num_timesteps += length
                 self.log(episode=self.num_episodes, timestep=self.num_timesteps, **{"return": ret},
-                         length=length, epsilon=self.config.epsilon(episode),
-                         alpha=self.config.alpha(episode))
+                         length=length, **self.schedule_values(episode))
                 bar.update(1)
                 if not keep_going(callback, locals()):
                     break
