@@ -1,0 +1,209 @@
+"""Occupancy Networks (Mescheder et al., CVPR 2019): ``f(x, z) -> logit``, trained with BCE.
+
+``z`` is either a PointNet encoding of the shape's point cloud (the paper's point-cloud
+completion setting, ``condition="pointnet"``) or a free code per training shape
+(``condition="latent"``, auto-decoder style). Training points are uniform in the box plus
+near-surface samples (:class:`~neural3d.data.sampling.SamplingConfig`); the metric is
+volumetric IoU on 100k uniform points, as in the paper.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
+from mpgym.progress import progress
+from neural3d.implicit.data import ShapeSamples, iou_of_field
+from neural3d.implicit.losses import occupancy_bce
+from neural3d.implicit.networks import OccupancyDecoder, PointNetEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OccNetConfig:
+    """Occupancy-network training options (defaults: the CPU run the benchmark reports)."""
+
+    condition: Literal["pointnet", "latent"] = "pointnet"
+    """Code from a PointNet on the shape's points (paper) or a learned code per shape."""
+    latent_dim: int = 128
+    """Code size (paper: 256 for point clouds)."""
+    hidden: int = 128
+    """Decoder width (paper: 256)."""
+    blocks: int = 5
+    """Decoder ResNet blocks (paper: 5)."""
+    num_freqs: int = 0
+    """Positional-encoding octaves on x (paper: 0)."""
+    input_points: int = 300
+    """Points given to the PointNet per shape (paper: 300)."""
+    input_noise: float = 0.005
+    """Gaussian noise on those points (paper: 0.005)."""
+    points_per_shape: int = 2048
+    """Training points per shape per step (paper: 2048)."""
+    iterations: int = 2000
+    """Optimisation steps (all shapes in every step)."""
+    lr: float = 1e-3
+    """Adam learning rate (paper: 1e-4 with batch 64; larger for few shapes)."""
+    seed: int = 0
+    """Seed of init and sampling."""
+    device: str = "cpu"
+    """``cpu``, ``cuda`` or ``auto``."""
+    log_every: int = 100
+    """Write a metrics row every this many steps."""
+
+
+PRESETS: dict[str, OccNetConfig] = {
+    "cpu": OccNetConfig(),
+    "latent": OccNetConfig(condition="latent"),
+    "quick": OccNetConfig(hidden=64, blocks=3, latent_dim=32, iterations=300,
+                          points_per_shape=1024),
+}
+"""Named configs."""
+
+
+class OccupancyNetwork(nn.Module):
+    """Encoder (PointNet, or one code per shape) + :class:`OccupancyDecoder`.
+
+    Args:
+        config: :class:`OccNetConfig`.
+        num_shapes: number of training shapes (codes for ``condition="latent"``).
+    """
+
+    def __init__(self, config: OccNetConfig, num_shapes: int):
+        super().__init__()
+        self.condition = config.condition
+        if config.condition == "pointnet":
+            self.encoder: nn.Module = PointNetEncoder(config.latent_dim, config.hidden)
+        else:
+            self.encoder = nn.Embedding(num_shapes, config.latent_dim)
+            nn.init.normal_(self.encoder.weight, 0.0, 0.1)
+        self.decoder = OccupancyDecoder(config.latent_dim, config.hidden, config.blocks,
+                                        config.num_freqs)
+
+    def encode(self, cond: Tensor) -> Tensor:
+        """Codes ``[B, C]`` from point clouds ``[B, T, 3]`` or shape indices ``[B]``."""
+        return self.encoder(cond)
+
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """Logits ``[B, N]`` for points ``[B, N, 3]`` (positive inside)."""
+        return self.decoder(x, self.encode(cond))
+
+
+@dataclass
+class OccNetResult:
+    """What :func:`train_occnet` returns."""
+
+    model: OccupancyNetwork
+    config: OccNetConfig
+    names: list[str]
+    iou: dict[str, float] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _condition(shapes: list[ShapeSamples], config: OccNetConfig, gen: torch.Generator | None
+               ) -> Tensor:
+    """PointNet inputs ``[S, T, 3]`` (random + noise when ``gen``, else the first T) or
+    indices ``[S]``."""
+    if config.condition == "latent":
+        return torch.arange(len(shapes))
+    clouds = []
+    for s in shapes:
+        surf = torch.from_numpy(s.surface)
+        if gen is None:
+            clouds.append(surf[: config.input_points])
+        else:
+            idx = torch.randint(0, len(surf), (config.input_points,), generator=gen)
+            clouds.append(surf[idx] + config.input_noise * torch.randn(
+                (config.input_points, 3), generator=gen))
+    return torch.stack(clouds)
+
+
+def occnet_field(model: OccupancyNetwork, cond: Tensor):
+    """The SDF-signed field of one shape for meshing/IoU: ``x (N, 3) -> -logit (N,)``.
+
+    The sign is flipped so that, like an SDF, it is negative inside (level 0).
+    """
+    with torch.no_grad():
+        z = model.encode(cond[None])
+
+    def fn(x):
+        as_np = not isinstance(x, torch.Tensor)
+        xt = torch.as_tensor(np.asarray(x, np.float32)) if as_np else x
+        with torch.no_grad():
+            y = -model.decoder(xt[None], z)[0]
+        return y.numpy() if as_np else y
+
+    return fn
+
+
+def train_occnet(shapes: list[ShapeSamples], config: OccNetConfig = OccNetConfig(), *,
+                 run: RunDir | None = None, progress_bar: bool = True) -> OccNetResult:
+    """Fit one occupancy network to a set of shapes; report IoU per training shape.
+
+    Args:
+        shapes: samples of each shape (:mod:`neural3d.implicit.data`), with ``truth`` for IoU.
+        config: :class:`OccNetConfig`.
+        run: optional run directory for metrics and the checkpoint (kind ``"occnet"``).
+        progress_bar: show a progress bar on a terminal.
+    """
+    from mpgym.devices import get_device
+
+    if not shapes:
+        raise MpgymError("train_occnet needs at least one shape.")
+    device = get_device(config.device)
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    model = OccupancyNetwork(config, len(shapes)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    pts = [torch.from_numpy(s.points) for s in shapes]
+    occ = [torch.from_numpy(s.occupancy) for s in shapes]
+    result = OccNetResult(model, config, [s.name for s in shapes])
+
+    def save() -> None:
+        if run is not None:
+            save_checkpoint(run.file("checkpoint.safetensors"), model.state_dict(),
+                            kind="occnet", config=config,
+                            meta={"names": result.names, "num_shapes": len(shapes)})
+
+    t0 = time.perf_counter()
+    with save_on_interrupt(save, "the occupancy-network run"):
+        for step in progress(range(config.iterations), desc="occnet", enable=progress_bar):
+            idx = [torch.randint(0, len(p), (config.points_per_shape,), generator=gen)
+                   for p in pts]
+            x = torch.stack([p[i] for p, i in zip(pts, idx)]).to(device)
+            y = torch.stack([o[i] for o, i in zip(occ, idx)]).to(device)
+            loss = occupancy_bce(model(x, _condition(shapes, config, gen).to(device)), y)
+            if not torch.isfinite(loss):
+                raise MpgymError(f"occupancy network diverged at step {step}; lower --lr.")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            result.losses.append(loss.item())
+            if run is not None and (step % config.log_every == 0 or step + 1 == config.iterations):
+                run.metrics.log(step=step, loss=loss.item(), seconds=time.perf_counter() - t0)
+    result.seconds = time.perf_counter() - t0
+    save()
+    model.eval().cpu()
+    cond = _condition(shapes, config, None)
+    for i, s in enumerate(shapes):
+        if s.truth is not None:
+            result.iou[s.name] = iou_of_field(occnet_field(model, cond[i]), s.truth)
+    return result
+
+
+def load_occnet(path) -> tuple[OccupancyNetwork, OccNetConfig, dict]:
+    """Load a trained occupancy network: ``(model, config, meta)``."""
+    ck = load_checkpoint(path, expected_kind="occnet")
+    config = replace(OccNetConfig(), **{k: v for k, v in ck.config.items()
+                                        if k in OccNetConfig.__dataclass_fields__})
+    model = OccupancyNetwork(config, int(ck.meta.get("num_shapes", 1)))
+    model.load_state_dict(ck.state_dict)
+    return model.eval(), config, ck.meta
