@@ -14,6 +14,7 @@ min/max. For ``gamma = 1`` there is no such bound and we stop on ``max |d| < tol
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,7 +105,8 @@ def _check_gamma(gamma: float) -> float:
 def _solve(A: sp.csr_matrix, b: np.ndarray, tol: float) -> np.ndarray:
     """Solve ``A x = b``: sparse LU for small systems, GMRES for large ones."""
     if A.shape[0] <= DIRECT_SOLVE_MAX_STATES:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", spla.MatrixRankWarning)
             x = spla.spsolve(A.tocsc(), b)
     else:
         x, status = spla.gmres(A, b, rtol=tol, atol=0.0, restart=50, maxiter=1000)

@@ -51,12 +51,14 @@ class TabularPredictionAgent(TabularAgent):
         super().__init__(env, config, run_dir=run_dir)
         S, A = self.n_states, self.n_actions
         self.target = np.full((S, A), 1.0 / A) if policy is None else check_policy(policy, S, A)
+        self._cdf = np.cumsum(self.target, axis=1)
         self.v = np.full(S, float(self.config.v_init))
         self.n_v = np.zeros(S)
 
     def act(self, s: int) -> int:
         """Sample the target policy in ``s``."""
-        return int(self.rng.choice(self.n_actions, p=self.target[s]))
+        a = int(np.searchsorted(self._cdf[s], self.rng.random() * self._cdf[s, -1], side="right"))
+        return min(a, self.n_actions - 1)
 
     def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
         """An action of the target policy for ``obs`` (SB3's ``(action, None)``)."""
@@ -89,3 +91,4 @@ class TabularPredictionAgent(TabularAgent):
         self.v = np.asarray(state["v"], dtype=float)
         self.n_v = np.asarray(state["n_v"], dtype=float)
         self.target = check_policy(np.asarray(state["target"], dtype=float), *self.q.shape)
+        self._cdf = np.cumsum(self.target, axis=1)
