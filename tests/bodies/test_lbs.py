@@ -1,0 +1,105 @@
+import pytest
+import torch
+
+from bodies import lbs as L
+from bodies._reference import lbs_reference
+from bodies.rotations import (
+    axis_angle_to_matrix,
+    matrix_to_axis_angle,
+    matrix_to_quaternion,
+    matrix_to_rot6d,
+    quaternion_to_matrix,
+    rot6d_to_matrix,
+)
+from bodies.skeleton import PARENTS
+
+
+def _random_model(V=300, J=24, S=10, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    vt = torch.randn(V, 3, generator=g, dtype=dtype)
+    sd = torch.randn(V, 3, S, generator=g, dtype=dtype) * 0.05
+    pd = torch.randn(9 * (J - 1), V * 3, generator=g, dtype=dtype) * 0.01
+    Jr = torch.rand(J, V, generator=g, dtype=dtype)
+    Jr /= Jr.sum(1, keepdim=True)
+    W = torch.rand(V, J, generator=g, dtype=dtype) ** 4
+    W /= W.sum(1, keepdim=True)
+    return vt, sd, pd, Jr, torch.tensor(PARENTS), W
+
+
+def test_rodrigues_quarter_turn_and_zero():
+    R = axis_angle_to_matrix(torch.tensor([0.0, 0.0, torch.pi / 2]))
+    torch.testing.assert_close(R @ torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0]))
+    torch.testing.assert_close(axis_angle_to_matrix(torch.zeros(3)), torch.eye(3))
+
+
+def test_rodrigues_gradient_finite_at_zero():
+    r = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    R = axis_angle_to_matrix(r)
+    (R * torch.arange(9.0, dtype=torch.float64).reshape(3, 3)).sum().backward()
+    assert torch.isfinite(r.grad).all()
+    # d/dr of R at 0 is the skew map: sum(M * [r]_x) -> (M21 - M12, M02 - M20, M10 - M01)
+    torch.testing.assert_close(r.grad, torch.tensor([7.0 - 5.0, 2.0 - 6.0, 3.0 - 1.0], dtype=torch.float64))
+    assert torch.autograd.gradcheck(axis_angle_to_matrix, (torch.randn(4, 3, dtype=torch.float64, requires_grad=True),))
+
+
+@pytest.mark.parametrize("batch", [(), (2,), (1, 2)])
+def test_rotation_round_trips(batch):
+    g = torch.Generator().manual_seed(1)
+    r = torch.randn(*batch, 3, generator=g, dtype=torch.float64)
+    r = r / r.norm(dim=-1, keepdim=True) * torch.rand(*batch, 1, generator=g, dtype=torch.float64) * 3.0
+    R = axis_angle_to_matrix(r)
+    torch.testing.assert_close(matrix_to_axis_angle(R), r)
+    torch.testing.assert_close(quaternion_to_matrix(matrix_to_quaternion(R)), R)
+    torch.testing.assert_close(rot6d_to_matrix(matrix_to_rot6d(R)), R)
+    torch.testing.assert_close(R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand_as(R))
+
+
+def test_rest_pose_returns_template():
+    vt, sd, pd, Jr, par, W = _random_model()
+    v, j = L.lbs(torch.zeros(2, 10, dtype=torch.float64), torch.zeros(2, 72, dtype=torch.float64),
+                 vt, sd, pd, Jr, par, W)
+    torch.testing.assert_close(v, vt.expand(2, -1, -1))
+    torch.testing.assert_close(j, (Jr @ vt).expand(2, -1, -1))
+
+
+def test_single_joint_moves_only_its_subtree():
+    vt, sd, pd, Jr, par, W = _random_model()
+    pose = torch.zeros(1, 72, dtype=torch.float64)
+    pose[0, 18 * 3 + 1] = 1.0  # left elbow
+    _, j = L.lbs(torch.zeros(1, 10, dtype=torch.float64), pose, vt, sd, pd, Jr, par, W)
+    j0 = Jr @ vt
+    moved = (j[0] - j0).norm(dim=-1) > 1e-9
+    assert moved.nonzero().flatten().tolist() == [20, 22]  # left wrist and hand
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_fast_equals_reference_and_smplx(dtype, tol):
+    smplx_lbs = pytest.importorskip("smplx.lbs").lbs
+    vt, sd, pd, Jr, par, W = (x.to(dtype) if x.is_floating_point() else x for x in _random_model())
+    g = torch.Generator().manual_seed(3)
+    betas = torch.randn(5, 10, generator=g).to(dtype)
+    pose = (torch.randn(5, 72, generator=g) * 0.6).to(dtype)
+    v, j = L.lbs(betas, pose, vt, sd, pd, Jr, par, W)
+    vr, jr = lbs_reference(betas, pose, vt, sd, pd, Jr, par, W)
+    vs, js = smplx_lbs(betas, pose, vt, sd, pd, Jr, par, W)
+    torch.testing.assert_close(v, vr, atol=tol, rtol=0)
+    torch.testing.assert_close(j, jr, atol=tol, rtol=0)
+    torch.testing.assert_close(v, vs, atol=max(tol, 1e-7), rtol=0)
+    torch.testing.assert_close(j, js, atol=max(tol, 1e-7), rtol=0)
+
+
+def test_skin_chunking_is_invisible():
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(10, 50, 3, generator=g, dtype=torch.float64)
+    W = torch.rand(50, 24, generator=g, dtype=torch.float64)
+    A = torch.randn(10, 24, 3, 4, generator=g, dtype=torch.float64)
+    expect = torch.einsum("vk,bkij,bvj->bvi", W, A[..., :3], v) + torch.einsum("vk,bki->bvi", W, A[..., 3])
+    for chunk in (1, 3, 32):
+        torch.testing.assert_close(L.skin(v, W, A, chunk=chunk), expect)
+
+
+def test_lbs_gradcheck_tiny():
+    vt, sd, pd, Jr, par, W = _random_model(V=12)
+    betas = torch.randn(1, 10, dtype=torch.float64, requires_grad=True)
+    pose = (torch.randn(1, 72, dtype=torch.float64) * 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda b, p: L.lbs(b, p, vt, sd, pd, Jr, par, W)[0], (betas, pose))
