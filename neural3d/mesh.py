@@ -230,8 +230,10 @@ def sample_grid(
 def field_gradient(fn: Callable[[Any], Any], points: np.ndarray, *, eps: float,
                    chunk_size: int = 2**16, array: str = "torch", device: Any = "cpu"
                    ) -> np.ndarray:
-    """Gradient of ``fn`` at ``points (N, 3)`` -> ``(N, 3)``: autograd when it flows, else
-    central differences with step ``eps``."""
+    """Gradient of ``fn`` at ``points (N, 3)`` -> ``(N, 3)``.
+
+    Autograd when gradients flow through ``fn``, else central differences with step ``eps``.
+    """
     import torch
 
     if array == "torch":
@@ -344,3 +346,25 @@ def simplify_mesh(mesh, faces: int):
                                   o3d.utility.Vector3iVector(np.asarray(mesh.faces)))
     m = m.simplify_quadric_decimation(target_number_of_triangles=int(faces))
     return trimesh.Trimesh(np.asarray(m.vertices), np.asarray(m.triangles), process=False)
+
+
+def render_mesh_views(mesh, *, views: int = 4, size: int = 256, elevation_deg: float = 25.0,
+                      radius: float = 2.2) -> np.ndarray:
+    """Shaded turntable pictures of a mesh (Open3D ray casting), ``(views, size, size, 3)``.
+
+    The mesh is centred and scaled to unit size for the camera; the background is white.
+    """
+    import math
+
+    from neural3d.cameras import Intrinsics, turntable_poses
+    from neural3d.data.multiview import render_views
+    from neural3d.data.scenes import scene_from_mesh
+
+    m = mesh.copy()
+    lo, hi = m.bounds
+    m.apply_translation(-(lo + hi) / 2)
+    m.apply_scale(1.0 / max(float((hi - lo).max()), 1e-9))
+    intr = Intrinsics.from_fov(0.6911112070083618, size, size)
+    poses = turntable_poses(views, radius, math.radians(elevation_deg))
+    rgba = render_views(scene_from_mesh(m), poses, intr)
+    return rgba[..., :3] * rgba[..., 3:] + (1 - rgba[..., 3:])

@@ -62,8 +62,10 @@ def normal_consistency(a: np.ndarray, na: np.ndarray, b: np.ndarray, nb: np.ndar
     """Mean ``|n . n'|`` between each point's normal and its nearest neighbour's, both ways.
 
     Args:
-        a: ``(N, 3)`` points; na: ``(N, 3)`` their unit normals.
-        b: ``(M, 3)`` points; nb: ``(M, 3)`` their unit normals.
+        a: ``(N, 3)`` points.
+        na: ``(N, 3)`` their unit normals.
+        b: ``(M, 3)`` points.
+        nb: ``(M, 3)`` their unit normals.
     """
     _, ia = nearest(a, b)
     _, ib = nearest(b, a)
@@ -129,8 +131,10 @@ def surface_metrics(pred_points: np.ndarray, pred_normals: np.ndarray, gt_points
     """All surface metrics from sampled points with normals (one KD-tree query each way).
 
     Args:
-        pred_points: ``(N, 3)``; pred_normals: ``(N, 3)`` unit normals.
-        gt_points: ``(M, 3)``; gt_normals: ``(M, 3)`` unit normals.
+        pred_points: ``(N, 3)`` predicted surface points.
+        pred_normals: ``(N, 3)`` their unit normals.
+        gt_points: ``(M, 3)`` ground-truth surface points.
+        gt_normals: ``(M, 3)`` their unit normals.
         threshold: F-score distance.
     """
     d_pg, i_pg = nearest(pred_points, gt_points)

@@ -181,6 +181,7 @@ class Shape:
         raise NotImplementedError
 
     def __call__(self, p: Any) -> Any:
+        """Signed distance of tensors (differentiable) or arrays (float32 numpy)."""
         if isinstance(p, torch.Tensor):
             return self.sdf(p)
         t = torch.as_tensor(np.asarray(p, dtype=np.float32))

@@ -44,8 +44,13 @@ class ShapeSamples:
 
 def shape_surface(shape: Shape, n: int, rng: np.random.Generator, *, resolution: int = 128
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` points exactly on an analytic shape with normals: marching-cubes samples projected
-    onto the zero level set by Newton steps -> ``(points (n, 3), normals (n, 3))``."""
+    """``n`` points exactly on an analytic shape, with normals.
+
+    Marching-cubes samples are projected onto the zero level set by Newton steps.
+
+    Returns:
+        ``(points (n, 3), normals (n, 3))``.
+    """
     from neural3d.mesh import extract_mesh
 
     mesh = extract_mesh(shape, 0.55, resolution, normals="mesh")
@@ -76,8 +81,11 @@ def samples_from_mesh(name: str, mesh, config: SamplingConfig, rng: np.random.Ge
 
 def iou_of_field(fn, truth, n: int = 100_000, bounds: float = 0.55,
                  rng: np.random.Generator | None = None) -> float:
-    """Volumetric IoU of ``fn(x) < 0`` against ``truth(x) < 0`` on ``n`` uniform points (the
-    Occupancy Networks protocol, 100k points in the box). Both take/return numpy."""
+    """Volumetric IoU of ``fn(x) < 0`` against ``truth(x) < 0`` on ``n`` uniform points.
+
+    The Occupancy Networks protocol (100k points in the box); both callables take and
+    return numpy arrays.
+    """
     from neural3d.data.sampling import sample_uniform
     from neural3d.metrics import volumetric_iou
 

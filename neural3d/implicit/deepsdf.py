@@ -148,8 +148,8 @@ def train_deepsdf(shapes: list[ShapeSamples], config: DeepSDFConfig = DeepSDFCon
         for step in progress(range(config.iterations), desc="deepsdf", enable=progress_bar):
             idx = [torch.randint(0, len(p), (config.points_per_shape,), generator=gen)
                    for p in pts]
-            x = torch.stack([p[i] for p, i in zip(pts, idx)]).to(device)
-            s = torch.stack([d[i] for d, i in zip(sdf, idx)]).to(device)
+            x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)]).to(device)
+            s = torch.stack([d[i] for d, i in zip(sdf, idx, strict=True)]).to(device)
             pred = decoder(x, codes)
             loss = clamped_l1(pred, s, config.clamp) + config.code_reg * (codes**2).sum(-1).mean()
             if not torch.isfinite(loss):
@@ -172,8 +172,10 @@ def train_deepsdf(shapes: list[ShapeSamples], config: DeepSDFConfig = DeepSDFCon
 
 def observations_from_points(points: np.ndarray, normals: np.ndarray, eps: float = 0.01
                              ) -> tuple[np.ndarray, np.ndarray]:
-    """SDF observations from an oriented point cloud (e.g. a partial scan): each point with
-    value 0, and ``p +- eps n`` with value ``+-eps`` (DeepSDF's depth-scan protocol).
+    """SDF observations from an oriented point cloud (e.g. a partial scan).
+
+    Each point with value 0, and ``p +- eps n`` with value ``+-eps`` (DeepSDF's depth-scan
+    protocol).
 
     Returns:
         ``(points (3N, 3), sdf (3N,))``.
@@ -190,7 +192,8 @@ def infer_code(decoder: DeepSDFDecoder, points: np.ndarray, sdf: np.ndarray,
 
     Args:
         decoder: a trained decoder.
-        points: ``(N, 3)`` observed points; sdf: ``(N,)`` their signed distances.
+        points: ``(N, 3)`` observed points.
+        sdf: ``(N,)`` their signed distances.
         config: uses ``latent_dim``, ``clamp``, ``code_reg``, ``infer_iterations``,
             ``infer_lr``, ``code_init_std``, ``seed``.
         batch: observations per step.

@@ -119,8 +119,18 @@ def local_sigmas(points: np.ndarray, k: int) -> np.ndarray:
 
 def igr_loss(model: IGRNet, surface: torch.Tensor, normals: torch.Tensor | None,
              off_surface: torch.Tensor, config: IGRConfig) -> tuple[torch.Tensor, dict]:
-    """IGR's loss on one batch: surface points ``[B, 3]``, normals ``[B, 3]`` or None,
-    off-surface samples ``[M, 3]``; returns the loss and its terms as floats."""
+    """IGR's loss on one batch.
+
+    Args:
+        model: the SDF network.
+        surface: ``[B, 3]`` surface points.
+        normals: ``[B, 3]`` their unit normals, or None.
+        off_surface: ``[M, 3]`` off-surface samples (eikonal term only).
+        config: weights and the surface-loss kind.
+
+    Returns:
+        The loss and its terms as floats.
+    """
     x = torch.cat([surface, off_surface]).requires_grad_(True)
     f = model(x)
     g = gradient(f, x)
@@ -202,7 +212,8 @@ def fit_igr(points: np.ndarray, normals: np.ndarray | None = None,
             result.iterations = step + 1
             if run is not None and (step % config.log_every == 0 or step + 1 == config.iterations):
                 run.metrics.log(step=step, loss=loss.item(), lr=sched.get_last_lr()[0],
-                                seconds=time.perf_counter() - t0, **terms)
+                                seconds=time.perf_counter() - t0,
+                                cpu_seconds=time.process_time() - c0, **terms)
                 if step % (10 * config.log_every) == 0:
                     save()
     result.seconds = time.perf_counter() - t0

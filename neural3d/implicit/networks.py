@@ -1,5 +1,4 @@
-"""Networks for implicit shapes: IGR's SDF MLP, Occupancy Networks' ResNet-FC decoder and
-PointNet encoder, DeepSDF's latent-conditioned decoder.
+"""Networks for implicit shapes: IGR, Occupancy Networks (decoder + PointNet), DeepSDF.
 
 All decoders map points ``[B, N, 3]`` (plus a latent ``[B, C]`` when conditioned) to one value
 per point ``[B, N]``: a signed distance (IGR, DeepSDF; negative inside) or an occupancy logit

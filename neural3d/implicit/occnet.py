@@ -110,8 +110,7 @@ class OccNetResult:
 
 def _condition(shapes: list[ShapeSamples], config: OccNetConfig, gen: torch.Generator | None
                ) -> Tensor:
-    """PointNet inputs ``[S, T, 3]`` (random + noise when ``gen``, else the first T) or
-    indices ``[S]``."""
+    """PointNet inputs ``[S, T, 3]`` (random + noise with ``gen``, else the first T) or ``[S]``."""
     if config.condition == "latent":
         return torch.arange(len(shapes))
     clouds = []
@@ -178,8 +177,8 @@ def train_occnet(shapes: list[ShapeSamples], config: OccNetConfig = OccNetConfig
         for step in progress(range(config.iterations), desc="occnet", enable=progress_bar):
             idx = [torch.randint(0, len(p), (config.points_per_shape,), generator=gen)
                    for p in pts]
-            x = torch.stack([p[i] for p, i in zip(pts, idx)]).to(device)
-            y = torch.stack([o[i] for o, i in zip(occ, idx)]).to(device)
+            x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)]).to(device)
+            y = torch.stack([o[i] for o, i in zip(occ, idx, strict=True)]).to(device)
             loss = occupancy_bce(model(x, _condition(shapes, config, gen).to(device)), y)
             if not torch.isfinite(loss):
                 raise MpgymError(f"occupancy network diverged at step {step}; lower --lr.")

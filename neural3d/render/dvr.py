@@ -52,8 +52,10 @@ def find_surface(field: Field, origins: Tensor, dirs: Tensor, *, near: float, fa
 
     Args:
         field: ``[N, 3] -> [N]`` occupancy logits (inside where ``> tau``).
-        origins: ``[R, 3]`` ray origins; dirs: ``[R, 3]`` unit directions.
-        near: start depth; far: end depth.
+        origins: ``[R, 3]`` ray origins.
+        dirs: ``[R, 3]`` unit directions.
+        near: start depth.
+        far: end depth.
         n_steps: evenly spaced samples for the sign search (DVR: 128 at test time).
         n_secant: secant iterations (DVR: 8).
         tau: the surface level.
@@ -95,13 +97,15 @@ class SurfaceDepth(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, field: Field, tau: float, depth: Tensor, origins: Tensor, dirs: Tensor,
-                *params: Tensor) -> Tensor:  # noqa: D102
+                *params: Tensor) -> Tensor:
+        """Return ``depth`` unchanged; remember what backward needs."""
         ctx.field, ctx.tau = field, tau
         ctx.save_for_backward(depth, origins, dirs, *params)
         return depth.detach().clone()
 
     @staticmethod
-    def backward(ctx, grad_depth: Tensor):  # noqa: D102
+    def backward(ctx, grad_depth: Tensor):
+        """Implicit gradient ``-(df/dtheta) / (grad_p f . w)`` times ``grad_depth``."""
         depth, origins, dirs, *params = ctx.saved_tensors
         with torch.enable_grad():
             p = (origins + depth[:, None] * dirs).detach().requires_grad_(True)
@@ -151,8 +155,10 @@ def render_dvr(occupancy: Field, color: Callable[[Tensor], Tensor], params: list
         occupancy: ``[N, 3] -> [N]`` logits (inside ``> tau``).
         color: ``[N, 3] -> [N, 3]`` colours in [0, 1].
         params: the occupancy field's parameters (receive the implicit gradient).
-        origins: ``[R, 3]``; dirs: ``[R, 3]`` unit.
-        near: start depth; far: end depth.
+        origins: ``[R, 3]`` ray origins.
+        dirs: ``[R, 3]`` unit directions.
+        near: start depth.
+        far: end depth.
         n_steps: sign-search samples.
         n_secant: secant steps.
         tau: surface level.
