@@ -1,0 +1,340 @@
+"""Diffusion: DDPM forward process in closed form, linear and cosine schedules,
+epsilon-prediction training, ancestral sampling, DDIM, classifier-free guidance, the
+variational bound in nats with a discretised decoder, and latent diffusion on a VAE's latents.
+
+Digits are scaled to ``x0 = 2 x / 16 - 1`` in [-1, 1]: the 17 levels are bin centres of width
+``2 / 16``, and ``L_0`` integrates the decoder Gaussian over each bin (Ho et al. sec. 3.3), so
+the bound is on the discrete ``-log P(x)``, in nats per image like the other models.
+
+References:
+    Ho et al. (2020) DDPM, arXiv:2006.11239 (T = 1000, linear betas 1e-4..0.02);
+    Nichol & Dhariwal (2021), arXiv:2102.09672 (cosine schedule, s = 0.008);
+    Song et al. (2021) DDIM, arXiv:2010.02502; Ho & Salimans (2022) classifier-free guidance,
+    arXiv:2207.12598 (drop the label with p = 0.1); Rombach et al. (2022) latent diffusion.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from generative.data import DIM, LEVELS, SIDE, check_images
+
+
+# ---------------------------------------------------------------------------- schedules
+def linear_betas(T: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> torch.Tensor:
+    """``beta_t`` linearly from ``beta_1`` to ``beta_T`` (Ho et al.), float64 ``[T]``."""
+    return torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """``abar(t) = cos^2(((t/T + s)/(1 + s)) pi / 2)``; ``beta_t = 1 - abar_t / abar_{t-1}`` (clipped)."""
+    t = torch.arange(T + 1, dtype=torch.float64) / T
+    f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Precomputed per-step quantities, index ``t - 1`` for step ``t = 1..T`` (float64)."""
+
+    betas: torch.Tensor
+    alphas: torch.Tensor
+    abar: torch.Tensor
+    abar_prev: torch.Tensor
+    posterior_var: torch.Tensor  # beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t
+
+    @classmethod
+    def from_betas(cls, betas: torch.Tensor) -> Schedule:
+        """Build all quantities from ``beta_t``."""
+        alphas = 1 - betas
+        abar = torch.cumprod(alphas, 0)
+        abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
+        return cls(betas, alphas, abar, abar_prev, betas * (1 - abar_prev) / (1 - abar))
+
+
+def _at(v: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Gather ``v[t - 1]`` and broadcast to ``like``'s shape (float32)."""
+    return v.to(like.device)[t - 1].float().view(-1, *([1] * (like.dim() - 1)))
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, sched: Schedule) -> torch.Tensor:
+    """Closed-form forward process ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (``t`` in 1..T)."""
+    ab = _at(sched.abar, t, x0)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+
+
+def q_step(x_prev: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, sched: Schedule) -> torch.Tensor:
+    """One step of the kernel ``q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)``."""
+    b = _at(sched.betas, t, x_prev)
+    return (1 - b).sqrt() * x_prev + b.sqrt() * eps
+
+
+def posterior_mean(x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, sched: Schedule) -> torch.Tensor:
+    """Mean of ``q(x_{t-1} | x_t, x_0)`` (Ho et al. eq. 7)."""
+    b, a, ab, abp = (_at(v, t, xt) for v in (sched.betas, sched.alphas, sched.abar, sched.abar_prev))
+    return abp.sqrt() * b / (1 - ab) * x0 + a.sqrt() * (1 - abp) / (1 - ab) * xt
+
+
+def eps_to_mean(xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, sched: Schedule) -> torch.Tensor:
+    """``mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)`` (Ho et al. eq. 11)."""
+    b, a, ab = (_at(v, t, xt) for v in (sched.betas, sched.alphas, sched.abar))
+    return (xt - b / (1 - ab).sqrt() * eps) / a.sqrt()
+
+
+def discretized_gaussian_log_prob(x0: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
+                                  levels: int = LEVELS) -> torch.Tensor:
+    """``log P(x0)`` with ``x0`` on the grid ``2 k / (L-1) - 1``: Gaussian mass of each bin.
+
+    Bins have half-width ``1 / (L - 1)``; the first and last extend to -inf / +inf.
+    Returns the elementwise log-probabilities (same shape as ``x0``).
+    """
+    half = 1.0 / (levels - 1)
+    inv = torch.exp(-log_std)
+    normal = torch.distributions.Normal(0.0, 1.0)
+    cdf_hi = torch.where(x0 > 1 - 1e-3, torch.ones_like(x0), normal.cdf((x0 + half - mean) * inv))
+    cdf_lo = torch.where(x0 < -1 + 1e-3, torch.zeros_like(x0), normal.cdf((x0 - half - mean) * inv))
+    return torch.log((cdf_hi - cdf_lo).clamp(min=1e-12))
+
+
+# ---------------------------------------------------------------------------- denoisers
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer steps ``[n] -> [n, dim]``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).to(t.device)
+    a = t.float()[:, None] * freqs
+    return torch.cat([torch.sin(a), torch.cos(a)], -1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice, with the time(+label) embedding added in between."""
+
+    def __init__(self, ch: int, emb: int, dropout: float):
+        super().__init__()
+        self.n1, self.n2 = nn.GroupNorm(8, ch), nn.GroupNorm(8, ch)
+        self.c1, self.c2 = nn.Conv2d(ch, ch, 3, padding=1), nn.Conv2d(ch, ch, 3, padding=1)
+        self.emb = nn.Linear(emb, ch)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``[n, C, H, W]``."""
+        h = self.c1(F.silu(self.n1(x))) + self.emb(e)[:, :, None, None]
+        return x + self.c2(self.drop(F.silu(self.n2(h))))
+
+
+class ConvDenoiser(nn.Module):
+    """``eps_theta(x_t, t, y)`` for 8x8 images: a residual conv stack at full resolution."""
+
+    def __init__(self, channels: int, blocks: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.ch = channels
+        emb = 4 * channels
+        self.t_mlp = nn.Sequential(nn.Linear(channels, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.label = nn.Embedding(num_classes + 1, emb) if num_classes else None  # last id = "no label"
+        self.inp = nn.Conv2d(1, channels, 3, padding=1)
+        self.blocks = nn.ModuleList(ResBlock(channels, emb, dropout) for _ in range(blocks))
+        self.out = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[n, 64]`` -> predicted noise ``[n, 64]``."""
+        e = self.t_mlp(timestep_embedding(t, self.ch))
+        if self.label is not None and y is not None:
+            e = e + self.label(y)
+        h = self.inp(x.view(-1, 1, SIDE, SIDE))
+        for b in self.blocks:
+            h = b(h, e)
+        return self.out(h).flatten(1)
+
+
+class MLPDenoiser(nn.Module):
+    """``eps_theta(x_t, t, y)`` for vectors (2D points, VAE latents)."""
+
+    def __init__(self, dim: int, hidden: int, num_classes: int, dropout: float):
+        super().__init__()
+        self.hidden = hidden
+        self.label = nn.Embedding(num_classes + 1, hidden) if num_classes else None
+        self.inp = nn.Linear(dim, hidden)
+        self.t_mlp = nn.Linear(hidden, hidden)
+        self.net = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``[n, dim]``."""
+        h = self.inp(x) + self.t_mlp(timestep_embedding(t, self.hidden))
+        if self.label is not None and y is not None:
+            h = h + self.label(y)
+        return self.net(h)
+
+
+# ---------------------------------------------------------------------------- model
+@dataclass(frozen=True)
+class DDPMConfig:
+    """DDPM; schedule defaults from Ho et al. (T = 1000, linear 1e-4..0.02), cond-drop 0.1 (CFG)."""
+
+    T: int = 1000
+    """Diffusion steps."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """Beta schedule."""
+    net: Literal["conv", "mlp"] = "conv"
+    """Denoiser: residual convs for 8x8 images, MLP for vectors."""
+    channels: int = 64
+    """Conv channels or MLP width."""
+    blocks: int = 4
+    """Residual blocks (conv denoiser)."""
+    dropout: float = 0.1
+    """Dropout in the denoiser."""
+    num_classes: int = 0
+    """Classes for classifier-free guidance (0: unconditional)."""
+    cond_drop: float = 0.1
+    """Probability of training without the label (CFG)."""
+    dim: int = DIM
+    """Data dimension (64 digits; 2 points; latent size for latent diffusion)."""
+    discrete: bool = True
+    """Data are 17-level digits (scaled to [-1, 1]; the bound uses the discretised decoder)."""
+    levels: int = LEVELS
+    """Levels of the discrete data."""
+
+
+class DDPM(nn.Module):
+    """Epsilon-prediction diffusion; ``loss`` is Ho et al.'s simple objective."""
+
+    def __init__(self, config: DDPMConfig = DDPMConfig()):
+        super().__init__()
+        self.config, self.num_classes, self.levels = config, config.num_classes, config.levels
+        betas = linear_betas(config.T) if config.schedule == "linear" else cosine_betas(config.T)
+        self.sched = Schedule.from_betas(betas)
+        if config.net == "conv":
+            self.net: nn.Module = ConvDenoiser(config.channels, config.blocks, config.num_classes, config.dropout)
+        else:
+            self.net = MLPDenoiser(config.dim, config.channels, config.num_classes, config.dropout)
+
+    def to_x0(self, x: torch.Tensor) -> torch.Tensor:
+        """Digits (long, 0..16) to [-1, 1]; continuous data unchanged."""
+        if not self.config.discrete:
+            return x.float()
+        return 2 * check_images(x, self.levels).float() / (self.levels - 1) - 1
+
+    def eps(self, xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+            guidance: float = 0.0) -> torch.Tensor:
+        """Predicted noise; with labels and ``guidance = w``: ``(1 + w) eps(y) - w eps(no label)``."""
+        if self.num_classes == 0 or y is None:
+            null = None if self.num_classes == 0 else torch.full_like(t, self.num_classes)
+            return self.net(xt, t, null)
+        if guidance == 0:
+            return self.net(xt, t, y)
+        e_c = self.net(xt, t, y)
+        e_u = self.net(xt, t, torch.full_like(y, self.num_classes))
+        return (1 + guidance) * e_c - guidance * e_u
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``E_{t, eps} ||eps - eps_theta(x_t, t)||^2`` (summed over pixels, averaged over the batch)."""
+        x0 = self.to_x0(x)
+        n = x0.shape[0]
+        t = torch.randint(1, self.config.T + 1, (n,), device=x0.device)
+        noise = torch.randn_like(x0)
+        if self.num_classes and y is not None:
+            drop = torch.rand(n, device=x0.device) < self.config.cond_drop
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        pred = self.net(q_sample(x0, t, noise, self.sched), t, y if self.num_classes else None)
+        return (pred - noise).pow(2).sum(-1).mean()
+
+    def _finish(self, x0: torch.Tensor) -> torch.Tensor:
+        if not self.config.discrete:
+            return x0
+        return ((x0.clamp(-1, 1) + 1) / 2 * (self.levels - 1)).round().long()
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None,
+               guidance: float = 0.0, variance: Literal["beta", "posterior"] = "beta") -> torch.Tensor:
+        """Ancestral sampling ``x_T -> x_0`` over all T steps (Ho et al. Algorithm 2)."""
+        x = torch.randn(n, self.config.dim, generator=generator)
+        var = self.sched.betas if variance == "beta" else self.sched.posterior_var
+        for step in range(self.config.T, 0, -1):
+            t = torch.full((n,), step, dtype=torch.long)
+            mean = eps_to_mean(x, self.eps(x, t, y, guidance), t, self.sched)
+            if step > 1:
+                x = mean + _at(var, t, x).sqrt() * torch.randn(x.shape, generator=generator)
+            else:
+                x = mean
+        return self._finish(x)
+
+    @torch.no_grad()
+    def sample_ddim(self, n: int, *, steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
+                    y: torch.Tensor | None = None, guidance: float = 0.0) -> torch.Tensor:
+        """DDIM sampling on ``steps`` evenly spaced steps; ``eta = 0`` is deterministic (Song et al. eq. 12)."""
+        ts = torch.linspace(self.config.T, 1, steps).round().long().tolist()
+        x = torch.randn(n, self.config.dim, generator=generator)
+        ab = self.sched.abar.float()
+        for i, step in enumerate(ts):
+            t = torch.full((n,), step, dtype=torch.long)
+            e = self.eps(x, t, y, guidance)
+            a_t = ab[step - 1]
+            a_prev = ab[ts[i + 1] - 1] if i + 1 < len(ts) else torch.tensor(1.0)
+            x0 = (x - (1 - a_t).sqrt() * e) / a_t.sqrt()
+            if self.config.discrete:
+                x0 = x0.clamp(-1, 1)
+            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * e
+            if eta > 0 and i + 1 < len(ts):
+                x = x + sigma * torch.randn(x.shape, generator=generator)
+        return self._finish(x)
+
+    @torch.no_grad()
+    def bound_terms(self, x: torch.Tensor, t: torch.Tensor, *, y: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """The variational-bound term ``L_{t-1}`` in nats ``[n]`` for given steps ``t`` ``[n]``.
+
+        ``t = 1``: ``-log p(x_0 | x_1)`` (discretised decoder); ``t > 1``:
+        ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))`` with ``p``'s variance ``beta_tilde_t``.
+        """
+        x0 = self.to_x0(x)
+        noise = torch.randn(x0.shape, generator=generator)
+        xt = q_sample(x0, t, noise, self.sched)
+        mean = eps_to_mean(xt, self.eps(xt, t, y), t, self.sched)
+        var = _at(self.sched.posterior_var, t, x0)
+        kl = ((posterior_mean(x0, xt, t, self.sched) - mean) ** 2 / (2 * var.clamp(min=1e-20))).sum(-1)
+        log_std = 0.5 * torch.log(_at(self.sched.betas, t, x0)).expand_as(x0)
+        if self.config.discrete:
+            nll0 = -discretized_gaussian_log_prob(x0, mean, log_std, self.levels).sum(-1)
+        else:
+            nll0 = 0.5 * (((x0 - mean) * torch.exp(-log_std)) ** 2 + 2 * log_std + math.log(2 * math.pi)).sum(-1)
+        return torch.where(t == 1, nll0, kl)
+
+    @torch.no_grad()
+    def prior_term(self, x: torch.Tensor) -> torch.Tensor:
+        """``L_T = KL(q(x_T | x_0) || N(0, I))`` ``[n]``."""
+        x0 = self.to_x0(x)
+        ab = float(self.sched.abar[-1])
+        return 0.5 * (ab * x0 ** 2 + (1 - ab) - 1 - math.log(1 - ab)).sum(-1)
+
+
+# ---------------------------------------------------------------------------- latent diffusion
+class LatentDiffusion(nn.Module):
+    """A DDPM over a (frozen) VAE's posterior means; samples decode through the VAE."""
+
+    def __init__(self, vae: nn.Module, config: DDPMConfig):
+        super().__init__()
+        self.vae = vae.eval().requires_grad_(False)
+        self.ddpm = DDPM(config)
+        self.num_classes = config.num_classes
+
+    def latents(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``[n, latent]`` posterior means."""
+        with torch.no_grad():
+            return self.vae.encode(x, y if getattr(self.vae, "num_classes", 0) else None)[0]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """DDPM loss on the latents."""
+        return self.ddpm.loss(self.latents(x), y)
+
+    @torch.no_grad()
+    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None,
+               steps: int = 50) -> torch.Tensor:
+        """DDIM in latent space, then the VAE decoder's most likely image."""
+        z = self.ddpm.sample_ddim(n, steps=steps, generator=generator, y=y)
+        return self.vae.decode(z, mean=True)

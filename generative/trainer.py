@@ -1,0 +1,204 @@
+"""The shared training loop: minibatches, EMA of weights, validation model selection,
+``metrics.csv``, atomic checkpoints, a progress bar, and a clean stop on a NaN loss.
+
+A model trains here when it has ``loss(x) -> scalar`` (or ``loss(x, y)`` when it has
+``num_classes > 0``). Models with several optimisers (GANs) instead define
+``make_optimizers(lr) -> list[Optimizer]`` and ``train_step(x, y, optimizers) -> dict``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mpgym import RunDir, progress, save_checkpoint
+from mpgym.errors import MpgymError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options of :func:`train` (model hyper-parameters live in each model's config)."""
+
+    steps: int = 4000
+    """Optimiser steps."""
+    batch_size: int = 64
+    """Images per step."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    schedule: Literal["constant", "cosine"] = "cosine"
+    """Learning-rate schedule (cosine decays to 0 over ``steps``)."""
+    grad_clip: float = 5.0
+    """Gradient-norm clip (0 disables)."""
+    ema: float = 0.0
+    """EMA decay of the weights used for validation and the checkpoint (0 disables; DDPM: 0.999)."""
+    eval_every: int = 250
+    """Steps between validations (and checkpoints when validation improves)."""
+    select_best: bool = True
+    """Keep the weights with the best validation score (early stopping against overfitting)."""
+    seed: int = 0
+    """Seed of the minibatch order and the model's initialisation."""
+    max_seconds: float = 0.0
+    """Stop after this much wall-clock time (0: no limit); the benchmark's 10-minute cap."""
+    progress: bool = True
+    """Show a progress bar (only on a terminal)."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    steps: int
+    seconds: float
+    best_val: float
+    best_step: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "done"
+    """``done``, ``time`` (max_seconds) or ``nan`` (diverged; the last good weights are kept)."""
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """``shadow = decay * shadow + (1 - decay) * current`` (integer buffers are copied)."""
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+
+def _default_val(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> float:
+    with torch.no_grad():
+        total = 0.0
+        for i in range(0, len(x), 256):
+            xb = x[i: i + 256]
+            yb = None if y is None else y[i: i + 256]
+            total += float(_loss(model, xb, yb)) * len(xb)
+    return total / len(x)
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    return model.loss(x, y) if getattr(model, "num_classes", 0) else model.loss(x)
+
+
+def _save(run: RunDir | None, state: dict[str, torch.Tensor], kind: str, model_config: Any,
+          meta: dict[str, Any]) -> None:
+    if run is not None:
+        save_checkpoint(run.file("checkpoint.safetensors"), state, kind=kind, config=model_config, meta=meta)
+
+
+def train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, config: TrainConfig = TrainConfig(),
+          *, y_train: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+          run: RunDir | None = None, kind: str = "model", model_config: Any = None,
+          val_fn: Callable[[nn.Module], float] | None = None) -> TrainResult:
+    """Train ``model`` on ``x_train``; validate on ``x_val``; checkpoint into ``run``.
+
+    Args:
+        model: a module with ``loss`` (or ``make_optimizers`` + ``train_step``).
+        x_train: ``[n, ...]`` training data (digits: ``[n, 64]`` long).
+        x_val: validation data, same layout.
+        config: loop options.
+        y_train: ``[n]`` labels for conditional models.
+        y_val: validation labels.
+        run: run directory for ``metrics.csv`` and ``checkpoint.safetensors``.
+        kind: checkpoint kind (the model's registry name).
+        model_config: the model's dataclass config, stored in the checkpoint.
+        val_fn: validation score (lower is better); default: mean ``loss`` over ``x_val``.
+
+    Returns:
+        A :class:`TrainResult`. The model ends with the selected (best or EMA) weights.
+    """
+    gen = torch.Generator().manual_seed(config.seed)
+    val_fn = val_fn or (lambda m: _default_val(m, x_val, y_val))
+    multi = hasattr(model, "train_step")
+    opts = model.make_optimizers(config.lr) if multi else [
+        torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
+    scheds = [torch.optim.lr_scheduler.LambdaLR(
+        o, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
+        if config.schedule == "cosine" else (lambda s: 1.0)) for o in opts]
+    ema = EMA(model, config.ema) if config.ema > 0 else None
+    best_val, best_step, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
+    result = TrainResult(steps=0, seconds=0.0, best_val=math.inf, best_step=0)
+    meta = {"train": config}
+    t0 = time.perf_counter()
+    bar = progress(total=config.steps, desc=kind, enable=config.progress, unit="step")
+    running = 0.0
+    try:
+        for step in range(1, config.steps + 1):
+            model.train()
+            idx = torch.randint(0, len(x_train), (config.batch_size,), generator=gen)
+            xb = x_train[idx]
+            yb = None if y_train is None else y_train[idx]
+            if multi:
+                stats = model.train_step(xb, yb, opts)
+                loss_value = float(stats["loss"])
+            else:
+                loss = _loss(model, xb, yb)
+                loss_value = float(loss.detach())
+                if math.isfinite(loss_value):
+                    opts[0].zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    opts[0].step()
+            if not math.isfinite(loss_value):
+                log.error("%s: loss became %s at step %d; stopping and keeping the last good checkpoint "
+                          "(step %d). Try a lower --train.lr.", kind, loss_value, step, best_step)
+                result.stopped = "nan"
+                break
+            for s in scheds:
+                s.step()
+            if ema is not None:
+                ema.update(model)
+            running = loss_value if step == 1 else 0.98 * running + 0.02 * loss_value
+            bar.update(1)
+            result.steps = step
+            timed_out = config.max_seconds > 0 and time.perf_counter() - t0 > config.max_seconds
+            if step % config.eval_every == 0 or step == config.steps or timed_out:
+                current = copy.deepcopy(model.state_dict())
+                if ema is not None:
+                    model.load_state_dict(ema.shadow)
+                model.eval()
+                val = float(val_fn(model))
+                row = {"step": step, "train_loss": running, "val": val, "seconds": time.perf_counter() - t0}
+                result.history.append(row)
+                if run is not None:
+                    run.metrics.log(**row)
+                bar.set_postfix(loss=f"{running:.2f}", val=f"{val:.2f}")
+                if val < best_val or not config.select_best:
+                    best_val, best_step = val, step
+                    best_state = copy.deepcopy(model.state_dict())
+                    _save(run, best_state, kind, model_config, {**meta, "step": step, "val": val})
+                model.load_state_dict(current)
+            if timed_out:
+                result.stopped = "time"
+                break
+    finally:
+        bar.close()
+    if not math.isfinite(best_val) and result.stopped == "nan":
+        model.load_state_dict(best_state)
+        raise MpgymError(f"{kind}: training diverged (NaN loss) before the first validation; "
+                         "lower the learning rate (--train.lr) or enable gradient clipping.")
+    model.load_state_dict(best_state)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    result.best_val, result.best_step = best_val, best_step
+    return result
