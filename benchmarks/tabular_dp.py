@@ -1,0 +1,185 @@
+"""Value and policy iteration: mpgym against mdptoolbox-hiive, pymdptoolbox and bettermdptools.
+
+Problems: FrozenLake 8x8 (slippery, gamma 0.99) and a random sparse MDP (10,000 states,
+8 actions, 10 successors each, gamma 0.99; ``--quick``: 1,000 states). Reference values V*
+come from mpgym's value iteration run to a guaranteed error of 1e-12 and are cross-checked
+against policy iteration (exact linear solves).
+
+Columns: ``solve_s`` (build the solver's input from the ``P`` dict + solve; best of repeats for
+the fast solvers), ``sweeps``, ``sweep_ms`` (time per sweep: for mpgym the marginal cost,
+(t(110 sweeps) - t(10 sweeps)) / 100; for the others their loop time / sweeps), ``max_abs_err``
+(max |V - V*|), ``x_mpgym_vi`` (solve time / mpgym VI's solve time on the same problem).
+
+Goals (issue 2, section 5): ``vi_speedup_vs_mdptoolbox`` >= 50 (mpgym VI to max|V - V*| <=
+1e-6 against the faster toolbox run with its own default stopping rule, epsilon 0.01),
+``vi_speedup_vs_bettermdptools`` >= 1.5 (bettermdptools' vectorised VI with theta chosen so its
+error is also <= 1e-6: theta = 1e-6 (1 - gamma) / gamma), ``vi_max_abs_err`` <= 1e-6,
+``vi_sweep_vs_spmv_floor`` <= 2.0 (mpgym's time per sweep / time of the bare sparse
+matrix-vector product ``P @ V`` a sweep must do), all on the random MDP.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+from agents.tabular import policy_iteration, value_iteration
+from envs import TabularModel
+from mpgym.bench import Goal, bench_parser, report
+
+GAMMA = 0.99
+TOL = 1e-6
+
+
+def best_time(fn, repeats: int):
+    """(min wall time over repeats, last result)."""
+    best, out = np.inf, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def random_mdp(S: int, A: int, K: int, seed: int = 0):
+    """Random sparse MDP as a TabularModel and as a toy-text ``P`` dict."""
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(S * A), K)
+    nxt = rng.integers(0, S, size=S * A * K)
+    probs = rng.random((S * A, K))
+    probs = (probs / probs.sum(axis=1, keepdims=True)).ravel()
+    rew = np.repeat(rng.random(S * A), K)  # R(s, a) in [0, 1)
+    model = TabularModel.from_transitions(rows, nxt, probs, rew, np.zeros(S * A * K, bool),
+                                          n_states=S, n_actions=A)
+    P = {s: {a: [] for a in range(A)} for s in range(S)}
+    for r, n, p, w in zip(rows.tolist(), nxt.tolist(), probs.tolist(), rew.tolist(),
+                          strict=True):
+        s, a = divmod(r, A)
+        P[s][a].append((p, n, w, False))
+    return model, P
+
+
+def toolbox_arrays(P: dict):
+    """(list of A CSR (S, S) stochastic matrices, R (S, A)) from a P dict whose terminal
+    states are absorbing zero-reward self-loops (FrozenLake, the random MDP)."""
+    S, A = len(P), len(P[0])
+    rows, cols, vals = [[] for _ in range(A)], [[] for _ in range(A)], [[] for _ in range(A)]
+    R = np.zeros((S, A))
+    for s in range(S):
+        for a in range(A):
+            for p, n, r, _ in P[s][a]:
+                rows[a].append(s)
+                cols[a].append(n)
+                vals[a].append(p)
+                R[s, a] += p * r
+    mats = [sp.csr_matrix((vals[a], (rows[a], cols[a])), shape=(S, S)) for a in range(A)]
+    return mats, R
+
+
+def run_mpgym(P: dict, V_star: np.ndarray, repeats: int):
+    rows = []
+    build_s, model = best_time(lambda: TabularModel.from_dict(P), repeats)
+    vi_s, (V, _, info) = best_time(lambda: value_iteration(model, GAMMA, TOL), repeats)
+    # marginal cost of a sweep: (time of 110 sweeps - time of 10 sweeps) / 100
+    t_short, _ = best_time(lambda: value_iteration(model, GAMMA, 0.0, max_sweeps=10), repeats)
+    t_long, _ = best_time(lambda: value_iteration(model, GAMMA, 0.0, max_sweeps=110), repeats)
+    sweep_s = (t_long - t_short) / 100
+    rows.append({"solver": "mpgym value_iteration (tol 1e-6)", "solve_s": build_s + vi_s,
+                 "sweeps": info.sweeps, "sweep_ms": 1e3 * sweep_s,
+                 "max_abs_err": float(np.abs(V - V_star).max())})
+    pi_s, (V, _, pinfo) = best_time(lambda: policy_iteration(model, GAMMA), max(1, repeats // 2))
+    rows.append({"solver": "mpgym policy_iteration", "solve_s": build_s + pi_s,
+                 "sweeps": pinfo.improvements, "sweep_ms": None,
+                 "max_abs_err": float(np.abs(V - V_star).max())})
+    x = np.random.default_rng(1).random(model.n_states)
+    spmv_s, _ = best_time(lambda: model.P @ x, 20 * repeats)
+    return rows, model, sweep_s, spmv_s
+
+
+def run_toolbox(module_name: str, label: str, P: dict, V_star: np.ndarray):
+    import importlib
+
+    mdp = importlib.import_module(module_name)
+    t0 = time.perf_counter()
+    mats, R = toolbox_arrays(P)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vi = mdp.ValueIteration(mats, R, GAMMA)  # default epsilon 0.01, its own stopping rule
+        t1 = time.perf_counter()
+        vi.run()
+    t2 = time.perf_counter()
+    V = np.asarray(vi.V, dtype=float)
+    return {"solver": f"{label} ValueIteration (eps 0.01)", "solve_s": t2 - t0,
+            "sweeps": int(vi.iter), "sweep_ms": 1e3 * (t2 - t1) / max(1, int(vi.iter)),
+            "max_abs_err": float(np.abs(V - V_star).max())}
+
+
+def run_bettermdptools(P: dict, V_star: np.ndarray, sweeps_hint: int):
+    from bettermdptools.algorithms.planner import Planner
+
+    theta = TOL * (1 - GAMMA) / GAMMA  # max|V_k+1 - V_k| < theta  =>  max|V - V*| < 1e-6
+    n_iters = int(2 * sweeps_hint)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        V, V_track, _ = Planner(P).value_iteration_vectorized(gamma=GAMMA, n_iters=n_iters,
+                                                              theta=theta, dtype=np.float64)
+    dt = time.perf_counter() - t0
+    sweeps = int(np.flatnonzero(np.abs(V_track).sum(axis=1) > 0).max()) if V_track.any() else 0
+    return {"solver": "bettermdptools value_iteration_vectorized (same tol)", "solve_s": dt,
+            "sweeps": sweeps, "sweep_ms": 1e3 * dt / max(1, sweeps),
+            "max_abs_err": float(np.abs(V - V_star).max())}
+
+
+def solve_problem(name: str, P: dict, model: TabularModel, repeats: int, toolboxes: bool):
+    V_star, _, ref = value_iteration(model, GAMMA, 1e-12)
+    V_pi = policy_iteration(model, GAMMA)[0]
+    assert ref.converged and np.abs(V_star - V_pi).max() < 1e-7, np.abs(V_star - V_pi).max()
+    rows, _, sweep_s, spmv_s = run_mpgym(P, V_star, repeats)
+    # bettermdptools needs ~log(theta)/log(gamma) sweeps: 1833 for gamma 0.99, theta ~1e-8
+    hint = np.log(TOL * (1 - GAMMA) / GAMMA / 1.0) / np.log(GAMMA)
+    rows.append(run_bettermdptools(P, V_star, sweeps_hint=max(hint, 100)))
+    if toolboxes:
+        rows.append(run_toolbox("hiive.mdptoolbox.mdp", "mdptoolbox-hiive", P, V_star))
+        rows.append(run_toolbox("mdptoolbox.mdp", "pymdptoolbox", P, V_star))
+    base = rows[0]["solve_s"]
+    for r in rows:
+        r["x_mpgym_vi"] = r["solve_s"] / base
+        r["problem"] = name
+    rows.append({"problem": name, "solver": "bare SpMV P @ V (floor per sweep)",
+                 "sweep_ms": 1e3 * spmv_s})
+    return rows, sweep_s / spmv_s
+
+
+def main() -> None:
+    args = bench_parser(__doc__.splitlines()[0]).parse_args()
+    repeats = 2 if args.quick else 5
+    S = 1000 if args.quick else 10_000
+    import gymnasium as gym
+
+    fl_P = gym.make("FrozenLake8x8-v1").unwrapped.P
+    fl_rows, _ = solve_problem("FrozenLake8x8", fl_P, TabularModel.from_dict(fl_P), repeats,
+                               toolboxes=True)
+    model, P = random_mdp(S, 8, 10)
+    name = f"random S={S} A=8 K=10"
+    rows, floor_ratio = solve_problem(name, P, model, repeats, toolboxes=True)
+    ours = rows[0]
+    toolbox = min((r for r in rows if "ValueIteration" in r["solver"]),
+                  key=lambda r: r["solve_s"])
+    better = next(r for r in rows if r["solver"].startswith("bettermdptools"))
+    goals = [
+        Goal("vi_speedup_vs_mdptoolbox", toolbox["solve_s"] / ours["solve_s"], 50, ">="),
+        Goal("vi_speedup_vs_bettermdptools", better["solve_s"] / ours["solve_s"], 1.5, ">="),
+        Goal("vi_max_abs_err", ours["max_abs_err"], TOL, "<="),
+        Goal("vi_sweep_vs_spmv_floor", floor_ratio, 2.0, "<="),
+    ]
+    columns = ["problem", "solver", "solve_s", "sweeps", "sweep_ms", "max_abs_err", "x_mpgym_vi"]
+    report("tabular_dp", fl_rows + rows, goals, args.json, columns=columns,
+           extra={"quick": args.quick, "gamma": GAMMA, "tol": TOL})
+
+
+if __name__ == "__main__":
+    main()
