@@ -1,0 +1,138 @@
+"""Experience storage in preallocated arrays: a replay buffer (DQN) and a rollout buffer (A2C, PPO).
+
+Nothing here holds Python objects per transition: each field is one NumPy array written in
+place, and sampling is one fancy-indexing gather per field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from agents.deep.common import gae
+
+
+@dataclass
+class ReplayBatch:
+    """A sampled minibatch, as tensors: ``obs``/``next_obs`` ``[B, obs_dim]``, the rest ``[B]``."""
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_obs: Tensor
+    terminated: Tensor
+
+
+class ReplayBuffer:
+    """A ring buffer of transitions ``(s, a, r, s', terminated)`` (Lin 1992; Mnih et al. 2015).
+
+    ``s'`` is stored explicitly, so the true final observation of a time-limited episode is
+    kept, and ``terminated`` (not ``truncated``) decides whether ``s'`` is bootstrapped.
+
+    Args:
+        capacity: number of transitions kept; the oldest are overwritten.
+        obs_dim: length of an observation vector.
+    """
+
+    def __init__(self, capacity: int, obs_dim: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.actions = np.zeros(capacity, np.int64)
+        self.rewards = np.zeros(capacity, np.float32)
+        self.terminated = np.zeros(capacity, np.float32)
+        self.pos = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(
+        self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool
+    ) -> None:
+        """Store one transition, overwriting the oldest when full."""
+        i = self.pos
+        self.obs[i] = obs
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.next_obs[i] = next_obs
+        self.terminated[i] = terminated
+        self.pos = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample_indices(self, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+        """Uniform indices in ``[0, len(self))``, with replacement."""
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty replay buffer")
+        return rng.integers(0, self.size, size=batch_size)
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> ReplayBatch:
+        """A uniform minibatch of ``batch_size`` stored transitions."""
+        idx = self.sample_indices(batch_size, rng)
+        return ReplayBatch(
+            obs=torch.from_numpy(self.obs[idx]),
+            actions=torch.from_numpy(self.actions[idx]),
+            rewards=torch.from_numpy(self.rewards[idx]),
+            next_obs=torch.from_numpy(self.next_obs[idx]),
+            terminated=torch.from_numpy(self.terminated[idx]),
+        )
+
+
+@dataclass
+class RolloutBatch:
+    """A flattened on-policy rollout, ``[T * N, ...]`` tensors."""
+
+    obs: Tensor
+    actions: Tensor
+    log_probs: Tensor
+    advantages: Tensor
+    returns: Tensor
+    values: Tensor
+
+
+class RolloutBuffer:
+    """``n_steps`` steps of ``n_envs`` environments, laid out ``[T, N, ...]``.
+
+    Each step stores ``V(s'_t)`` of the true next state as well, so :func:`gae` can bootstrap
+    truncated episodes from their final observation and never from the reset one.
+    """
+
+    def __init__(
+        self, n_steps: int, n_envs: int, obs_dim: int, action_shape: tuple[int, ...], discrete: bool
+    ):
+        self.n_steps, self.n_envs = n_steps, n_envs
+        self.obs = np.zeros((n_steps, n_envs, obs_dim), np.float32)
+        self.actions = np.zeros(
+            (n_steps, n_envs, *action_shape), np.int64 if discrete else np.float32
+        )
+        self.log_probs = np.zeros((n_steps, n_envs), np.float32)
+        self.rewards = np.zeros((n_steps, n_envs), np.float32)
+        self.values = np.zeros((n_steps, n_envs), np.float32)
+        self.next_values = np.zeros((n_steps, n_envs), np.float32)
+        self.terminated = np.zeros((n_steps, n_envs), np.float32)
+        self.dones = np.zeros((n_steps, n_envs), np.float32)
+
+    def finish(self, gamma: float, lam: float) -> RolloutBatch:
+        """GAE advantages and value targets, flattened to ``[T * N]`` tensors."""
+        adv = gae(
+            self.rewards, self.values, self.next_values, self.terminated, self.dones, gamma, lam
+        )
+        ret = adv + self.values
+        n = self.n_steps * self.n_envs
+
+        def flat(x: np.ndarray) -> Tensor:
+            return torch.from_numpy(x.reshape(n, *x.shape[2:]))
+
+        return RolloutBatch(
+            obs=flat(self.obs),
+            actions=flat(self.actions),
+            log_probs=flat(self.log_probs),
+            advantages=flat(adv),
+            returns=flat(ret),
+            values=flat(self.values),
+        )

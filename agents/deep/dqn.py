@@ -1,0 +1,288 @@
+"""Deep Q-Network (Mnih et al. 2015) with Double DQN, dueling heads, Huber loss and clipping.
+
+The update, as the method defines it: sample transitions ``(s, a, r, s', terminated)`` from the
+replay buffer, form the constant target ``y = r + gamma * (1 - terminated) * max_a'
+Q_target(s', a')`` (Double DQN: the online net picks ``a'``, the target net values it), and
+descend ``loss(Q(s, a), y)`` with gradients through ``Q(s, a)`` only. Truncated episodes (time
+limits) are bootstrapped from their true final observation; only termination zeroes it.
+
+Example:
+    >>> agent = DQN("CartPole-v1").learn(50_000)  # doctest: +SKIP
+    >>> action, _ = agent.predict(obs)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from agents.common import Callback, keep_going, linear_schedule
+from agents.deep.base import DeepAgent, EpisodeTracker, check_step
+from agents.deep.buffers import ReplayBuffer
+from agents.deep.common import dqn_targets
+from agents.deep.networks import QNetwork
+from mpgym.errors import MpgymError
+from mpgym.progress import progress
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """DQN hyperparameters; defaults are tuned for CartPole-v1.
+
+    Starting point: rl-baselines3-zoo's tuned CartPole-v1 set (lr 2.3e-3, batch 64, 256 env
+    steps then 128 gradient steps, exploration 16 % down to 0.04, [256, 256]), with Double DQN
+    on and the target synced after each training round.
+    """
+
+    env_id: str = "CartPole-v1"
+    """Gymnasium id of the environment (Discrete actions)."""
+    seed: int = 0
+    """Seed of the env, the network initialisation, exploration and replay sampling."""
+    total_timesteps: int = 50_000
+    """Environment steps of ``learn()`` when no budget is given (zoo: 5e4 for CartPole)."""
+    learning_rate: float = 2.3e-3
+    """Adam step size (zoo CartPole: 2.3e-3)."""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """'linear' anneals the step size to 0 over the budget of ``learn()``."""
+    buffer_size: int = 100_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 1_000
+    """Environment steps of pure exploration before the first update."""
+    batch_size: int = 64
+    """Transitions per gradient step."""
+    gamma: float = 0.99
+    """Discount factor."""
+    train_freq: int = 256
+    """Environment steps between training rounds."""
+    gradient_steps: int = 128
+    """Gradient steps per training round."""
+    target_update_interval: int = 128
+    """Gradient steps between target-network updates."""
+    tau: float = 1.0
+    """Target update rate: 1 copies the online net (hard update), < 1 is Polyak averaging."""
+    exploration_fraction: float = 0.16
+    """Fraction of ``total_timesteps`` over which epsilon decays linearly."""
+    exploration_initial_eps: float = 1.0
+    """Epsilon at the start."""
+    exploration_final_eps: float = 0.04
+    """Epsilon after the decay."""
+    double_dqn: bool = True
+    """Select the next action with the online net and value it with the target net."""
+    dueling: bool = False
+    """Use a dueling head ``V(s) + A(s, a) - mean A``."""
+    loss: Literal["huber", "mse"] = "huber"
+    """TD loss: Huber (smooth L1, as in Mnih et al. 2015) or squared error."""
+    max_grad_norm: float = 10.0
+    """Gradient-norm clip (SB3's default for DQN)."""
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of the Q-network."""
+
+
+_BASE = DQNConfig()
+DQN_PRESETS: dict[str, DQNConfig] = {
+    "CartPole-v1": _BASE,
+    # rl-baselines3-zoo dqn.yml (Acrobot-v1: -76.6 after 1e5 steps).
+    "Acrobot-v1": dataclasses.replace(
+        _BASE,
+        env_id="Acrobot-v1",
+        total_timesteps=100_000,
+        learning_rate=6.3e-4,
+        batch_size=128,
+        buffer_size=50_000,
+        learning_starts=0,
+        train_freq=4,
+        gradient_steps=4,
+        target_update_interval=64,
+        exploration_fraction=0.12,
+        exploration_final_eps=0.1,
+    ),
+    # rl-baselines3-zoo dqn.yml (MountainCar-v0: -100.8 after 1.2e5 steps).
+    "MountainCar-v0": dataclasses.replace(
+        _BASE,
+        env_id="MountainCar-v0",
+        total_timesteps=120_000,
+        learning_rate=4e-3,
+        batch_size=128,
+        buffer_size=10_000,
+        learning_starts=1_000,
+        gamma=0.98,
+        train_freq=16,
+        gradient_steps=8,
+        target_update_interval=75,
+        exploration_fraction=0.2,
+        exploration_final_eps=0.07,
+    ),
+    # rl-baselines3-zoo dqn.yml (LunarLander-v3 needs Box2D).
+    "LunarLander-v3": dataclasses.replace(
+        _BASE,
+        env_id="LunarLander-v3",
+        total_timesteps=100_000,
+        learning_rate=6.3e-4,
+        batch_size=128,
+        buffer_size=50_000,
+        learning_starts=0,
+        train_freq=4,
+        gradient_steps=4,
+        target_update_interval=62,
+        exploration_fraction=0.12,
+        exploration_final_eps=0.1,
+    ),
+}
+
+
+class DQN(DeepAgent):
+    """Deep Q-learning for Discrete action spaces.
+
+    Attributes:
+        q: the online :class:`QNetwork`.
+        q_target: the target network (updated every ``target_update_interval`` gradient steps).
+        buffer: the :class:`ReplayBuffer`.
+    """
+
+    name: ClassVar[str] = "dqn"
+    Config: ClassVar[type] = DQNConfig
+    PRESETS: ClassVar[dict[str, Any]] = DQN_PRESETS
+    MODULES: ClassVar[tuple[str, ...]] = ("q", "q_target")
+    config: DQNConfig
+
+    def _build(self) -> None:
+        space = self.env.action_space
+        if not isinstance(space, gym.spaces.Discrete):
+            raise MpgymError(
+                f"DQN needs a Discrete action space, but {self.env_id} has {space}; "
+                "use PPO, A2C or REINFORCE for continuous (Box) actions."
+            )
+        cfg = self.config
+        self.n_actions = int(space.n)
+        self.action_start = int(space.start)
+        self.q = QNetwork(self.encoder.dim, self.n_actions, cfg.hidden, dueling=cfg.dueling)
+        self.q_target = QNetwork(self.encoder.dim, self.n_actions, cfg.hidden, dueling=cfg.dueling)
+        self.q_target.load_state_dict(self.q.state_dict())
+        self.q_target.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate, fused=True)
+        self.buffer = ReplayBuffer(min(cfg.buffer_size, 10**8), self.encoder.dim)
+        self.num_updates = 0
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
+        greedy = self.q(obs).argmax(dim=1).numpy() + self.action_start
+        if deterministic:
+            return greedy
+        explore = self.rng.random(len(greedy)) < self.config.exploration_final_eps
+        random = self.rng.integers(0, self.n_actions, len(greedy)) + self.action_start
+        return np.where(explore, random, greedy)
+
+    def epsilon(self, step: int, total: int) -> float:
+        """Exploration rate after ``step`` of ``total`` environment steps (linear decay)."""
+        cfg = self.config
+        return linear_schedule(
+            cfg.exploration_initial_eps,
+            cfg.exploration_final_eps,
+            int(cfg.exploration_fraction * total),
+            step,
+        )
+
+    # -- the update --------------------------------------------------------------------------
+    def train_round(self, n_steps: int) -> float:
+        """``n_steps`` gradient steps on replayed minibatches; returns the mean TD loss."""
+        cfg = self.config
+        idx = self.buffer.sample_indices(n_steps * cfg.batch_size, self.rng).reshape(n_steps, -1)
+        buf = self.buffer
+        # one gather for the whole round: [G, B, ...]
+        obs_all = torch.from_numpy(buf.obs[idx])
+        next_all = torch.from_numpy(buf.next_obs[idx])
+        act_all = torch.from_numpy(buf.actions[idx]).unsqueeze(-1)
+        rew_all = torch.from_numpy(buf.rewards[idx])
+        term_all = torch.from_numpy(buf.terminated[idx])
+        loss_fn = F.smooth_l1_loss if cfg.loss == "huber" else F.mse_loss
+        total = torch.zeros(())
+        for g in range(n_steps):
+            obs, nxt = obs_all[g], next_all[g]
+            with torch.no_grad():
+                next_q_target = self.q_target(nxt)
+                next_q_online = self.q(nxt) if cfg.double_dqn else None
+            y = dqn_targets(rew_all[g], term_all[g], next_q_target, cfg.gamma, next_q_online)
+            q_sa = self.q(obs).gather(1, act_all[g]).squeeze(1)
+            loss = loss_fn(q_sa, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.q.parameters(), cfg.max_grad_norm, foreach=True)
+            self.optimizer.step()
+            total += loss.detach()
+            self.num_updates += 1
+            if self.num_updates % cfg.target_update_interval == 0:
+                self.update_target()
+        return float(total) / max(n_steps, 1)
+
+    @torch.no_grad()
+    def update_target(self) -> None:
+        """``theta_target <- tau * theta + (1 - tau) * theta_target`` (tau = 1: a copy)."""
+        tau = self.config.tau
+        tgt, src = list(self.q_target.parameters()), list(self.q.parameters())
+        if tau >= 1.0:
+            torch._foreach_copy_(tgt, src)
+        else:
+            torch._foreach_lerp_(tgt, src, tau)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def learn(
+        self,
+        total_timesteps: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+    ) -> DQN:
+        """Collect experience epsilon-greedily and train every ``train_freq`` steps.
+
+        Args:
+            total_timesteps: environment steps (default ``config.total_timesteps``).
+            callback: ``callback(locals()) -> bool | None`` after every env step; False stops.
+            progress_bar: show a progress bar on a terminal.
+
+        Returns:
+            ``self``.
+        """
+        cfg = self.config
+        total = int(total_timesteps if total_timesteps is not None else cfg.total_timesteps)
+        env, tracker = self.env, EpisodeTracker(1)
+        raw, _ = env.reset(seed=cfg.seed + self.num_episodes)
+        env.action_space.seed(cfg.seed)
+        obs = self.preprocess(raw)[0]
+        loss = math.nan
+        bar = progress(total=total, desc=f"dqn {self.env_id}", enable=progress_bar, unit="step")
+        with self._training(), bar:
+            for step in range(total):
+                eps = self.epsilon(step, total)
+                if self.rng.random() < eps:
+                    action = int(self.rng.integers(self.n_actions)) + self.action_start
+                else:
+                    with torch.no_grad():
+                        q = self.q(torch.from_numpy(obs).unsqueeze(0))
+                    action = int(q.argmax()) + self.action_start
+                raw, reward, terminated, truncated, _ = env.step(action)
+                check_step(self.env_id, raw, reward)
+                next_obs = self.preprocess(raw)[0]
+                self.buffer.add(obs, action - self.action_start, reward, next_obs, terminated)
+                self.num_timesteps += 1
+                done = terminated or truncated
+                ended = tracker.step(np.array([float(reward)]), np.array([done]))
+                if done:
+                    self._episodes_done(ended, epsilon=eps, loss=loss)
+                    raw, _ = env.reset()
+                    next_obs = self.preprocess(raw)[0]
+                obs = next_obs
+                if step >= cfg.learning_starts and (step + 1) % cfg.train_freq == 0:
+                    if cfg.lr_schedule == "linear":
+                        self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (
+                            1 - step / total
+                        )
+                    loss = self.train_round(cfg.gradient_steps)
+                bar.update(1)
+                if not keep_going(callback, locals()):
+                    break
+        return self

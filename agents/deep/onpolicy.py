@@ -1,0 +1,281 @@
+"""What A2C and PPO share: config fields, rollouts over ``gymnasium.vector`` envs, normalisers.
+
+An :class:`OnPolicyAgent` steps ``n_envs`` copies of the env in a ``SyncVectorEnv`` with
+``autoreset_mode=SAME_STEP``: when an episode ends, ``step`` returns the first observation of
+the next one and the true final observation in ``info["final_obs"]``. The rollout stores
+``V(s'_t)`` of that final observation for truncated episodes, so time limits are bootstrapped
+and never mistaken for termination. The subclass supplies the update (:meth:`_update`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+from agents.common import Callback, keep_going, make_env
+from agents.deep.base import DeepAgent, EpisodeTracker, check_step
+from agents.deep.buffers import RolloutBatch, RolloutBuffer
+from agents.deep.networks import Activation, ActorCritic, RunningMeanStd
+from mpgym.errors import MpgymError
+from mpgym.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OnPolicyConfig:
+    """Fields common to the actor-critic agents (defaults are overridden per algorithm)."""
+
+    env_id: str = "CartPole-v1"
+    """Gymnasium id of the environment (Discrete or Box actions)."""
+    seed: int = 0
+    """Seed of the envs, the network initialisation and action sampling."""
+    total_timesteps: int = 100_000
+    """Environment steps (summed over the parallel envs) of ``learn()`` without a budget."""
+    n_envs: int = 8
+    """Parallel environments in the ``SyncVectorEnv``."""
+    n_steps: int = 32
+    """Steps per environment between updates (rollout length)."""
+    learning_rate: float = 1e-3
+    """Initial step size."""
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    """'linear' anneals the step size to 0 over ``total_timesteps``."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 0.95
+    """GAE lambda; 1.0 gives the n-step returns of A2C."""
+    ent_coef: float = 0.0
+    """Weight of the entropy bonus."""
+    vf_coef: float = 0.5
+    """Weight of the value loss."""
+    max_grad_norm: float = 0.5
+    """Gradient-norm clip."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden widths of the (separate) policy and value MLPs."""
+    activation: Activation = "tanh"
+    """Hidden nonlinearity."""
+    normalize_obs: bool = False
+    """Normalise observations by running mean and std (stored in the checkpoint)."""
+    normalize_reward: bool = False
+    """Scale rewards by the running std of the discounted return (SB3's VecNormalize)."""
+    std: Literal["param", "state"] = "param"
+    """Gaussian policies: state-independent learned log std, or an output of the network."""
+    log_std_init: float = 0.0
+    """Initial log std of Gaussian policies."""
+
+
+class OnPolicyAgent(DeepAgent):
+    """Base of A2C and PPO: vector envs, rollouts, normalisation; the update is the subclass's.
+
+    Attributes:
+        policy: the :class:`ActorCritic`.
+        optimizer: its optimiser (built by the subclass's :meth:`_make_optimizer`).
+        obs_rms: running observation statistics when ``normalize_obs`` (else None).
+    """
+
+    MODULES: ClassVar[tuple[str, ...]] = ("policy",)
+    config: Any
+
+    def _make_env(self, env: str | gym.Env) -> gym.Env:
+        self._env_source = env
+        return make_env(env)
+
+    def _build(self) -> None:
+        cfg = self.config
+        space = self.env.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            self.discrete, act_dim, self.action_start = True, int(space.n), int(space.start)
+            self.action_shape: tuple[int, ...] = ()
+        elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            self.discrete, act_dim, self.action_start = False, int(space.shape[0]), 0
+            self.action_shape = (act_dim,)
+        else:
+            raise MpgymError(
+                f"{type(self).__name__} supports Discrete and 1-D Box action spaces; "
+                f"{self.env_id} has {space}."
+            )
+        self.policy = ActorCritic(
+            self.encoder.dim,
+            act_dim,
+            discrete=self.discrete,
+            hidden=cfg.hidden,
+            activation=cfg.activation,
+            std=cfg.std,
+            log_std_init=cfg.log_std_init,
+        )
+        self.optimizer = self._make_optimizer()
+        self.obs_rms = RunningMeanStd((self.encoder.dim,)) if cfg.normalize_obs else None
+        self.ret_rms = RunningMeanStd(()) if cfg.normalize_reward else None
+        self.vec_env: SyncVectorEnv | None = None
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        raise NotImplementedError
+
+    def _update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
+        """One update from a finished rollout; returns statistics to log."""
+        raise NotImplementedError
+
+    # -- observations ------------------------------------------------------------------------
+    def preprocess(self, obs: Any) -> np.ndarray:
+        """Encode, then normalise with the running statistics when enabled."""
+        x = self.encoder(obs)
+        return self.obs_rms.normalize(x) if self.obs_rms is not None else x
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
+        actions, _ = self.policy.act(obs, self.torch_gen, deterministic)
+        return actions.numpy() + self.action_start if self.discrete else actions.numpy()
+
+    def _extra_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {}
+        if self.obs_rms is not None:
+            state.update(self.obs_rms.state_dict("obs_rms"))
+        if self.ret_rms is not None:
+            state.update(self.ret_rms.state_dict("ret_rms"))
+        return state
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.obs_rms is not None:
+            self.obs_rms.load_state_dict(state, "obs_rms")
+        if self.ret_rms is not None:
+            self.ret_rms.load_state_dict(state, "ret_rms")
+
+    # -- environments ------------------------------------------------------------------------
+    def make_vec_env(self) -> SyncVectorEnv:
+        """``n_envs`` copies of the training env, autoresetting on the same step."""
+        n, src = self.config.n_envs, self._env_source
+        if isinstance(src, str):
+            fns = [lambda: make_env(src) for _ in range(n)]
+        elif n == 1:
+            fns = [lambda: src]
+        elif src.spec is not None:
+            fns = [lambda: src] + [lambda: gym.make(src.spec) for _ in range(n - 1)]
+        else:
+            raise MpgymError(
+                f"cannot copy the unregistered env {self.env_id} into n_envs={n} "
+                "parallel envs; pass its registered id, or set n_envs=1."
+            )
+        return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        if self.discrete:
+            return actions + self.action_start
+        space = self.env.action_space
+        return np.clip(actions, space.low, space.high)
+
+    def _scale_rewards(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+        if self.ret_rms is None:
+            return rewards
+        self._ret = self._ret * self.config.gamma + rewards
+        self.ret_rms.update(self._ret)
+        self._ret[dones] = 0.0
+        return np.clip(rewards / np.sqrt(self.ret_rms.var + 1e-8), -10.0, 10.0)
+
+    def _encode_step(self, raw: np.ndarray) -> np.ndarray:
+        enc = self.encoder(raw)
+        if self.obs_rms is not None:
+            self.obs_rms.update(enc)
+            enc = self.obs_rms.normalize(enc)
+        return enc
+
+    # -- the loop ----------------------------------------------------------------------------
+    def collect_rollout(
+        self, buf: RolloutBuffer, tracker: EpisodeTracker, stats: dict, callback: Callback | None
+    ) -> bool:
+        """Fill ``buf`` with ``n_steps`` vector steps; False when the callback asked to stop."""
+        vec, gen = self.vec_env, self.torch_gen
+        assert vec is not None
+        truncated_final: list[tuple[int, int, np.ndarray]] = []
+        go = True
+        for t in range(buf.n_steps):
+            x = torch.from_numpy(self._obs)
+            with torch.no_grad():
+                actions, log_probs = self.policy.act(x, gen)
+                values = self.policy.value(x)
+            actions_np = actions.numpy()
+            raw, rewards, terminated, truncated, info = vec.step(self._env_actions(actions_np))
+            check_step(self.env_id, raw, rewards)
+            dones = terminated | truncated
+            buf.obs[t] = self._obs
+            buf.actions[t] = actions_np
+            buf.log_probs[t] = log_probs.numpy()
+            buf.values[t] = values.numpy()
+            buf.rewards[t] = self._scale_rewards(rewards, dones)
+            buf.terminated[t] = terminated
+            buf.dones[t] = dones
+            for i in np.flatnonzero(truncated & ~terminated):
+                truncated_final.append((t, i, info["final_obs"][i]))
+            self._obs = self._encode_step(raw)
+            self.num_timesteps += len(rewards)
+            self._episodes_done(tracker.step(rewards, dones), **stats)
+            if go and not keep_going(callback, locals()):
+                go = False
+        with torch.no_grad():
+            buf.next_values[:-1] = buf.values[1:]
+            buf.next_values[-1] = self.policy.value(torch.from_numpy(self._obs)).numpy()
+            if truncated_final:
+                finals = self.preprocess(np.stack([f for _, _, f in truncated_final]))
+                v = self.policy.value(torch.from_numpy(finals)).numpy()
+                for (t, i, _), vi in zip(truncated_final, v, strict=False):
+                    buf.next_values[t, i] = vi
+        return go
+
+    def learn(
+        self,
+        total_timesteps: int | None = None,
+        callback: Callback | None = None,
+        progress_bar: bool = True,
+    ) -> OnPolicyAgent:
+        """Alternate rollouts of ``n_envs * n_steps`` steps and updates.
+
+        Args:
+            total_timesteps: environment steps over all envs (default ``config.total_timesteps``).
+            callback: ``callback(locals()) -> bool | None`` after every vector step; False
+                stops after the current rollout's update.
+            progress_bar: show a progress bar on a terminal.
+
+        Returns:
+            ``self``.
+        """
+        cfg = self.config
+        total = int(total_timesteps if total_timesteps is not None else cfg.total_timesteps)
+        per_rollout = cfg.n_envs * cfg.n_steps
+        n_updates = max(1, -(-total // per_rollout))
+        if self.vec_env is None:
+            self.vec_env = self.make_vec_env()
+            raw, _ = self.vec_env.reset(seed=cfg.seed)
+            self._obs = self._encode_step(raw)
+            self._ret = np.zeros(cfg.n_envs)
+        buf = RolloutBuffer(
+            cfg.n_steps, cfg.n_envs, self.encoder.dim, self.action_shape, self.discrete
+        )
+        tracker, stats = EpisodeTracker(cfg.n_envs), {}
+        bar = progress(
+            total=n_updates * per_rollout,
+            desc=f"{self.name} {self.env_id}",
+            enable=progress_bar,
+            unit="step",
+        )
+        with self._training(), bar:
+            for update in range(n_updates):
+                remaining = 1.0 - update / n_updates
+                if cfg.lr_schedule == "linear":
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = cfg.learning_rate * remaining
+                go = self.collect_rollout(buf, tracker, stats, callback)
+                stats = self._update(buf.finish(cfg.gamma, cfg.gae_lambda), remaining)
+                bar.update(per_rollout)
+                if not go:
+                    break
+        return self
+
+
+def replace_defaults(config_cls: type, **defaults: Any) -> Any:
+    """``config_cls()`` with some defaults replaced (a preset)."""
+    return dataclasses.replace(config_cls(), **defaults)

@@ -1,0 +1,189 @@
+"""Proximal Policy Optimization with the clipped surrogate (Schulman et al. 2017).
+
+After each rollout of ``n_envs * n_steps`` steps (see :mod:`agents.deep.onpolicy`), advantages
+come from GAE(lambda); then ``n_epochs`` passes over shuffled minibatches minimise
+``L = L_clip + vf_coef * (V(s) - G)^2 - ent_coef * H[pi(.|s)]`` with
+``L_clip = -mean(min(rho A, clip(rho, 1 - eps, 1 + eps) A))`` (:func:`ppo_clip_loss`).
+
+Example:
+    >>> agent = PPO("CartPole-v1").learn(100_000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+
+from agents.deep.buffers import RolloutBatch
+from agents.deep.common import ppo_clip_loss
+from agents.deep.onpolicy import OnPolicyAgent, OnPolicyConfig
+
+
+@dataclass(frozen=True)
+class PPOConfig(OnPolicyConfig):
+    """PPO hyperparameters; defaults are rl-baselines3-zoo's tuned CartPole-v1 set.
+
+    Zoo ppo.yml, CartPole-v1: 8 envs, n_steps 32, batch 256, gae_lambda 0.8, gamma 0.98,
+    20 epochs, lr linearly annealed from 1e-3, clip range linearly annealed from 0.2, 1e5 steps.
+    """
+
+    total_timesteps: int = 100_000
+    """Environment steps of ``learn()`` without a budget (zoo CartPole: 1e5)."""
+    n_steps: int = 32
+    """Steps per environment between updates."""
+    learning_rate: float = 1e-3
+    """Initial Adam step size."""
+    gamma: float = 0.98
+    """Discount factor."""
+    gae_lambda: float = 0.8
+    """GAE lambda."""
+    batch_size: int = 256
+    """Minibatch size."""
+    n_epochs: int = 20
+    """Passes over each rollout."""
+    clip_range: float = 0.2
+    """Initial epsilon of the clipped surrogate."""
+    clip_schedule: Literal["constant", "linear"] = "linear"
+    """'linear' anneals the clip range to 0 with the remaining budget."""
+    normalize_advantage: bool = True
+    """Standardise advantages within each minibatch."""
+    target_kl: float | None = None
+    """Stop an update's epochs early when the approximate KL exceeds 1.5 x this."""
+
+
+PPO_PRESETS: dict[str, PPOConfig] = {
+    "CartPole-v1": PPOConfig(),
+    # rl-baselines3-zoo ppo.yml (Acrobot-v1: -73.5 after 1e6 steps).
+    "Acrobot-v1": PPOConfig(
+        env_id="Acrobot-v1",
+        total_timesteps=1_000_000,
+        n_envs=16,
+        n_steps=256,
+        gae_lambda=0.94,
+        gamma=0.99,
+        n_epochs=4,
+        batch_size=64,
+        ent_coef=0.0,
+        lr_schedule="constant",
+        learning_rate=3e-4,
+        clip_schedule="constant",
+        normalize_obs=True,
+    ),
+    # rl-baselines3-zoo ppo.yml (MountainCar-v0).
+    "MountainCar-v0": PPOConfig(
+        env_id="MountainCar-v0",
+        total_timesteps=1_000_000,
+        n_envs=16,
+        n_steps=16,
+        gae_lambda=0.98,
+        gamma=0.99,
+        n_epochs=4,
+        batch_size=64,
+        ent_coef=0.0,
+        lr_schedule="constant",
+        learning_rate=3e-4,
+        clip_schedule="constant",
+        normalize_obs=True,
+    ),
+    # rl-baselines3-zoo ppo.yml (LunarLander-v3: 242 after 1e6 steps; needs Box2D).
+    "LunarLander-v3": PPOConfig(
+        env_id="LunarLander-v3",
+        total_timesteps=1_000_000,
+        n_envs=16,
+        n_steps=1024,
+        batch_size=64,
+        gae_lambda=0.98,
+        gamma=0.999,
+        n_epochs=4,
+        ent_coef=0.01,
+        lr_schedule="constant",
+        learning_rate=3e-4,
+        clip_schedule="constant",
+    ),
+    # rl-baselines3-zoo ppo.yml (Pendulum-v1: -172 after 1e5 steps, there with gSDE; here a
+    # plain Gaussian policy with observation and reward normalisation).
+    "Pendulum-v1": PPOConfig(
+        env_id="Pendulum-v1",
+        total_timesteps=150_000,
+        n_envs=4,
+        n_steps=1024,
+        gae_lambda=0.95,
+        gamma=0.9,
+        n_epochs=10,
+        batch_size=64,
+        learning_rate=1e-3,
+        lr_schedule="constant",
+        clip_range=0.2,
+        clip_schedule="constant",
+        normalize_obs=True,
+        normalize_reward=True,
+        log_std_init=-0.5,
+    ),
+}
+
+
+class PPO(OnPolicyAgent):
+    """PPO-Clip for Discrete and Box action spaces over ``gymnasium.vector`` envs."""
+
+    name: ClassVar[str] = "ppo"
+    Config: ClassVar[type] = PPOConfig
+    PRESETS: ClassVar[dict[str, Any]] = PPO_PRESETS
+    config: PPOConfig
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5, fused=True
+        )
+
+    def _update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
+        cfg = self.config
+        clip = cfg.clip_range * (progress_remaining if cfg.clip_schedule == "linear" else 1.0)
+        n = batch.obs.shape[0]
+        bs = min(cfg.batch_size, n)
+        sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
+        count = 0
+        for _ in range(cfg.n_epochs):
+            perm = torch.randperm(n, generator=self.torch_gen)
+            kls = []
+            for start in range(0, n - bs + 1, bs):
+                idx = perm[start : start + bs]
+                stats = self._minibatch_step(batch, idx, clip)
+                for k, v in stats.items():
+                    sums[k] += v
+                kls.append(stats["approx_kl"])
+                count += 1
+            if cfg.target_kl is not None and sum(kls) / len(kls) > 1.5 * cfg.target_kl:
+                break
+        return {k: v / max(count, 1) for k, v in sums.items()} | {"clip_range": clip}
+
+    def _minibatch_step(
+        self, batch: RolloutBatch, idx: torch.Tensor, clip: float
+    ) -> dict[str, float]:
+        cfg = self.config
+        obs, actions = batch.obs[idx], batch.actions[idx]
+        adv = batch.advantages[idx]
+        if cfg.normalize_advantage and len(adv) > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        log_prob, entropy = self.policy.evaluate(obs, actions)
+        values = self.policy.value(obs)
+        log_ratio = log_prob - batch.log_probs[idx]
+        ratio = log_ratio.exp()
+        policy_loss = ppo_clip_loss(ratio, adv, clip)
+        value_loss = F.mse_loss(values, batch.returns[idx])
+        entropy_mean = entropy.mean()
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        with torch.no_grad():
+            approx_kl = ((ratio - 1.0) - log_ratio).mean()  # Schulman's k3 estimator
+        return {
+            "policy_loss": policy_loss.item(),
+            "value_loss": value_loss.item(),
+            "entropy": entropy_mean.item(),
+            "approx_kl": approx_kl.item(),
+        }
