@@ -182,8 +182,9 @@ class OccupancyGrid(torch.nn.Module):
 
     Each update re-evaluates a random point in (a subset of) the cells, stores
     ``max(decay * old, 1 - exp(-sigma * step_size))`` per cell and marks cells whose value
-    exceeds ``min(threshold, mean)`` -- then dilates the mark by one cell, so that density
-    between two sampled points of neighbouring cells is not skipped. During warm-up every
+    exceeds ``min(threshold, mean)``; with ``dilation = k`` the mark then grows by ``k`` cells,
+    so that density between the sampled points of neighbouring cells is not skipped (costs
+    samples; nerfacc does not dilate). During warm-up every
     cell is updated; afterwards a quarter of all cells plus a quarter of the occupied ones
     (as nerfacc's ``OccGridEstimator``: 128^3 cells, EMA 0.95, threshold 0.01).
 
@@ -192,6 +193,7 @@ class OccupancyGrid(torch.nn.Module):
         resolution: cells per axis.
         decay: EMA factor.
         threshold: opacity threshold.
+        dilation: cells to grow occupied regions by after each update.
     """
 
     values: Tensor
@@ -199,9 +201,10 @@ class OccupancyGrid(torch.nn.Module):
     aabb: Tensor
 
     def __init__(self, aabb: Tensor, resolution: int = 128, *, decay: float = 0.95,
-                 threshold: float = 0.01):
+                 threshold: float = 0.01, dilation: int = 0):
         super().__init__()
         self.resolution, self.decay, self.threshold = resolution, decay, threshold
+        self.dilation = dilation
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self.register_buffer("values", torch.zeros(resolution**3))
         self.register_buffer("binary", torch.ones(resolution**3, dtype=torch.bool))
@@ -255,5 +258,9 @@ class OccupancyGrid(torch.nn.Module):
         opac = 1.0 - torch.exp(-sig.float() * step_size)
         self.values[cells] = torch.maximum(self.values[cells] * self.decay, opac)
         thr = min(self.threshold, float(self.values.mean()))
-        occ = (self.values > thr).float().reshape(1, 1, r, r, r)
-        self.binary = F.max_pool3d(occ, 3, stride=1, padding=1).reshape(-1) > 0
+        occ = self.values > thr
+        if self.dilation > 0:
+            k = 2 * self.dilation + 1
+            occ = F.max_pool3d(occ.float().reshape(1, 1, r, r, r), k, stride=1,
+                               padding=self.dilation).reshape(-1) > 0
+        self.binary = occ

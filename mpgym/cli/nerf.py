@@ -1,0 +1,186 @@
+"""``mpgym render-dataset`` and ``mpgym nerf train|render`` (flags from the library's configs).
+
+Examples::
+
+    mpgym render-dataset tabletop --views 100 --resolution 128 --out data/tabletop
+    mpgym nerf train data/tabletop --preset hash --max-seconds 600
+    mpgym nerf render runs/nerf/tabletop-hash --path turntable -o turntable.gif
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from mpgym.errors import MpgymError
+
+log = logging.getLogger("mpgym.nerf")
+
+
+def _positional(argv: list[str], flag: str) -> list[str]:
+    """Let the first bare word stand for ``flag`` (``mpgym nerf train DIR`` -> ``--data DIR``)."""
+    if argv and not argv[0].startswith("-"):
+        return [flag, argv[0], *argv[1:]]
+    return argv
+
+
+def render_dataset_main(argv: list[str]) -> int:
+    """``mpgym render-dataset MESH_OR_BUILTIN --views N --resolution R --out DIR``."""
+    from neural3d.data.multiview import RenderDatasetConfig, render_dataset
+
+    cfg = tyro.cli(RenderDatasetConfig, args=_positional(argv, "--source"),
+                   prog="mpgym render-dataset")
+    out = render_dataset(cfg)
+    print(f"wrote {out} (transforms_train/val/test.json + PNGs)")
+    return 0
+
+
+def _train_args_type():
+    from neural3d.nerf.presets import NerfConfig
+
+    @dataclass
+    class _Train:
+        """Train a NeRF on a NeRF-synthetic-layout folder."""
+
+        data: Path = Path("data/tabletop")
+        """Dataset folder (transforms_train.json, transforms_test.json, PNGs)."""
+        preset: str = "hash"
+        """Named preset the other flags override: hash, vanilla, tiny."""
+        name: str | None = None
+        """Run name (default: <data folder>-<preset>); the run goes to runs/nerf/<name>."""
+        downscale: int = 1
+        """Shrink images by this factor (4 turns 800-pixel NeRF-synthetic into 200)."""
+        config: NerfConfig = field(default_factory=NerfConfig)
+        """Training options."""
+
+    return _Train
+
+
+def train_main(argv: list[str]) -> int:
+    """``mpgym nerf train DATA_DIR --preset hash [options]``."""
+    from mpgym import RunDir
+    from neural3d.data.multiview import load_split
+    from neural3d.nerf.presets import preset
+    from neural3d.nerf.trainer import NerfTrainer
+
+    argv = _positional(argv, "--data")
+    name = "hash"
+    for i, a in enumerate(argv):
+        if a == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--preset="):
+            name = a.split("=", 1)[1]
+    Train = _train_args_type()
+    default = Train(preset=name, config=preset(name))
+    args = tyro.cli(Train, args=argv, default=default, prog="mpgym nerf train",
+                    config=(tyro.conf.OmitArgPrefixes,))
+    train = load_split(args.data, "train", downscale=args.downscale)
+    test = load_split(args.data, "test", downscale=args.downscale)
+    run = RunDir.create("nerf", args.name or f"{Path(args.data).name}-{args.preset}")
+    log.info("nerf: %d train / %d test views at %dx%d -> %s", len(train), len(test),
+             train.intrinsics.width, train.intrinsics.height, run.path)
+    trainer = NerfTrainer(args.config, train, test, run=run,
+                          run_info={"data": str(Path(args.data).resolve())})
+    result = trainer.train(progress_bar=True)
+    _save_pictures(run.path, result.images)
+    print(f"test PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f} after {result.steps} steps "
+          f"({result.seconds:.0f} s); run: {run.path}")
+    return 0
+
+
+def _save_pictures(folder: Path, images: dict) -> None:
+    import numpy as np
+
+    from mpgym.plots import save_image_grid
+
+    if images:
+        save_image_grid(folder / "test_view.png",
+                        np.stack([images["target"], images["pred"], images["depth"]]), scale=2)
+
+
+@dataclass
+class RenderArgs:
+    """Render a trained NeRF along a camera path."""
+
+    run_dir: Path = Path("runs/nerf/tabletop-hash")
+    """The training run (config.json + checkpoint.safetensors)."""
+    path: Literal["turntable", "test"] = "turntable"
+    """Camera path: a circle around the scene, or the test cameras."""
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
+    """GIF to write (default: <run_dir>/<path>.gif); a depth GIF goes beside it."""
+    frames: int = 36
+    """Frames of the turntable."""
+    elevation: float = 30.0
+    """Turntable elevation in degrees."""
+    radius: float = 4.0
+    """Turntable camera distance."""
+    resolution: int = 128
+    """Turntable image size in pixels."""
+    fps: int = 12
+    """GIF frame rate."""
+
+
+def render_main(argv: list[str]) -> int:
+    """``mpgym nerf render RUN_DIR --path turntable -o turntable.gif``."""
+    import numpy as np
+    import torch
+
+    from mpgym.plots import save_gif
+    from neural3d.cameras import Intrinsics, turntable_poses
+    from neural3d.data.multiview import NERF_SYNTHETIC_ANGLE
+    from neural3d.nerf.io import load_nerf
+    from neural3d.nerf.renderer import depth_to_image, render_image
+
+    args = tyro.cli(RenderArgs, args=_positional(argv, "--run-dir"), prog="mpgym nerf render")
+    field_, cfg, grid = load_nerf(args.run_dir)
+    if args.path == "turntable":
+        poses = turntable_poses(args.frames, args.radius, math.radians(args.elevation))
+        intr = Intrinsics.from_fov(NERF_SYNTHETIC_ANGLE, args.resolution)
+    else:
+        data_dir = json_data_dir(args.run_dir)
+        from neural3d.data.multiview import load_split
+
+        test = load_split(data_dir, "test")
+        poses, intr = test.c2w, test.intrinsics
+    rgb, depth = [], []
+    kw = {"sampler": cfg.sampler, "grid": grid, "num_samples": cfg.num_samples,
+          "num_fine": cfg.num_fine}
+    for pose in poses:
+        out = render_image(field_, torch.as_tensor(pose, dtype=torch.float32), intr, **kw)
+        rgb.append(out["rgb"].clamp(0, 1).numpy())
+        depth.append(depth_to_image(out["depth"], out["opacity"]).numpy())
+    gif = args.output or args.run_dir / f"{args.path}.gif"
+    save_gif(gif, [np.asarray(f) for f in rgb], fps=args.fps)
+    dgif = gif.with_name(gif.stem + "_depth.gif")
+    save_gif(dgif, depth, fps=args.fps)
+    print(f"wrote {gif} and {dgif} ({len(rgb)} frames)")
+    return 0
+
+
+def json_data_dir(run_dir: Path) -> Path:
+    """The dataset folder a run was trained on (``data`` in its ``results.json``/config)."""
+    import json
+
+    p = Path(run_dir) / "config.json"
+    data = json.loads(p.read_text()).get("data") if p.exists() else None
+    if not data:
+        raise MpgymError(f"{run_dir}/config.json does not name its dataset; use --path turntable.")
+    return Path(data)
+
+
+def main(argv: list[str]) -> int:
+    """``mpgym nerf {train,render} ...``."""
+    commands = {"train": train_main, "render": render_main}
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: mpgym nerf {train,render} ...\n\n  train   train a NeRF on a dataset folder"
+              "\n  render  render a trained NeRF (turntable GIF, depth)", file=sys.stdout)
+        return 0
+    if argv[0] not in commands:
+        raise MpgymError(f"unknown nerf command {argv[0]!r}; accepted: train, render.")
+    return commands[argv[0]](argv[1:])
