@@ -130,9 +130,28 @@ class TabularAgent(Agent):
         """The schedules' values in ``episode``, logged with each episode's row."""
         return {"epsilon": self.config.epsilon(episode), "alpha": self.config.alpha(episode)}
 
-    def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
-        """Play one episode from ``env.reset(seed=seed)``, updating; return (return, length)."""
+    def td_target(self, reward: float, s2: int, terminated: bool, epsilon: float) -> float:
+        """One-step target for ``Q(s, a)`` after ``(s, a, reward, s2)`` (see ``targets.py``)."""
         raise NotImplementedError
+
+    def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
+        """Play one episode from ``env.reset(seed=seed)``, updating; return (return, length).
+
+        The default is off-policy-style one-step TD control: act epsilon-greedily, then move
+        ``Q(s, a)`` toward :meth:`td_target` (Q-learning, Expected SARSA). SARSA, which must
+        pick ``a'`` before its update, and Monte Carlo override this.
+        """
+        eps, cap = self.config.epsilon(episode), self.config.max_steps
+        s = int(self.env.reset(seed=seed)[0])
+        ret, length, done = 0.0, 0, False
+        while not done and length < cap:
+            a = self.behave(s, eps)
+            s2, r, terminated, truncated, _ = self.env.step(a)
+            s2 = int(s2)
+            target = self.td_target(float(r), s2, terminated, eps)
+            self.q[s, a] += self.step_size(s, a, episode) * (target - self.q[s, a])
+            ret, length, done, s = ret + float(r), length + 1, terminated or truncated, s2
+        return ret, length
 
     def learn(self, total_timesteps: int | None = None, callback: Callback | None = None,
               progress_bar: bool = True) -> TabularAgent:

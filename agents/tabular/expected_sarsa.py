@@ -29,17 +29,7 @@ class ExpectedSarsa(TabularAgent):
                                      alpha=Schedule(0.9), epsilon=Schedule(0.1)),
     }
 
-    def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
-        """One episode of epsilon-greedy interaction with Expected SARSA updates."""
-        eps, gamma, cap = self.config.epsilon(episode), self.config.gamma, self.config.max_steps
-        s = int(self.env.reset(seed=seed)[0])
-        ret, length, done = 0.0, 0, False
-        while not done and length < cap:
-            a = self.behave(s, eps)
-            s2, r, terminated, truncated, _ = self.env.step(a)
-            s2 = int(s2)
-            probs = epsilon_greedy_probs(self.q[s2], eps)
-            target = expected_sarsa_target(r, self.q[s2], probs, gamma, terminated)
-            self.q[s, a] += self.step_size(s, a, episode) * (target - self.q[s, a])
-            ret, length, done, s = ret + float(r), length + 1, terminated or truncated, s2
-        return ret, length
+    def td_target(self, reward: float, s2: int, terminated: bool, epsilon: float) -> float:
+        """``r + gamma * sum_a pi(a | s') Q(s', a)`` under the epsilon-greedy policy."""
+        probs = epsilon_greedy_probs(self.q[s2], epsilon)
+        return expected_sarsa_target(reward, self.q[s2], probs, self.config.gamma, terminated)

@@ -31,16 +31,6 @@ class QLearning(TabularAgent):
                                 epsilon=Schedule(1.0, 0.01, 3000, "linear")),
     }
 
-    def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
-        """One episode of epsilon-greedy interaction with Q-learning updates."""
-        eps, gamma, cap = self.config.epsilon(episode), self.config.gamma, self.config.max_steps
-        s = int(self.env.reset(seed=seed)[0])
-        ret, length, done = 0.0, 0, False
-        while not done and length < cap:
-            a = self.behave(s, eps)
-            s2, r, terminated, truncated, _ = self.env.step(a)
-            s2 = int(s2)
-            target = q_learning_target(r, self.q[s2], gamma, terminated)
-            self.q[s, a] += self.step_size(s, a, episode) * (target - self.q[s, a])
-            ret, length, done, s = ret + float(r), length + 1, terminated or truncated, s2
-        return ret, length
+    def td_target(self, reward: float, s2: int, terminated: bool, epsilon: float) -> float:
+        """``r + gamma * max_a Q(s', a)`` (0 after a terminating step)."""
+        return q_learning_target(reward, self.q[s2], self.config.gamma, terminated)
