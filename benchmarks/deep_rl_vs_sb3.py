@@ -14,9 +14,11 @@ evaluation episodes. Then DQN on Acrobot-v1 and PPO on Pendulum-v1 (this project
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ EVAL_EPISODES = 20
 CHECK_EPISODES = 5
 THRESHOLD = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "Pendulum-v1": -250.0}
 BUDGET = {"dqn": 50_000, "ppo": 100_000, "a2c": 500_000}
+EXTRA_BUDGET = {"Acrobot-v1": 100_000, "Pendulum-v1": 150_000}
 
 
 class Probe:
@@ -247,14 +250,24 @@ def goals_of(rows: list[dict[str, Any]]) -> list[Goal]:
     return goals
 
 
+COLUMNS = ["algo", "env", "lib", "seed", "steps", "wall_s", "steps_to_threshold", "final_return"]
+
+
 def main() -> None:
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--algos", nargs="+", default=["dqn", "ppo", "a2c"])
     p.add_argument("--libs", nargs="+", default=["mpgym", "sb3"])
-    p.add_argument("--no-extra", action="store_true", help="skip Acrobot-v1 and Pendulum-v1")
-    p.add_argument("--extra-sb3", action="store_true", help="train SB3 on Acrobot/Pendulum too")
+    p.add_argument("--extra", nargs="*", default=["dqn:Acrobot-v1", "ppo:Pendulum-v1"],
+                   help="extra ALGO:ENV runs on the first seed (none: --extra with no value)")
+    p.add_argument("--extra-sb3", action="store_true", help="train SB3 on the extra envs too")
+    p.add_argument("--from-json", type=Path, nargs="+", default=None,
+                   help="only merge the rows of earlier --json outputs (runs split over processes)")
     args = p.parse_args()
+    if args.from_json:
+        rows = [r for path in args.from_json for r in json.loads(path.read_text())["rows"]]
+        report("deep_rl_vs_sb3", rows, goals_of(rows), args.json, columns=COLUMNS)
+        return
     scale = 0.1 if args.quick else 1.0
     seeds = args.seeds[:1] if args.quick else args.seeds
     rows = []
@@ -262,29 +275,14 @@ def main() -> None:
         steps = int(BUDGET[algo] * scale)
         for seed in seeds:
             for lib in args.libs:
-                rows.append(
-                    run_one(lib, algo, "CartPole-v1", seed, steps, every=max(steps // 20, 1000))
-                )
-    if not args.no_extra:
-        extra = (("dqn", "Acrobot-v1", 100_000), ("ppo", "Pendulum-v1", 150_000))
-        libs = args.libs if args.extra_sb3 else ["mpgym"]
-        for algo, env_id, steps in extra:
-            steps = int(steps * scale)
-            for lib in libs:
-                rows.append(
-                    run_one(lib, algo, env_id, seeds[0], steps, every=max(steps // 10, 1000))
-                )
-    columns = [
-        "algo",
-        "env",
-        "lib",
-        "seed",
-        "steps",
-        "wall_s",
-        "steps_to_threshold",
-        "final_return",
-    ]
-    report("deep_rl_vs_sb3", rows, goals_of(rows), args.json, columns=columns)
+                every = max(steps // 20, 1000)
+                rows.append(run_one(lib, algo, "CartPole-v1", seed, steps, every))
+    for item in args.extra:
+        algo, env_id = item.split(":")
+        steps = int(EXTRA_BUDGET[env_id] * scale)
+        for lib in args.libs if args.extra_sb3 else ["mpgym"]:
+            rows.append(run_one(lib, algo, env_id, seeds[0], steps, max(steps // 10, 1000)))
+    report("deep_rl_vs_sb3", rows, goals_of(rows), args.json, columns=COLUMNS)
 
 
 if __name__ == "__main__":

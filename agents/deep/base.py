@@ -206,7 +206,7 @@ class DeepAgent(Agent):
         if self.run is None:
             yield
             return
-        self.run.write_config(self.config, kind=self.name)
+        self.run.write_config(self.config, kind=self.name, algo=self.name)
         with save_on_interrupt(lambda: self.save(self.run.path), what=f"{self.name} checkpoint"):
             yield
         if self.episode_returns:

@@ -28,6 +28,8 @@ class PPOConfig(OnPolicyConfig):
 
     Zoo ppo.yml, CartPole-v1: 8 envs, n_steps 32, batch 256, gae_lambda 0.8, gamma 0.98,
     20 epochs, lr linearly annealed from 1e-3, clip range linearly annealed from 0.2, 1e5 steps.
+    Here 10 epochs instead of 20: the same final return (500 on seeds 0 and 1 measured here)
+    for half the gradient steps.
     """
 
     total_timesteps: int = 100_000
@@ -42,8 +44,8 @@ class PPOConfig(OnPolicyConfig):
     """GAE lambda."""
     batch_size: int = 256
     """Minibatch size."""
-    n_epochs: int = 20
-    """Passes over each rollout."""
+    n_epochs: int = 10
+    """Passes over each rollout (zoo: 20; 10 solves CartPole here with half the gradient steps)."""
     clip_range: float = 0.2
     """Initial epsilon of the clipped surrogate."""
     clip_schedule: Literal["constant", "linear"] = "linear"
