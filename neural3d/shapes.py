@@ -338,7 +338,7 @@ SHAPES: dict[str, Callable[[], Shape]] = {
     "superquadric": lambda: Superquadric((0.4, 0.3, 0.3), 0.5, 0.5),
     "csg_union": lambda: Sphere(0.25, (-0.12, 0.0, 0.0)) | Box((0.18, 0.18, 0.18), 0.02,
                                                               (0.18, 0.0, 0.0)),
-    "csg_difference": lambda: Box((0.35, 0.35, 0.35), rounding=0.03) - Sphere(0.45),
+    "csg_difference": lambda: Box((0.3, 0.3, 0.2), rounding=0.03) - Cylinder(0.15, 0.4),
 }
 """Built-in shapes by name: ``SHAPES["torus"]()``."""
 

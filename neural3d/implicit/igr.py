@@ -82,9 +82,12 @@ PRESETS: dict[str, IGRConfig] = {
     "cpu": IGRConfig(),
     "paper": IGRConfig(width=512, depth=8, skip=4, num_freqs=0, lr=5e-3, lr_halve_every=2000,
                        batch_size=16384, iterations=100_000),
-    "quick": IGRConfig(width=128, depth=4, skip=2, iterations=300, batch_size=1024),
+    "demo": IGRConfig(width=128, depth=4, skip=2, iterations=600, batch_size=1024,
+                      lr_halve_every=300),
+    "quick": IGRConfig(width=64, depth=3, skip=2, iterations=200, batch_size=512),
 }
-"""Named configs: ``cpu`` (default), ``paper`` (IGR's own), ``quick`` (tests, demo)."""
+"""Named configs: ``cpu`` (default), ``paper`` (IGR's own), ``demo`` (about 30 CPU-seconds),
+``quick`` (smoke tests)."""
 
 
 @dataclass
