@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import TYPE_CHECKING
 
 from mpgym.errors import MpgymError
+
+if TYPE_CHECKING:
+    from agents.common.base import Agent
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,7 @@ ALGORITHMS: dict[str, str] = _collect()
 """Algorithm name -> ``"module.path:ClassName"``."""
 
 
-def get_algorithm(name: str) -> type:
+def get_algorithm(name: str) -> type[Agent]:
     """The agent class registered under ``name``.
 
     Raises:

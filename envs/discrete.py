@@ -56,7 +56,7 @@ class DiscreteModelEnv(gym.Env[np.int64, np.int64]):
         """Sample ``(prob, s', r, terminated)`` from ``P[s][action]``."""
         if not self.action_space.contains(action):
             raise MpgymError(f"action {action!r} is not in {self.action_space}; accepted: "
-                             f"integers 0..{self.action_space.n - 1}.")
+                             f"integers 0..{len(self.P[self.s]) - 1}.")
         transitions = self.P[self.s][int(action)]
         probs = np.fromiter((t[0] for t in transitions), dtype=float, count=len(transitions))
         i = int(np.searchsorted(np.cumsum(probs), self.np_random.random() * probs.sum()))

@@ -67,7 +67,7 @@ def _resolve(tp: Any, value: Any) -> Any:
     return value
 
 
-def config_from_dict(config_cls: type, data: dict[str, Any]) -> Any:
+def config_from_dict(config_cls: Any, data: dict[str, Any]) -> Any:
     """Rebuild a (frozen, possibly nested) dataclass config from its JSON form.
 
     Unknown keys (``"algo"`` written by the CLI, fields removed since) are ignored with a log
@@ -114,7 +114,7 @@ class Agent(abc.ABC):
 
     def __init__(self, env: str | gym.Env, config: Any | None = None, *,
                  run_dir: str | Path | RunDir | None = None):
-        config = self.Config() if config is None else config
+        config: Any = self.Config() if config is None else config
         if not isinstance(config, self.Config):
             raise MpgymError(f"{type(self).__name__} takes a {self.Config.__name__}, "
                              f"got {type(config).__name__}.")
@@ -124,7 +124,7 @@ class Agent(abc.ABC):
             config = dataclasses.replace(config, env_id=env.split(":", 1)[-1])
         elif isinstance(env, gym.Env) and env_id_of(env) != config.env_id and env.spec is not None:
             config = dataclasses.replace(config, env_id=env_id_of(env))
-        self.config = config
+        self.config: Any = config
         self.env = self._make_env(env)
         self.run = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
         self.history: list[dict[str, Any]] = []

@@ -32,7 +32,7 @@ def curve(rows: Sequence[Mapping[str, Any]], y: str = METRIC_RETURN,
         return [], []
     if x is None:
         x = next((c for c in METRIC_X if rows[0].get(c) not in (None, "")), None)
-    xs = [float(r[x]) for r in rows] if x else list(range(1, len(rows) + 1))
+    xs = [float(r[x]) for r in rows] if x else [float(i) for i in range(1, len(rows) + 1)]
     return xs, [float(r[y]) for r in rows]
 
 

@@ -62,7 +62,8 @@ class MCPrediction(TabularPredictionAgent):
 
     def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
         """Generate an episode with the target policy, then update from its returns."""
-        states, rewards = [], []
+        states: list[int] = []
+        rewards: list[float] = []
         s = int(self.env.reset(seed=seed)[0])
         done = False
         while not done and len(states) < self.config.max_steps:
@@ -107,7 +108,9 @@ class MCControl(TabularAgent):
         eps = self.config.epsilon(episode)
         s = self.start_state(int(self.env.reset(seed=seed)[0]))
         a = self.first_action(s, episode)
-        pairs, rewards, done = [], [], False
+        pairs: list[tuple[int, int]] = []
+        rewards: list[float] = []
+        done = False
         while not done and len(pairs) < self.config.max_steps:
             s2, r, terminated, truncated, _ = self.env.step(a)
             pairs.append((s, a))
@@ -153,7 +156,7 @@ class MCExploringStarts(MCControl):
     def start_state(self, s: int) -> int:
         """A uniformly random non-terminal state, written into the env."""
         s = int(self.starts[self.rng.integers(self.starts.size)])
-        self.env.unwrapped.s = s
+        self.env.unwrapped.s = s  # type: ignore[attr-defined]
         return s
 
     def first_action(self, s: int, episode: int) -> int:

@@ -42,7 +42,7 @@ class Sarsa(TabularAgent):
             s2, r, terminated, truncated, _ = self.env.step(a)
             s2 = int(s2)
             a2 = self.behave(s2, eps)
-            target = sarsa_target(r, self.q[s2, a2], gamma, terminated)
+            target = sarsa_target(float(r), self.q[s2, a2], gamma, terminated)
             self.q[s, a] += self.step_size(s, a, episode) * (target - self.q[s, a])
             ret, length, done = ret + float(r), length + 1, terminated or truncated
             s, a = s2, a2

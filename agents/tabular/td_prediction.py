@@ -26,7 +26,7 @@ class TD0Prediction(TabularPredictionAgent):
         while not done and length < cap:
             s2, r, terminated, truncated, _ = self.env.step(self.act(s))
             s2 = int(s2)
-            target = td0_target(r, self.v[s2], gamma, terminated)
+            target = td0_target(float(r), self.v[s2], gamma, terminated)
             self.v[s] += self.state_step_size(s, episode) * (target - self.v[s])
             ret, length, done, s = ret + float(r), length + 1, terminated or truncated, s2
         return ret, length

@@ -13,11 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 
 from mpgym.errors import MpgymError
+
+if TYPE_CHECKING:
+    from agents.common.base import Agent
 
 log = logging.getLogger("mpgym.rl")
 
@@ -130,7 +133,7 @@ def parse_train_args(argv: list[str]):
     return cls, config, out
 
 
-def train(cls: type, config, out: str | Path | None = None, *, eval_episodes: int = 20,
+def train(cls: type[Agent], config: Any, out: str | Path | None = None, *, eval_episodes: int = 20,
           progress_bar: bool = True):
     """Train ``cls`` with ``config`` in a run directory; return ``(agent, run, eval result)``.
 
