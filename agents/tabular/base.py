@@ -18,6 +18,7 @@ import numpy as np
 
 from agents.common.base import Agent, Callback, keep_going
 from agents.common.envs import require_discrete
+from agents.common.plotting import plot_learning_curve
 from agents.common.schedules import Schedule, visit_step_size
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
@@ -163,7 +164,8 @@ class TabularAgent(Agent):
             progress_bar: show a progress bar (only on a terminal).
 
         Returns:
-            self.
+            self. With a run directory, ``metrics.csv`` gets a row per episode and
+            ``learning_curve.png`` is drawn at the end.
         """
         episodes = self.config.episodes if total_timesteps is None else int(total_timesteps)
         if episodes < 0:
@@ -183,6 +185,8 @@ class TabularAgent(Agent):
                     break
         finally:
             bar.close()
+        if self.run is not None and self.history:
+            plot_learning_curve(self.run, x="episode", title=f"{self.name} on {self.config.env_id}")
         return self
 
     # -- checkpoints ------------------------------------------------------------------------

@@ -145,16 +145,17 @@ def train(cls: type[Agent], config: Any, out: str | Path | None = None, *, eval_
 
     run = RunDir(out) if out else RunDir.create("rl", run_name(cls.name, config.env_id,
                                                               config.seed))
-    if run.file("metrics.csv").exists():
-        log.info("%s exists: starting its metrics afresh", run.file("metrics.csv"))
-        run.file("metrics.csv").unlink()
+    for stale in ("metrics.csv", "learning_curve.png"):
+        if run.file(stale).exists():
+            log.info("%s exists: starting it afresh", run.file(stale))
+            run.file(stale).unlink()
     run.write_config(config, algo=cls.name)
     agent = cls(config.env_id, config, run_dir=run)
     log.info("training %s on %s -> %s", cls.name, config.env_id, run.path)
     with save_on_interrupt(lambda: agent.save(run.path), what=f"{cls.name} checkpoint"):
         agent.learn(progress_bar=progress_bar)
     agent.save(run.path)
-    if run.file("metrics.csv").exists():
+    if run.file("metrics.csv").exists() and not run.file("learning_curve.png").exists():
         x = "episode" if getattr(cls, "budget_unit", "timesteps") == "episodes" else None
         plot_learning_curve(run, x=x, title=f"{cls.name} on {config.env_id}")
     result = evaluate_policy(agent, config.env_id, eval_episodes, seed=config.seed + 1_000_000)

@@ -25,6 +25,7 @@ def test_learn_save_load_predict_roundtrip(name, tmp_path):
     assert agent.num_timesteps == sum(h["length"] for h in agent.history)
     rows = run.metrics.rows
     assert len(rows) == 20 and {"episode", "timestep", "return", "length"} <= set(rows[0])
+    assert (tmp_path / "run" / "learning_curve.png").exists()
     path = agent.save(tmp_path / "run")
     assert path.name == "checkpoint.safetensors"
     loaded = cls.load(path)
