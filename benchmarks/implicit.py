@@ -196,6 +196,23 @@ def bench_multi(quick: bool) -> tuple[list[dict], list[Goal]]:
     return rows, goals
 
 
+def merge(paths: list[Path]) -> tuple[list[dict], list[Goal]]:
+    """Rows of several JSON results; goals recomputed over all of them (worst case)."""
+    import json
+
+    rows, by_name = [], {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        rows += data["rows"]
+        for g in data["goals"]:
+            old = by_name.get(g["name"])
+            worse = old is None or (g["value"] > old.value if g["direction"] == "<="
+                                    else g["value"] < old.value)
+            if worse:
+                by_name[g["name"]] = Goal(g["name"], g["value"], g["target"], g["direction"])
+    return rows, list(by_name.values())
+
+
 def main() -> None:
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--only", nargs="+", default=["extraction", "igr", "multi"],
@@ -203,13 +220,20 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=None, help="IGR shapes (default: all + ant)")
     p.add_argument("--igr-iterations", type=int, default=None)
     p.add_argument("--igr-preset", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="combine the rows of earlier --json files (split runs) into one report")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: small networks gain little from more)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from neural3d.shapes import SHAPES
 
     shapes = args.shapes or (["sphere", "torus"] if args.quick else [*SHAPES, *PYVISTA_MESHES])
     rows, goals = [], []
+    if args.merge:
+        rows, goals = merge(args.merge)
+        report("implicit", rows, goals, args.json)
+        return
     if "extraction" in args.only:
         r, g = bench_extraction(args.quick)
         rows += r

@@ -21,7 +21,7 @@ from neural3d.render.dvr import DVRConfig, find_surface, fit_dvr
 from neural3d.shapes import get_shape
 
 OUT = Path("runs/examples/implicit_dvr")
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 shape = get_shape("capsule")
 gt_mesh = extract_mesh(shape, 0.55, 128, normals="mesh")
 intr = Intrinsics.from_fov(math.radians(40), 48, 48)

@@ -69,13 +69,15 @@ class DeepSDFConfig:
 
 
 PRESETS: dict[str, DeepSDFConfig] = {
-    "cpu": DeepSDFConfig(),
+    "cpu": DeepSDFConfig(latent_dim=32, width=128, depth=4, points_per_shape=1024,
+                         iterations=1500),
     "paper": DeepSDFConfig(latent_dim=256, width=512, depth=8, dropout=0.2,
                            points_per_shape=16384, lr=5e-4, code_lr=1e-3),
     "quick": DeepSDFConfig(latent_dim=16, width=64, depth=4, iterations=300,
                            points_per_shape=1024, infer_iterations=100),
 }
-"""Named configs."""
+"""Named configs: ``cpu`` (the benchmark's, sized for a shared CPU), ``paper`` (DeepSDF's
+``specs.json``), ``quick`` (smoke tests)."""
 
 
 @dataclass
