@@ -11,7 +11,7 @@ points + normals) and writes ``mesh.ply``, ``metrics.csv``, ``results.json``, ``
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -135,8 +135,6 @@ class FitShapeArgs:
     """Seed of sampling and training."""
     views: int = 4
     """Pictures of the result in mesh.png."""
-    extra: dict[str, str] = field(default_factory=dict)
-    """Reserved."""
 
 
 def read_input(path: Path, n_points: int, repair: str, rng: np.random.Generator):

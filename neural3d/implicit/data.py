@@ -79,6 +79,19 @@ def samples_from_mesh(name: str, mesh, config: SamplingConfig, rng: np.random.Ge
                         gt.signed_distance)
 
 
+def batch_of_shapes(points: list[torch.Tensor], values: list[torch.Tensor], n: int,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random samples of every shape: ``(points [S, n, 3], values [S, n])``."""
+    idx = [torch.randint(0, len(p), (n,), generator=gen) for p in points]
+    return (torch.stack([p[i] for p, i in zip(points, idx, strict=True)]),
+            torch.stack([v[i] for v, i in zip(values, idx, strict=True)]))
+
+
+def config_from_dict(cls: type, data: dict):
+    """A config dataclass from a checkpoint's JSON (unknown keys ignored, missing = default)."""
+    return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
 def iou_of_field(fn, truth, n: int = 100_000, bounds: float = 0.55,
                  rng: np.random.Generator | None = None) -> float:
     """Volumetric IoU of ``fn(x) < 0`` against ``truth(x) < 0`` on ``n`` uniform points.

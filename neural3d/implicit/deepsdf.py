@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
 from mpgym.progress import progress
-from neural3d.implicit.data import ShapeSamples, iou_of_field
+from neural3d.implicit.data import ShapeSamples, batch_of_shapes, config_from_dict, iou_of_field
 from neural3d.implicit.losses import clamped_l1
 from neural3d.implicit.networks import DeepSDFDecoder
 
@@ -148,10 +148,8 @@ def train_deepsdf(shapes: list[ShapeSamples], config: DeepSDFConfig = DeepSDFCon
     t0 = time.perf_counter()
     with save_on_interrupt(save, "the DeepSDF run"):
         for step in progress(range(config.iterations), desc="deepsdf", enable=progress_bar):
-            idx = [torch.randint(0, len(p), (config.points_per_shape,), generator=gen)
-                   for p in pts]
-            x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)]).to(device)
-            s = torch.stack([d[i] for d, i in zip(sdf, idx, strict=True)]).to(device)
+            x, s = batch_of_shapes(pts, sdf, config.points_per_shape, gen)
+            x, s = x.to(device), s.to(device)
             pred = decoder(x, codes)
             loss = clamped_l1(pred, s, config.clamp) + config.code_reg * (codes**2).sum(-1).mean()
             if not torch.isfinite(loss):
@@ -226,8 +224,7 @@ def infer_code(decoder: DeepSDFDecoder, points: np.ndarray, sdf: np.ndarray,
 def load_deepsdf(path) -> tuple[DeepSDFDecoder, Tensor, DeepSDFConfig, dict]:
     """Load a trained DeepSDF: ``(decoder, codes [S, C], config, meta)``."""
     ck = load_checkpoint(path, expected_kind="deepsdf")
-    config = replace(DeepSDFConfig(), **{k: v for k, v in ck.config.items()
-                                         if k in DeepSDFConfig.__dataclass_fields__})
+    config = config_from_dict(DeepSDFConfig, ck.config)
     decoder = build_decoder(config)
     state = dict(ck.state_dict)
     codes = state.pop("codes")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -31,6 +31,7 @@ import torch
 
 from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
 from mpgym.progress import progress
+from neural3d.implicit.data import config_from_dict
 from neural3d.implicit.losses import eikonal_loss, gradient, normal_loss
 from neural3d.implicit.networks import IGRNet
 
@@ -244,8 +245,7 @@ def fit_igr(points: np.ndarray, normals: np.ndarray | None = None,
 def load_igr(path, device: str = "cpu") -> tuple[IGRNet, IGRConfig]:
     """Load an IGR network from a checkpoint (or a run directory)."""
     ck = load_checkpoint(path, expected_kind="igr")
-    config = replace(IGRConfig(), **{k: v for k, v in ck.config.items()
-                                     if k in IGRConfig.__dataclass_fields__})
+    config = config_from_dict(IGRConfig, ck.config)
     model = build_igr(config)
     model.load_state_dict(ck.state_dict)
     return model.to(device).eval(), config

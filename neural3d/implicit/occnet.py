@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
 from mpgym.progress import progress
-from neural3d.implicit.data import ShapeSamples, iou_of_field
+from neural3d.implicit.data import ShapeSamples, batch_of_shapes, config_from_dict, iou_of_field
 from neural3d.implicit.losses import occupancy_bce
 from neural3d.implicit.networks import OccupancyDecoder, PointNetEncoder
 
@@ -177,10 +177,8 @@ def train_occnet(shapes: list[ShapeSamples], config: OccNetConfig = OccNetConfig
     t0 = time.perf_counter()
     with save_on_interrupt(save, "the occupancy-network run"):
         for step in progress(range(config.iterations), desc="occnet", enable=progress_bar):
-            idx = [torch.randint(0, len(p), (config.points_per_shape,), generator=gen)
-                   for p in pts]
-            x = torch.stack([p[i] for p, i in zip(pts, idx, strict=True)]).to(device)
-            y = torch.stack([o[i] for o, i in zip(occ, idx, strict=True)]).to(device)
+            x, y = batch_of_shapes(pts, occ, config.points_per_shape, gen)
+            x, y = x.to(device), y.to(device)
             loss = occupancy_bce(model(x, _condition(shapes, config, gen).to(device)), y)
             if not torch.isfinite(loss):
                 raise MpgymError(f"occupancy network diverged at step {step}; lower --lr.")
@@ -203,8 +201,7 @@ def train_occnet(shapes: list[ShapeSamples], config: OccNetConfig = OccNetConfig
 def load_occnet(path) -> tuple[OccupancyNetwork, OccNetConfig, dict]:
     """Load a trained occupancy network: ``(model, config, meta)``."""
     ck = load_checkpoint(path, expected_kind="occnet")
-    config = replace(OccNetConfig(), **{k: v for k, v in ck.config.items()
-                                        if k in OccNetConfig.__dataclass_fields__})
+    config = config_from_dict(OccNetConfig, ck.config)
     model = OccupancyNetwork(config, int(ck.meta.get("num_shapes", 1)))
     model.load_state_dict(ck.state_dict)
     return model.eval(), config, ck.meta
