@@ -19,13 +19,43 @@ from mpgym.errors import MpgymError
 
 # registry name -> (module, model class, config class, what it is)
 MODELS: dict[str, tuple[str, str, str, str]] = {
-    "fvsbn": ("generative.autoregressive", "FVSBN", "FVSBNConfig", "fully visible softmax belief net"),
-    "nade": ("generative.autoregressive", "NADE", "NADEConfig", "neural autoregressive density estimator"),
-    "made": ("generative.autoregressive", "MADE", "MADEConfig", "masked autoencoder (exact likelihood)"),
+    "fvsbn": (
+        "generative.autoregressive",
+        "FVSBN",
+        "FVSBNConfig",
+        "fully visible softmax belief net",
+    ),
+    "nade": (
+        "generative.autoregressive",
+        "NADE",
+        "NADEConfig",
+        "neural autoregressive density estimator",
+    ),
+    "made": (
+        "generative.autoregressive",
+        "MADE",
+        "MADEConfig",
+        "masked autoencoder (exact likelihood)",
+    ),
     "pixelcnn": ("generative.autoregressive", "PixelCNN", "PixelCNNConfig", "gated PixelCNN"),
-    "wavenet": ("generative.autoregressive", "CausalConvAR", "CausalConvConfig", "dilated causal convolutions"),
-    "transformer": ("generative.autoregressive", "CausalTransformer", "TransformerConfig", "causal Transformer"),
-    "glow": ("generative.flows", "Glow", "GlowConfig", "multi-scale flow (ActNorm, 1x1 conv, coupling)"),
+    "wavenet": (
+        "generative.autoregressive",
+        "CausalConvAR",
+        "CausalConvConfig",
+        "dilated causal convolutions",
+    ),
+    "transformer": (
+        "generative.autoregressive",
+        "CausalTransformer",
+        "TransformerConfig",
+        "causal Transformer",
+    ),
+    "glow": (
+        "generative.flows",
+        "Glow",
+        "GlowConfig",
+        "multi-scale flow (ActNorm, 1x1 conv, coupling)",
+    ),
     "realnvp2d": ("generative.flows", "RealNVP2D", "RealNVP2DConfig", "RealNVP for 2D densities"),
     "vae": ("generative.autoencoders", "VAE", "VAEConfig", "variational autoencoder"),
     "vqvae": ("generative.autoencoders", "VQVAE", "VQVAEConfig", "vector-quantised autoencoder"),
@@ -75,14 +105,18 @@ def load_model(path, *, expected: str | tuple[str, ...] | None = None):
 
     ckpt = load_checkpoint(path, expected_kind=expected)
     if ckpt.kind not in MODELS:
-        raise MpgymError(f"{ckpt.path} holds a {ckpt.kind!r} checkpoint, not a generative model "
-                         f"({', '.join(MODELS)}).")
+        raise MpgymError(
+            f"{ckpt.path} holds a {ckpt.kind!r} checkpoint, not a generative model "
+            f"({', '.join(MODELS)})."
+        )
     model = build_model(ckpt.kind, ckpt.config)
     with torch.no_grad():
         missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
     if missing or unexpected:
-        raise MpgymError(f"{ckpt.path}: weights do not match a {ckpt.kind!r} model with its stored config "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]}).")
+        raise MpgymError(
+            f"{ckpt.path}: weights do not match a {ckpt.kind!r} model with its stored config "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
     model.eval()
     return ckpt.kind, model
 

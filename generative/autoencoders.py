@@ -1,5 +1,6 @@
-"""Autoencoders: linear and deep AE, VAE (Gaussian encoder; Bernoulli / Gaussian / categorical
-decoders), beta-VAE, conditional VAE, VQ-VAE.
+"""Autoencoders: linear and deep AE, VAE, beta-VAE, conditional VAE, VQ-VAE.
+
+The VAE has a Gaussian encoder and a Bernoulli, Gaussian or categorical decoder.
 
 Digits enter as integer levels ``[n, 64]`` (values 0..16); the encoders see ``x / 16``.
 The categorical decoder gives 17 logits per pixel, so ``log p(x | z)`` is a proper discrete
@@ -38,8 +39,12 @@ def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -
     return -0.5 * (LOG_2PI + logvar + (x - mu) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
-def kl_gaussians(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | None = None,
-                 logvar2: torch.Tensor | None = None) -> torch.Tensor:
+def kl_gaussians(
+    mu1: torch.Tensor,
+    logvar1: torch.Tensor,
+    mu2: torch.Tensor | None = None,
+    logvar2: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Closed-form ``KL(N(mu1, s1^2) || N(mu2, s2^2))`` summed over the last dim.
 
     ``0.5 sum(logvar2 - logvar1 + (s1^2 + (mu1 - mu2)^2) / s2^2 - 1)``; the prior defaults to
@@ -48,7 +53,9 @@ def kl_gaussians(mu1: torch.Tensor, logvar1: torch.Tensor, mu2: torch.Tensor | N
     """
     mu2 = torch.zeros_like(mu1) if mu2 is None else mu2
     logvar2 = torch.zeros_like(logvar1) if logvar2 is None else logvar2
-    return 0.5 * (logvar2 - logvar1 + (torch.exp(logvar1) + (mu1 - mu2) ** 2) * torch.exp(-logvar2) - 1).sum(-1)
+    return 0.5 * (
+        logvar2 - logvar1 + (torch.exp(logvar1) + (mu1 - mu2) ** 2) * torch.exp(-logvar2) - 1
+    ).sum(-1)
 
 
 def vector_quantize(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,7 +68,7 @@ def vector_quantize(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tens
 def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """Linear layers with ``act`` between them (none after the last)."""
     layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=False):
         layers += [nn.Linear(a, b), act()]
     return nn.Sequential(*layers[:-1])
 
@@ -89,7 +96,7 @@ class Autoencoder(nn.Module):
         self.decoder = mlp([config.latent, *reversed(config.hidden), config.input_dim])
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean squared error per example (summed over pixels); integer images are scaled by 1/16."""
+        """Squared error per example (summed over pixels); integer images are scaled by 1/16."""
         v = x.float() / (LEVELS - 1) if not x.is_floating_point() else x
         return (self.decoder(self.encoder(v)) - v).pow(2).sum(-1).mean()
 
@@ -104,7 +111,7 @@ class VAEConfig:
     hidden: int = 256
     """Hidden units of the two-layer encoder and decoder MLPs."""
     decoder: Literal["categorical", "bernoulli", "gaussian"] = "categorical"
-    """Likelihood ``p(x | z)``: 17-way categorical per pixel, Bernoulli (binary data) or Gaussian."""
+    """``p(x | z)``: 17-way categorical per pixel, Bernoulli (binary data) or Gaussian."""
     beta: float = 1.0
     """Weight of the KL term (beta-VAE; 1 is the ELBO)."""
     num_classes: int = 0
@@ -134,10 +141,22 @@ class VAE(nn.Module):
         self.config, self.num_classes, self.levels = config, config.num_classes, config.levels
         c, h, d = config.num_classes, config.hidden, config.input_dim
         out = {"categorical": d * config.levels, "bernoulli": d, "gaussian": 2 * d}[config.decoder]
-        self.encoder = nn.Sequential(nn.Linear(d + c, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(),
-                                     nn.Linear(h, 2 * config.latent))
-        self.decoder = nn.Sequential(nn.Linear(config.latent + c, h), nn.ReLU(), nn.Dropout(config.dropout),
-                                     nn.Linear(h, h), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(h, out))
+        self.encoder = nn.Sequential(
+            nn.Linear(d + c, h),
+            nn.ReLU(),
+            nn.Linear(h, h),
+            nn.ReLU(),
+            nn.Linear(h, 2 * config.latent),
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(config.latent + c, h),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(h, h),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(h, out),
+        )
 
     # -- pieces
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,7 +174,9 @@ class VAE(nn.Module):
             raise ValueError(f"this VAE is conditional: pass labels y in 0..{self.num_classes - 1}")
         return F.one_hot(y.long(), self.num_classes).float().view(n, -1)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)`` each ``[n, latent]`` of ``q(z | x)``."""
         _, v = self._prepare(x)
         c = self._cond(y, v.shape[0])
@@ -163,8 +184,11 @@ class VAE(nn.Module):
         return mu, logvar.clamp(-12, 8)
 
     def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoder outputs for ``z`` ``[..., n, latent]``: logits ``[..., n, D, L]`` (categorical),
-        ``[..., n, D]`` (Bernoulli) or ``[..., n, 2D]`` (Gaussian mean and log-variance)."""
+        """Decoder outputs for latents ``z`` ``[..., n, latent]``.
+
+        Logits ``[..., n, D, L]`` (categorical), ``[..., n, D]`` (Bernoulli) or ``[..., n, 2D]``
+        (Gaussian mean and log-variance).
+        """
         c = self._cond(y, z.shape[-2])
         if c is not None:
             z = torch.cat([z, c.expand(*z.shape[:-1], -1)], -1)
@@ -174,18 +198,25 @@ class VAE(nn.Module):
         return out
 
     def log_likelihood(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """``log p(x | z)`` summed over dims: ``x`` prepared targets, ``out`` decoder outputs ``[..., n, *]``."""
+        """``log p(x | z)`` summed over dims (``x``: targets, ``out``: decoder outputs)."""
         if self.config.decoder == "categorical":
             lp = torch.log_softmax(out, -1)
             return lp.gather(-1, x.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1).sum(-1)
         if self.config.decoder == "bernoulli":
-            return -F.binary_cross_entropy_with_logits(out, x.float().expand_as(out), reduction="none").sum(-1)
+            return -F.binary_cross_entropy_with_logits(
+                out, x.float().expand_as(out), reduction="none"
+            ).sum(-1)
         mu, logvar = out.chunk(2, -1)
         return gaussian_log_prob(x, mu, logvar.clamp(-10, 5))
 
     # -- objectives
-    def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
-             generator: torch.Generator | None = None) -> VAEOutput:
+    def elbo(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> VAEOutput:
         """One-sample ELBO ``E_q[log p(x|z)] - KL(q || p)`` with the KL in closed form."""
         target, _ = self._prepare(x)
         mu, logvar = self.encode(x, y)
@@ -200,9 +231,16 @@ class VAE(nn.Module):
         out = self.elbo(x, y)
         return -(out.reconstruction - self.config.beta * out.kl).mean()
 
-    def iwae_bound(self, x: torch.Tensor, y: torch.Tensor | None = None, *, k: int = 1000,
-                   generator: torch.Generator | None = None, chunk: int = 250) -> torch.Tensor:
-        """Importance-weighted bound ``log 1/K sum_k p(x, z_k) / q(z_k | x)``, ``[n]`` (Burda et al.).
+    def iwae_bound(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        k: int = 1000,
+        generator: torch.Generator | None = None,
+        chunk: int = 250,
+    ) -> torch.Tensor:
+        """Importance-weighted bound ``log 1/K sum_k p(x, z_k) / q(z_k | x)``, ``[n]``.
 
         It lower-bounds ``log p(x)`` and tightens as ``k`` grows; ``k = 1`` is the ELBO.
         """
@@ -220,15 +258,27 @@ class VAE(nn.Module):
         return torch.logsumexp(torch.cat(logw), 0) - math.log(k)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None,
-               mean: bool = False) -> torch.Tensor:
-        """Draw ``n`` samples: integer images ``[n, D]`` (categorical/Bernoulli) or floats (Gaussian)."""
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+        mean: bool = False,
+    ) -> torch.Tensor:
+        """``n`` samples: integers ``[n, D]`` (categorical, Bernoulli) or floats (Gaussian)."""
         z = torch.randn(n, self.config.latent, generator=generator)
         return self.decode(z, y, generator=generator, mean=mean)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None, *,
-               generator: torch.Generator | None = None, mean: bool = False) -> torch.Tensor:
+    def decode(
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        mean: bool = False,
+    ) -> torch.Tensor:
         """Decode latents ``[n, latent]``; ``mean=True`` returns the most likely / mean image."""
         out = self.decode_logits(z, y)
         if self.config.decoder == "categorical":
@@ -240,7 +290,11 @@ class VAE(nn.Module):
             p = torch.sigmoid(out)
             return (p > 0.5).long() if mean else torch.bernoulli(p, generator=generator).long()
         mu, logvar = out.chunk(2, -1)
-        return mu if mean else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
+        return (
+            mu
+            if mean
+            else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
+        )
 
 
 # ---------------------------------------------------------------------------- VQ-VAE
@@ -279,11 +333,21 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config, self.levels = config, config.levels
         h, d = config.hidden, config.dim
-        self.encoder = nn.Sequential(nn.Conv2d(1, h, 3, padding=1), nn.ReLU(), nn.Conv2d(h, h, 4, 2, 1),
-                                     nn.ReLU(), nn.Conv2d(h, d, 1))
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, h, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(h, h, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(h, d, 1),
+        )
         self.codebook = nn.Parameter(torch.randn(config.codebook, d) * 0.1)
-        self.decoder = nn.Sequential(nn.Conv2d(d, h, 3, padding=1), nn.ReLU(),
-                                     nn.ConvTranspose2d(h, h, 4, 2, 1), nn.ReLU(), nn.Conv2d(h, config.levels, 1))
+        self.decoder = nn.Sequential(
+            nn.Conv2d(d, h, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(h, h, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(h, config.levels, 1),
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Continuous codes ``z_e`` ``[n, 4, 4, d]``."""
@@ -312,5 +376,11 @@ class VQVAE(nn.Module):
         """``-log p(x | z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2``."""
         x = check_images(x, self.levels)
         out = self(x)
-        rec = -torch.log_softmax(out.logits, -1).gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1).mean()
+        rec = (
+            -torch.log_softmax(out.logits, -1)
+            .gather(-1, x.unsqueeze(-1))
+            .squeeze(-1)
+            .sum(-1)
+            .mean()
+        )
         return rec + out.codebook_loss + self.config.commitment * out.commitment_loss

@@ -1,4 +1,4 @@
-"""Autoregressive models: FVSBN, NADE, MADE, PixelCNN, dilated causal convolutions, a causal Transformer.
+"""Autoregressive models: FVSBN, NADE, MADE, PixelCNN, WaveNet-style convs, a causal Transformer.
 
 Every model factorises ``p(x) = prod_i p(x_i | x_<i)`` over the 64 pixels in raster order
 with a 17-way categorical per pixel, so its log-likelihood is exact. Convention shared by all
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,8 +40,12 @@ def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits, -1).gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)
 
 
-def made_masks(degrees_in: np.ndarray, hidden: tuple[int, ...], out_degrees: np.ndarray,
-               rng: np.random.Generator) -> list[np.ndarray]:
+def made_masks(
+    degrees_in: np.ndarray,
+    hidden: tuple[int, ...],
+    out_degrees: np.ndarray,
+    rng: np.random.Generator,
+) -> list[np.ndarray]:
     """MADE connectivity masks (Germain et al. 2015, eq. 12-13).
 
     Hidden unit ``k`` gets a degree ``m(k)`` in ``[min_in, D - 1]``; a weight from a unit of degree
@@ -61,8 +66,10 @@ def made_masks(degrees_in: np.ndarray, hidden: tuple[int, ...], out_degrees: np.
     for h in hidden:
         lo = min(int(degrees[-1].min()), D - 1)
         degrees.append(rng.integers(lo, D, size=h))  # values lo..D-1
-    masks = [(d_out[:, None] >= d_in[None, :]).astype(np.float32)
-             for d_in, d_out in zip(degrees[:-1], degrees[1:])]
+    masks = [
+        (d_out[:, None] >= d_in[None, :]).astype(np.float32)
+        for d_in, d_out in zip(degrees[:-1], degrees[1:], strict=False)
+    ]
     masks.append((out_degrees[:, None] > degrees[-1][None, :]).astype(np.float32))
     return masks
 
@@ -113,7 +120,11 @@ class ARModel(nn.Module):
         x = torch.zeros(n, self.dim, dtype=torch.long, device=device)
         for i in range(self.dim):
             logits = self(F.one_hot(x, self.levels).float())[:, i]
-            x[:, i] = torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator).squeeze(1).to(device)
+            x[:, i] = (
+                torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator)
+                .squeeze(1)
+                .to(device)
+            )
         return x
 
 
@@ -146,7 +157,7 @@ class FVSBN(ARModel):
     def __init__(self, config: FVSBNConfig = FVSBNConfig()):
         super().__init__()
         self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side ** 2
+        self.dim = getattr(config, "dim", 0) or config.side**2
         L = config.levels
         deg = np.repeat(np.arange(1, self.dim + 1), L)
         mask = torch.as_tensor((deg[:, None] > deg[None, :]).astype(np.float32))
@@ -176,7 +187,7 @@ class NADE(ARModel):
     def __init__(self, config: NADEConfig = NADEConfig()):
         super().__init__()
         self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side ** 2
+        self.dim = getattr(config, "dim", 0) or config.side**2
         H, L = config.hidden, config.levels
         self.W = nn.Parameter(torch.randn(self.dim, L, H) * 0.01)
         self.c = nn.Parameter(torch.zeros(H))
@@ -193,7 +204,7 @@ class NADE(ARModel):
 # ---------------------------------------------------------------------------- MADE
 @dataclass(frozen=True)
 class MADEConfig:
-    """MADE on one-hot pixels; defaults: two hidden layers with dropout (issue 7's 93.7-nat reference)."""
+    """MADE; defaults: two hidden layers with dropout, as issue 7's 93.7-nat reference MADE."""
 
     hidden: tuple[int, ...] = (512, 512)
     """Hidden layer widths."""
@@ -201,9 +212,9 @@ class MADEConfig:
     """Dropout after each hidden layer (only 1,000 training images)."""
     num_masks: int = 1
     """Connectivity masks cycled during training and averaged at test (Germain et al. sec. 4)."""
-    inputs: str = "scalar"
-    """Input encoding: ``scalar`` (``x / 16`` per pixel, 64 inputs) or ``onehot`` (64 x 17 inputs)."""
-    order: str = "natural"
+    inputs: Literal["scalar", "onehot"] = "scalar"
+    """Input encoding: ``scalar`` (one value per pixel) or ``onehot`` (17 inputs per pixel)."""
+    order: Literal["natural", "random"] = "natural"
     """Pixel order: ``natural`` (raster) or ``random`` (a fixed random permutation per mask)."""
     seed: int = 0
     """Seed of the masks and orders."""
@@ -219,15 +230,16 @@ class MADE(ARModel):
     def __init__(self, config: MADEConfig = MADEConfig()):
         super().__init__()
         self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side ** 2
+        self.dim = getattr(config, "dim", 0) or config.side**2
         L = config.levels
         n_in = self.dim * L if config.inputs == "onehot" else self.dim
         sizes = [n_in, *config.hidden, self.dim * L]
-        self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        pairs = zip(sizes[:-1], sizes[1:], strict=True)
+        self.layers = nn.ModuleList(MaskedLinear(a, b) for a, b in pairs)
         self.drop = nn.Dropout(config.dropout)
         rng = np.random.default_rng(config.seed)
         masks, orders = [], []
-        for k in range(config.num_masks):
+        for _ in range(config.num_masks):
             order = np.arange(self.dim) if config.order == "natural" else rng.permutation(self.dim)
             deg = np.argsort(order) + 1  # degree of pixel d = its 1-based position in the order
             deg_in = np.repeat(deg, L) if config.inputs == "onehot" else deg
@@ -280,7 +292,9 @@ class MADE(ARModel):
         x = torch.zeros(n, self.dim, dtype=torch.long)
         for i in order:
             logits = self(F.one_hot(x, self.levels).float())[:, i]
-            x[:, i] = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(1)
+            x[:, i] = torch.multinomial(torch.softmax(logits, -1), 1, generator=generator).squeeze(
+                1
+            )
         return x
 
 
@@ -319,8 +333,12 @@ class GatedMaskedConv(nn.Module):
     def forward(self, xv: torch.Tensor, xh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(vertical, horizontal)`` feature maps ``[n, C, H, W]`` each."""
         H, W = xv.shape[-2:]
-        hv = F.conv2d(xv, self.vert.weight * self.vmask, self.vert.bias, padding=self.vert.padding)[:, :, :H]
-        hh = F.conv2d(xh, self.horiz.weight * self.hmask, self.horiz.bias, padding=self.horiz.padding)[..., :W]
+        hv = F.conv2d(xv, self.vert.weight * self.vmask, self.vert.bias, padding=self.vert.padding)[
+            :, :, :H
+        ]
+        hh = F.conv2d(
+            xh, self.horiz.weight * self.hmask, self.horiz.bias, padding=self.horiz.padding
+        )[..., :W]
         # the vertical stack at row r (rows <= r-1 after the A layer) feeds the horizontal stack
         out = self.h_out(self._gate(self.v2h(hv) + hh))
         return self._gate(hv), (out + xh if self.residual else out)
@@ -350,12 +368,17 @@ class PixelCNN(ARModel):
     def __init__(self, config: PixelCNNConfig = PixelCNNConfig()):
         super().__init__()
         self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side ** 2
+        self.dim = getattr(config, "dim", 0) or config.side**2
         C, L = config.channels, config.levels
         self.first = GatedMaskedConv(C, config.kernel, "A", in_channels=L)
         self.blocks = nn.ModuleList(GatedMaskedConv(C, 3, "B") for _ in range(config.layers - 1))
-        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(config.dropout), nn.Conv2d(C, 4 * C, 1),
-                                  nn.ReLU(), nn.Conv2d(4 * C, L, 1))
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Conv2d(C, 4 * C, 1),
+            nn.ReLU(),
+            nn.Conv2d(4 * C, L, 1),
+        )
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """Logits ``[n, D, L]``."""
@@ -405,10 +428,12 @@ class CausalConvAR(ARModel):
     def __init__(self, config: CausalConvConfig = CausalConvConfig()):
         super().__init__()
         self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side ** 2
+        self.dim = getattr(config, "dim", 0) or config.side**2
         C, L = config.channels, config.levels
         self.inp = CausalConv1d(L, C, config.kernel)
-        self.blocks = nn.ModuleList(CausalConv1d(C, 2 * C, config.kernel, d) for d in config.dilations)
+        self.blocks = nn.ModuleList(
+            CausalConv1d(C, 2 * C, config.kernel, d) for d in config.dilations
+        )
         self.res = nn.ModuleList(nn.Conv1d(C, C, 1) for _ in config.dilations)
         self.drop = nn.Dropout(config.dropout)
         self.out = nn.Sequential(nn.ReLU(), nn.Conv1d(C, C, 1), nn.ReLU(), nn.Conv1d(C, L, 1))
@@ -417,7 +442,7 @@ class CausalConvAR(ARModel):
         """Logits ``[n, D, L]``."""
         z = F.pad(h.transpose(1, 2), (1, -1))  # shift right: step t sees x_<t
         z = self.inp(z)
-        for conv, res in zip(self.blocks, self.res):
+        for conv, res in zip(self.blocks, self.res, strict=False):
             a, b = conv(z).chunk(2, 1)
             z = z + res(self.drop(torch.tanh(a) * torch.sigmoid(b)))
         return self.out(z).transpose(1, 2)
@@ -451,7 +476,9 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = CausalSelfAttention(d, heads, dropout)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[n, T, d] -> [n, T, d]``."""
@@ -483,14 +510,16 @@ class CausalTransformer(ARModel):
     def __init__(self, config: TransformerConfig = TransformerConfig()):
         super().__init__()
         self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side ** 2
+        self.dim = getattr(config, "dim", 0) or config.side**2
         d = config.d_model
         self.embed = nn.Linear(config.levels, d, bias=False)  # one-hot @ E: differentiable lookup
         self.start = nn.Parameter(torch.zeros(1, 1, d))
         self.register_buffer("pos", sinusoidal_positions(self.dim, d))
         self.pos_learned = nn.Parameter(torch.zeros(self.dim, d))
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.Sequential(*(TransformerBlock(d, config.heads, config.dropout) for _ in range(config.layers)))
+        self.blocks = nn.Sequential(
+            *(TransformerBlock(d, config.heads, config.dropout) for _ in range(config.layers))
+        )
         self.ln = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.levels)
 

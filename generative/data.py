@@ -64,8 +64,10 @@ def load_digits_split(*, binary: bool = False) -> DigitsSplit:
     return DigitsSplit(x[:1000], y[:1000], x[1000:1350], y[1000:1350], x[1350:], y[1350:], levels)
 
 
-def check_images(x: torch.Tensor, levels: int = LEVELS, name: str = "images", *, dim: int = DIM) -> torch.Tensor:
-    """Check ``x`` is ``(n, 64)`` (or ``(n, 8, 8)``, ``(n, 1, 8, 8)``) with integers in ``0..levels-1``.
+def check_images(
+    x: torch.Tensor, levels: int = LEVELS, name: str = "images", *, dim: int = DIM
+) -> torch.Tensor:
+    """Check ``x`` is ``(n, 64)`` (or ``(n, 8, 8)``, ``(n, 1, 8, 8)``) with levels ``0..levels-1``.
 
     Args:
         x: the images.
@@ -82,14 +84,17 @@ def check_images(x: torch.Tensor, levels: int = LEVELS, name: str = "images", *,
     x = torch.as_tensor(x)
     if x.dim() < 2 or x[0].numel() != dim:
         raise MpgymError(
-            f"{name} must have shape (n, {dim}) (or (n, 8, 8), (n, 1, 8, 8) for digits); got {tuple(x.shape)}."
+            f"{name} must have shape (n, {dim}) (or (n, 8, 8), (n, 1, 8, 8) for digits); "
+            f"got {tuple(x.shape)}."
         )
     x = x.reshape(x.shape[0], dim)
     if x.is_floating_point():
         if not bool(torch.isfinite(x).all()):
             raise MpgymError(f"{name} contain NaN or infinity; accepted: integers 0..{levels - 1}.")
         if not bool((x == x.round()).all()):
-            raise MpgymError(f"{name} must be integer levels 0..{levels - 1}; got fractional values.")
+            raise MpgymError(
+                f"{name} must be integer levels 0..{levels - 1}; got fractional values."
+            )
     lo, hi = int(x.min()), int(x.max())
     if lo < 0 or hi > levels - 1:
         raise MpgymError(
@@ -103,8 +108,9 @@ def to_unit(x: torch.Tensor, levels: int = LEVELS) -> torch.Tensor:
     return x.float() / (levels - 1)
 
 
-def dequantize(x: torch.Tensor, generator: torch.Generator | None = None,
-               levels: int = LEVELS) -> torch.Tensor:
+def dequantize(
+    x: torch.Tensor, generator: torch.Generator | None = None, levels: int = LEVELS
+) -> torch.Tensor:
     """Uniform dequantisation: ``(x + u) / levels`` with ``u ~ U[0, 1)``, in ``[0, 1)``.
 
     A density ``p`` on the result gives a discrete bound
@@ -119,13 +125,16 @@ def quantize(y: torch.Tensor, levels: int = LEVELS) -> torch.Tensor:
     return (y * levels).floor().clamp(0, levels - 1).long()
 
 
-def categorical_baseline_nll(x_train: torch.Tensor, x_test: torch.Tensor, *,
-                             levels: int = LEVELS, alpha: float = 1.0) -> float:
+def categorical_baseline_nll(
+    x_train: torch.Tensor, x_test: torch.Tensor, *, levels: int = LEVELS, alpha: float = 1.0
+) -> float:
     """Test NLL (nats per image) of independent per-pixel categoricals with add-``alpha`` counts.
 
     With the digits split and ``alpha = 1`` this is 106.47 nats (2.40 bits/dim).
     """
-    counts = torch.stack([torch.bincount(x_train[:, j], minlength=levels) for j in range(x_train.shape[1])])
+    counts = torch.stack(
+        [torch.bincount(x_train[:, j], minlength=levels) for j in range(x_train.shape[1])]
+    )
     p = (counts.double() + alpha) / (counts.sum(1, keepdim=True) + alpha * levels)
     logp = p.log().gather(1, x_test.T)  # [D, n]
     return float(-logp.sum(0).mean())
@@ -165,8 +174,15 @@ def sample_toy(name: str, n: int, *, generator: torch.Generator | None = None) -
     raise MpgymError(f"unknown 2D density {name!r}; accepted: {', '.join(TOY_NAMES)}.")
 
 
-def plot_density_2d(path, log_prob_fn, samples: torch.Tensor | None = None, *,
-                    lim: float = 4.0, res: int = 200, title: str = ""):
+def plot_density_2d(
+    path,
+    log_prob_fn,
+    samples: torch.Tensor | None = None,
+    *,
+    lim: float = 4.0,
+    res: int = 200,
+    title: str = "",
+):
     """Save a PNG of ``exp(log_prob_fn(grid))`` next to a scatter of ``samples``.
 
     Args:
@@ -188,7 +204,9 @@ def plot_density_2d(path, log_prob_fn, samples: torch.Tensor | None = None, *,
         gx, gy = torch.meshgrid(lin, lin, indexing="xy")
         with torch.no_grad():
             lp = log_prob_fn(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)).reshape(res, res)
-        axes[0, i].imshow(lp.exp().numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="magma")
+        axes[0, i].imshow(
+            lp.exp().numpy(), extent=(-lim, lim, -lim, lim), origin="lower", cmap="magma"
+        )
         axes[0, i].set_title("density")
         i += 1
     if samples is not None:

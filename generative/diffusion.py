@@ -1,6 +1,8 @@
-"""Diffusion: DDPM forward process in closed form, linear and cosine schedules,
-epsilon-prediction training, ancestral sampling, DDIM, classifier-free guidance, the
-variational bound in nats with a discretised decoder, and latent diffusion on a VAE's latents.
+"""Diffusion: DDPM, DDIM, classifier-free guidance, latent diffusion.
+
+The forward process in closed form, linear and cosine schedules, epsilon-prediction training,
+ancestral sampling, DDIM, classifier-free guidance, the variational bound in nats with a
+discretised decoder, and latent diffusion on a VAE's latents.
 
 Digits are scaled to ``x0 = 2 x / 16 - 1`` in [-1, 1]: the 17 levels are bin centres of width
 ``2 / 16``, and ``L_0`` integrates the decoder Gaussian over each bin (Ho et al. sec. 3.3), so
@@ -33,7 +35,7 @@ def linear_betas(T: int, beta_1: float = 1e-4, beta_T: float = 0.02) -> torch.Te
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
-    """``abar(t) = cos^2(((t/T + s)/(1 + s)) pi / 2)``; ``beta_t = 1 - abar_t / abar_{t-1}`` (clipped)."""
+    """``abar(t) = cos^2(((t/T + s)/(1 + s)) pi / 2)``; ``beta_t = 1 - abar_t / abar_{t-1}``."""
     t = torch.arange(T + 1, dtype=torch.float64) / T
     f = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
@@ -64,31 +66,40 @@ def _at(v: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def q_sample(x0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, sched: Schedule) -> torch.Tensor:
-    """Closed-form forward process ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (``t`` in 1..T)."""
+    """Closed-form forward process ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``, t in 1..T."""
     ab = _at(sched.abar, t, x0)
     return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
-def q_step(x_prev: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, sched: Schedule) -> torch.Tensor:
+def q_step(
+    x_prev: torch.Tensor, t: torch.Tensor, eps: torch.Tensor, sched: Schedule
+) -> torch.Tensor:
     """One step of the kernel ``q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)``."""
     b = _at(sched.betas, t, x_prev)
     return (1 - b).sqrt() * x_prev + b.sqrt() * eps
 
 
-def posterior_mean(x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, sched: Schedule) -> torch.Tensor:
+def posterior_mean(
+    x0: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, sched: Schedule
+) -> torch.Tensor:
     """Mean of ``q(x_{t-1} | x_t, x_0)`` (Ho et al. eq. 7)."""
-    b, a, ab, abp = (_at(v, t, xt) for v in (sched.betas, sched.alphas, sched.abar, sched.abar_prev))
+    b, a, ab, abp = (
+        _at(v, t, xt) for v in (sched.betas, sched.alphas, sched.abar, sched.abar_prev)
+    )
     return abp.sqrt() * b / (1 - ab) * x0 + a.sqrt() * (1 - abp) / (1 - ab) * xt
 
 
-def eps_to_mean(xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, sched: Schedule) -> torch.Tensor:
+def eps_to_mean(
+    xt: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, sched: Schedule
+) -> torch.Tensor:
     """``mu_theta = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)`` (Ho et al. eq. 11)."""
     b, a, ab = (_at(v, t, xt) for v in (sched.betas, sched.alphas, sched.abar))
     return (xt - b / (1 - ab).sqrt() * eps) / a.sqrt()
 
 
-def discretized_gaussian_log_prob(x0: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor,
-                                  levels: int = LEVELS) -> torch.Tensor:
+def discretized_gaussian_log_prob(
+    x0: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, levels: int = LEVELS
+) -> torch.Tensor:
     """``log P(x0)`` with ``x0`` on the grid ``2 k / (L-1) - 1``: Gaussian mass of each bin.
 
     Bins have half-width ``1 / (L - 1)``; the first and last extend to -inf / +inf.
@@ -106,7 +117,9 @@ def discretized_gaussian_log_prob(x0: torch.Tensor, mean: torch.Tensor, log_std:
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of integer steps ``[n] -> [n, dim]``."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).to(t.device)
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half).to(
+        t.device
+    )
     a = t.float()[:, None] * freqs
     return torch.cat([torch.sin(a), torch.cos(a)], -1)
 
@@ -135,12 +148,18 @@ class ConvDenoiser(nn.Module):
         self.ch = channels
         emb = 4 * channels
         self.t_mlp = nn.Sequential(nn.Linear(channels, emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.label = nn.Embedding(num_classes + 1, emb) if num_classes else None  # last id = "no label"
+        self.label = (
+            nn.Embedding(num_classes + 1, emb) if num_classes else None
+        )  # last id = "no label"
         self.inp = nn.Conv2d(1, channels, 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(channels, emb, dropout) for _ in range(blocks))
-        self.out = nn.Sequential(nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, 1, 3, padding=1))
+        self.out = nn.Sequential(
+            nn.GroupNorm(8, channels), nn.SiLU(), nn.Conv2d(channels, 1, 3, padding=1)
+        )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``x`` ``[n, 64]`` -> predicted noise ``[n, 64]``."""
         e = self.t_mlp(timestep_embedding(t, self.ch))
         if self.label is not None and y is not None:
@@ -160,10 +179,19 @@ class MLPDenoiser(nn.Module):
         self.label = nn.Embedding(num_classes + 1, hidden) if num_classes else None
         self.inp = nn.Linear(dim, hidden)
         self.t_mlp = nn.Linear(hidden, hidden)
-        self.net = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, dim),
+        )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``[n, dim]``."""
         h = self.inp(x) + self.t_mlp(timestep_embedding(t, self.hidden))
         if self.label is not None and y is not None:
@@ -209,7 +237,9 @@ class DDPM(nn.Module):
         betas = linear_betas(config.T) if config.schedule == "linear" else cosine_betas(config.T)
         self.sched = Schedule.from_betas(betas)
         if config.net == "conv":
-            self.net: nn.Module = ConvDenoiser(config.channels, config.blocks, config.num_classes, config.dropout)
+            self.net: nn.Module = ConvDenoiser(
+                config.channels, config.blocks, config.num_classes, config.dropout
+            )
         else:
             self.net = MLPDenoiser(config.dim, config.channels, config.num_classes, config.dropout)
 
@@ -219,9 +249,14 @@ class DDPM(nn.Module):
             return x.float()
         return 2 * check_images(x, self.levels).float() / (self.levels - 1) - 1
 
-    def eps(self, xt: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
-            guidance: float = 0.0) -> torch.Tensor:
-        """Predicted noise; with labels and ``guidance = w``: ``(1 + w) eps(y) - w eps(no label)``."""
+    def eps(
+        self,
+        xt: torch.Tensor,
+        t: torch.Tensor,
+        y: torch.Tensor | None = None,
+        guidance: float = 0.0,
+    ) -> torch.Tensor:
+        """Predicted noise; guidance w gives ``(1 + w) e_theta(y) - w e_theta(no label)``."""
         if self.num_classes == 0 or y is None:
             null = None if self.num_classes == 0 else torch.full_like(t, self.num_classes)
             return self.net(xt, t, null)
@@ -232,7 +267,7 @@ class DDPM(nn.Module):
         return (1 + guidance) * e_c - guidance * e_u
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``E_{t, eps} ||eps - eps_theta(x_t, t)||^2`` (summed over pixels, averaged over the batch)."""
+        """``E_{t, eps} ||eps - eps_theta(x_t, t)||^2`` (sum over pixels, mean over the batch)."""
         x0 = self.to_x0(x)
         n = x0.shape[0]
         t = torch.randint(1, self.config.T + 1, (n,), device=x0.device)
@@ -249,8 +284,15 @@ class DDPM(nn.Module):
         return ((x0.clamp(-1, 1) + 1) / 2 * (self.levels - 1)).round().long()
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None,
-               guidance: float = 0.0, variance: Literal["beta", "posterior"] = "beta") -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+        guidance: float = 0.0,
+        variance: Literal["beta", "posterior"] = "beta",
+    ) -> torch.Tensor:
         """Ancestral sampling ``x_T -> x_0`` over all T steps (Ho et al. Algorithm 2)."""
         x = torch.randn(n, self.config.dim, generator=generator)
         var = self.sched.betas if variance == "beta" else self.sched.posterior_var
@@ -264,9 +306,17 @@ class DDPM(nn.Module):
         return self._finish(x)
 
     @torch.no_grad()
-    def sample_ddim(self, n: int, *, steps: int = 50, eta: float = 0.0, generator: torch.Generator | None = None,
-                    y: torch.Tensor | None = None, guidance: float = 0.0) -> torch.Tensor:
-        """DDIM sampling on ``steps`` evenly spaced steps; ``eta = 0`` is deterministic (Song et al. eq. 12)."""
+    def sample_ddim(
+        self,
+        n: int,
+        *,
+        steps: int = 50,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+        guidance: float = 0.0,
+    ) -> torch.Tensor:
+        """DDIM on ``steps`` evenly spaced steps; ``eta = 0`` is deterministic (Song et al.)."""
         ts = torch.linspace(self.config.T, 1, steps).round().long().tolist()
         x = torch.randn(n, self.config.dim, generator=generator)
         ab = self.sched.abar.float()
@@ -279,14 +329,20 @@ class DDPM(nn.Module):
             if self.config.discrete:
                 x0 = x0.clamp(-1, 1)
             sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma ** 2).clamp(min=0).sqrt() * e
+            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * e
             if eta > 0 and i + 1 < len(ts):
                 x = x + sigma * torch.randn(x.shape, generator=generator)
         return self._finish(x)
 
     @torch.no_grad()
-    def bound_terms(self, x: torch.Tensor, t: torch.Tensor, *, y: torch.Tensor | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+    def bound_terms(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        y: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """The variational-bound term ``L_{t-1}`` in nats ``[n]`` for given steps ``t`` ``[n]``.
 
         ``t = 1``: ``-log p(x_0 | x_1)`` (discretised decoder); ``t > 1``:
@@ -297,12 +353,16 @@ class DDPM(nn.Module):
         xt = q_sample(x0, t, noise, self.sched)
         mean = eps_to_mean(xt, self.eps(xt, t, y), t, self.sched)
         var = _at(self.sched.posterior_var, t, x0)
-        kl = ((posterior_mean(x0, xt, t, self.sched) - mean) ** 2 / (2 * var.clamp(min=1e-20))).sum(-1)
+        kl = ((posterior_mean(x0, xt, t, self.sched) - mean) ** 2 / (2 * var.clamp(min=1e-20))).sum(
+            -1
+        )
         log_std = 0.5 * torch.log(_at(self.sched.betas, t, x0)).expand_as(x0)
         if self.config.discrete:
             nll0 = -discretized_gaussian_log_prob(x0, mean, log_std, self.levels).sum(-1)
         else:
-            nll0 = 0.5 * (((x0 - mean) * torch.exp(-log_std)) ** 2 + 2 * log_std + math.log(2 * math.pi)).sum(-1)
+            nll0 = 0.5 * (
+                ((x0 - mean) * torch.exp(-log_std)) ** 2 + 2 * log_std + math.log(2 * math.pi)
+            ).sum(-1)
         return torch.where(t == 1, nll0, kl)
 
     @torch.no_grad()
@@ -310,7 +370,7 @@ class DDPM(nn.Module):
         """``L_T = KL(q(x_T | x_0) || N(0, I))`` ``[n]``."""
         x0 = self.to_x0(x)
         ab = float(self.sched.abar[-1])
-        return 0.5 * (ab * x0 ** 2 + (1 - ab) - 1 - math.log(1 - ab)).sum(-1)
+        return 0.5 * (ab * x0**2 + (1 - ab) - 1 - math.log(1 - ab)).sum(-1)
 
 
 # ---------------------------------------------------------------------------- latent diffusion
@@ -333,8 +393,14 @@ class LatentDiffusion(nn.Module):
         return self.ddpm.loss(self.latents(x), y)
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None,
-               steps: int = 50) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+        steps: int = 50,
+    ) -> torch.Tensor:
         """DDIM in latent space, then the VAE decoder's most likely image."""
         z = self.ddpm.sample_ddim(n, steps=steps, generator=generator, y=y)
         return self.vae.decode(z, mean=True)

@@ -1,5 +1,6 @@
-"""Evaluation: NLL in nats per image and bits per dimension, the IWAE bound, the diffusion
-bound, a digit classifier and the Fréchet distance in its feature space.
+"""Evaluation: NLL in nats and bits/dim, IWAE and diffusion bounds, classifier Fréchet distance.
+
+A digit classifier trained here supplies the feature space of the Fréchet distance.
 
 Units: every NLL is ``-log P(x)`` in nats per 8x8 image over the 17 discrete levels, so
 models are comparable: exact for autoregressive models, a dequantisation bound for flows
@@ -34,20 +35,27 @@ def nats_to_bits_per_dim(nats: float, dim: int = DIM) -> float:
 def _batched(fn, x: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
     outs = []
     for i in range(0, len(x), batch):
-        outs.append(fn(x[i: i + batch], None if y is None else y[i: i + batch]))
+        outs.append(fn(x[i : i + batch], None if y is None else y[i : i + batch]))
     return torch.cat(outs)
 
 
 @torch.no_grad()
 def exact_nll(model: nn.Module, x: torch.Tensor, *, batch: int = 256) -> float:
-    """Mean ``-log p(x)`` (nats per image) of a model with an exact ``log_prob`` (autoregressive)."""
+    """Mean ``-log p(x)`` (nats per image) of a model with an exact ``log_prob``."""
     model.eval()
     return float(-_batched(lambda xb, _: model.log_prob(xb), x, None, batch).mean())
 
 
 @torch.no_grad()
-def dequantized_nll(flow: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, samples: int = 16,
-                    generator: torch.Generator | None = None, batch: int = 256) -> float:
+def dequantized_nll(
+    flow: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    samples: int = 16,
+    generator: torch.Generator | None = None,
+    batch: int = 256,
+) -> float:
     """Flow NLL bound: ``-log (1/K sum_k p((x + u_k)/L)) + D log L`` averaged over images.
 
     With ``K = 1`` this is the usual dequantisation bound; larger ``K`` tightens it towards
@@ -55,23 +63,52 @@ def dequantized_nll(flow: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
     """
     flow.eval()
     g = generator or torch.Generator().manual_seed(0)
-    lps = torch.stack([_batched(lambda xb, yb: flow.log_prob(xb, yb, generator=g) if yb is not None
-                                else flow.log_prob(xb, generator=g), x, y, batch) for _ in range(samples)])
+    lps = torch.stack(
+        [
+            _batched(
+                lambda xb, yb: (
+                    flow.log_prob(xb, yb, generator=g)
+                    if yb is not None
+                    else flow.log_prob(xb, generator=g)
+                ),
+                x,
+                y,
+                batch,
+            )
+            for _ in range(samples)
+        ]
+    )
     return float(-(torch.logsumexp(lps, 0) - math.log(samples)).mean())
 
 
 @torch.no_grad()
-def iwae_nll(vae: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, k: int = 1000,
-             generator: torch.Generator | None = None, batch: int = 64) -> float:
+def iwae_nll(
+    vae: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    k: int = 1000,
+    generator: torch.Generator | None = None,
+    batch: int = 64,
+) -> float:
     """``-IWAE_k`` bound (nats per image), an upper bound on the VAE's NLL."""
     vae.eval()
     g = generator or torch.Generator().manual_seed(0)
-    return float(-_batched(lambda xb, yb: vae.iwae_bound(xb, yb, k=k, generator=g), x, y, batch).mean())
+    return float(
+        -_batched(lambda xb, yb: vae.iwae_bound(xb, yb, k=k, generator=g), x, y, batch).mean()
+    )
 
 
 @torch.no_grad()
-def diffusion_nll(ddpm: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, timesteps: int = 0,
-                  generator: torch.Generator | None = None, batch: int = 128) -> float:
+def diffusion_nll(
+    ddpm: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    timesteps: int = 0,
+    generator: torch.Generator | None = None,
+    batch: int = 128,
+) -> float:
     """Variational bound ``L_T + sum_{t>=2} L_{t-1} + L_0`` in nats per image.
 
     Args:
@@ -93,14 +130,18 @@ def diffusion_nll(ddpm: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
     else:
         edges = np.linspace(2, T + 1, timesteps + 1)
         steps = []
-        for a, b in zip(edges[:-1], edges[1:]):
+        for a, b in zip(edges[:-1], edges[1:], strict=False):
             lo, hi = int(math.ceil(a)), int(math.ceil(b))  # stratum [lo, hi)
             if hi > lo:
                 t = lo + int(torch.randint(0, hi - lo, (1,), generator=g))
                 steps.append((t, float(hi - lo)))
     for t, w in [(1, 1.0), *steps]:
+
         def term(xb, yb, t=t):
-            return ddpm.bound_terms(xb, torch.full((len(xb),), t, dtype=torch.long), y=yb, generator=g)
+            return ddpm.bound_terms(
+                xb, torch.full((len(xb),), t, dtype=torch.long), y=yb, generator=g
+            )
+
         total += w * _batched(term, x, y, batch).double()
     total += _batched(lambda xb, _: ddpm.prior_term(xb), x, None, batch).double()
     return float(total.mean())
@@ -108,13 +149,21 @@ def diffusion_nll(ddpm: nn.Module, x: torch.Tensor, y: torch.Tensor | None = Non
 
 # ---------------------------------------------------------------------------- classifier + FD
 class DigitClassifier(nn.Module):
-    """Small CNN on 8x8 digits; ``features`` (128-d, penultimate layer) define the Fréchet distance."""
+    """Small CNN on 8x8 digits; its 128-d penultimate ``features`` define the Fréchet distance."""
 
     def __init__(self, width: int = 16, feature_dim: int = 128, dropout: float = 0.3):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                  nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width * 16, feature_dim), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(2 * width * 16, feature_dim),
+            nn.ReLU(),
+        )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feature_dim, 10))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +181,7 @@ def _shift_augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     img = x.view(-1, SIDE, SIDE)
     pad = F.pad(img, (1, 1, 1, 1))
     dx, dy = torch.randint(0, 3, (2,), generator=g).tolist()
-    return pad[:, dy: dy + SIDE, dx: dx + SIDE].reshape(-1, DIM)
+    return pad[:, dy : dy + SIDE, dx : dx + SIDE].reshape(-1, DIM)
 
 
 @dataclass
@@ -144,8 +193,10 @@ class ClassifierResult:
     test_acc: float
 
 
-def train_classifier(split: DigitsSplit, *, steps: int = 3000, seed: int = 0, lr: float = 1e-3) -> ClassifierResult:
-    """Train :class:`DigitClassifier` on the train split (with shift augmentation), select on validation.
+def train_classifier(
+    split: DigitsSplit, *, steps: int = 3000, seed: int = 0, lr: float = 1e-3
+) -> ClassifierResult:
+    """Train :class:`DigitClassifier` on the train split (shift augmentation), select on validation.
 
     Returns:
         The classifier (eval mode) with its validation and test accuracy.
@@ -179,7 +230,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
-    """``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` between Gaussian fits of two feature sets.
+    """``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` between Gaussian fits of two sets.
 
     ``Tr (S1 S2)^(1/2)`` is computed as ``Tr (S1^(1/2) S2 S1^(1/2))^(1/2)``, whose argument is
     symmetric PSD, via eigen-decompositions (no complex round-off). Identical sets give 0.
@@ -199,16 +250,30 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def feature_fd(classifier: DigitClassifier, samples: torch.Tensor, reference: torch.Tensor) -> float:
-    """Fréchet distance between classifier features of ``samples`` and ``reference`` (both ``[n, 64]``)."""
+def feature_fd(
+    classifier: DigitClassifier, samples: torch.Tensor, reference: torch.Tensor
+) -> float:
+    """Fréchet distance of classifier features of ``samples`` and ``reference`` (``[n, 64]``)."""
     classifier.eval()
-    return frechet_distance(classifier.features(samples).numpy(), classifier.features(reference).numpy())
+    return frechet_distance(
+        classifier.features(samples).numpy(), classifier.features(reference).numpy()
+    )
 
 
 # ---------------------------------------------------------------------------- one call per model
-BOUND_KIND = {"fvsbn": "exact", "nade": "exact", "made": "exact", "pixelcnn": "exact", "wavenet": "exact",
-              "transformer": "exact", "glow": "dequantised", "vae": "IWAE", "ddpm": "variational bound",
-              "gan": "none", "vqvae": "none"}
+BOUND_KIND = {
+    "fvsbn": "exact",
+    "nade": "exact",
+    "made": "exact",
+    "pixelcnn": "exact",
+    "wavenet": "exact",
+    "transformer": "exact",
+    "glow": "dequantised",
+    "vae": "IWAE",
+    "ddpm": "variational bound",
+    "gan": "none",
+    "vqvae": "none",
+}
 """How each registered digits model's NLL is measured."""
 
 
@@ -225,9 +290,18 @@ class EvalResult:
 
 
 @torch.no_grad()
-def evaluate(name: str, model: nn.Module, split: DigitsSplit, *, classifier: DigitClassifier | None = None,
-             n_samples: int = 1000, quick: bool = False, seed: int = 0, ddim_steps: int = 0,
-             diffusion_timesteps: int = 100) -> EvalResult:
+def evaluate(
+    name: str,
+    model: nn.Module,
+    split: DigitsSplit,
+    *,
+    classifier: DigitClassifier | None = None,
+    n_samples: int = 1000,
+    quick: bool = False,
+    seed: int = 0,
+    ddim_steps: int = 0,
+    diffusion_timesteps: int = 100,
+) -> EvalResult:
     """NLL on the test split in the model's own bound, and the FD of ``n_samples`` samples.
 
     Args:
@@ -238,7 +312,7 @@ def evaluate(name: str, model: nn.Module, split: DigitsSplit, *, classifier: Dig
         n_samples: samples drawn for the FD.
         quick: cheaper estimators (fewer importance samples / timesteps).
         seed: seed of the estimators and the sampler.
-        ddim_steps: DDPM only: draw the FD samples with DDIM on this many steps (0: ancestral, all T).
+        ddim_steps: DDPM only: FD samples by DDIM on this many steps (0: ancestral, all T).
         diffusion_timesteps: DDPM only: strata of the bound estimate (0: every term).
     """
     model.eval()
@@ -252,23 +326,47 @@ def evaluate(name: str, model: nn.Module, split: DigitsSplit, *, classifier: Dig
     elif bound == "IWAE":
         nll = iwae_nll(model, x, k=100 if quick else 1000, generator=g)
     elif bound == "variational bound":
-        nll = diffusion_nll(model, x, timesteps=min(20, diffusion_timesteps) if quick else diffusion_timesteps,
-                            generator=g)
+        nll = diffusion_nll(
+            model,
+            x,
+            timesteps=min(20, diffusion_timesteps) if quick else diffusion_timesteps,
+            generator=g,
+        )
     else:
         nll = float("nan")
+    if n_samples == 0 or bound == "none" and name == "vqvae":
+        return EvalResult(
+            nll,
+            nats_to_bits_per_dim(nll),
+            bound,
+            float("nan"),
+            torch.zeros(0, DIM, dtype=torch.long),
+        )
     samples = sample_digits(name, model, n_samples, generator=g, ddim_steps=ddim_steps)
     fd = feature_fd(classifier, samples, x) if classifier is not None else float("nan")
     return EvalResult(nll, nats_to_bits_per_dim(nll), bound, fd, samples)
 
 
 @torch.no_grad()
-def sample_digits(name: str, model: nn.Module, n: int, *, generator: torch.Generator | None = None,
-                  batch: int = 500, ddim_steps: int = 0) -> torch.Tensor:
+def sample_digits(
+    name: str,
+    model: nn.Module,
+    n: int,
+    *,
+    generator: torch.Generator | None = None,
+    batch: int = 500,
+    ddim_steps: int = 0,
+) -> torch.Tensor:
     """``[n, 64]`` integer samples, drawn in batches (DDPM: all T ancestral steps, or DDIM)."""
     if name == "vqvae":
-        raise ValueError("the VQ-VAE has no prior over its tokens here; sample from a token model instead")
+        raise ValueError(
+            "the VQ-VAE has no prior over its tokens here; sample from a token model instead"
+        )
     if name == "ddpm" and ddim_steps > 0:
-        out = [model.sample_ddim(min(batch, n - i), steps=ddim_steps, generator=generator) for i in range(0, n, batch)]
+        out = [
+            model.sample_ddim(min(batch, n - i), steps=ddim_steps, generator=generator)
+            for i in range(0, n, batch)
+        ]
         return torch.cat(out)
     out = [model.sample(min(batch, n - i), generator=generator) for i in range(0, n, batch)]
     return torch.cat(out)

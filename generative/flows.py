@@ -1,5 +1,6 @@
-"""Normalizing flows: RealNVP affine coupling, ActNorm, invertible 1x1 convolution (LU),
-squeeze / split multi-scale architecture (Glow), conditional coupling.
+"""Normalizing flows: RealNVP, Glow (ActNorm, 1x1 conv, squeeze / split), conditional coupling.
+
+The invertible 1x1 convolution uses the LU parameterisation.
 
 Convention: every layer maps data to latent with ``forward(x, cond) -> (y, logdet)`` where
 ``logdet`` ``[n]`` is ``log |det dy/dx|`` summed per example, and ``inverse(y, cond) -> x``.
@@ -31,7 +32,7 @@ LOG_2PI = math.log(2 * math.pi)
 # ---------------------------------------------------------------------------- pure functions
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     """``log N(z; 0, I)`` summed over all but the first dim: ``-0.5 (z^2 + log 2 pi)``, ``[n]``."""
-    return (-0.5 * (z ** 2 + LOG_2PI)).flatten(1).sum(1)
+    return (-0.5 * (z**2 + LOG_2PI)).flatten(1).sum(1)
 
 
 def squeeze2d(x: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,9 @@ class ActNorm(nn.Module):
     def _shape(self, x: torch.Tensor) -> tuple[int, ...]:
         return (1, -1) + (1,) * (x.dim() - 2)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, logdet)``; logdet = ``H W sum(logs)``."""
         if not bool(self.initialized):
             with torch.no_grad():
@@ -127,7 +130,9 @@ class InvConv1x1(nn.Module):
         U = self.U * self.lower_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
         return self.P @ L @ U
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(W x per pixel, H W sum(log_s))``."""
         y = torch.einsum("ij,nj...->ni...", self.weight(), x)
         spatial = x[0, 0].numel()
@@ -158,7 +163,9 @@ class AffineCoupling(nn.Module):
         s = self.scale * torch.tanh(s)
         return s * (1 - self.mask), t * (1 - self.mask)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(y, logdet)``."""
         s, t = self._st(x * self.mask, cond)
         return x * self.mask + (1 - self.mask) * (x * torch.exp(s) + t), s.flatten(1).sum(1)
@@ -181,8 +188,13 @@ def conv_net(cin: int, cout: int, hidden: int) -> nn.Module:
     last = nn.Conv2d(hidden, cout, 3, padding=1)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
-    return nn.Sequential(nn.Conv2d(cin, hidden, 3, padding=1), nn.ReLU(),
-                         nn.Conv2d(hidden, hidden, 1), nn.ReLU(), last)
+    return nn.Sequential(
+        nn.Conv2d(cin, hidden, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(hidden, hidden, 1),
+        nn.ReLU(),
+        last,
+    )
 
 
 def mlp_net(cin: int, cout: int, hidden: int) -> nn.Module:
@@ -190,7 +202,9 @@ def mlp_net(cin: int, cout: int, hidden: int) -> nn.Module:
     last = nn.Linear(hidden, cout)
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
-    return nn.Sequential(nn.Linear(cin, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), last)
+    return nn.Sequential(
+        nn.Linear(cin, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), last
+    )
 
 
 class FlowSequence(nn.Module):
@@ -200,7 +214,9 @@ class FlowSequence(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z, sum logdet)``."""
         total = torch.zeros(x.shape[0], device=x.device)
         for layer in self.layers:
@@ -215,12 +231,17 @@ class FlowSequence(nn.Module):
         return z
 
 
-def glow_step(channels: int, hidden: int, cond_dim: int, generator: torch.Generator | None) -> list[nn.Module]:
+def glow_step(
+    channels: int, hidden: int, cond_dim: int, generator: torch.Generator | None
+) -> list[nn.Module]:
     """ActNorm -> invertible 1x1 conv -> affine coupling on half the channels."""
     mask = torch.zeros(1, channels, 1, 1)
     mask[:, : channels // 2] = 1
-    return [ActNorm(channels), InvConv1x1(channels, generator),
-            AffineCoupling(mask, conv_net(channels + cond_dim, 2 * channels, hidden))]
+    return [
+        ActNorm(channels),
+        InvConv1x1(channels, generator),
+        AffineCoupling(mask, conv_net(channels + cond_dim, 2 * channels, hidden)),
+    ]
 
 
 class SplitPrior(nn.Module):
@@ -235,9 +256,13 @@ class SplitPrior(nn.Module):
     def log_prob(self, keep: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``log N(out; mu(keep), sigma(keep)^2)`` summed, ``[n]``."""
         mu, logs = self.conv(keep).chunk(2, 1)
-        return (-0.5 * (((out - mu) * torch.exp(-logs)) ** 2 + 2 * logs + LOG_2PI)).flatten(1).sum(1)
+        return (
+            (-0.5 * (((out - mu) * torch.exp(-logs)) ** 2 + 2 * logs + LOG_2PI)).flatten(1).sum(1)
+        )
 
-    def sample(self, keep: torch.Tensor, generator: torch.Generator | None, temperature: float) -> torch.Tensor:
+    def sample(
+        self, keep: torch.Tensor, generator: torch.Generator | None, temperature: float
+    ) -> torch.Tensor:
         """Draw the factored-out half given the kept half."""
         mu, logs = self.conv(keep).chunk(2, 1)
         eps = torch.randn(mu.shape, generator=generator).to(mu.device)
@@ -279,7 +304,9 @@ class Glow(nn.Module):
         if self.num_classes == 0:
             return None
         if y is None:
-            raise ValueError(f"this flow is conditional: pass labels y in 0..{self.num_classes - 1}")
+            raise ValueError(
+                f"this flow is conditional: pass labels y in 0..{self.num_classes - 1}"
+            )
         return F.one_hot(y.long(), self.num_classes).float().view(n, -1)
 
     def log_prob_continuous(self, v: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -293,19 +320,32 @@ class Glow(nn.Module):
         z2, ld2 = self.level2(squeeze2d(keep), cond)
         return standard_normal_log_prob(z2) + lp_out + ld + ld1 + ld2
 
-    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None, *,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """One-sample dequantisation bound ``log p((x + u)/L) - D log L`` ``[n]`` for integer ``x``."""
+    def log_prob(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """One-sample dequantisation bound ``log p((x + u)/L) - D log L``, ``[n]``."""
         x = check_images(x, self.levels)
-        return self.log_prob_continuous(dequantize(x, generator, self.levels), y) - DIM * math.log(self.levels)
+        return self.log_prob_continuous(dequantize(x, generator, self.levels), y) - DIM * math.log(
+            self.levels
+        )
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Mean dequantised NLL in nats per image."""
         return -self.log_prob(x, y).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None,
-               temperature: float = 1.0) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        *,
+        generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
         """Draw ``n`` integer images ``[n, 64]``."""
         cond = self._cond(y, n)
         z2 = temperature * torch.randn(n, 8, 2, 2, generator=generator)
@@ -338,7 +378,10 @@ class RealNVP2D(nn.Module):
         layers: list[nn.Module] = []
         for i in range(config.couplings):
             mask = torch.tensor([[1.0, 0.0]]) if i % 2 == 0 else torch.tensor([[0.0, 1.0]])
-            layers += [ActNorm(2), AffineCoupling(mask, mlp_net(2 + config.num_classes, 4, config.hidden))]
+            layers += [
+                ActNorm(2),
+                AffineCoupling(mask, mlp_net(2 + config.num_classes, 4, config.hidden)),
+            ]
         self.flow = FlowSequence(layers)
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -352,7 +395,9 @@ class RealNVP2D(nn.Module):
         return -self.log_prob(x, y).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``[n, 2]`` points."""
         cond = None if self.num_classes == 0 else F.one_hot(y.long(), self.num_classes).float()
         return self.flow.inverse(torch.randn(n, 2, generator=generator), cond)

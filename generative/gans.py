@@ -1,5 +1,6 @@
-"""GANs: MLP and DCGAN-style generator / discriminator pairs, minimax and non-saturating losses,
-WGAN-GP with its gradient penalty, ``k`` discriminator steps per generator step, conditional GAN.
+"""GANs: MLP and DCGAN pairs, minimax / non-saturating / WGAN-GP losses, conditional GAN.
+
+The discriminator takes ``k`` steps per generator step; WGAN-GP adds its gradient penalty.
 
 Digits are shown to the discriminator dequantised and scaled to [-1, 1]:
 ``2 (x + u) / 17 - 1``; generated images are quantised back to the 17 levels. The losses are
@@ -8,7 +9,8 @@ pure functions of discriminator logits so tests can check them against their for
 References:
     Goodfellow et al. (2014), arXiv:1406.2661 (minimax and non-saturating losses);
     Radford et al. (2016) DCGAN, arXiv:1511.06434; Gulrajani et al. (2017) WGAN-GP,
-    arXiv:1704.00028 (lambda = 10, Adam(1e-4, 0, 0.9), 5 critic steps); Mirza & Osindero (2014) cGAN.
+    arXiv:1704.00028 (lambda = 10, Adam(1e-4, 0, 0.9), 5 critic steps);
+    Mirza & Osindero (2014) cGAN.
 """
 
 from __future__ import annotations
@@ -49,8 +51,13 @@ def wgan_g_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor,
-                     cond: torch.Tensor | None = None) -> torch.Tensor:
+def gradient_penalty(
+    critic,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    eps: torch.Tensor,
+    cond: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``E[(||grad f(x_hat)||_2 - 1)^2]`` at ``x_hat = eps x + (1 - eps) G(z)`` (WGAN-GP eq. 3).
 
     Args:
@@ -72,8 +79,14 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, latent: int, dim: int, hidden: int, cond: int, out_act: bool):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent + cond, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                                 nn.LeakyReLU(0.2), nn.Linear(hidden, dim), nn.Tanh() if out_act else nn.Identity())
+        self.net = nn.Sequential(
+            nn.Linear(latent + cond, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, dim),
+            nn.Tanh() if out_act else nn.Identity(),
+        )
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``[n, dim]``."""
@@ -85,8 +98,13 @@ class MLPDiscriminator(nn.Module):
 
     def __init__(self, dim: int, hidden: int, cond: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim + cond, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                                 nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+        self.net = nn.Sequential(
+            nn.Linear(dim + cond, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden, 1),
+        )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``[n]``."""
@@ -95,15 +113,24 @@ class MLPDiscriminator(nn.Module):
 
 
 class DCGenerator(nn.Module):
-    """DCGAN-style: linear to ``[2h, 2, 2]``, two stride-2 transposed convs to ``[1, 8, 8]``, tanh."""
+    """DCGAN-style: linear to ``[2h, 2, 2]``, two stride-2 transposed convs to 8x8, tanh."""
 
     def __init__(self, latent: int, hidden: int, cond: int):
         super().__init__()
         self.h = hidden
-        self.fc = nn.Sequential(nn.Linear(latent + cond, 2 * hidden * 4), nn.BatchNorm1d(2 * hidden * 4), nn.ReLU())
-        self.net = nn.Sequential(nn.ConvTranspose2d(2 * hidden, hidden, 4, 2, 1), nn.BatchNorm2d(hidden), nn.ReLU(),
-                                 nn.ConvTranspose2d(hidden, hidden, 4, 2, 1), nn.BatchNorm2d(hidden), nn.ReLU(),
-                                 nn.Conv2d(hidden, 1, 3, padding=1), nn.Tanh())
+        self.fc = nn.Sequential(
+            nn.Linear(latent + cond, 2 * hidden * 4), nn.BatchNorm1d(2 * hidden * 4), nn.ReLU()
+        )
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * hidden, hidden, 4, 2, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden, hidden, 4, 2, 1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(),
+            nn.Conv2d(hidden, 1, 3, padding=1),
+            nn.Tanh(),
+        )
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``[n, 64]``."""
@@ -116,9 +143,14 @@ class DCDiscriminator(nn.Module):
 
     def __init__(self, hidden: int, cond: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1 + cond, hidden, 4, 2, 1), nn.LeakyReLU(0.2),
-                                 nn.Conv2d(hidden, 2 * hidden, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten(),
-                                 nn.Linear(2 * hidden * 4, 1))
+        self.net = nn.Sequential(
+            nn.Conv2d(1 + cond, hidden, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(hidden, 2 * hidden, 4, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Flatten(),
+            nn.Linear(2 * hidden * 4, 1),
+        )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """``[n]``."""
@@ -176,7 +208,9 @@ class GAN(nn.Module):
             raise ValueError(f"this GAN is conditional: pass labels y in 0..{self.num_classes - 1}")
         return F.one_hot(y.long(), self.num_classes).float().view(n, -1)
 
-    def to_data_space(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def to_data_space(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Digits ``[n, 64]`` long -> dequantised floats in [-1, 1]; points unchanged."""
         if not self.images:
             return x.float()
@@ -185,23 +219,33 @@ class GAN(nn.Module):
     def make_optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
         """Adam for G and D; betas (0.5, 0.999) (DCGAN) or (0, 0.9) (WGAN-GP)."""
         betas = (0.0, 0.9) if self.config.loss == "wgan-gp" else (0.5, 0.999)
-        return [torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas),
-                torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas)]
+        return [
+            torch.optim.Adam(self.generator.parameters(), lr=lr, betas=betas),
+            torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=betas),
+        ]
 
-    def _d_objective(self, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    def _d_objective(
+        self, real: torch.Tensor, fake: torch.Tensor, cond: torch.Tensor | None
+    ) -> torch.Tensor:
         r, f = self.discriminator(real, cond), self.discriminator(fake.detach(), cond)
         if self.config.loss == "wgan-gp":
             eps = torch.rand(real.shape[0])
-            return wgan_d_loss(r, f) + self.config.gp_weight * gradient_penalty(self.discriminator, real, fake, eps, cond)
+            return wgan_d_loss(r, f) + self.config.gp_weight * gradient_penalty(
+                self.discriminator, real, fake, eps, cond
+            )
         return d_loss_minimax(r, f)
 
     def _g_objective(self, fake: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
         f = self.discriminator(fake, cond)
-        return {"minimax": g_loss_minimax, "nonsaturating": g_loss_nonsaturating, "wgan-gp": wgan_g_loss}[
-            self.config.loss](f)
+        return {
+            "minimax": g_loss_minimax,
+            "nonsaturating": g_loss_nonsaturating,
+            "wgan-gp": wgan_g_loss,
+        }[self.config.loss](f)
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor | None,
-                   optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
+    def train_step(
+        self, x: torch.Tensor, y: torch.Tensor | None, optimizers: list[torch.optim.Optimizer]
+    ) -> dict[str, float]:
         """``k`` discriminator updates, then one generator update; returns the losses."""
         opt_g, opt_d = optimizers
         real = self.to_data_space(x)
@@ -220,19 +264,24 @@ class GAN(nn.Module):
         return {"loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Discriminator objective on ``x`` vs fresh fakes (a diagnostic; GANs have no likelihood)."""
+        """Discriminator objective on ``x`` vs fresh fakes (a diagnostic: no likelihood)."""
         real = self.to_data_space(x)
         cond = self._cond(y, real.shape[0])
         with torch.enable_grad():
-            return self._d_objective(real, self.generator(torch.randn(real.shape[0], self.config.latent), cond),
-                                     cond).detach()
+            return self._d_objective(
+                real, self.generator(torch.randn(real.shape[0], self.config.latent), cond), cond
+            ).detach()
 
     @torch.no_grad()
-    def sample(self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Digits ``[n, 64]`` long (quantised) or points ``[n, dim]``."""
         was = self.generator.training
         self.generator.eval()
-        out = self.generator(torch.randn(n, self.config.latent, generator=generator), self._cond(y, n))
+        out = self.generator(
+            torch.randn(n, self.config.latent, generator=generator), self._cond(y, n)
+        )
         self.generator.train(was)
         if not self.images:
             return out

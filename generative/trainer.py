@@ -1,5 +1,7 @@
-"""The shared training loop: minibatches, EMA of weights, validation model selection,
-``metrics.csv``, atomic checkpoints, a progress bar, and a clean stop on a NaN loss.
+"""The shared training loop for every generative model.
+
+Minibatches, EMA of weights, validation model selection, ``metrics.csv``, atomic checkpoints,
+a progress bar, and a clean stop on a NaN loss.
 
 A model trains here when it has ``loss(x) -> scalar`` (or ``loss(x, y)`` when it has
 ``num_classes > 0``). Models with several optimisers (GANs) instead define
@@ -89,8 +91,8 @@ def _default_val(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> f
     with torch.no_grad():
         total = 0.0
         for i in range(0, len(x), 256):
-            xb = x[i: i + 256]
-            yb = None if y is None else y[i: i + 256]
+            xb = x[i : i + 256]
+            yb = None if y is None else y[i : i + 256]
             total += float(_loss(model, xb, yb)) * len(xb)
     return total / len(x)
 
@@ -99,16 +101,32 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Te
     return model.loss(x, y) if getattr(model, "num_classes", 0) else model.loss(x)
 
 
-def _save(run: RunDir | None, state: dict[str, torch.Tensor], kind: str, model_config: Any,
-          meta: dict[str, Any]) -> None:
+def _save(
+    run: RunDir | None,
+    state: dict[str, torch.Tensor],
+    kind: str,
+    model_config: Any,
+    meta: dict[str, Any],
+) -> None:
     if run is not None:
-        save_checkpoint(run.file("checkpoint.safetensors"), state, kind=kind, config=model_config, meta=meta)
+        save_checkpoint(
+            run.file("checkpoint.safetensors"), state, kind=kind, config=model_config, meta=meta
+        )
 
 
-def train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, config: TrainConfig = TrainConfig(),
-          *, y_train: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
-          run: RunDir | None = None, kind: str = "model", model_config: Any = None,
-          val_fn: Callable[[nn.Module], float] | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    x_val: torch.Tensor,
+    config: TrainConfig = TrainConfig(),
+    *,
+    y_train: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    run: RunDir | None = None,
+    kind: str = "model",
+    model_config: Any = None,
+    val_fn: Callable[[nn.Module], float] | None = None,
+) -> TrainResult:
     """Train ``model`` on ``x_train``; validate on ``x_val``; checkpoint into ``run``.
 
     Args:
@@ -129,11 +147,20 @@ def train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, config: 
     gen = torch.Generator().manual_seed(config.seed)
     val_fn = val_fn or (lambda m: _default_val(m, x_val, y_val))
     multi = hasattr(model, "train_step")
-    opts = model.make_optimizers(config.lr) if multi else [
-        torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
-    scheds = [torch.optim.lr_scheduler.LambdaLR(
-        o, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
-        if config.schedule == "cosine" else (lambda s: 1.0)) for o in opts]
+    opts = (
+        model.make_optimizers(config.lr)
+        if multi
+        else [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
+    )
+    scheds = [
+        torch.optim.lr_scheduler.LambdaLR(
+            o,
+            (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
+            if config.schedule == "cosine"
+            else (lambda s: 1.0),
+        )
+        for o in opts
+    ]
     ema = EMA(model, config.ema) if config.ema > 0 else None
     best_val, best_step, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
     result = TrainResult(steps=0, seconds=0.0, best_val=math.inf, best_step=0)
@@ -160,8 +187,14 @@ def train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, config: 
                         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                     opts[0].step()
             if not math.isfinite(loss_value):
-                log.error("%s: loss became %s at step %d; stopping and keeping the last good checkpoint "
-                          "(step %d). Try a lower --train.lr.", kind, loss_value, step, best_step)
+                log.error(
+                    "%s: loss became %s at step %d; stopping and keeping the last good checkpoint "
+                    "(step %d). Try a lower --train.lr.",
+                    kind,
+                    loss_value,
+                    step,
+                    best_step,
+                )
                 result.stopped = "nan"
                 break
             for s in scheds:
@@ -178,7 +211,12 @@ def train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, config: 
                     model.load_state_dict(ema.shadow)
                 model.eval()
                 val = float(val_fn(model))
-                row = {"step": step, "train_loss": running, "val": val, "seconds": time.perf_counter() - t0}
+                row = {
+                    "step": step,
+                    "train_loss": running,
+                    "val": val,
+                    "seconds": time.perf_counter() - t0,
+                }
                 result.history.append(row)
                 if run is not None:
                     run.metrics.log(**row)
@@ -195,8 +233,10 @@ def train(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, config: 
         bar.close()
     if not math.isfinite(best_val) and result.stopped == "nan":
         model.load_state_dict(best_state)
-        raise MpgymError(f"{kind}: training diverged (NaN loss) before the first validation; "
-                         "lower the learning rate (--train.lr) or enable gradient clipping.")
+        raise MpgymError(
+            f"{kind}: training diverged (NaN loss) before the first validation; "
+            "lower the learning rate (--train.lr) or enable gradient clipping."
+        )
     model.load_state_dict(best_state)
     model.eval()
     result.seconds = time.perf_counter() - t0

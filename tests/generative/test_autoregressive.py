@@ -30,12 +30,27 @@ def small_models(dim=4, levels=3):
         "fvsbn": FVSBN(FVSBNConfig(dim=dim, levels=levels)),
         "nade": NADE(NADEConfig(dim=dim, levels=levels, hidden=8)),
         "made": MADE(MADEConfig(dim=dim, levels=levels, hidden=(24, 24), num_masks=1, dropout=0.0)),
-        "made-onehot-random": MADE(MADEConfig(dim=dim, levels=levels, hidden=(24,), inputs="onehot",
-                                              order="random", num_masks=3, dropout=0.0, seed=3)),
-        "pixelcnn": PixelCNN(PixelCNNConfig(side=side, levels=levels, channels=8, layers=3, kernel=3, dropout=0.0)),
-        "wavenet": CausalConvAR(CausalConvConfig(dim=dim, levels=levels, channels=8, dilations=(1, 2), dropout=0.0)),
-        "transformer": CausalTransformer(TransformerConfig(dim=dim, levels=levels, d_model=16, heads=2, layers=2,
-                                                           dropout=0.0)),
+        "made-onehot-random": MADE(
+            MADEConfig(
+                dim=dim,
+                levels=levels,
+                hidden=(24,),
+                inputs="onehot",
+                order="random",
+                num_masks=3,
+                dropout=0.0,
+                seed=3,
+            )
+        ),
+        "pixelcnn": PixelCNN(
+            PixelCNNConfig(side=side, levels=levels, channels=8, layers=3, kernel=3, dropout=0.0)
+        ),
+        "wavenet": CausalConvAR(
+            CausalConvConfig(dim=dim, levels=levels, channels=8, dilations=(1, 2), dropout=0.0)
+        ),
+        "transformer": CausalTransformer(
+            TransformerConfig(dim=dim, levels=levels, d_model=16, heads=2, layers=2, dropout=0.0)
+        ),
     }
 
 
@@ -97,7 +112,7 @@ def test_sampling_matches_the_model_distribution(name):
         probs = model.log_prob(everything).exp()
         s = model.sample(4000, generator=torch.Generator().manual_seed(0))
     codes = (s * (levels ** torch.arange(dim - 1, -1, -1))).sum(1)
-    freq = torch.bincount(codes, minlength=levels ** dim).float() / len(s)
+    freq = torch.bincount(codes, minlength=levels**dim).float() / len(s)
     assert float((freq - probs).abs().max()) < 0.03
 
 
@@ -117,6 +132,8 @@ def test_attention_mask_and_positions():
 
 
 def test_made_mixture_over_masks_is_normalised():
-    model = MADE(MADEConfig(dim=3, levels=2, hidden=(8,), num_masks=4, order="random", dropout=0.0)).eval()
+    model = MADE(
+        MADEConfig(dim=3, levels=2, hidden=(8,), num_masks=4, order="random", dropout=0.0)
+    ).eval()
     allx = torch.tensor(list(itertools.product(range(2), repeat=3)))
     assert float(model.log_prob(allx).exp().sum()) == pytest.approx(1.0, abs=1e-5)

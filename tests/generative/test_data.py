@@ -23,7 +23,11 @@ def split():
 
 def test_split_sizes_and_levels(split):
     assert (len(split.x_train), len(split.x_val), len(split.x_test)) == (1000, 350, 447)
-    assert split.x_train.shape[1] == 64 and int(split.x_train.max()) == 16 and int(split.x_train.min()) == 0
+    assert (
+        split.x_train.shape[1] == 64
+        and int(split.x_train.max()) == 16
+        and int(split.x_train.min()) == 0
+    )
     binary = load_digits_split(binary=True)
     assert binary.levels == 2 and set(binary.x_test.unique().tolist()) == {0, 1}
 
@@ -44,13 +48,16 @@ def test_dequantize_round_trip():
     assert torch.equal(quantize(v), x)
 
 
-@pytest.mark.parametrize("bad, words", [
-    (torch.full((2, 64), 17), "support is 0..16"),
-    (torch.full((2, 64), -1), "support is 0..16"),
-    (torch.full((2, 64), float("nan")), "NaN"),
-    (torch.full((2, 63), 3), "shape"),
-    (torch.full((2, 64), 2.5), "fractional"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (torch.full((2, 64), 17), "support is 0..16"),
+        (torch.full((2, 64), -1), "support is 0..16"),
+        (torch.full((2, 64), float("nan")), "NaN"),
+        (torch.full((2, 63), 3), "shape"),
+        (torch.full((2, 64), 2.5), "fractional"),
+    ],
+)
 def test_bad_images_are_rejected_with_clear_messages(bad, words):
     with pytest.raises(MpgymError, match=words):
         check_images(bad)

@@ -33,10 +33,20 @@ def layers_under_test():
     return {
         "actnorm": ActNorm(4),
         "invconv": InvConv1x1(4, torch.Generator().manual_seed(1)),
-        "coupling-checkerboard": AffineCoupling(checkerboard_mask(2, 2).expand(1, 4, 2, 2).clone(), conv_net(4, 8, 8)),
+        "coupling-checkerboard": AffineCoupling(
+            checkerboard_mask(2, 2).expand(1, 4, 2, 2).clone(), conv_net(4, 8, 8)
+        ),
         "coupling-channel": AffineCoupling(channel_mask, conv_net(4, 8, 8)),
-        "glow-steps": FlowSequence([ActNorm(4), InvConv1x1(4), AffineCoupling(channel_mask, conv_net(4, 8, 8)),
-                                    ActNorm(4), InvConv1x1(4), AffineCoupling(1 - channel_mask, conv_net(4, 8, 8))]),
+        "glow-steps": FlowSequence(
+            [
+                ActNorm(4),
+                InvConv1x1(4),
+                AffineCoupling(channel_mask, conv_net(4, 8, 8)),
+                ActNorm(4),
+                InvConv1x1(4),
+                AffineCoupling(1 - channel_mask, conv_net(4, 8, 8)),
+            ]
+        ),
     }
 
 
@@ -49,7 +59,9 @@ def test_layers_invert_and_logdet_equals_autograd_jacobian(name):
     y, logdet = layer(x)
     assert torch.allclose(layer.inverse(y), x, atol=1e-5)
     for i in range(len(x)):
-        jac = torch.autograd.functional.jacobian(lambda v: layer(v.view(1, 4, 2, 2))[0].flatten(), x[i].flatten())
+        jac = torch.autograd.functional.jacobian(
+            lambda v: layer(v.view(1, 4, 2, 2))[0].flatten(), x[i].flatten()
+        )
         assert float(logdet[i]) == pytest.approx(float(torch.linalg.slogdet(jac)[1]), abs=1e-6)
 
 
@@ -62,7 +74,9 @@ def test_actnorm_data_dependent_init_standardises_channels():
 
 def test_invconv_lu_logdet_is_log_abs_det_of_w():
     layer = randomize(InvConv1x1(5).double())
-    assert float(layer.log_s.sum()) == pytest.approx(float(torch.linalg.slogdet(layer.weight())[1]), abs=1e-10)
+    assert float(layer.log_s.sum()) == pytest.approx(
+        float(torch.linalg.slogdet(layer.weight())[1]), abs=1e-10
+    )
 
 
 def test_squeeze_is_a_permutation_and_inverts():
@@ -78,7 +92,9 @@ def test_logit_transform_logdet():
     y = torch.rand(2, 5, dtype=torch.float64)
     z, ld = logit_transform(y, 0.05)
     for i in range(2):
-        jac = torch.autograd.functional.jacobian(lambda v: logit_transform(v[None], 0.05)[0][0], y[i])
+        jac = torch.autograd.functional.jacobian(
+            lambda v: logit_transform(v[None], 0.05)[0][0], y[i]
+        )
         assert float(ld[i]) == pytest.approx(float(torch.linalg.slogdet(jac)[1]), abs=1e-9)
 
 
@@ -88,15 +104,18 @@ def test_glow_inverts_and_its_logdet_matches_autograd():
     v = (torch.randint(0, 17, (4, 64)).double() + torch.rand(4, 64, dtype=torch.float64)) / 17
     flow.log_prob_continuous(v)  # init ActNorm
     randomize(flow, 0.05)
+
     # the full map v -> (z_out, z2) is a bijection of R^64; compare its log-det with autograd
     def full(vv):
         from generative.flows import logit_transform as lt
+
         n = vv.shape[0]
         z, _ = lt(vv.view(n, 1, 8, 8), flow.config.alpha)
         z, _ = flow.level1(squeeze2d(z))
         keep, out = z.chunk(2, 1)
         z2, _ = flow.level2(squeeze2d(keep))
         return torch.cat([out.flatten(1), z2.flatten(1)], 1)
+
     jac = torch.autograd.functional.jacobian(lambda u: full(u[None])[0], v[0])
     n = 1
     z, ld0 = logit_transform(v[:1].view(n, 1, 8, 8), flow.config.alpha)
@@ -104,7 +123,9 @@ def test_glow_inverts_and_its_logdet_matches_autograd():
     z2, ld2 = flow.level2(squeeze2d(z1.chunk(2, 1)[0]))
     assert float(ld0 + ld1 + ld2) == pytest.approx(float(torch.linalg.slogdet(jac)[1]), abs=1e-6)
     keep = z1.chunk(2, 1)[0]
-    back = flow.level1.inverse(torch.cat([unsqueeze2d(flow.level2.inverse(z2)), z1.chunk(2, 1)[1]], 1))
+    back = flow.level1.inverse(
+        torch.cat([unsqueeze2d(flow.level2.inverse(z2)), z1.chunk(2, 1)[1]], 1)
+    )
     assert torch.allclose(back, squeeze2d(z), atol=1e-5) and keep.shape == (1, 2, 4, 4)
 
 
