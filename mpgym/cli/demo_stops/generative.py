@@ -8,7 +8,7 @@ from pathlib import Path
 from mpgym.report import Section
 
 # (model, config overrides, steps, lr): budgets for about a minute on 2 idle cores
-QUICK = (("vae", {"dropout": 0.2}, 1500, 1e-3), ("made", {}, 1000, 1e-3), ("nade", {}, 1000, 3e-3))
+QUICK = (("vae", {"dropout": 0.2}, 1000, 1e-3), ("made", {}, 600, 1e-3), ("nade", {}, 400, 3e-3))
 
 
 def run(out: Path) -> Section:
