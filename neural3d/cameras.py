@@ -193,7 +193,7 @@ def sphere_poses(n: int, radius: float, *, rng: np.random.Generator, upper: bool
     phi = rng.uniform(0, 2 * math.pi, n)
     r = np.sqrt(1 - z * z)
     eyes = radius * np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=-1)
-    return np.stack([look_at(e) for e in eyes])
+    return np.stack([look_at(e) for e in eyes]) if n else np.zeros((0, 4, 4))
 
 
 def turntable_poses(n: int, radius: float, elevation: float = math.radians(30)) -> np.ndarray:

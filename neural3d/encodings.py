@@ -50,7 +50,7 @@ def positional_encode(x: Tensor, num_freqs: int, *, include_input: bool = True) 
 
     Example:
         >>> positional_encode(torch.zeros(1, 1), 2).tolist()
-        [[0.0, 0.0, 0.0, 1.0, 1.0]]
+        [[0.0, 0.0, 1.0, 0.0, 1.0]]
     """
     freqs = 2.0 ** torch.arange(num_freqs, dtype=x.dtype, device=x.device)  # [L]
     xb = x[..., None, :] * freqs[:, None]  # [..., L, D]

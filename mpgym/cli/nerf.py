@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import tyro
 
 from mpgym.errors import MpgymError
+from neural3d.nerf.presets import NerfConfig
 
 log = logging.getLogger("mpgym.nerf")
 
@@ -41,25 +42,20 @@ def render_dataset_main(argv: list[str]) -> int:
     return 0
 
 
-def _train_args_type():
-    from neural3d.nerf.presets import NerfConfig
+@dataclass
+class TrainArgs:
+    """Train a NeRF on a NeRF-synthetic-layout folder."""
 
-    @dataclass
-    class _Train:
-        """Train a NeRF on a NeRF-synthetic-layout folder."""
-
-        data: Path = Path("data/tabletop")
-        """Dataset folder (transforms_train.json, transforms_test.json, PNGs)."""
-        preset: str = "hash"
-        """Named preset the other flags override: hash, vanilla, tiny."""
-        name: str | None = None
-        """Run name (default: <data folder>-<preset>); the run goes to runs/nerf/<name>."""
-        downscale: int = 1
-        """Shrink images by this factor (4 turns 800-pixel NeRF-synthetic into 200)."""
-        config: NerfConfig = field(default_factory=NerfConfig)
-        """Training options."""
-
-    return _Train
+    data: Path = Path("data/tabletop")
+    """Dataset folder (transforms_train.json, transforms_test.json, PNGs)."""
+    preset: str = "hash"
+    """Named preset the other flags override: hash, vanilla, tiny."""
+    name: str | None = None
+    """Run name (default: <data folder>-<preset>); the run goes to runs/nerf/<name>."""
+    downscale: int = 1
+    """Shrink images by this factor (4 turns 800-pixel NeRF-synthetic into 200)."""
+    config: NerfConfig = field(default_factory=NerfConfig)
+    """Training options."""
 
 
 def train_main(argv: list[str]) -> int:
@@ -76,9 +72,8 @@ def train_main(argv: list[str]) -> int:
             name = argv[i + 1]
         elif a.startswith("--preset="):
             name = a.split("=", 1)[1]
-    Train = _train_args_type()
-    default = Train(preset=name, config=preset(name))
-    args = tyro.cli(Train, args=argv, default=default, prog="mpgym nerf train",
+    default = TrainArgs(preset=name, config=preset(name))
+    args = tyro.cli(TrainArgs, args=argv, default=default, prog="mpgym nerf train",
                     config=(tyro.conf.OmitArgPrefixes,))
     train = load_split(args.data, "train", downscale=args.downscale)
     test = load_split(args.data, "test", downscale=args.downscale)

@@ -63,8 +63,8 @@ class HashField(nn.Module):
         self.density_mlp = _mlp(self.encoding.out_dim, hidden, 1, 1 + geo_features)
         self.dir_encoding = SphericalHarmonics(4)
         self.color_mlp = _mlp(geo_features + self.dir_encoding.out_dim, hidden, 2, 3)
-        with torch.no_grad():  # start near-empty: density exp(-1) ~ 0.37 per unit length, so
-            self.density_mlp[-1].bias[0] = -1.0  # the occupancy grid can prune from the start
+        with torch.no_grad():  # start near-empty (density e^-4 ~ 0.02 per unit length) so the
+            self.density_mlp[-1].bias[0] = -4.0  # occupancy grid prunes from the first update
 
     def _normalize(self, x: Tensor) -> Tensor:
         return (x - self.aabb[:3]) / (self.aabb[3:] - self.aabb[:3])

@@ -201,7 +201,7 @@ class _HashEncodeTorch(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, table: Tensor, layout: LevelLayout) -> Tensor:  # type: ignore[override]
         with torch.no_grad():
-            idx, w = _corner_indices_and_weights(x.to(torch.float32), layout)
+            idx, w = _corner_indices_and_weights(x.to(table.dtype), layout)
             vals = _gather_rows(table, idx)  # [N, L, 8, F]
             out = (vals * w.to(table.dtype)[..., None]).sum(dim=2)  # [N, L, F]
         ctx.save_for_backward(idx, w)

@@ -186,14 +186,16 @@ class NerfTrainer:
                           "depth": depth_to_image(out["depth"], out["opacity"]).numpy()}
         return float(np.mean(ps)), float(np.mean(ss)), images
 
-    def _check(self, history: list[dict[str, float]], loss: float) -> None:
-        p, _, _ = self.evaluate(self.config.eval_views)
+    def _check(self, history: list[dict[str, float]], loss: float) -> tuple:
+        out = self.evaluate(self.config.eval_views)
+        p = out[0]
         row = {"step": self.step_count, "seconds": round(self.train_seconds, 3), "loss": loss,
                "train_psnr": float(mse_to_psnr(max(loss, 1e-10))), "psnr": p}
         history.append(row)
         if self.run is not None:
             self.run.metrics.log(**row)
         log.info("nerf: step %d, %.0f s, eval PSNR %.2f dB", self.step_count, self.train_seconds, p)
+        return out
 
     def train(self, *, progress_bar: bool = True) -> TrainResult:
         """Train for ``steps`` or ``max_seconds`` of optimisation, then evaluate on test views."""
@@ -218,12 +220,14 @@ class NerfTrainer:
             bar.update(1)
             if self.step_count % 10 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}", s=f"{self.train_seconds:.0f}")
-            if self.train_seconds >= next_check:
+            if self.train_seconds >= next_check and self.train_seconds < c.max_seconds:
                 self._check(history, loss)
                 next_check += c.eval_every_seconds
         bar.close()
-        self._check(history, loss)
-        p, s, images = self.evaluate(c.final_test_views)
+        last = self._check(history, loss)
+        same = c.final_test_views == c.eval_views or (
+            c.final_test_views <= 0 and c.eval_views >= len(self.test_data))
+        p, s, images = last if same else self.evaluate(c.final_test_views)
         if self.run is not None:
             self.save(self.run.file("checkpoint.safetensors"), meta={"psnr": p, "ssim": s})
             self.run.write_json("results.json", {"psnr": p, "ssim": s, "steps": self.step_count,

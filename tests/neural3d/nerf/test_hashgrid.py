@@ -1,0 +1,88 @@
+import itertools
+
+import pytest
+import torch
+
+from neural3d.nerf._reference import hash_encode_reference
+from neural3d.nerf.hashgrid import hash_encode, level_layout
+
+BACKENDS = ["torch", "numba"]
+LAYOUT = level_layout(4, 10, 4, 24)  # 2 dense levels (5^3, 8^3 <= 1024), 2 hashed
+
+
+def _table(layout, F=2, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(layout.total_rows, F, generator=g, dtype=dtype)
+
+
+def test_layout_matches_paper_growth():
+    lay = level_layout(16, 19, 16, 2048)
+    assert lay.resolutions[0] == 16 and lay.resolutions[-1] == 2048
+    assert lay.growth_factor == pytest.approx((2048 / 16) ** (1 / 15), rel=1e-3)
+    assert lay.num_dense == sum((n + 1) ** 3 <= 2**19 for n in lay.resolutions)
+    assert level_layout(2, 10, 4, 16).offsets == (0, 125, 1149)
+    assert LAYOUT.num_dense == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("F", [1, 2, 4])
+def test_fast_path_matches_reference_float64(backend, F):
+    x = torch.rand(300, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x[:5] = torch.tensor([[0.0, 0, 0], [1, 1, 1], [1, 0, 0.5], [0.25, 0.5, 0.75], [-0.1, 1.2, 0.5]])
+    t1 = _table(LAYOUT, F).requires_grad_()
+    t2 = t1.detach().clone().requires_grad_()
+    a = hash_encode(x, t1, LAYOUT, backend=backend)
+    b = hash_encode_reference(x, t2, LAYOUT)
+    torch.testing.assert_close(a, b)
+    g = torch.randn_like(a)
+    a.backward(g)
+    b.backward(g)
+    torch.testing.assert_close(t1.grad, t2.grad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_path_float32_paper_layout(backend):
+    lay = level_layout(16, 19, 16, 2048)
+    x = torch.rand(2000, 3, generator=torch.Generator().manual_seed(2))
+    t = _table(lay, dtype=torch.float32) * 1e-2
+    a = hash_encode(x, t, lay, backend=backend)
+    b = hash_encode_reference(x, t, lay)
+    # fine levels put x * 2048 in float32: positions agree to ~1e-4 cells
+    torch.testing.assert_close(a, b, atol=5e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck(backend):
+    x = torch.rand(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    t = _table(LAYOUT).requires_grad_()
+    assert torch.autograd.gradcheck(lambda tab: hash_encode(x, tab, LAYOUT, backend=backend),
+                                    (t,))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_at_grid_corners(backend):
+    t = _table(LAYOUT)
+    for level, n in enumerate(LAYOUT.resolutions):
+        ijk = torch.tensor(list(itertools.product([0, 1, n - 1, n], repeat=3)), dtype=torch.long)
+        x = ijk.double() / n
+        out = hash_encode(x, t, LAYOUT, backend=backend)[:, 2 * level: 2 * level + 2]
+        i, j, k = ijk.unbind(-1)
+        if level < LAYOUT.num_dense:
+            row = i + j * (n + 1) + k * (n + 1) ** 2
+        else:
+            row = (i ^ (j * 2654435761) ^ (k * 805459861)) % 2**LAYOUT.log2_table_size
+        torch.testing.assert_close(out, t[LAYOUT.offsets[level] + row])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_continuous_across_cells(backend):
+    t = _table(LAYOUT)
+    n = LAYOUT.resolutions[-1]
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(200, 3, dtype=torch.float64, generator=g)
+    x[:, 0] = (torch.randint(1, n, (200,), generator=g).double()) / n  # on a cell face
+    for eps in (1e-6, 1e-9):
+        lo = hash_encode(x - torch.tensor([eps, 0, 0]), t, LAYOUT, backend=backend)
+        hi = hash_encode(x + torch.tensor([eps, 0, 0]), t, LAYOUT, backend=backend)
+        # Lipschitz: |d out| <= |table| * 2 * eps * n per level
+        assert (hi - lo).abs().max() < 10 * eps * n * t.abs().max()
