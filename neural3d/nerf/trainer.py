@@ -148,9 +148,10 @@ class NerfTrainer:
         out = render_rays(self.field, o, d, perturb=True, generator=self.gen, background=bg,
                           **self._render_kwargs())
         loss = torch.mean((out.rgb - target) ** 2)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if loss.requires_grad:  # False when the grid left no sample to evaluate in this batch
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
         self.step_count += 1
         self._update_grid()
         return float(loss.detach())

@@ -259,6 +259,8 @@ class OccupancyGrid(torch.nn.Module):
         self.values[cells] = torch.maximum(self.values[cells] * self.decay, opac)
         thr = min(self.threshold, float(self.values.mean()))
         occ = self.values > thr
+        if not occ.any():  # a uniform field (e.g. at initialisation): keep every cell
+            occ = self.values >= thr
         if self.dilation > 0:
             k = 2 * self.dilation + 1
             occ = F.max_pool3d(occ.float().reshape(1, 1, r, r, r), k, stride=1,

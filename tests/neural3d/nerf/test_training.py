@@ -38,8 +38,10 @@ def test_tiny_scene_trains_above_20db(ball_data, tmp_path):
                      grid=grid, num_samples=cfg.num_samples)["rgb"]
     torch.testing.assert_close(a, b)
     fn, bounds, level = load_density_field(run.path)
-    inside, outside = fn(torch.zeros(1, 3)), fn(torch.tensor([[1.3, 1.3, 1.3]]))
-    assert inside.item() > level > outside.item()
+    # the ball's top (radius 0.7) is denser than the free space above it
+    shell = fn(torch.tensor([[0.0, 0.0, z] for z in np.linspace(0.55, 0.75, 21)]))
+    outside = fn(torch.tensor([[0.0, 0.0, 1.2], [0.0, 0.0, 1.4]]))
+    assert shell.shape == (21,) and shell.max() > 2 * outside.max() and level > 0
     assert bounds == ((-1.5, -1.5, -1.5), (1.5, 1.5, 1.5))
 
 
