@@ -241,7 +241,7 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     """
     f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
     mu1, mu2 = f1.mean(0), f2.mean(0)
-    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    s1, s2 = np.atleast_2d(np.cov(f1, rowvar=False)), np.atleast_2d(np.cov(f2, rowvar=False))
     w, v = np.linalg.eigh(s1)
     r1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
     m = r1 @ s2 @ r1

@@ -26,7 +26,8 @@ def test_frechet_distance_closed_forms():
     assert frechet_distance(a, a + np.array([1.0, 2.0, 0.0])) == pytest.approx(5.0, rel=1e-9)
     # 1-D Gaussians: (m1 - m2)^2 + (s1 - s2)^2
     x = rng.normal(size=(200_000, 1))
-    assert frechet_distance(x, 3 * x + 1) == pytest.approx(1 + 4 * float(x.var(ddof=1)), rel=1e-6)
+    expected = (1 + 2 * float(x.mean())) ** 2 + 4 * float(x.var(ddof=1))
+    assert frechet_distance(x, 3 * x + 1) == pytest.approx(expected, rel=1e-6)
     # against scipy's matrix square root on non-commuting covariances
     from scipy.linalg import sqrtm
 

@@ -56,6 +56,7 @@ def test_conditional_dcgan_samples_digits():
     assert s.shape == (5, 64) and s.dtype == torch.long and int(s.max()) <= 16
 
 
+@pytest.mark.slow
 def test_point_gan_learns_a_shifted_gaussian():
     torch.manual_seed(0)
     gan = GAN(GANConfig(arch="mlp", dim=2, hidden=16, latent=4))

@@ -32,7 +32,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_run):
         model,
         torch.zeros(10, 1),
         torch.zeros(4, 1),
-        TrainConfig(steps=100, eval_every=10, lr=0.1, progress=False),
+        TrainConfig(steps=100, eval_every=10, lr=0.01, progress=False),
         run=tmp_run,
         kind="diverging",
     )
