@@ -140,8 +140,8 @@ def main() -> None:
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=None, help="train only these models")
     p.add_argument("--out", default="runs/bench-generative", help="root of the run directories")
-    p.add_argument("--jobs", type=int, default=1, help="models trained at once (one process each)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    p.add_argument("--jobs", type=int, default=2, help="models trained at once (one process each)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument(
         "--max-seconds", type=float, default=600.0, help="wall-clock cap per model's training"
     )
