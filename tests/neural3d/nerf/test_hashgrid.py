@@ -87,3 +87,17 @@ def test_continuous_across_cells(backend):
         hi = hash_encode(x + torch.tensor([eps, 0, 0]), t, LAYOUT, backend=backend)
         # Lipschitz: |d out| <= |table| * 2 * eps * n per level
         assert (hi - lo).abs().max() < 10 * eps * n * t.abs().max()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_path_matches_cpu_reference():
+    x = torch.rand(500, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    t = _table(LAYOUT).requires_grad_()
+    tc = t.detach().cuda().requires_grad_()
+    a = hash_encode(x.cuda(), tc, LAYOUT)  # auto picks the torch backend on CUDA
+    b = hash_encode_reference(x, t, LAYOUT)
+    torch.testing.assert_close(a.cpu(), b)
+    a.sum().backward()
+    b.sum().backward()
+    torch.testing.assert_close(tc.grad.cpu(), t.grad)
