@@ -55,8 +55,8 @@ class IGRConfig:
     radius: float = 0.3
     """Radius of the initial sphere (geometric init)."""
     iterations: int = 1500
-    """Optimisation steps (~0.055 CPU-seconds each with the defaults on this project's CPU:
-    ~85 CPU-seconds, far inside the 5-minute, 2-core budget)."""
+    """Optimisation steps (measured 0.06 CPU-seconds each with the defaults: 89-95
+    CPU-seconds per shape in benchmarks/implicit.py, inside the 5-minute, 2-core budget)."""
     batch_size: int = 1024
     """Surface points per step (each also gives one off-surface sample; paper: 16384)."""
     lr: float = 2e-3
