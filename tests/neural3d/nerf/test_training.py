@@ -16,7 +16,6 @@ def ball_data(tmp_path_factory):
     return load_split(root, "train"), load_split(root, "test")
 
 
-@pytest.mark.slow  # 200 steps: ~100 s on today's loaded CPU
 def test_tiny_scene_trains_above_20db(ball_data, tmp_path):
     from neural3d.nerf.io import load_density_field, load_nerf
     from neural3d.nerf.trainer import NerfTrainer
