@@ -268,7 +268,7 @@ def main() -> None:
         rows = [r for path in args.from_json for r in json.loads(path.read_text())["rows"]]
         report("deep_rl_vs_sb3", rows, goals_of(rows), args.json, columns=COLUMNS)
         return
-    scale = 0.1 if args.quick else 1.0
+    scale = 0.05 if args.quick else 1.0
     seeds = args.seeds[:1] if args.quick else args.seeds
     rows = []
     for algo in args.algos:

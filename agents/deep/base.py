@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from agents.common import Agent, env_id_of, make_env, plot_learning_curve
+from agents.deep.networks import ActorCritic
 from mpgym.errors import MpgymError
 from mpgym.runs import save_on_interrupt
 from mpgym.seeding import seed_everything
@@ -215,3 +216,51 @@ class DeepAgent(Agent):
     def recent_return(self, n: int = 20) -> float:
         """Mean return of the last ``n`` training episodes (NaN before the first)."""
         return float(np.mean(self.episode_returns[-n:])) if self.episode_returns else float("nan")
+
+
+class PolicyAgent(DeepAgent):
+    """Base of the policy-gradient agents (REINFORCE, A2C, PPO): an :class:`ActorCritic` policy.
+
+    Discrete actions are sampled from a Categorical, 1-D Box actions from a Gaussian; the
+    Gaussian sample is stored unclipped (its log-probability is exact) and clipped to the Box
+    only when sent to the env.
+    """
+
+    MODULES: ClassVar[tuple[str, ...]] = ("policy",)
+
+    def _build_policy(self, *, critic: bool = True) -> ActorCritic:
+        """Check the action space and build ``self.policy`` from the config's network fields."""
+        cfg, space = self.config, self.env.action_space
+        if isinstance(space, gym.spaces.Discrete):
+            self.discrete, act_dim, self.action_start = True, int(space.n), int(space.start)
+            self.action_shape: tuple[int, ...] = ()
+        elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            self.discrete, act_dim, self.action_start = False, int(space.shape[0]), 0
+            self.action_shape = (act_dim,)
+        else:
+            raise MpgymError(
+                f"{type(self).__name__} supports Discrete and 1-D Box action spaces; "
+                f"{self.env_id} has {space}."
+            )
+        self.policy = ActorCritic(
+            self.encoder.dim,
+            act_dim,
+            discrete=self.discrete,
+            hidden=cfg.hidden,
+            activation=cfg.activation,
+            critic=critic,
+            std=cfg.std,
+            log_std_init=cfg.log_std_init,
+        )
+        return self.policy
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
+        actions, _ = self.policy.act(obs, self.torch_gen, deterministic)
+        return actions.numpy() + self.action_start if self.discrete else actions.numpy()
+
+    def env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Policy samples -> env actions (offset by ``Discrete.start``, or clipped to the Box)."""
+        if self.discrete:
+            return actions + self.action_start
+        space = self.env.action_space
+        return np.clip(actions, space.low, space.high)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -20,9 +20,9 @@ import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from agents.common import Callback, keep_going, make_env
-from agents.deep.base import DeepAgent, EpisodeTracker, check_step
+from agents.deep.base import EpisodeTracker, PolicyAgent, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
-from agents.deep.networks import Activation, ActorCritic, RunningMeanStd
+from agents.deep.networks import Activation, RunningMeanStd
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
 
@@ -71,7 +71,7 @@ class OnPolicyConfig:
     """Initial log std of Gaussian policies."""
 
 
-class OnPolicyAgent(DeepAgent):
+class OnPolicyAgent(PolicyAgent):
     """Base of A2C and PPO: vector envs, rollouts, normalisation; the update is the subclass's.
 
     Attributes:
@@ -80,7 +80,6 @@ class OnPolicyAgent(DeepAgent):
         obs_rms: running observation statistics when ``normalize_obs`` (else None).
     """
 
-    MODULES: ClassVar[tuple[str, ...]] = ("policy",)
     config: Any
 
     def _make_env(self, env: str | gym.Env) -> gym.Env:
@@ -89,27 +88,7 @@ class OnPolicyAgent(DeepAgent):
 
     def _build(self) -> None:
         cfg = self.config
-        space = self.env.action_space
-        if isinstance(space, gym.spaces.Discrete):
-            self.discrete, act_dim, self.action_start = True, int(space.n), int(space.start)
-            self.action_shape: tuple[int, ...] = ()
-        elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-            self.discrete, act_dim, self.action_start = False, int(space.shape[0]), 0
-            self.action_shape = (act_dim,)
-        else:
-            raise MpgymError(
-                f"{type(self).__name__} supports Discrete and 1-D Box action spaces; "
-                f"{self.env_id} has {space}."
-            )
-        self.policy = ActorCritic(
-            self.encoder.dim,
-            act_dim,
-            discrete=self.discrete,
-            hidden=cfg.hidden,
-            activation=cfg.activation,
-            std=cfg.std,
-            log_std_init=cfg.log_std_init,
-        )
+        self._build_policy()
         self.optimizer = self._make_optimizer()
         self.obs_rms = RunningMeanStd((self.encoder.dim,)) if cfg.normalize_obs else None
         self.ret_rms = RunningMeanStd(()) if cfg.normalize_reward else None
@@ -127,10 +106,6 @@ class OnPolicyAgent(DeepAgent):
         """Encode, then normalise with the running statistics when enabled."""
         x = self.encoder(obs)
         return self.obs_rms.normalize(x) if self.obs_rms is not None else x
-
-    def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
-        actions, _ = self.policy.act(obs, self.torch_gen, deterministic)
-        return actions.numpy() + self.action_start if self.discrete else actions.numpy()
 
     def _extra_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {}
@@ -163,12 +138,6 @@ class OnPolicyAgent(DeepAgent):
             )
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
-    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
-        if self.discrete:
-            return actions + self.action_start
-        space = self.env.action_space
-        return np.clip(actions, space.low, space.high)
-
     def _scale_rewards(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
         if self.ret_rms is None:
             return rewards
@@ -199,7 +168,7 @@ class OnPolicyAgent(DeepAgent):
                 actions, log_probs = self.policy.act(x, gen)
                 values = self.policy.value(x)
             actions_np = actions.numpy()
-            raw, rewards, terminated, truncated, info = vec.step(self._env_actions(actions_np))
+            raw, rewards, terminated, truncated, info = vec.step(self.env_actions(actions_np))
             check_step(self.env_id, raw, rewards)
             dones = terminated | truncated
             buf.obs[t] = self._obs

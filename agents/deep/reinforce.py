@@ -16,16 +16,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from agents.common import Callback, keep_going
-from agents.deep.base import DeepAgent, check_step
+from agents.deep.base import PolicyAgent, check_step
 from agents.deep.common import reward_to_go
-from agents.deep.networks import Activation, ActorCritic
-from mpgym.errors import MpgymError
+from agents.deep.networks import Activation
 from mpgym.progress import progress
 
 
@@ -80,36 +78,17 @@ REINFORCE_PRESETS: dict[str, REINFORCEConfig] = {
 }
 
 
-class REINFORCE(DeepAgent):
+class REINFORCE(PolicyAgent):
     """Monte Carlo policy gradient for Discrete and Box actions, with an optional baseline."""
 
     name: ClassVar[str] = "reinforce"
     Config: ClassVar[type] = REINFORCEConfig
     PRESETS: ClassVar[dict[str, Any]] = REINFORCE_PRESETS
-    MODULES: ClassVar[tuple[str, ...]] = ("policy",)
     config: REINFORCEConfig
 
     def _build(self) -> None:
         cfg = self.config
-        space = self.env.action_space
-        if isinstance(space, gym.spaces.Discrete):
-            self.discrete, act_dim, self.action_start = True, int(space.n), int(space.start)
-        elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
-            self.discrete, act_dim, self.action_start = False, int(space.shape[0]), 0
-        else:
-            raise MpgymError(
-                f"REINFORCE supports Discrete and 1-D Box action spaces; {self.env_id} has {space}."
-            )
-        self.policy = ActorCritic(
-            self.encoder.dim,
-            act_dim,
-            discrete=self.discrete,
-            hidden=cfg.hidden,
-            activation=cfg.activation,
-            critic=cfg.baseline == "value",
-            std=cfg.std,
-            log_std_init=cfg.log_std_init,
-        )
+        self._build_policy(critic=cfg.baseline == "value")
         groups = [{"params": self.policy.actor.parameters(), "lr": cfg.learning_rate}]
         if self.policy.critic is not None:
             groups.append(
@@ -118,16 +97,6 @@ class REINFORCE(DeepAgent):
         if not self.discrete and not self.policy.state_std:
             groups.append({"params": [self.policy.log_std], "lr": cfg.learning_rate})
         self.optimizer = torch.optim.Adam(groups)
-
-    def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
-        actions, _ = self.policy.act(obs, self.torch_gen, deterministic)
-        return actions.numpy() + self.action_start if self.discrete else actions.numpy()
-
-    def _env_action(self, action: np.ndarray) -> Any:
-        if self.discrete:
-            return int(action) + self.action_start
-        space = self.env.action_space
-        return np.clip(action, space.low, space.high)
 
     # -- the update --------------------------------------------------------------------------
     def update(self, obs: np.ndarray, actions: np.ndarray, returns: np.ndarray) -> dict[str, float]:
@@ -197,7 +166,7 @@ class REINFORCE(DeepAgent):
                 obs = self.preprocess(raw)
                 action, _ = self.policy.act(torch.from_numpy(obs), self.torch_gen)
                 action_np = action.numpy()[0]
-                raw, reward, terminated, truncated, _ = env.step(self._env_action(action_np))
+                raw, reward, terminated, truncated, _ = env.step(self.env_actions(action_np))
                 check_step(self.env_id, raw, reward)
                 obs_b.append(obs[0])
                 act_b.append(action_np)
