@@ -17,10 +17,10 @@ import time
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-import numpy as np
-import torch
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from mpgym.bench import Goal, bench_parser, report
+from mpgym.bench import Goal, bench_parser, report  # noqa: E402
 
 
 def random_smpl_sized(seed=0, dtype=torch.float32):
@@ -58,8 +58,16 @@ def bench_lbs(quick: bool) -> tuple[list[dict], float]:
                     fn(betas, pose, vt, sd, pd, Jr, par, W)
                     times[name].append(time.perf_counter() - t)
         ours, theirs = min(times["mpgym"][1:]), min(times["smplx"][1:])
-        rows.append({"method": "lbs", "batch": B, "mpgym_ms": 1e3 * ours, "smplx_ms": 1e3 * theirs,
-                     "speedup": theirs / ours, "bodies_per_s": B / ours})
+        rows.append(
+            {
+                "method": "lbs",
+                "batch": B,
+                "mpgym_ms": 1e3 * ours,
+                "smplx_ms": 1e3 * theirs,
+                "speedup": theirs / ours,
+                "bodies_per_s": B / ours,
+            }
+        )
         if B == 1024:
             speedup = theirs / ours
     return rows, speedup
@@ -104,24 +112,40 @@ def bench_fits(n: int, n_scan: int) -> tuple[list[dict], dict[str, float]]:
     rows, goals = [], {}
 
     def row(method, r, gt_v, gt_j):
-        e = {"method": method, "bodies": len(gt_v), "pve_mm": float(pve(r.vertices, gt_v).mean()),
-             "mpjpe_mm": float(mpjpe(r.joints, gt_j).mean()),
-             "pa_mpjpe_mm": float(pa_mpjpe(r.joints, gt_j).mean()),
-             "seconds_per_body": r.seconds / len(gt_v)}
+        e = {
+            "method": method,
+            "bodies": len(gt_v),
+            "pve_mm": float(pve(r.vertices, gt_v).mean()),
+            "mpjpe_mm": float(mpjpe(r.joints, gt_j).mean()),
+            "pa_mpjpe_mm": float(pa_mpjpe(r.joints, gt_j).mean()),
+            "seconds_per_body": r.seconds / len(gt_v),
+        }
         rows.append(e)
         return e
 
-    e = row("smplify: exact 3D joints (joints3d preset)",
-            fit_to_joints(model, gt.joints, PRESETS["joints3d"]), gt.vertices, gt.joints)
+    e = row(
+        "smplify: exact 3D joints (joints3d preset)",
+        fit_to_joints(model, gt.joints, PRESETS["joints3d"]),
+        gt.vertices,
+        gt.joints,
+    )
     goals["pve_from_joints_mm"] = e["pve_mm"]
     cam = Camera(1000.0, (500.0, 500.0), t=np.array([0.0, -0.3, 4.0]))
     kp = cam.project(gt.joints) + 2.0 * torch.randn(n, 24, 2, generator=g).to(gt.joints.dtype)
-    e = row("smplify: 2D keypoints, 2 px noise, known camera",
-            fit_to_keypoints(model, kp, cam), gt.vertices, gt.joints)
+    e = row(
+        "smplify: 2D keypoints, 2 px noise, known camera",
+        fit_to_keypoints(model, kp, cam),
+        gt.vertices,
+        gt.joints,
+    )
     goals["pa_mpjpe_from_2d_mm"] = e["pa_mpjpe_mm"]
     pts = scan_points(model, gt.vertices[:n_scan], 5000, 0.005, g)
-    e = row("smplify: scan, 5k points, 5 mm noise (scan preset)",
-            fit_to_scan(model, pts, PRESETS["scan"]), gt.vertices[:n_scan], gt.joints[:n_scan])
+    e = row(
+        "smplify: scan, 5k points, 5 mm noise (scan preset)",
+        fit_to_scan(model, pts, PRESETS["scan"]),
+        gt.vertices[:n_scan],
+        gt.joints[:n_scan],
+    )
     goals["pve_from_scan_mm"] = e["pve_mm"]
     return rows, goals
 
@@ -139,9 +163,25 @@ def main() -> None:
         Goal("learned_vs_smplify_time_ratio", float("nan"), 0.1, "<="),
         Goal("lbs_speedup_vs_smplx_b1024", speedup, 2.0, ">="),
     ]
-    report("bodies", lbs_rows + fit_rows, goals, args.json,
-           columns=["method", "batch", "mpgym_ms", "smplx_ms", "speedup", "bodies_per_s", "bodies",
-                    "pve_mm", "mpjpe_mm", "pa_mpjpe_mm", "seconds_per_body"])
+    report(
+        "bodies",
+        lbs_rows + fit_rows,
+        goals,
+        args.json,
+        columns=[
+            "method",
+            "batch",
+            "mpgym_ms",
+            "smplx_ms",
+            "speedup",
+            "bodies_per_s",
+            "bodies",
+            "pve_mm",
+            "mpjpe_mm",
+            "pa_mpjpe_mm",
+            "seconds_per_body",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,16 @@ def rodrigues_reference(r: Tensor) -> Tensor:
     return torch.eye(3, dtype=r.dtype, device=r.device) + s * K + (1 - c) * K @ K
 
 
-def lbs_reference(betas: Tensor, pose: Tensor, v_template: Tensor, shapedirs: Tensor,
-                  posedirs: Tensor, J_regressor: Tensor, parents: Tensor,
-                  lbs_weights: Tensor) -> tuple[Tensor, Tensor]:
+def lbs_reference(
+    betas: Tensor,
+    pose: Tensor,
+    v_template: Tensor,
+    shapedirs: Tensor,
+    posedirs: Tensor,
+    J_regressor: Tensor,
+    parents: Tensor,
+    lbs_weights: Tensor,
+) -> tuple[Tensor, Tensor]:
     """SMPL forward pass, one joint and one vertex matrix at a time (see :func:`bodies.lbs.lbs`).
 
     Args:
@@ -45,8 +52,9 @@ def lbs_reference(betas: Tensor, pose: Tensor, v_template: Tensor, shapedirs: Te
     joints = torch.einsum("jv,bvc->bjc", J_regressor, v_shaped)
     aa = pose.reshape(B * J, 3)
     safe = aa.norm(dim=-1, keepdim=True) > 0
-    R = torch.where(safe[..., None], rodrigues_reference(torch.where(safe, aa, torch.ones_like(aa))),
-                    eye).reshape(B, J, 3, 3)
+    R = torch.where(
+        safe[..., None], rodrigues_reference(torch.where(safe, aa, torch.ones_like(aa))), eye
+    ).reshape(B, J, 3, 3)
     v_posed = v_shaped + ((R[:, 1:] - eye).reshape(B, -1) @ posedirs).reshape(B, -1, 3)
     G = []
     for k in range(J):

@@ -62,8 +62,9 @@ PRESETS: dict[str, FitConfig] = {
     # exact 3D joints: the pose starts near the answer (swing IK), so strong priors only pull it
     # away; measured here: MPJPE ~5 mm instead of ~50 mm on 8 held-out bodies.
     "joints3d": FitConfig(pose_weights=(4.78, 1.0, 0.3), shape_weights=(5.0, 2.0, 1.0)),
-    "scan": FitConfig(pose_weights=(57.4, 4.78, 1.0), shape_weights=(10.0, 5.0, 1.0),
-                      steps_per_stage=30),
+    "scan": FitConfig(
+        pose_weights=(57.4, 4.78, 1.0), shape_weights=(10.0, 5.0, 1.0), steps_per_stage=30
+    ),
 }
 """Named configurations: SMPLify's schedule (default, for keypoints), and lighter ones."""
 
@@ -113,8 +114,14 @@ def joint_basis(model: BodyModel) -> tuple[Tensor, Tensor]:
     return jt, jd
 
 
-def posed_joints(model: BodyModel, betas: Tensor, body_pose: Tensor, global_orient: Tensor,
-                 transl: Tensor, basis: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def posed_joints(
+    model: BodyModel,
+    betas: Tensor,
+    body_pose: Tensor,
+    global_orient: Tensor,
+    transl: Tensor,
+    basis: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """Joints only, without skinning the mesh (``[B, J, 3]``): what joint-based fits need."""
     jt, jd = basis if basis is not None else joint_basis(model)
     J = jt + torch.einsum("jcs,bs->bjc", jd[..., : betas.shape[1]], betas)
@@ -194,21 +201,35 @@ def swing_init(model: BodyModel, joints: Tensor, global_orient: Tensor) -> Tenso
 
 
 class _Params(torch.nn.Module):
-    def __init__(self, B: int, S: int, dtype: torch.dtype, transl: Tensor | None = None,
-                 global_orient: Tensor | None = None, body_pose: Tensor | None = None):
+    def __init__(
+        self,
+        B: int,
+        S: int,
+        dtype: torch.dtype,
+        transl: Tensor | None = None,
+        global_orient: Tensor | None = None,
+        body_pose: Tensor | None = None,
+    ):
         super().__init__()
         z = lambda *s: torch.zeros(*s, dtype=dtype)  # noqa: E731
         self.betas = torch.nn.Parameter(z(B, S))
         self.body_pose = torch.nn.Parameter(z(B, 69) if body_pose is None else body_pose.clone())
-        self.global_orient = torch.nn.Parameter(z(B, 3) if global_orient is None else global_orient.clone())
+        self.global_orient = torch.nn.Parameter(
+            z(B, 3) if global_orient is None else global_orient.clone()
+        )
         self.transl = torch.nn.Parameter(z(B, 3) if transl is None else transl.clone())
 
 
 def _optimize(params: list[torch.nn.Parameter], closure, config: FitConfig) -> float:
     if config.optimizer == "lbfgs":
-        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=config.steps_per_stage,
-                                line_search_fn="strong_wolfe", tolerance_grad=1e-7,
-                                tolerance_change=1e-9)
+        opt = torch.optim.LBFGS(
+            params,
+            lr=1.0,
+            max_iter=config.steps_per_stage,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=1e-7,
+            tolerance_change=1e-9,
+        )
 
         def step():
             opt.zero_grad()
@@ -226,10 +247,12 @@ def _optimize(params: list[torch.nn.Parameter], closure, config: FitConfig) -> f
     return float(loss.detach())
 
 
-def _staged_fit(model: BodyModel, p: _Params, data_term, config: FitConfig,
-                prior: MaxMixturePrior, t0: float) -> FitResult:
+def _staged_fit(
+    model: BodyModel, p: _Params, data_term, config: FitConfig, prior: MaxMixturePrior, t0: float
+) -> FitResult:
     losses = []
     for w_pose, w_shape in zip(config.pose_weights, config.shape_weights, strict=True):
+
         def closure(w_pose=w_pose, w_shape=w_shape):
             e = data_term(p)
             e = e + w_pose**2 * prior(p.body_pose).sum()
@@ -240,12 +263,26 @@ def _staged_fit(model: BodyModel, p: _Params, data_term, config: FitConfig,
         log.debug("stage w_pose=%g: energy %.4g", w_pose, losses[-1])
     with torch.no_grad():
         out = model(p.betas, p.body_pose, p.global_orient, p.transl)
-    return FitResult(p.betas.detach(), p.body_pose.detach(), p.global_orient.detach(),
-                     p.transl.detach(), out.vertices, out.joints, losses, time.perf_counter() - t0)
+    return FitResult(
+        p.betas.detach(),
+        p.body_pose.detach(),
+        p.global_orient.detach(),
+        p.transl.detach(),
+        out.vertices,
+        out.joints,
+        losses,
+        time.perf_counter() - t0,
+    )
 
 
-def fit_to_joints(model: BodyModel, joints: Tensor, config: FitConfig = FitConfig(), *,
-                  confidence: Tensor | None = None, prior: MaxMixturePrior | None = None) -> FitResult:
+def fit_to_joints(
+    model: BodyModel,
+    joints: Tensor,
+    config: FitConfig = FitConfig(),
+    *,
+    confidence: Tensor | None = None,
+    prior: MaxMixturePrior | None = None,
+) -> FitResult:
     """Fit to 3D joints (metres).
 
     Args:
@@ -274,21 +311,30 @@ def fit_to_joints(model: BodyModel, joints: Tensor, config: FitConfig = FitConfi
     return _staged_fit(model, p, data, config, prior, t0)
 
 
-def _observed(x: Tensor, confidence: Tensor | None, J: int, dim: int, name: str) -> tuple[Tensor, Tensor]:
+def _observed(
+    x: Tensor, confidence: Tensor | None, J: int, dim: int, name: str
+) -> tuple[Tensor, Tensor]:
     """Validate observations; NaN entries become missing (confidence 0)."""
     x = torch.as_tensor(x)
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3 or x.shape[1:] != (J, dim):
-        raise MpgymError(f"{name} have shape {tuple(x.shape)}; accepted: (B, {J}, {dim}) or ({J}, {dim}).")
+        raise MpgymError(
+            f"{name} have shape {tuple(x.shape)}; accepted: (B, {J}, {dim}) or ({J}, {dim})."
+        )
     finite = torch.isfinite(x).all(-1)
-    conf = torch.ones(x.shape[:2], dtype=x.dtype) if confidence is None else torch.as_tensor(
-        confidence, dtype=x.dtype).reshape(x.shape[:2]).clone()
+    conf = (
+        torch.ones(x.shape[:2], dtype=x.dtype)
+        if confidence is None
+        else torch.as_tensor(confidence, dtype=x.dtype).reshape(x.shape[:2]).clone()
+    )
     conf = torch.where(finite & torch.isfinite(conf), conf.clamp(0, 1), torch.zeros_like(conf))
     few = (conf > 0).sum(1) < 4
     if few.any():
-        raise MpgymError(f"{name}: body {int(few.nonzero()[0])} has {int((conf[few][0] > 0).sum())} "
-                         "visible joints; at least 4 are needed to fit.")
+        raise MpgymError(
+            f"{name}: body {int(few.nonzero()[0])} has {int((conf[few][0] > 0).sum())} "
+            "visible joints; at least 4 are needed to fit."
+        )
     return torch.nan_to_num(x, nan=0.0), conf
 
 
@@ -303,7 +349,9 @@ def init_from_torso(model: BodyModel, keypoints: Tensor, conf: Tensor, camera: C
     l3 = torch.stack([(J0[a] - J0[b]).norm() for a, b in pairs]).mean()
     l2 = torch.stack([(keypoints[:, a] - keypoints[:, b]).norm(dim=-1) for a, b in pairs], -1)
     ok = torch.stack([(conf[:, a] > 0) & (conf[:, b] > 0) for a, b in pairs], -1)
-    l2 = torch.where(ok.any(-1), (l2 * ok).sum(-1) / ok.sum(-1).clamp_min(1), l2.new_tensor(float("nan")))
+    l2 = torch.where(
+        ok.any(-1), (l2 * ok).sum(-1) / ok.sum(-1).clamp_min(1), l2.new_tensor(float("nan"))
+    )
     vis = conf > 0
     uv = (keypoints * vis[..., None]).sum(1) / vis.sum(1, keepdim=True)
     z = camera.focal * l3 / l2
@@ -315,9 +363,15 @@ def init_from_torso(model: BodyModel, keypoints: Tensor, conf: Tensor, camera: C
     return (Xc - t) @ R - J0[0]
 
 
-def fit_to_keypoints(model: BodyModel, keypoints: Tensor, camera: Camera,
-                     config: FitConfig = FitConfig(), *, confidence: Tensor | None = None,
-                     prior: MaxMixturePrior | None = None) -> FitResult:
+def fit_to_keypoints(
+    model: BodyModel,
+    keypoints: Tensor,
+    camera: Camera,
+    config: FitConfig = FitConfig(),
+    *,
+    confidence: Tensor | None = None,
+    prior: MaxMixturePrior | None = None,
+) -> FitResult:
     """Fit to 2D keypoints (the 24 SMPL joints, pixels) seen by a known camera.
 
     Args:
@@ -341,17 +395,24 @@ def fit_to_keypoints(model: BodyModel, keypoints: Tensor, camera: Camera,
     from bodies.rotations import matrix_to_axis_angle
 
     go = matrix_to_axis_angle(R.T @ torch.diag(R.new_tensor([1.0, -1.0, -1.0]))).expand(len(kp), 3)
-    p = _Params(len(kp), model.num_betas, dtype, transl=init_from_torso(model, kp, conf, camera),
-                global_orient=go)
+    p = _Params(
+        len(kp),
+        model.num_betas,
+        dtype,
+        transl=init_from_torso(model, kp, conf, camera),
+        global_orient=go,
+    )
     torso = torch.zeros_like(conf)
     torso[:, list(TORSO)] = conf[:, list(TORSO)]
     basis = joint_basis(model)
 
     def data_with(c):
         def data(p):
-            pred = camera.project(posed_joints(model, p.betas, p.body_pose, p.global_orient,
-                                               p.transl, basis))
+            pred = camera.project(
+                posed_joints(model, p.betas, p.body_pose, p.global_orient, p.transl, basis)
+            )
             return (c[..., None] ** 2 * gmof(pred - kp, config.sigma)).sum()
+
         return data
 
     # stage 0: camera-facing pose of the torso (translation and global rotation only)
@@ -366,9 +427,15 @@ def chamfer_terms(verts: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
     return d.min(2).values ** 2, d.min(1).values ** 2
 
 
-def fit_to_scan(model: BodyModel, points: Tensor, config: FitConfig = FitConfig(), *,
-                init: FitResult | None = None, prior: MaxMixturePrior | None = None,
-                pose_bank: Tensor | None = None) -> FitResult:
+def fit_to_scan(
+    model: BodyModel,
+    points: Tensor,
+    config: FitConfig = FitConfig(),
+    *,
+    init: FitResult | None = None,
+    prior: MaxMixturePrior | None = None,
+    pose_bank: Tensor | None = None,
+) -> FitResult:
     """Fit to point clouds (metres) by Chamfer distance.
 
     Pose initialisation: the pose (from ``pose_bank``, default the training clips) and yaw
@@ -390,26 +457,39 @@ def fit_to_scan(model: BodyModel, points: Tensor, config: FitConfig = FitConfig(
     if points.ndim == 2:
         points = points[None]
     if points.ndim != 3 or points.shape[-1] != 3 or points.shape[1] < 100:
-        raise MpgymError(f"points have shape {tuple(points.shape)}; accepted: (B, N, 3) with N >= 100.")
+        raise MpgymError(
+            f"points have shape {tuple(points.shape)}; accepted: (B, N, 3) with N >= 100."
+        )
     if not torch.isfinite(points).all():
         raise MpgymError("the point cloud contains NaN or infinity; remove those points first.")
     prior = prior or MaxMixturePrior()
     if init is None:
         p = _retrieval_init(model, points, pose_bank)
     else:
-        p = _Params(len(points), model.num_betas, points.dtype, transl=init.transl,
-                    global_orient=init.global_orient, body_pose=init.body_pose)
+        p = _Params(
+            len(points),
+            model.num_betas,
+            points.dtype,
+            transl=init.transl,
+            global_orient=init.global_orient,
+            body_pose=init.body_pose,
+        )
     sub = torch.arange(0, model.v_template.shape[0], 2)  # every other vertex: half the cost
 
     def data(p):
         v = model(p.betas, p.body_pose, p.global_orient, p.transl).vertices[:, sub]
         a, b = chamfer_terms(1000.0 * v, 1000.0 * points)
-        return config.scan_weight * (gmof(a.sqrt(), config.sigma).mean(1) + gmof(b.sqrt(), config.sigma).mean(1)).sum()
+        return (
+            config.scan_weight
+            * (gmof(a.sqrt(), config.sigma).mean(1) + gmof(b.sqrt(), config.sigma).mean(1)).sum()
+        )
 
     return _staged_fit(model, p, data, config, prior, t0)
 
 
-def _retrieval_init(model: BodyModel, points: Tensor, pose_bank: Tensor | None, n_sub: int = 300) -> _Params:
+def _retrieval_init(
+    model: BodyModel, points: Tensor, pose_bank: Tensor | None, n_sub: int = 300
+) -> _Params:
     if pose_bank is None:
         from bodies.motion import clip_poses
 
@@ -433,9 +513,17 @@ def _retrieval_init(model: BodyModel, points: Tensor, pose_bank: Tensor | None, 
         best = []
         for b in range(len(points)):
             d = torch.cdist(pts[b].expand(len(cand), -1, -1), cand)
-            best.append(int((d.min(2).values.pow(2).mean(1) + d.min(1).values.pow(2).mean(1)).argmin()))
+            best.append(
+                int((d.min(2).values.pow(2).mean(1) + d.min(1).values.pow(2).mean(1)).argmin())
+            )
         best_t = torch.tensor(best)
         v0 = model(body_pose=bp[best_t], global_orient=gor[best_t]).vertices
     transl = centre[:, 0] - v0.mean(1)
-    return _Params(len(points), model.num_betas, points.dtype, transl=transl,
-                   global_orient=gor[best_t], body_pose=bp[best_t])
+    return _Params(
+        len(points),
+        model.num_betas,
+        points.dtype,
+        transl=transl,
+        global_orient=gor[best_t],
+        body_pose=bp[best_t],
+    )

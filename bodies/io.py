@@ -22,8 +22,15 @@ import numpy as np
 
 from mpgym.errors import MpgymError
 
-REQUIRED_KEYS = ("v_template", "f", "J_regressor", "weights", "kintree_table", "shapedirs",
-                 "posedirs")
+REQUIRED_KEYS = (
+    "v_template",
+    "f",
+    "J_regressor",
+    "weights",
+    "kintree_table",
+    "shapedirs",
+    "posedirs",
+)
 
 
 class UnsafePickleError(MpgymError):
@@ -72,8 +79,12 @@ class _CSR(_SparseState):
     fmt = "csr"
 
 
-_NUMPY_OK = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numpy", "ndarray"),
-             ("numpy", "dtype")}
+_NUMPY_OK = {
+    ("multiarray", "_reconstruct"),
+    ("multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
 
 
 def _safe_reconstructor(cls: type, base: type, state: Any) -> Any:
@@ -86,7 +97,9 @@ def _safe_reconstructor(cls: type, base: type, state: Any) -> Any:
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         last = module.rsplit(".", 1)[-1]
-        if module.split(".")[0] == "numpy" and ((last, name) in _NUMPY_OK or (module, name) in _NUMPY_OK):
+        if module.split(".")[0] == "numpy" and (
+            (last, name) in _NUMPY_OK or (module, name) in _NUMPY_OK
+        ):
             return super().find_class(module, name)
         if module.split(".")[0] == "chumpy" and name in ("Ch", "ChLambda", "Select", "Reorder"):
             return _ChArray
@@ -128,7 +141,9 @@ def load_pickle(path: str | os.PathLike) -> dict[str, Any]:
         except UnsafePickleError:
             raise
         except Exception as exc:
-            raise MpgymError(f"{path} is not a readable model pickle ({type(exc).__name__}: {exc}).") from None
+            raise MpgymError(
+                f"{path} is not a readable model pickle ({type(exc).__name__}: {exc})."
+            ) from None
     if not isinstance(data, dict):
         raise MpgymError(f"{path} holds a {type(data).__name__}; expected a dict of model arrays.")
     return {str(k): _plain(v) for k, v in data.items()}
@@ -146,7 +161,11 @@ def validate(arrays: dict[str, Any], source: str = "model") -> dict[str, np.ndar
     """
     problems = [f"missing key {k!r}" for k in REQUIRED_KEYS if k not in arrays]
     if problems:
-        raise MpgymError(f"{source}: " + "; ".join(problems) + f". An SMPL-format model needs {', '.join(REQUIRED_KEYS)}.")
+        raise MpgymError(
+            f"{source}: "
+            + "; ".join(problems)
+            + f". An SMPL-format model needs {', '.join(REQUIRED_KEYS)}."
+        )
     out = {k: np.asarray(_plain(arrays[k])) for k in REQUIRED_KEYS}
     V = out["v_template"].shape[0] if out["v_template"].ndim == 2 else -1
     J = out["kintree_table"].shape[1] if out["kintree_table"].ndim == 2 else -1
@@ -161,7 +180,7 @@ def validate(arrays: dict[str, Any], source: str = "model") -> dict[str, np.ndar
     }
     for k, (shape, text) in expect.items():
         a = out[k]
-        if a.ndim != len(shape) or any(e is not None and e != n for e, n in zip(shape, a.shape)):
+        if a.ndim != len(shape) or any(e is not None and e != n for e, n in zip(shape, a.shape, strict=False)):
             problems.append(f"{k!r} has shape {a.shape}; expected {text} with V={V}, J={J}")
     if not problems:
         if out["f"].min() < 0 or out["f"].max() >= V:
@@ -185,13 +204,17 @@ def load_model_arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.exists():
-        raise MpgymError(f"model file {path} does not exist; pass 'synthetic' or a path to an SMPL .npz/.pkl.")
+        raise MpgymError(
+            f"model file {path} does not exist; pass 'synthetic' or a path to an SMPL .npz/.pkl."
+        )
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
                 raw = {k: z[k] for k in z.files}
         except ValueError as exc:
-            raise MpgymError(f"{path}: cannot read it without pickles ({exc}); re-save it with plain arrays.") from None
+            raise MpgymError(
+                f"{path}: cannot read it without pickles ({exc}); re-save it with plain arrays."
+            ) from None
     elif path.suffix == ".pkl":
         raw = load_pickle(path)
     else:

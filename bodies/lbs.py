@@ -127,14 +127,14 @@ def skin(vertices: Tensor, weights: Tensor, A: Tensor, *, chunk: int = 32) -> Te
     wt = weights.t()  # [J, V]
     out = torch.empty_like(vertices)
     for i in range(0, B, chunk):
-        a = A[i:i + chunk]
+        a = A[i : i + chunk]
         n = a.shape[0]
         T = (a.reshape(n, J, 12).transpose(1, 2).reshape(n * 12, J) @ wt).view(n, 3, 4, V)
-        v = vertices[i:i + chunk].transpose(1, 2)[:, None]  # [n, 1, 3, V]
+        v = vertices[i : i + chunk].transpose(1, 2)[:, None]  # [n, 1, 3, V]
         o = torch.addcmul(T[:, :, 3], T[:, :, 0], v[:, :, 0])
         o.addcmul_(T[:, :, 1], v[:, :, 1])
         o.addcmul_(T[:, :, 2], v[:, :, 2])
-        out[i:i + n] = o.transpose(1, 2)
+        out[i : i + n] = o.transpose(1, 2)
     return out
 
 
@@ -178,7 +178,9 @@ def lbs(
     j_dirs = (J_regressor @ shapedirs[..., :S].reshape(V, 3 * S)).reshape(J * 3, S)
     joints = F.linear(betas, j_dirs, j_template.reshape(-1)).reshape(B, J, 3)
     # 3. Pose blend shapes
-    rot_mats = axis_angle_to_matrix(pose.reshape(B, -1, 3)) if pose2rot else pose.reshape(B, -1, 3, 3)
+    rot_mats = (
+        axis_angle_to_matrix(pose.reshape(B, -1, 3)) if pose2rot else pose.reshape(B, -1, 3, 3)
+    )
     v_posed = torch.addmm(v_shaped, pose_feature(rot_mats), posedirs).reshape(B, V, 3)
     # 4. Kinematic chain and skinning
     posed_joints, A = rigid_transforms(rot_mats, joints, parents)

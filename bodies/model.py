@@ -54,15 +54,22 @@ class BodyModel(nn.Module):
         dtype: ``torch.float32`` or ``torch.float64`` for the buffers.
     """
 
-    def __init__(self, model: str | os.PathLike = "synthetic", *, num_betas: int = 10,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        model: str | os.PathLike = "synthetic",
+        *,
+        num_betas: int = 10,
+        dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         path = resolve_model_path(model)
         a = load_model_arrays(path)
         self.path = path
         S = a["shapedirs"].shape[-1]
         if not 1 <= num_betas <= S:
-            raise MpgymError(f"num_betas={num_betas}, but {path} has {S} shape components; accepted: 1..{S}.")
+            raise MpgymError(
+                f"num_betas={num_betas}, but {path} has {S} shape components; accepted: 1..{S}."
+            )
         self.num_betas = num_betas
         V = a["v_template"].shape[0]
         t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype)  # noqa: E731
@@ -76,8 +83,11 @@ class BodyModel(nn.Module):
         self.register_buffer("parents", parents)
         self.register_buffer("faces_tensor", torch.as_tensor(a["f"].astype(np.int64)))
         names = a.get("joint_names")
-        self.joint_names = tuple(names.tolist()) if names is not None else tuple(
-            f"joint{j}" for j in range(len(parents)))
+        self.joint_names = (
+            tuple(names.tolist())
+            if names is not None
+            else tuple(f"joint{j}" for j in range(len(parents)))
+        )
 
     @property
     def num_joints(self) -> int:
@@ -94,18 +104,27 @@ class BodyModel(nn.Module):
         from bodies.rotations import axis_angle_to_matrix
 
         if x is None:
-            return torch.eye(3, dtype=self.v_template.dtype, device=self.v_template.device).expand(B, n, 3, 3)
+            return torch.eye(3, dtype=self.v_template.dtype, device=self.v_template.device).expand(
+                B, n, 3, 3
+            )
         if x.ndim == 2 and x.shape[1] == n * 3:
             x = x.reshape(-1, n, 3)
         if x.ndim == 3 and x.shape[1:] == (n, 3):
             return axis_angle_to_matrix(x)
         if x.ndim == 4 and x.shape[1:] == (n, 3, 3):
             return x
-        raise MpgymError(f"{name} has shape {tuple(x.shape)}; accepted: (B, {n * 3}) or (B, {n}, 3) "
-                         f"axis-angle, or (B, {n}, 3, 3) rotation matrices.")
+        raise MpgymError(
+            f"{name} has shape {tuple(x.shape)}; accepted: (B, {n * 3}) or (B, {n}, 3) "
+            f"axis-angle, or (B, {n}, 3, 3) rotation matrices."
+        )
 
-    def forward(self, betas: Tensor | None = None, body_pose: Tensor | None = None,
-                global_orient: Tensor | None = None, transl: Tensor | None = None) -> BodyOutput:
+    def forward(
+        self,
+        betas: Tensor | None = None,
+        body_pose: Tensor | None = None,
+        global_orient: Tensor | None = None,
+        transl: Tensor | None = None,
+    ) -> BodyOutput:
         """Pose and shape the body.
 
         Args:
@@ -120,26 +139,51 @@ class BodyModel(nn.Module):
         """
         given = [x for x in (betas, body_pose, global_orient, transl) if x is not None]
         B = max((x.shape[0] for x in given), default=1)
-        for name, x in (("betas", betas), ("body_pose", body_pose), ("global_orient", global_orient),
-                        ("transl", transl)):
+        for name, x in (
+            ("betas", betas),
+            ("body_pose", body_pose),
+            ("global_orient", global_orient),
+            ("transl", transl),
+        ):
             if x is not None and (x.ndim < 2 or x.shape[0] not in (1, B)):
-                raise MpgymError(f"{name} has shape {tuple(x.shape)}; expected a batch of {B} "
-                                 "(or 1) in the first dimension.")
+                raise MpgymError(
+                    f"{name} has shape {tuple(x.shape)}; expected a batch of {B} "
+                    "(or 1) in the first dimension."
+                )
         dtype, device = self.v_template.dtype, self.v_template.device
         if betas is None:
             betas = torch.zeros(B, self.num_betas, dtype=dtype, device=device)
         if betas.ndim != 2 or betas.shape[1] > self.num_betas:
-            raise MpgymError(f"betas has shape {tuple(betas.shape)}; accepted: (B, S) with S <= {self.num_betas}.")
+            raise MpgymError(
+                f"betas has shape {tuple(betas.shape)}; accepted: (B, S) with S <= {self.num_betas}."
+            )
         if betas.shape[1] < self.num_betas:
             betas = torch.nn.functional.pad(betas, (0, self.num_betas - betas.shape[1]))
         J = self.num_joints
-        go = global_orient[:, None] if global_orient is not None and global_orient.shape[1:] == (3,) \
+        go = (
+            global_orient[:, None]
+            if global_orient is not None and global_orient.shape[1:] == (3,)
             else global_orient
-        rot = torch.cat([self._rotations("global_orient", go, 1, B).expand(B, -1, -1, -1),
-                         self._rotations("body_pose", body_pose, J - 1, B).expand(B, -1, -1, -1)], 1)
+        )
+        rot = torch.cat(
+            [
+                self._rotations("global_orient", go, 1, B).expand(B, -1, -1, -1),
+                self._rotations("body_pose", body_pose, J - 1, B).expand(B, -1, -1, -1),
+            ],
+            1,
+        )
         betas = betas.to(dtype).expand(B, -1)
-        verts, joints = lbs(betas, rot.to(dtype), self.v_template, self.shapedirs, self.posedirs,
-                            self.J_regressor, self.parents, self.lbs_weights, pose2rot=False)
+        verts, joints = lbs(
+            betas,
+            rot.to(dtype),
+            self.v_template,
+            self.shapedirs,
+            self.posedirs,
+            self.J_regressor,
+            self.parents,
+            self.lbs_weights,
+            pose2rot=False,
+        )
         if transl is not None:
             if transl.shape[-1] != 3:
                 raise MpgymError(f"transl has shape {tuple(transl.shape)}; accepted: (B, 3).")

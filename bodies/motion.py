@@ -40,12 +40,35 @@ import numpy as np
 from bodies.skeleton import NUM_JOINTS, mirror_pose
 
 M_DM_TO_SMPL = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-CLIP_NAMES = ("backflip", "cartwheel", "crawl", "dance_a", "dance_b", "getup_facedown",
-              "getup_faceup", "jump", "kick", "punch", "roll", "run", "spin", "spinkick", "walk")
+CLIP_NAMES = (
+    "backflip",
+    "cartwheel",
+    "crawl",
+    "dance_a",
+    "dance_b",
+    "getup_facedown",
+    "getup_faceup",
+    "jump",
+    "kick",
+    "punch",
+    "roll",
+    "run",
+    "spin",
+    "spinkick",
+    "walk",
+)
 
 # frame offsets of each DeepMimic joint, and the SMPL joints they drive
-_SPHERICAL = {"chest": 8, "neck": 12, "right_hip": 16, "right_ankle": 21, "right_shoulder": 25,
-              "left_hip": 30, "left_ankle": 35, "left_shoulder": 39}
+_SPHERICAL = {
+    "chest": 8,
+    "neck": 12,
+    "right_hip": 16,
+    "right_ankle": 21,
+    "right_shoulder": 25,
+    "left_hip": 30,
+    "left_ankle": 35,
+    "left_shoulder": 39,
+}
 _REVOLUTE = {"right_knee": 20, "right_elbow": 29, "left_knee": 34, "left_elbow": 43}
 
 
@@ -102,21 +125,28 @@ def retarget(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     pose = np.zeros((T, NUM_JOINTS, 3))
     pose[:, 0] = Rotation.from_matrix(conj(_rot(frames[:, 4:8]).as_matrix())).as_rotvec()
-    loc = {k: conj(_rot(frames[:, o:o + 4]).as_matrix()) for k, o in _SPHERICAL.items()}
+    loc = {k: conj(_rot(frames[:, o : o + 4]).as_matrix()) for k, o in _SPHERICAL.items()}
     chest = Rotation.from_matrix(loc["chest"]).as_rotvec()
     pose[:, 3] = pose[:, 6] = pose[:, 9] = chest / 3.0
     neck = Rotation.from_matrix(loc["neck"]).as_rotvec()
     pose[:, 12] = pose[:, 15] = neck / 2.0
-    for side, (hip, knee, ankle, sh, el) in {"left": (1, 4, 7, 16, 18),
-                                             "right": (2, 5, 8, 17, 19)}.items():
+    for side, (hip, knee, ankle, sh, el) in {
+        "left": (1, 4, 7, 16, 18),
+        "right": (2, 5, 8, 17, 19),
+    }.items():
         pose[:, hip] = Rotation.from_matrix(loc[f"{side}_hip"]).as_rotvec()
         pose[:, ankle] = Rotation.from_matrix(loc[f"{side}_ankle"]).as_rotvec()
         pose[:, knee] = -frames[:, _REVOLUTE[f"{side}_knee"], None] * np.array([1.0, 0.0, 0.0])
         # T-pose arm -> hanging arm: about z by -90 deg (left, +x -> -y) or +90 deg (right)
-        C = Rotation.from_rotvec([0.0, 0.0, -np.pi / 2 if side == "left" else np.pi / 2]).as_matrix()
+        C = Rotation.from_rotvec(
+            [0.0, 0.0, -np.pi / 2 if side == "left" else np.pi / 2]
+        ).as_matrix()
         pose[:, sh] = Rotation.from_matrix(loc[f"{side}_shoulder"] @ C).as_rotvec()
-        elbow = conj(Rotation.from_rotvec(
-            frames[:, _REVOLUTE[f"{side}_elbow"], None] * np.array([0.0, 0.0, 1.0])).as_matrix())
+        elbow = conj(
+            Rotation.from_rotvec(
+                frames[:, _REVOLUTE[f"{side}_elbow"], None] * np.array([0.0, 0.0, 1.0])
+            ).as_matrix()
+        )
         pose[:, el] = Rotation.from_matrix(C.T @ elbow @ C).as_rotvec()
     return pose[:, 0], pose[:, 1:], frames[:, 1:4] @ M.T
 

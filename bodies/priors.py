@@ -33,8 +33,9 @@ def gmm_path() -> Path:
     return default_path().parent / "pose_gmm_v1.npz"
 
 
-def fit_pose_gmm(poses: np.ndarray, n_components: int = 8, seed: int = 0,
-                 reg: float = 1e-3) -> dict[str, np.ndarray]:
+def fit_pose_gmm(
+    poses: np.ndarray, n_components: int = 8, seed: int = 0, reg: float = 1e-3
+) -> dict[str, np.ndarray]:
     """Fit the mixture with EM (scikit-learn), deterministic for a seed.
 
     Args:
@@ -48,8 +49,9 @@ def fit_pose_gmm(poses: np.ndarray, n_components: int = 8, seed: int = 0,
     """
     from sklearn.mixture import GaussianMixture
 
-    g = GaussianMixture(n_components, covariance_type="full", reg_covar=reg, random_state=seed,
-                        max_iter=200).fit(poses.reshape(len(poses), -1))
+    g = GaussianMixture(
+        n_components, covariance_type="full", reg_covar=reg, random_state=seed, max_iter=200
+    ).fit(poses.reshape(len(poses), -1))
     return {"means": g.means_, "covars": g.covariances_, "weights": g.weights_}
 
 

@@ -21,8 +21,9 @@ def front_camera(distance: float = 3.3) -> tuple[np.ndarray, np.ndarray]:
     return np.diag([1.0, -1.0, -1.0]), np.array([0.0, -0.3, distance])
 
 
-def project(points: np.ndarray, R: np.ndarray, t: np.ndarray, focal: float,
-            center: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def project(
+    points: np.ndarray, R: np.ndarray, t: np.ndarray, focal: float, center: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Perspective projection.
 
     Args:
@@ -39,9 +40,18 @@ def project(points: np.ndarray, R: np.ndarray, t: np.ndarray, focal: float,
     return focal * X[..., :2] / X[..., 2:3] + np.asarray(center), X[..., 2]
 
 
-def draw_mesh(ax, vertices: np.ndarray, faces: np.ndarray, R: np.ndarray, t: np.ndarray,
-              focal: float, center: tuple[float, float], *, color=(0.62, 0.72, 0.86),
-              alpha: float = 1.0) -> None:
+def draw_mesh(
+    ax,
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    focal: float,
+    center: tuple[float, float],
+    *,
+    color=(0.62, 0.72, 0.86),
+    alpha: float = 1.0,
+) -> None:
     """Draw a shaded mesh into a matplotlib axis in pixel coordinates (far faces first)."""
     from matplotlib.collections import PolyCollection
 
@@ -54,13 +64,26 @@ def draw_mesh(ax, vertices: np.ndarray, faces: np.ndarray, R: np.ndarray, t: np.
     order = np.argsort(-z[faces].mean(1))
     order = order[facing[order]]
     shade = (0.35 + 0.65 * light[order])[:, None] * np.asarray(color)[None]
-    pc = PolyCollection(uv[faces[order]], facecolors=np.clip(shade, 0, 1), edgecolors="none",
-                        alpha=alpha, antialiased=False)
+    pc = PolyCollection(
+        uv[faces[order]],
+        facecolors=np.clip(shade, 0, 1),
+        edgecolors="none",
+        alpha=alpha,
+        antialiased=False,
+    )
     ax.add_collection(pc)
 
 
-def draw_skeleton(ax, uv: np.ndarray, *, color: str = "r", parents=PARENTS, marker: str = "o",
-                  label: str | None = None, visible: np.ndarray | None = None) -> None:
+def draw_skeleton(
+    ax,
+    uv: np.ndarray,
+    *,
+    color: str = "r",
+    parents=PARENTS,
+    marker: str = "o",
+    label: str | None = None,
+    visible: np.ndarray | None = None,
+) -> None:
     """Draw 2D joints ``(J, 2)`` and their bones."""
     vis = np.ones(len(uv), bool) if visible is None else np.asarray(visible, bool)
     for j, p in enumerate(parents):
@@ -69,8 +92,9 @@ def draw_skeleton(ax, uv: np.ndarray, *, color: str = "r", parents=PARENTS, mark
     ax.plot(uv[vis, 0], uv[vis, 1], marker, color=color, ms=3, ls="none", label=label)
 
 
-def body_figure(path: str | Path, panels: list[dict], *, size: int = 256, focal: float = 400.0,
-                title: str = "") -> Path:
+def body_figure(
+    path: str | Path, panels: list[dict], *, size: int = 256, focal: float = 400.0, title: str = ""
+) -> Path:
     """Save a row of panels; each panel is a dict with ``vertices``, ``faces`` and optional
     ``keypoints`` ``(J, 2)`` / ``pred_keypoints`` (pixels), ``title``, ``camera`` ``(R, t)``.
     """
@@ -79,18 +103,34 @@ def body_figure(path: str | Path, panels: list[dict], *, size: int = 256, focal:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 2.6), dpi=110, squeeze=False)
-    for ax, p in zip(axes[0], panels):
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2.4 * len(panels), 2.6), dpi=110, squeeze=False
+    )
+    for ax, p in zip(axes[0], panels, strict=False):
         R, t = p.get("camera") or front_camera()
         center = (size / 2, size / 2)
-        draw_mesh(ax, np.asarray(p["vertices"]), np.asarray(p["faces"]), R, t, focal, center,
-                  alpha=p.get("alpha", 1.0))
+        draw_mesh(
+            ax,
+            np.asarray(p["vertices"]),
+            np.asarray(p["faces"]),
+            R,
+            t,
+            focal,
+            center,
+            alpha=p.get("alpha", 1.0),
+        )
         if p.get("keypoints") is not None:
-            draw_skeleton(ax, np.asarray(p["keypoints"]), color="tab:red", label="input",
-                          visible=p.get("visible"))
+            draw_skeleton(
+                ax,
+                np.asarray(p["keypoints"]),
+                color="tab:red",
+                label="input",
+                visible=p.get("visible"),
+            )
         if p.get("pred_keypoints") is not None:
-            draw_skeleton(ax, np.asarray(p["pred_keypoints"]), color="tab:green", marker="x",
-                          label="fit")
+            draw_skeleton(
+                ax, np.asarray(p["pred_keypoints"]), color="tab:green", marker="x", label="fit"
+            )
         ax.set_xlim(0, size)
         ax.set_ylim(size, 0)
         ax.set_aspect("equal")

@@ -124,15 +124,19 @@ def _surface(J: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     d = np.full(len(grid), np.inf)
     for kind, _, args in _primitives(J):
-        d = _smin(d, _prim_sdf(grid, kind, args), 0.04) if np.isfinite(d).any() else _prim_sdf(
-            grid, kind, args)
+        d = (
+            _smin(d, _prim_sdf(grid, kind, args), 0.04)
+            if np.isfinite(d).any()
+            else _prim_sdf(grid, kind, args)
+        )
     vol = d.reshape(*(len(a) for a in axes))
     verts, faces, _, _ = marching_cubes(vol, 0.0, spacing=(spacing,) * 3)
     tm = trimesh.Trimesh(verts + lo, faces, process=True)  # merges coincident vertices
     tm.update_faces(tm.nondegenerate_faces())
     tm.remove_unreferenced_vertices()
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(tm.vertices),
-                                     o3d.utility.Vector3iVector(tm.faces))
+    mesh = o3d.geometry.TriangleMesh(
+        o3d.utility.Vector3dVector(tm.vertices), o3d.utility.Vector3iVector(tm.faces)
+    )
     mesh = mesh.simplify_quadric_decimation(target_number_of_triangles=NUM_FACES)
     mesh.remove_unreferenced_vertices()
     mesh = mesh.filter_smooth_taubin(number_of_iterations=10)
@@ -238,13 +242,15 @@ def _shape_space(v, w, J, rng, n_bodies=400):
     _, t = _segment_dist(v, S, E)
     radial = v[:, None] - (S[None] + t[..., None] * (E - S)[None])  # [V, 24, 3]
     wt, wr = w * t, w[..., None] * radial
-    skel, girth = zip(*(_random_skeleton(J, rng) for _ in range(n_bodies)))
+    skel, girth = zip(*(_random_skeleton(J, rng) for _ in range(n_bodies)), strict=False)
     bones = [_bones(Jn) for Jn in skel]
     Sn = np.stack([b[0] for b in bones])
     Dn = np.stack([b[1] - b[0] for b in bones])
     g = np.stack(girth)  # [n, 24]
-    X = (w @ Sn.transpose(1, 0, 2).reshape(NUM_JOINTS, -1) + wt @ Dn.transpose(1, 0, 2).reshape(
-        NUM_JOINTS, -1)).reshape(len(v), n_bodies, 3)
+    X = (
+        w @ Sn.transpose(1, 0, 2).reshape(NUM_JOINTS, -1)
+        + wt @ Dn.transpose(1, 0, 2).reshape(NUM_JOINTS, -1)
+    ).reshape(len(v), n_bodies, 3)
     X += np.stack([wr[..., c] @ g.T for c in range(3)], -1)
     X = X.transpose(1, 0, 2).reshape(n_bodies, -1)
     mean = X.mean(0)
@@ -252,7 +258,7 @@ def _shape_space(v, w, J, rng, n_bodies=400):
     std = s[:NUM_BETAS] / np.sqrt(n_bodies - 1)
     vt = vt[:NUM_BETAS] * np.sign(vt[:NUM_BETAS].sum(1, keepdims=True))  # deterministic signs
     shapedirs = (vt * std[:, None]).T.reshape(NUM_VERTS, 3, NUM_BETAS)
-    explained = (s[:NUM_BETAS] ** 2).sum() / (s ** 2).sum()
+    explained = (s[:NUM_BETAS] ** 2).sum() / (s**2).sum()
     return mean.reshape(NUM_VERTS, 3), shapedirs, np.mean(skel, 0), explained
 
 
@@ -269,8 +275,9 @@ def _joint_regressor(v: np.ndarray, w: np.ndarray, J: np.ndarray, k_near: int = 
         score = np.where(near, plane + 0.3 * np.linalg.norm(v - J[j], axis=1), np.inf)
         idx = np.argsort(score)[:k_near]
         w0 = np.full(k_near, 1.0 / k_near)
-        A = np.concatenate([100 * np.concatenate([v[idx].T, np.ones((1, k_near))]),
-                            0.1 * np.eye(k_near)])
+        A = np.concatenate(
+            [100 * np.concatenate([v[idx].T, np.ones((1, k_near))]), 0.1 * np.eye(k_near)]
+        )
         b = np.concatenate([100 * np.concatenate([J[j], [1.0]]), 0.1 * w0])
         R[j, idx] = nnls(A, b)[0]
     return R / R.sum(1, keepdims=True)
@@ -283,8 +290,15 @@ def _qmul(a, b):
 
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                        aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], -1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        -1,
+    )
 
 
 def _dqs(v, support, ws, A):

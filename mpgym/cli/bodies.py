@@ -62,7 +62,9 @@ def fit_smpl_main(argv: list[str]) -> int:
         r = fit_to_scan(model, t[None], PRESETS["scan"])
     elif t.shape[-1] == 2:
         if args.focal <= 0:
-            raise MpgymError("2D keypoints need --focal (pixels) and --center; accepted: focal > 0.")
+            raise MpgymError(
+                "2D keypoints need --focal (pixels) and --center; accepted: focal > 0."
+            )
         r = fit_to_keypoints(model, t, Camera(args.focal, args.center, R=np.eye(3)))
     elif t.shape[-1] == 3:
         r = fit_to_joints(model, t, PRESETS["joints3d"])
@@ -70,8 +72,13 @@ def fit_smpl_main(argv: list[str]) -> int:
         raise MpgymError(f"input has shape {tuple(t.shape)}; accepted: (24, 3), (24, 2) or a .ply.")
     run = RunDir(args.out)
     run.write_config(args, kind="smplify")
-    np.savez(run.file("params.npz"), betas=r.betas.numpy(), body_pose=r.body_pose.numpy(),
-             global_orient=r.global_orient.numpy(), transl=r.transl.numpy())
+    np.savez(
+        run.file("params.npz"),
+        betas=r.betas.numpy(),
+        body_pose=r.body_pose.numpy(),
+        global_orient=r.global_orient.numpy(),
+        transl=r.transl.numpy(),
+    )
     import trimesh
 
     trimesh.Trimesh(r.vertices[0].numpy(), model.faces, process=False).export(run.file("mesh.ply"))

@@ -15,13 +15,17 @@ def test_pa_mpjpe_removes_similarity_transform():
     R = axis_angle_to_matrix(torch.tensor([[0.3, -1.0, 0.5]], dtype=torch.float64))
     y = 1.7 * x @ R.transpose(1, 2) + torch.tensor([0.1, 2.0, -3.0], dtype=torch.float64)
     assert pa_mpjpe(x, y).max() < 1e-6
-    torch.testing.assert_close(mpjpe(x, x + torch.tensor([0.003, 0.0, 0.004], dtype=torch.float64)),
-                               torch.full((2,), 5.0, dtype=torch.float64))
+    torch.testing.assert_close(
+        mpjpe(x, x + torch.tensor([0.003, 0.0, 0.004], dtype=torch.float64)),
+        torch.full((2,), 5.0, dtype=torch.float64),
+    )
 
 
 def test_gmof_closed_form():
     r = torch.tensor([0.0, 100.0, 1e6])
-    torch.testing.assert_close(gmof(r, 100.0), torch.tensor([0.0, 5000.0, 1e4 * 1e12 / (1e4 + 1e12)]))
+    torch.testing.assert_close(
+        gmof(r, 100.0), torch.tensor([0.0, 5000.0, 1e4 * 1e12 / (1e4 + 1e12)])
+    )
 
 
 def test_walk_clip_retargets_to_forward_bending_knees():

@@ -38,26 +38,45 @@ def test_rodrigues_gradient_finite_at_zero():
     (R * torch.arange(9.0, dtype=torch.float64).reshape(3, 3)).sum().backward()
     assert torch.isfinite(r.grad).all()
     # d/dr of R at 0 is the skew map: sum(M * [r]_x) -> (M21 - M12, M02 - M20, M10 - M01)
-    torch.testing.assert_close(r.grad, torch.tensor([7.0 - 5.0, 2.0 - 6.0, 3.0 - 1.0], dtype=torch.float64))
-    assert torch.autograd.gradcheck(axis_angle_to_matrix, (torch.randn(4, 3, dtype=torch.float64, requires_grad=True),))
+    torch.testing.assert_close(
+        r.grad, torch.tensor([7.0 - 5.0, 2.0 - 6.0, 3.0 - 1.0], dtype=torch.float64)
+    )
+    assert torch.autograd.gradcheck(
+        axis_angle_to_matrix, (torch.randn(4, 3, dtype=torch.float64, requires_grad=True),)
+    )
 
 
 @pytest.mark.parametrize("batch", [(), (2,), (1, 2)])
 def test_rotation_round_trips(batch):
     g = torch.Generator().manual_seed(1)
     r = torch.randn(*batch, 3, generator=g, dtype=torch.float64)
-    r = r / r.norm(dim=-1, keepdim=True) * torch.rand(*batch, 1, generator=g, dtype=torch.float64) * 3.0
+    r = (
+        r
+        / r.norm(dim=-1, keepdim=True)
+        * torch.rand(*batch, 1, generator=g, dtype=torch.float64)
+        * 3.0
+    )
     R = axis_angle_to_matrix(r)
     torch.testing.assert_close(matrix_to_axis_angle(R), r)
     torch.testing.assert_close(quaternion_to_matrix(matrix_to_quaternion(R)), R)
     torch.testing.assert_close(rot6d_to_matrix(matrix_to_rot6d(R)), R)
-    torch.testing.assert_close(R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand_as(R))
+    torch.testing.assert_close(
+        R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand_as(R)
+    )
 
 
 def test_rest_pose_returns_template():
     vt, sd, pd, Jr, par, W = _random_model()
-    v, j = L.lbs(torch.zeros(2, 10, dtype=torch.float64), torch.zeros(2, 72, dtype=torch.float64),
-                 vt, sd, pd, Jr, par, W)
+    v, j = L.lbs(
+        torch.zeros(2, 10, dtype=torch.float64),
+        torch.zeros(2, 72, dtype=torch.float64),
+        vt,
+        sd,
+        pd,
+        Jr,
+        par,
+        W,
+    )
     torch.testing.assert_close(v, vt.expand(2, -1, -1))
     torch.testing.assert_close(j, (Jr @ vt).expand(2, -1, -1))
 
@@ -93,7 +112,9 @@ def test_skin_chunking_is_invisible():
     v = torch.randn(10, 50, 3, generator=g, dtype=torch.float64)
     W = torch.rand(50, 24, generator=g, dtype=torch.float64)
     A = torch.randn(10, 24, 3, 4, generator=g, dtype=torch.float64)
-    expect = torch.einsum("vk,bkij,bvj->bvi", W, A[..., :3], v) + torch.einsum("vk,bki->bvi", W, A[..., 3])
+    expect = torch.einsum("vk,bkij,bvj->bvi", W, A[..., :3], v) + torch.einsum(
+        "vk,bki->bvi", W, A[..., 3]
+    )
     for chunk in (1, 3, 32):
         torch.testing.assert_close(L.skin(v, W, A, chunk=chunk), expect)
 
@@ -102,4 +123,6 @@ def test_lbs_gradcheck_tiny():
     vt, sd, pd, Jr, par, W = _random_model(V=12)
     betas = torch.randn(1, 10, dtype=torch.float64, requires_grad=True)
     pose = (torch.randn(1, 72, dtype=torch.float64) * 0.5).requires_grad_()
-    assert torch.autograd.gradcheck(lambda b, p: L.lbs(b, p, vt, sd, pd, Jr, par, W)[0], (betas, pose))
+    assert torch.autograd.gradcheck(
+        lambda b, p: L.lbs(b, p, vt, sd, pd, Jr, par, W)[0], (betas, pose)
+    )

@@ -12,9 +12,15 @@ from mpgym.errors import MpgymError
 
 
 def test_synthetic_layout_and_plain_arrays(arrays):
-    shapes = {"v_template": (6890, 3), "f": (13776, 3), "J_regressor": (24, 6890),
-              "weights": (6890, 24), "kintree_table": (2, 24), "shapedirs": (6890, 3, 10),
-              "posedirs": (6890, 3, 207)}
+    shapes = {
+        "v_template": (6890, 3),
+        "f": (13776, 3),
+        "J_regressor": (24, 6890),
+        "weights": (6890, 24),
+        "kintree_table": (2, 24),
+        "shapedirs": (6890, 3, 10),
+        "posedirs": (6890, 3, 207),
+    }
     for k, s in shapes.items():
         assert arrays[k].shape == s, k
         assert arrays[k].dtype != object
@@ -43,8 +49,9 @@ def test_skinning_weights_fall_off_from_bones(arrays):
 
 def test_smplx_loads_the_file_unchanged_and_agrees(model_path, model64):
     smplx = pytest.importorskip("smplx")
-    sm = smplx.SMPL(str(model_path), data_struct=smplx.utils.Struct(**np.load(model_path)),
-                    dtype=torch.float64)
+    sm = smplx.SMPL(
+        str(model_path), data_struct=smplx.utils.Struct(**np.load(model_path)), dtype=torch.float64
+    )
     g = torch.Generator().manual_seed(0)
     betas = torch.randn(3, 10, generator=g, dtype=torch.float64)
     pose = torch.randn(3, 69, generator=g, dtype=torch.float64) * 0.5
@@ -71,12 +78,15 @@ def test_body_model_float32_and_input_forms(model_path, model64):
     torch.testing.assert_close(rest.vertices[0], model64.v_template)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"body_pose": torch.zeros(2, 68)}, "body_pose has shape"),
-    ({"betas": torch.zeros(2, 11)}, "betas has shape"),
-    ({"betas": torch.zeros(2, 10), "body_pose": torch.zeros(3, 69)}, "batch"),
-    ({"global_orient": torch.zeros(1, 4)}, "global_orient has shape"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"body_pose": torch.zeros(2, 68)}, "body_pose has shape"),
+        ({"betas": torch.zeros(2, 11)}, "betas has shape"),
+        ({"betas": torch.zeros(2, 10), "body_pose": torch.zeros(3, 69)}, "batch"),
+        ({"global_orient": torch.zeros(1, 4)}, "global_orient has shape"),
+    ],
+)
 def test_wrong_shapes_raise_clear_errors(model64, kwargs, match):
     with pytest.raises(MpgymError, match=match):
         model64(**{k: v.double() for k, v in kwargs.items()})
