@@ -5,7 +5,8 @@ Staged optimisation (Bogo et al. 2016): the priors start strong and are relaxed 
 0.317 x the pose weight), with a Geman-McClure robust data term (sigma 100 px). Weights multiply
 residuals, so the energy carries their squares (as SMPLify-X's PyTorch code):
 
-``E = sum_j c_j^2 rho(r_j) + w_p^2 GMM(theta) + (0.317 w_p)^2 sum exp(+-theta_bend)^2 + w_b^2 |beta|^2``
+``E = sum_j c_j^2 rho(r_j) + w_p^2 GMM(theta)
++ (0.317 w_p)^2 sum exp(+-theta_bend)^2 + w_b^2 |beta|^2``
 
 with ``r`` in pixels for keypoints and in millimetres for 3D joints and scans (at SMPLify's
 scale, 1 px ~ 4 mm). Everything is batched over people; L-BFGS (strong Wolfe) or Adam.
@@ -422,7 +423,7 @@ def fit_to_keypoints(
 
 
 def chamfer_terms(verts: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-    """Squared nearest-neighbour distances both ways: ``([B, N] scan->model, [B, V] model->scan)``."""
+    """Squared nearest-neighbour distances: ``([B, N] scan->model, [B, V] model->scan)``."""
     d = torch.cdist(points, verts)  # [B, N, V]
     return d.min(2).values ** 2, d.min(1).values ** 2
 

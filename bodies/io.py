@@ -180,7 +180,8 @@ def validate(arrays: dict[str, Any], source: str = "model") -> dict[str, np.ndar
     }
     for k, (shape, text) in expect.items():
         a = out[k]
-        if a.ndim != len(shape) or any(e is not None and e != n for e, n in zip(shape, a.shape, strict=False)):
+        pairs = zip(shape, a.shape, strict=False)
+        if a.ndim != len(shape) or any(e is not None and e != n for e, n in pairs):
             problems.append(f"{k!r} has shape {a.shape}; expected {text} with V={V}, J={J}")
     if not problems:
         if out["f"].min() < 0 or out["f"].max() >= V:

@@ -100,7 +100,7 @@ class BodyModel(nn.Module):
         return self.faces_tensor.cpu().numpy()
 
     def _rotations(self, name: str, x: Tensor | None, n: int, B: int) -> Tensor:
-        """Axis-angle ``[B, n*3]``/``[B, n, 3]`` or matrices ``[B, n, 3, 3]`` -> ``[B, n, 3, 3]``."""
+        """Axis-angle ``[B, n*3]``/``[B, n, 3]`` or ``[B, n, 3, 3]`` -> ``[B, n, 3, 3]``."""
         from bodies.rotations import axis_angle_to_matrix
 
         if x is None:
@@ -155,7 +155,8 @@ class BodyModel(nn.Module):
             betas = torch.zeros(B, self.num_betas, dtype=dtype, device=device)
         if betas.ndim != 2 or betas.shape[1] > self.num_betas:
             raise MpgymError(
-                f"betas has shape {tuple(betas.shape)}; accepted: (B, S) with S <= {self.num_betas}."
+                f"betas has shape {tuple(betas.shape)}; "
+                f"accepted: (B, S) with S <= {self.num_betas}."
             )
         if betas.shape[1] < self.num_betas:
             betas = torch.nn.functional.pad(betas, (0, self.num_betas - betas.shape[1]))

@@ -75,8 +75,9 @@ def load_pose_gmm(path: str | os.PathLike | None = None) -> dict[str, np.ndarray
 
 
 class MaxMixturePrior(nn.Module):
-    """SMPLify's pose prior: NLL of the best mixture component (a smooth, cheap stand-in for
-    the full mixture likelihood).
+    """SMPLify's pose prior: NLL of the best mixture component.
+
+    A smooth, cheap stand-in for the full mixture likelihood.
 
     Args:
         gmm: ``means``, ``covars``, ``weights`` (default: :func:`load_pose_gmm`).

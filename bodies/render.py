@@ -15,8 +15,9 @@ from bodies.skeleton import PARENTS
 
 
 def front_camera(distance: float = 3.3) -> tuple[np.ndarray, np.ndarray]:
-    """Rotation and translation (``X_cam = R X + t``) of a camera at ``z = distance`` facing the
-    body (image x = the body's left, image y = down), centred 0.3 m below the origin.
+    """Rotation and translation (``X_cam = R X + t``) of a front camera.
+
+    The camera is at ``z = distance`` facing the body (image x = the body's left, image y = down), centred 0.3 m below the origin.
     """
     return np.diag([1.0, -1.0, -1.0]), np.array([0.0, -0.3, distance])
 
@@ -95,8 +96,9 @@ def draw_skeleton(
 def body_figure(
     path: str | Path, panels: list[dict], *, size: int = 256, focal: float = 400.0, title: str = ""
 ) -> Path:
-    """Save a row of panels; each panel is a dict with ``vertices``, ``faces`` and optional
-    ``keypoints`` ``(J, 2)`` / ``pred_keypoints`` (pixels), ``title``, ``camera`` ``(R, t)``.
+    """Save a row of panels as one PNG.
+
+    Each panel is a dict with ``vertices``, ``faces`` and optional ``keypoints`` ``(J, 2)`` / ``pred_keypoints`` (pixels), ``title``, ``camera`` ``(R, t)``.
     """
     import matplotlib
 

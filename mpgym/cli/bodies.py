@@ -15,7 +15,7 @@ class FitSmplArgs:
     """Fit the SMPL-format body model and write parameters, mesh, picture and metrics."""
 
     input: tyro.conf.Positional[Path]
-    """(24, 3) joints .npy/.json (metres), (24, 2) keypoints .npy (pixels, with --focal), or .ply."""
+    """(24, 3) joints .npy/.json (m), (24, 2) keypoints .npy (px, with --focal), or .ply."""
     model: str = "synthetic"
     """'synthetic' or a path to an SMPL .npz/.pkl."""
     out: Path = Path("runs/bodies/fit")
