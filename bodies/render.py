@@ -17,7 +17,8 @@ from bodies.skeleton import PARENTS
 def front_camera(distance: float = 3.3) -> tuple[np.ndarray, np.ndarray]:
     """Rotation and translation (``X_cam = R X + t``) of a front camera.
 
-    The camera is at ``z = distance`` facing the body (image x = the body's left, image y = down), centred 0.3 m below the origin.
+    The camera is at ``z = distance`` facing the body (image x = the body's left,
+    image y = down), centred 0.3 m below the origin.
     """
     return np.diag([1.0, -1.0, -1.0]), np.array([0.0, -0.3, distance])
 
@@ -98,7 +99,8 @@ def body_figure(
 ) -> Path:
     """Save a row of panels as one PNG.
 
-    Each panel is a dict with ``vertices``, ``faces`` and optional ``keypoints`` ``(J, 2)`` / ``pred_keypoints`` (pixels), ``title``, ``camera`` ``(R, t)``.
+    Each panel is a dict with ``vertices``, ``faces`` and optional ``keypoints`` ``(J, 2)``,
+    ``pred_keypoints`` (pixels), ``title``, ``camera`` ``(R, t)``.
     """
     import matplotlib
 
