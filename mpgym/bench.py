@@ -94,16 +94,38 @@ def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -
     return "\n".join(lines)
 
 
-def report(name: str, rows: list[dict[str, Any]], goals: list[Goal], json_path: Path | None,
-           columns: list[str] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def report(
+    name: str,
+    rows: list[dict[str, Any]],
+    goals: list[Goal],
+    json_path: Path | None,
+    columns: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Print the table and goals; write the JSON when ``json_path`` is given."""
     print(format_table(rows, columns))
     if goals:
         print()
-        print(format_table([{"goal": g.name, "value": g.value, "target": f"{g.direction} {g.target}",
-                             "met": "yes" if g.met else "NO"} for g in goals]))
-    result = {"benchmark": name, "machine": machine_info(), "rows": to_jsonable(rows),
-              "goals": [g.to_dict() for g in goals], **(extra or {})}
+        print(
+            format_table(
+                [
+                    {
+                        "goal": g.name,
+                        "value": g.value,
+                        "target": f"{g.direction} {g.target}",
+                        "met": "yes" if g.met else "NO",
+                    }
+                    for g in goals
+                ]
+            )
+        )
+    result = {
+        "benchmark": name,
+        "machine": machine_info(),
+        "rows": to_jsonable(rows),
+        "goals": [g.to_dict() for g in goals],
+        **(extra or {}),
+    }
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result, indent=2))
         print(f"\nwrote {json_path}")

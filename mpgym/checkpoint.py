@@ -115,7 +115,9 @@ def save_checkpoint(
     return atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
-def load_checkpoint(path: str | os.PathLike, *, expected_kind: str | tuple[str, ...] | None = None) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, *, expected_kind: str | tuple[str, ...] | None = None
+) -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint` (no pickle is ever executed).
 
     Args:
@@ -131,7 +133,9 @@ def load_checkpoint(path: str | os.PathLike, *, expected_kind: str | tuple[str, 
     if path.is_dir():
         path = path / "checkpoint.safetensors"
     if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}; expected a .safetensors file written by mpgym.")
+        raise CheckpointError(
+            f"no checkpoint at {path}; expected a .safetensors file written by mpgym."
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
@@ -139,7 +143,9 @@ def load_checkpoint(path: str | os.PathLike, *, expected_kind: str | tuple[str, 
     except Exception as exc:  # safetensors raises several types for a corrupt header
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint ({exc}).") from None
     if "kind" not in metadata:
-        raise CheckpointError(f"{path} is a safetensors file but not an mpgym checkpoint (no 'kind' in its metadata).")
+        raise CheckpointError(
+            f"{path} is a safetensors file but not an mpgym checkpoint (no 'kind' in its metadata)."
+        )
     kind = metadata["kind"]
     if expected_kind is not None:
         accepted = (expected_kind,) if isinstance(expected_kind, str) else tuple(expected_kind)

@@ -23,6 +23,8 @@ def get_device(name: str = "cpu"):
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise MpgymError(f"device {name!r} was asked for but CUDA is not available; use 'cpu' or 'auto'.")
+            raise MpgymError(
+                f"device {name!r} was asked for but CUDA is not available; use 'cpu' or 'auto'."
+            )
         return torch.device(name)
     raise MpgymError(f"unknown device {name!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'.")

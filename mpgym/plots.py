@@ -66,7 +66,9 @@ def plot_curves(
     return path
 
 
-def save_image_grid(path: str | Path, images: np.ndarray, *, nrow: int = 8, pad: int = 1, scale: int = 1) -> Path:
+def save_image_grid(
+    path: str | Path, images: np.ndarray, *, nrow: int = 8, pad: int = 1, scale: int = 1
+) -> Path:
     """Tile ``images`` ``(n, h, w)`` or ``(n, h, w, 3)`` in [0, 1] into one PNG."""
     from PIL import Image
 
@@ -79,7 +81,10 @@ def save_image_grid(path: str | Path, images: np.ndarray, *, nrow: int = 8, pad:
     grid = np.ones((nrows * (h + pad) + pad, ncol * (w + pad) + pad, c))
     for i, img in enumerate(images):
         r, q = divmod(i, ncol)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = img
+        grid[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + q * (w + pad) : pad + q * (w + pad) + w,
+        ] = img
     im = Image.fromarray((grid * 255).round().astype(np.uint8))
     if scale > 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
@@ -103,5 +108,7 @@ def save_gif(path: str | Path, frames: Sequence[np.ndarray], *, fps: int = 20) -
         ims.append(Image.fromarray(f))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    ims[0].save(path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0, optimize=False)
+    ims[0].save(
+        path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0, optimize=False
+    )
     return path

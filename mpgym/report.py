@@ -62,8 +62,10 @@ def write_report(path: str | os.PathLike, title: str, sections: list[Section]) -
     def rel(p: Path) -> str:
         return html.escape(os.path.relpath(Path(p).resolve(), base))
 
-    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style><h1>{html.escape(title)}</h1>",
+    ]
     for s in sections:
         parts.append(f"<section><h2>{html.escape(s.title)}</h2>")
         if s.seconds is not None:
@@ -74,15 +76,19 @@ def write_report(path: str | os.PathLike, title: str, sections: list[Section]) -
             parts.append(f"<p class='err'>This stop failed: {html.escape(s.error)}</p>")
         parts.append("<div class='row'>")
         for img in s.images:
-            parts.append(f"<a href='{rel(img)}'><img src='{rel(img)}' alt='{html.escape(Path(img).name)}'></a>")
+            src, alt = rel(img), html.escape(Path(img).name)
+            parts.append(f"<a href='{src}'><img src='{src}' alt='{alt}'></a>")
         if s.metrics:
             rows = "".join(
-                f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in s.metrics.items()
+                f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+                for k, v in s.metrics.items()
             )
             parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
         parts.append("</div>")
         if s.files:
-            links = ", ".join(f"<a href='{rel(f)}'>{html.escape(Path(f).name)}</a>" for f in s.files)
+            links = ", ".join(
+                f"<a href='{rel(f)}'>{html.escape(Path(f).name)}</a>" for f in s.files
+            )
             parts.append(f"<p>Files: {links}</p>")
         parts.append("</section>")
     return atomic_write_text(path, "\n".join(parts))

@@ -93,7 +93,9 @@ class RunDir:
         if not isinstance(data, dict):
             data = {"config": data}
         data.update(to_jsonable(extra))
-        return atomic_write_text(self.path / "config.json", json.dumps(data, indent=2, sort_keys=True))
+        return atomic_write_text(
+            self.path / "config.json", json.dumps(data, indent=2, sort_keys=True)
+        )
 
     def read_config(self) -> dict[str, Any]:
         """Read ``config.json``; a clear error when the directory is not a run."""

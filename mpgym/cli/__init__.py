@@ -15,15 +15,39 @@ from mpgym.errors import MpgymError
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("mpgym.cli.demo", "main", "a tour of what mpgym does, written to runs/demo/report.html"),
+    "demo": (
+        "mpgym.cli.demo",
+        "main",
+        "a tour of what mpgym does, written to runs/demo/report.html",
+    ),
     "envs": ("mpgym.cli.rl", "envs_main", "list the registered environments"),
     "train": ("mpgym.cli.rl", "train_main", "train an RL agent: mpgym train ALGO --env ENV_ID ..."),
-    "eval": ("mpgym.cli.rl", "eval_main", "evaluate a trained agent: mpgym eval RUN_DIR --episodes 20"),
-    "mesh": ("mpgym.cli.shapes", "mesh_main", "extract a mesh from a trained field: mpgym mesh RUN_DIR -o shape.ply"),
-    "fit-shape": ("mpgym.cli.shapes", "fit_shape_main", "fit an implicit shape to a mesh or point cloud"),
-    "render-dataset": ("mpgym.cli.nerf", "render_dataset_main", "render a multi-view dataset (NeRF-synthetic layout)"),
+    "eval": (
+        "mpgym.cli.rl",
+        "eval_main",
+        "evaluate a trained agent: mpgym eval RUN_DIR --episodes 20",
+    ),
+    "mesh": (
+        "mpgym.cli.shapes",
+        "mesh_main",
+        "extract a mesh from a trained field: mpgym mesh RUN_DIR -o shape.ply",
+    ),
+    "fit-shape": (
+        "mpgym.cli.shapes",
+        "fit_shape_main",
+        "fit an implicit shape to a mesh or point cloud",
+    ),
+    "render-dataset": (
+        "mpgym.cli.nerf",
+        "render_dataset_main",
+        "render a multi-view dataset (NeRF-synthetic layout)",
+    ),
     "nerf": ("mpgym.cli.nerf", "main", "train / render NeRFs: mpgym nerf train DATA_DIR"),
-    "fit-smpl": ("mpgym.cli.bodies", "fit_smpl_main", "fit the body model to joints, keypoints or a scan"),
+    "fit-smpl": (
+        "mpgym.cli.bodies",
+        "fit_smpl_main",
+        "fit the body model to joints, keypoints or a scan",
+    ),
     "gen": ("mpgym.cli.gen", "main", "train / sample / evaluate generative models"),
 }
 

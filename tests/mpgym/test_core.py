@@ -34,7 +34,9 @@ def test_seed_everything_reproduces_torch_and_numpy():
 
 def test_checkpoint_roundtrip_and_kind_check(tmp_path):
     sd = {"w": torch.randn(3, 4), "q": np.arange(6, dtype=np.float64).reshape(2, 3)}
-    path = save_checkpoint(tmp_path / "c.safetensors", sd, kind="dqn", config={"lr": 1e-3}, meta={"step": 7})
+    path = save_checkpoint(
+        tmp_path / "c.safetensors", sd, kind="dqn", config={"lr": 1e-3}, meta={"step": 7}
+    )
     ck = load_checkpoint(tmp_path / "c.safetensors", expected_kind="dqn")
     assert torch.equal(ck.state_dict["w"], sd["w"])
     assert ck.state_dict["q"].dtype == torch.float64
@@ -109,7 +111,11 @@ def test_report_links_images_relative(tmp_path):
     img = tmp_path / "stop" / "a.png"
     img.parent.mkdir()
     img.write_bytes(b"")
-    p = write_report(tmp_path / "report.html", "t", [Section("S", text="<b>", images=[img], metrics={"psnr": 28.123456})])
+    p = write_report(
+        tmp_path / "report.html",
+        "t",
+        [Section("S", text="<b>", images=[img], metrics={"psnr": 28.123456})],
+    )
     html = p.read_text()
     assert "src='stop/a.png'" in html and "&lt;b&gt;" in html and "28.12" in html
 

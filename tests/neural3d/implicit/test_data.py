@@ -5,8 +5,13 @@ import trimesh
 from mpgym import MpgymError
 from neural3d.data.ground_truth import MeshGroundTruth
 from neural3d.data.meshes import check_watertight, load_mesh, normalize_mesh, repair_mesh
-from neural3d.data.sampling import (SamplingConfig, sample_near_surface, sample_surface,
-                                    sample_training_points, sample_uniform)
+from neural3d.data.sampling import (
+    SamplingConfig,
+    sample_near_surface,
+    sample_surface,
+    sample_training_points,
+    sample_uniform,
+)
 
 
 @pytest.fixture

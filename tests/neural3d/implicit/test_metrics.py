@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from neural3d.metrics import (chamfer_l1, chamfer_l2, fscore, mesh_metrics, normal_consistency,
-                              surface_metrics, volumetric_iou)
+from neural3d.metrics import (
+    chamfer_l1,
+    chamfer_l2,
+    fscore,
+    mesh_metrics,
+    normal_consistency,
+    surface_metrics,
+    volumetric_iou,
+)
 
 
 def test_hand_computed_chamfer():

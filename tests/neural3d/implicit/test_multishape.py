@@ -6,8 +6,14 @@ import torch
 
 from neural3d.data.sampling import SamplingConfig
 from neural3d.implicit.data import samples_from_shape
-from neural3d.implicit.deepsdf import (DeepSDFConfig, deepsdf_field, infer_code, load_deepsdf,
-                                       observations_from_points, train_deepsdf)
+from neural3d.implicit.deepsdf import (
+    DeepSDFConfig,
+    deepsdf_field,
+    infer_code,
+    load_deepsdf,
+    observations_from_points,
+    train_deepsdf,
+)
 from neural3d.implicit.occnet import OccNetConfig, load_occnet, train_occnet
 from neural3d.shapes import Sphere
 

@@ -3,8 +3,18 @@ import pytest
 import torch
 
 from neural3d.implicit.losses import eikonal_loss, gradient
-from neural3d.shapes import (SHAPES, Box, Sphere, Torus, get_shape, project_to_surface,
-                             sdf_box, sdf_sphere, sdf_torus, surface_normals)
+from neural3d.shapes import (
+    SHAPES,
+    Box,
+    Sphere,
+    Torus,
+    get_shape,
+    project_to_surface,
+    sdf_box,
+    sdf_sphere,
+    sdf_torus,
+    surface_normals,
+)
 
 EXACT = ["sphere", "box", "torus", "capsule", "cylinder"]
 

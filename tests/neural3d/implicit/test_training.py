@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from neural3d.implicit.igr import IGRConfig, fit_igr, load_igr
-from neural3d.implicit.networks import IGRNet
 from neural3d.implicit.losses import clamped_l1
+from neural3d.implicit.networks import IGRNet
 
 
 def test_geometric_init_is_roughly_a_sphere():
