@@ -66,8 +66,9 @@ class LevelLayout:
         return (r[-1] / r[0]) ** (1 / (len(r) - 1)) if len(r) > 1 else 1.0
 
 
-def level_layout(num_levels: int, log2_table_size: int, base_resolution: int,
-                 max_resolution: int) -> LevelLayout:
+def level_layout(
+    num_levels: int, log2_table_size: int, base_resolution: int, max_resolution: int
+) -> LevelLayout:
     """Resolutions, row offsets and dense/hashed split of a hash grid.
 
     ``b = exp((ln N_max - ln N_min) / (L - 1))``, ``N_l = floor(N_min * b^l)``.
@@ -78,8 +79,10 @@ def level_layout(num_levels: int, log2_table_size: int, base_resolution: int,
         ((4, 16), (0, 125, 1149), 1)
     """
     if num_levels < 1 or base_resolution < 1 or max_resolution < base_resolution:
-        raise ValueError("need num_levels >= 1 and 1 <= base_resolution <= max_resolution "
-                         f"(got {num_levels}, {base_resolution}, {max_resolution}).")
+        raise ValueError(
+            "need num_levels >= 1 and 1 <= base_resolution <= max_resolution "
+            f"(got {num_levels}, {base_resolution}, {max_resolution})."
+        )
     if not 4 <= log2_table_size <= 30:
         raise ValueError(f"log2_table_size must be in 4..30 (got {log2_table_size}).")
     b = math.exp((math.log(max_resolution) - math.log(base_resolution)) / max(num_levels - 1, 1))
@@ -160,16 +163,40 @@ def _numba_kernels():
     return None if _NUMBA["fwd"] is None else (_NUMBA["fwd"], _NUMBA["bwd"])
 
 
+_BLOCK = 16
+"""Points whose corners the numba kernel computes and prefetches before gathering them."""
+
+
 def _layout_arrays(layout: LevelLayout, dtype) -> tuple:
+    """``res`` (uint64), ``resf`` (dtype), ``offsets`` (uint64), ``num_dense``, ``mask``."""
     import numpy as np
 
-    res = np.asarray(layout.resolutions, dtype=np.int64)
-    return (res, res.astype(dtype), np.asarray(layout.offsets, dtype=np.int64), layout.num_dense,
-            (1 << layout.log2_table_size) - 1)
+    res = np.asarray(layout.resolutions, dtype=np.uint64)
+    return (
+        res,
+        res.astype(dtype),
+        np.asarray(layout.offsets, dtype=np.uint64),
+        layout.num_dense,
+        np.uint64((1 << layout.log2_table_size) - 1),
+    )
+
+
+def _level_order(layout: LevelLayout):
+    """Levels for the backward's round-robin deal: hashed (full-size tables) first, then dense."""
+    import numpy as np
+
+    L, nd = layout.num_levels, layout.num_dense
+    return np.asarray(list(range(nd, L)) + list(range(nd)), dtype=np.int64)
+
+
+def _numba_threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
 
 
 class _HashEncodeNumba(torch.autograd.Function):
-    """CPU kernel: rows and weights live in registers, never in memory.
+    """CPU kernel: rows and weights live in a small per-thread block buffer, never in memory.
 
     Backward recomputes them, which is cheaper than saving ``[N, L, 8]`` indices.
     """
@@ -180,7 +207,14 @@ class _HashEncodeNumba(torch.autograd.Function):
         x = x.detach().to(table.dtype).contiguous()
         t = table.detach().contiguous()
         out = torch.empty(x.shape[0], layout.num_levels * t.shape[1], dtype=t.dtype)
-        fwd(x.numpy(), t.numpy(), *_layout_arrays(layout, x.numpy().dtype), out.numpy())
+        fwd(
+            x.numpy(),
+            t.numpy(),
+            *_layout_arrays(layout, x.numpy().dtype),
+            out.numpy(),
+            _numba_threads(),
+            _BLOCK,
+        )
         ctx.save_for_backward(x)
         ctx.layout, ctx.table_shape = layout, t.shape
         return out
@@ -190,8 +224,16 @@ class _HashEncodeNumba(torch.autograd.Function):
         _, bwd = _numba_kernels()  # type: ignore[misc]
         (x,) = ctx.saved_tensors
         g = grad_out.to(x.dtype).contiguous()
-        grad_table = torch.zeros(ctx.table_shape, dtype=x.dtype)
-        bwd(x.numpy(), g.numpy(), *_layout_arrays(ctx.layout, x.numpy().dtype), grad_table.numpy())
+        grad_table = torch.empty(ctx.table_shape, dtype=x.dtype)  # the kernel zeroes each level
+        bwd(
+            x.numpy(),
+            g.numpy(),
+            *_layout_arrays(ctx.layout, x.numpy().dtype),
+            _level_order(ctx.layout),
+            grad_table.numpy(),
+            _numba_threads(),
+            _BLOCK,
+        )
         return None, grad_table, None
 
 
@@ -220,8 +262,13 @@ class _HashEncodeTorch(torch.autograd.Function):
         return None, grad_table, None
 
 
-def hash_encode(x: Tensor, table: Tensor, layout: LevelLayout, *,
-                backend: Literal["auto", "numba", "torch"] = "auto") -> Tensor:
+def hash_encode(
+    x: Tensor,
+    table: Tensor,
+    layout: LevelLayout,
+    *,
+    backend: Literal["auto", "numba", "torch"] = "auto",
+) -> Tensor:
     """Encode points with a multiresolution hash grid (fast path).
 
     Args:

@@ -66,7 +66,7 @@ def test_exact_at_grid_corners(backend):
     for level, n in enumerate(LAYOUT.resolutions):
         ijk = torch.tensor(list(itertools.product([0, 1, n - 1, n], repeat=3)), dtype=torch.long)
         x = ijk.double() / n
-        out = hash_encode(x, t, LAYOUT, backend=backend)[:, 2 * level: 2 * level + 2]
+        out = hash_encode(x, t, LAYOUT, backend=backend)[:, 2 * level : 2 * level + 2]
         i, j, k = ijk.unbind(-1)
         if level < LAYOUT.num_dense:
             row = i + j * (n + 1) + k * (n + 1) ** 2
@@ -101,3 +101,34 @@ def test_cuda_path_matches_cpu_reference():
     a.sum().backward()
     b.sum().backward()
     torch.testing.assert_close(tc.grad.cpu(), t.grad)
+
+
+@pytest.mark.parametrize("F", [1, 2])
+def test_numba_blocks_threads_and_level_order_do_not_change_results(F):
+    """The kernel's work split (point blocks, threads, the backward's level deal) is invisible.
+
+    Calls the kernels directly: 37 points (not a multiple of the 16-point block), one and three
+    threads, levels dealt in two different orders, and a gradient buffer full of NaN (the kernel
+    must overwrite every row, not accumulate into it).
+    """
+    pytest.importorskip("numba")
+    import numpy as np
+
+    from neural3d.nerf import _hashgrid_numba as k
+    from neural3d.nerf.hashgrid import _layout_arrays, _level_order
+
+    x = torch.rand(37, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    t = _table(LAYOUT, F)
+    ref = hash_encode_reference(x, t.clone().requires_grad_(), LAYOUT)
+    g = torch.randn_like(ref)
+    t_ref = t.clone().requires_grad_()
+    hash_encode_reference(x, t_ref, LAYOUT).backward(g)
+    arrays = _layout_arrays(LAYOUT, np.float64)
+    orders = [_level_order(LAYOUT), np.arange(LAYOUT.num_levels)[::-1].copy()]
+    for threads, block, order in [(1, 16, orders[0]), (3, 16, orders[1]), (3, 5, orders[0])]:
+        out = np.full((37, LAYOUT.num_levels * F), np.nan)
+        k.forward(x.numpy(), t.numpy(), *arrays, out, threads, block)
+        torch.testing.assert_close(torch.from_numpy(out), ref.detach())
+        grad = np.full(t.shape, np.nan)
+        k.backward(x.numpy(), g.numpy(), *arrays, order, grad, threads, block)
+        torch.testing.assert_close(torch.from_numpy(grad), t_ref.grad)
