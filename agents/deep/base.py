@@ -83,10 +83,16 @@ class EpisodeTracker:
         self.returns = np.zeros(n_envs)
         self.lengths = np.zeros(n_envs, np.int64)
 
-    def step(self, rewards: np.ndarray, dones: np.ndarray) -> list[tuple[float, int]]:
-        """Add one step's rewards; return ``(return, length)`` of the episodes that ended."""
+    def step(
+        self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray | None = None
+    ) -> list[tuple[float, int]]:
+        """Add one step's rewards; return ``(return, length)`` of the episodes that ended.
+
+        ``valid`` (default all true) marks the envs whose step was a transition; the others
+        (reset-only steps of next-step autoreset) add neither reward nor length.
+        """
         self.returns += rewards
-        self.lengths += 1
+        self.lengths += 1 if valid is None else valid
         if not dones.any():
             return []
         ended = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(dones)]

@@ -116,17 +116,25 @@ class RolloutBuffer:
         self.next_values = np.zeros((n_steps, n_envs), np.float32)
         self.terminated = np.zeros((n_steps, n_envs), np.float32)
         self.dones = np.zeros((n_steps, n_envs), np.float32)
+        self.valid = np.ones((n_steps, n_envs), bool)
+        """False at the reset-only steps of next-step autoreset, which are not transitions."""
 
     def finish(self, gamma: float, lam: float) -> RolloutBatch:
-        """GAE advantages and value targets, flattened to ``[T * N]`` tensors."""
+        """GAE advantages and value targets of the valid steps, flattened to ``[<= T * N]``.
+
+        Steps marked invalid (``valid`` false) are dropped; they always follow an episode end,
+        which cuts the GAE trace, so they never enter another step's advantage.
+        """
         adv = gae(
             self.rewards, self.values, self.next_values, self.terminated, self.dones, gamma, lam
         )
         ret = adv + self.values
         n = self.n_steps * self.n_envs
+        keep = None if self.valid.all() else self.valid.reshape(n)
 
         def flat(x: np.ndarray) -> Tensor:
-            return torch.from_numpy(x.reshape(n, *x.shape[2:]))
+            x = x.reshape(n, *x.shape[2:])
+            return torch.from_numpy(x if keep is None else x[keep])
 
         return RolloutBatch(
             obs=flat(self.obs),

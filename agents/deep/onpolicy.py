@@ -1,10 +1,22 @@
 """What A2C and PPO share: config fields, rollouts over ``gymnasium.vector`` envs, normalisers.
 
-An :class:`OnPolicyAgent` steps ``n_envs`` copies of the env in a ``SyncVectorEnv`` with
-``autoreset_mode=SAME_STEP``: when an episode ends, ``step`` returns the first observation of
-the next one and the true final observation in ``info["final_obs"]``. The rollout stores
-``V(s'_t)`` of that final observation for truncated episodes, so time limits are bootstrapped
-and never mistaken for termination. The subclass supplies the update (:meth:`_update`).
+An :class:`OnPolicyAgent` steps ``n_envs`` copies of the env at once. With
+``vectorization="auto"`` (the default) an env id whose registration has a vector entry point
+(Gymnasium's NumPy-vectorised CartPole, for one) is made by that entry point; any other env runs
+in a ``SyncVectorEnv`` of copies. Both autoreset conventions of Gymnasium 1.x are handled:
+
+- ``SAME_STEP`` (our ``SyncVectorEnv``): when an episode ends, ``step`` returns the first
+  observation of the next one and the true final observation in ``info["final_obs"]``; the
+  rollout stores ``V`` of that final observation for truncated episodes.
+- ``NEXT_STEP`` (vector entry points such as ``CartPoleVectorEnv``): the step that ends an
+  episode returns its final observation, and the *next* step of that sub-env only resets it
+  (its action is ignored, reward 0). That reset step is not a transition: it is masked out of
+  the rollout, the episode statistics and the env-step count, and ``V(s'_t)`` of the ending step
+  is the value of the final observation held at the reset step.
+
+Either way time limits are bootstrapped and never mistaken for termination, and
+``num_timesteps`` counts real transitions only, so budgets compare with libraries that use
+same-step autoreset. The subclass supplies the update (:meth:`_update`).
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from agents.common import Callback, keep_going, make_env
 from agents.deep.base import EpisodeTracker, PolicyAgent, check_step
@@ -40,7 +52,10 @@ class OnPolicyConfig:
     total_timesteps: int = 100_000
     """Environment steps (summed over the parallel envs) of ``learn()`` without a budget."""
     n_envs: int = 8
-    """Parallel environments in the ``SyncVectorEnv``."""
+    """Parallel environments."""
+    vectorization: Literal["auto", "sync"] = "auto"
+    """'auto': the env's own vector entry point when its registration has one (NumPy-vectorised
+    CartPole), else a ``SyncVectorEnv``; 'sync': always a ``SyncVectorEnv`` of copies."""
     n_steps: int = 32
     """Steps per environment between updates (rollout length)."""
     learning_rate: float = 1e-3
@@ -92,7 +107,9 @@ class OnPolicyAgent(PolicyAgent):
         self.optimizer = self._make_optimizer()
         self.obs_rms = RunningMeanStd((self.encoder.dim,)) if cfg.normalize_obs else None
         self.ret_rms = RunningMeanStd(()) if cfg.normalize_reward else None
-        self.vec_env: SyncVectorEnv | None = None
+        self.vec_env: VectorEnv | None = None
+        self._ret = np.zeros(cfg.n_envs)
+        self._prev_done = np.zeros(cfg.n_envs, bool)
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -122,9 +139,13 @@ class OnPolicyAgent(PolicyAgent):
             self.ret_rms.load_state_dict(state, "ret_rms")
 
     # -- environments ------------------------------------------------------------------------
-    def make_vec_env(self) -> SyncVectorEnv:
-        """``n_envs`` copies of the training env, autoresetting on the same step."""
+    def make_vec_env(self) -> VectorEnv:
+        """``n_envs`` copies of the training env (see the module docstring for which kind)."""
         n, src = self.config.n_envs, self._env_source
+        if isinstance(src, str) and self.config.vectorization == "auto":
+            spec = gym.spec(src)
+            if spec.vector_entry_point is not None and not spec.additional_wrappers:
+                return gym.make_vec(src, num_envs=n, vectorization_mode="vector_entry_point")
         if isinstance(src, str):
             fns = [lambda: make_env(src) for _ in range(n)]
         elif n == 1:
@@ -138,11 +159,11 @@ class OnPolicyAgent(PolicyAgent):
             )
         return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
-    def _scale_rewards(self, rewards: np.ndarray, dones: np.ndarray) -> np.ndarray:
+    def _scale_rewards(self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray):
         if self.ret_rms is None:
             return rewards
         self._ret = self._ret * self.config.gamma + rewards
-        self.ret_rms.update(self._ret)
+        self.ret_rms.update(self._ret[valid])
         self._ret[dones] = 0.0
         return np.clip(rewards / np.sqrt(self.ret_rms.var + 1e-8), -10.0, 10.0)
 
@@ -160,6 +181,7 @@ class OnPolicyAgent(PolicyAgent):
         """Fill ``buf`` with ``n_steps`` vector steps; False when the callback asked to stop."""
         vec, gen = self.vec_env, self.torch_gen
         assert vec is not None
+        next_step = vec.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         go = True
         for t in range(buf.n_steps):
@@ -171,21 +193,29 @@ class OnPolicyAgent(PolicyAgent):
             raw, rewards, terminated, truncated, info = vec.step(self.env_actions(actions_np))
             check_step(self.env_id, raw, rewards)
             dones = terminated | truncated
+            # NEXT_STEP: a sub-env that ended on the previous step only resets now.
+            valid = ~self._prev_done
             buf.obs[t] = self._obs
             buf.actions[t] = actions_np
             buf.log_probs[t] = log_probs.numpy()
             buf.values[t] = values.numpy()
-            buf.rewards[t] = self._scale_rewards(rewards, dones)
+            buf.rewards[t] = self._scale_rewards(rewards, dones, valid)
             buf.terminated[t] = terminated
-            buf.dones[t] = dones
-            for i in np.flatnonzero(truncated & ~terminated):
-                truncated_final.append((t, i, info["final_obs"][i]))
+            buf.dones[t] = dones | ~valid
+            buf.valid[t] = valid
+            if next_step:
+                self._prev_done = dones
+            else:
+                for i in np.flatnonzero(truncated & ~terminated):
+                    truncated_final.append((t, i, info["final_obs"][i]))
             self._obs = self._encode_step(raw)
-            self.num_timesteps += len(rewards)
-            self._episodes_done(tracker.step(rewards, dones), **stats)
+            self.num_timesteps += int(valid.sum())
+            self._episodes_done(tracker.step(rewards, dones, valid), **stats)
             if go and not keep_going(callback, locals()):
                 go = False
         with torch.no_grad():
+            # V(s'_t) = V(s_{t+1}); under NEXT_STEP s_{t+1} of an ended episode is its final
+            # observation, under SAME_STEP it is a reset one and is replaced below.
             buf.next_values[:-1] = buf.values[1:]
             buf.next_values[-1] = self.policy.value(torch.from_numpy(self._obs)).numpy()
             if truncated_final:
@@ -214,32 +244,30 @@ class OnPolicyAgent(PolicyAgent):
         """
         cfg = self.config
         total = int(total_timesteps if total_timesteps is not None else cfg.total_timesteps)
-        per_rollout = cfg.n_envs * cfg.n_steps
-        n_updates = max(1, -(-total // per_rollout))
         if self.vec_env is None:
             self.vec_env = self.make_vec_env()
             raw, _ = self.vec_env.reset(seed=cfg.seed)
             self._obs = self._encode_step(raw)
-            self._ret = np.zeros(cfg.n_envs)
         buf = RolloutBuffer(
             cfg.n_steps, cfg.n_envs, self.encoder.dim, self.action_shape, self.discrete
         )
         tracker, stats = EpisodeTracker(cfg.n_envs), {}
+        start = self.num_timesteps
         bar = progress(
-            total=n_updates * per_rollout,
-            desc=f"{self.name} {self.env_id}",
-            enable=progress_bar,
-            unit="step",
+            total=total, desc=f"{self.name} {self.env_id}", enable=progress_bar, unit="step"
         )
         with self._training(), bar:
-            for update in range(n_updates):
-                remaining = 1.0 - update / n_updates
+            # Rollouts until ``total`` real transitions (a multiple of n_envs * n_steps when
+            # every step is one, as with same-step autoreset).
+            while self.num_timesteps - start < total:
+                remaining = 1.0 - (self.num_timesteps - start) / total
                 if cfg.lr_schedule == "linear":
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * remaining
+                before = self.num_timesteps
                 go = self.collect_rollout(buf, tracker, stats, callback)
                 stats = self._update(buf.finish(cfg.gamma, cfg.gae_lambda), remaining)
-                bar.update(per_rollout)
+                bar.update(self.num_timesteps - before)
                 if not go:
                     break
         return self

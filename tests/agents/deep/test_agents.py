@@ -16,6 +16,12 @@ from mpgym import CheckpointError, MpgymError
 ALGOS = [DQN, REINFORCE, A2C, PPO]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small networks: a second thread only contends (tens of times slower on a loaded machine).
+    torch.set_num_threads(1)
+
+
 def tiny(cls, env_id="CartPole-v1", **kw):
     cfg = cls.PRESETS.get(env_id, cls.Config(env_id=env_id))
     small = {"hidden": (16,)}
