@@ -209,3 +209,18 @@ def test_registry_names():
     for cls in ALGOS:
         assert cls.PRESETS["CartPole-v1"] == cls.Config()
         assert {"Acrobot-v1", "MountainCar-v0", "Pendulum-v1"} <= set(cls.PRESETS) or cls is DQN
+
+
+def test_dqn_numpy_greedy_action_matches_the_q_network():
+    agent = DQN("CartPole-v1", tiny(DQN, hidden=(32, 32)))
+    greedy = agent.greedy_action_fn()
+    obs = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    with torch.no_grad():
+        for p in agent.q.parameters():  # in-place updates (as the optimiser makes) are seen
+            p.mul_(2.0)
+        expected = agent.q(torch.from_numpy(obs)).argmax(1).numpy()
+    np.testing.assert_array_equal([greedy(o) for o in obs], expected)
+    dueling = DQN("CartPole-v1", tiny(DQN, dueling=True))
+    with torch.no_grad():
+        expected = dueling.q(torch.from_numpy(obs)).argmax(1).numpy()
+    np.testing.assert_array_equal([dueling.greedy_action_fn()(o) for o in obs], expected)
