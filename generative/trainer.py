@@ -71,17 +71,22 @@ class TrainResult:
 
 
 class EMA:
-    """Exponential moving average of a module's floating-point parameters and buffers."""
+    """Exponential moving average of a module's parameters (buffers are copied as they are).
+
+    Buffers are state, not weights: averaging them would blend, e.g., MADE's current 0/1
+    connectivity mask with the previous ones.
+    """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.params = {k for k, _ in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """``shadow = decay * shadow + (1 - decay) * current`` (integer buffers are copied)."""
+        """``shadow = decay * shadow + (1 - decay) * current`` for parameters; buffers copied."""
         for k, v in model.state_dict().items():
-            if v.dtype.is_floating_point:
+            if k in self.params and v.dtype.is_floating_point:
                 self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
             else:
                 self.shadow[k].copy_(v)

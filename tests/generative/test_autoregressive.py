@@ -99,7 +99,7 @@ def test_discrete_likelihood_sums_to_one_on_a_tiny_domain(name):
     assert float(total) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("name", ["made", "pixelcnn", "transformer"])
+@pytest.mark.parametrize("name", ["made", "made-onehot-random", "pixelcnn", "transformer"])
 def test_sampling_matches_the_model_distribution(name):
     dim, levels = 4, 2
     torch.manual_seed(1)
@@ -137,3 +137,26 @@ def test_made_mixture_over_masks_is_normalised():
     ).eval()
     allx = torch.tensor(list(itertools.product(range(2), repeat=3)))
     assert float(model.log_prob(allx).detach().exp().sum()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_made_mixture_is_the_log_mean_exp_over_masks_and_the_eval_loss_uses_it():
+    model = MADE(
+        MADEConfig(dim=5, levels=3, hidden=(16, 16), num_masks=3, order="random", dropout=0.0)
+    ).eval()
+    for p in model.parameters():
+        p.data.normal_(0, 0.3, generator=torch.Generator().manual_seed(2))
+    x = torch.randint(0, 3, (6, 5), generator=torch.Generator().manual_seed(0))
+    per_mask = []
+    for k in range(3):
+        model.set_mask(k)
+        h = F.one_hot(x, 3).float()
+        per_mask.append(torch.log_softmax(model(h), -1).gather(-1, x[..., None]).sum((1, 2)))
+    model.set_mask(1)
+    expected = torch.logsumexp(torch.stack(per_mask), 0) - math.log(3)
+    with torch.no_grad():
+        assert torch.allclose(model.log_prob(x), expected, atol=1e-5)
+        assert float(model.loss(x)) == pytest.approx(float(-expected.mean()), abs=1e-5)
+    assert int(model.mask_index) == 1  # evaluation leaves the current mask alone
+    model.train()
+    model.loss(x)
+    assert int(model.mask_index) == 2  # each training step moves to the next mask

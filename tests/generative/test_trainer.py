@@ -62,6 +62,19 @@ def test_ema_update_formula():
     assert torch.allclose(ema.shadow["weight"], 0.9 * old + 0.1 * (old + 1.0))
 
 
+def test_ema_copies_buffers_instead_of_averaging_them():
+    # MADE's current connectivity mask is a 0/1 buffer: an average of masks would leak the future
+    from generative.autoregressive import MADE, MADEConfig
+
+    m = MADE(MADEConfig(dim=4, levels=3, hidden=(8,), num_masks=2, order="random", dropout=0.0))
+    ema = EMA(m, 0.9)
+    m.set_mask(1)
+    ema.update(m)
+    for i in range(len(m.layers)):
+        assert torch.equal(ema.shadow[f"layers.{i}.mask"], m.layers[i].mask)
+    assert int(ema.shadow["mask_index"]) == 1
+
+
 def test_training_writes_metrics_checkpoint_and_reloads(tmp_run):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
