@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from bodies.io import load_model_arrays
-from bodies.lbs import lbs
+from bodies.lbs import joint_shape_basis, lbs
 from mpgym.errors import MpgymError
 
 
@@ -78,6 +78,10 @@ class BodyModel(nn.Module):
         self.register_buffer("posedirs", t(a["posedirs"].reshape(V * 3, -1).T))
         self.register_buffer("J_regressor", t(a["J_regressor"]))
         self.register_buffer("lbs_weights", t(a["weights"]))
+        # joints are affine in the betas: precontract J_regressor with the shape basis once
+        self.register_buffer(
+            "joint_basis", joint_shape_basis(self.J_regressor, self.v_template, self.shapedirs)
+        )
         parents = torch.as_tensor(a["kintree_table"][0].astype(np.int64))
         parents[0] = -1
         self.register_buffer("parents", parents)
@@ -184,6 +188,7 @@ class BodyModel(nn.Module):
             self.parents,
             self.lbs_weights,
             pose2rot=False,
+            joint_basis=self.joint_basis,
         )
         if transl is not None:
             if transl.shape[-1] != 3:

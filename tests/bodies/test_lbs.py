@@ -126,3 +126,34 @@ def test_lbs_gradcheck_tiny():
     assert torch.autograd.gradcheck(
         lambda b, p: L.lbs(b, p, vt, sd, pd, Jr, par, W)[0], (betas, pose)
     )
+
+
+@pytest.mark.parametrize("B,chunk", [(1, 64), (3, 64), (12, 64), (12, 5), (70, 64)])
+def test_every_lbs_path_equals_reference(B, chunk):
+    """Batch 1 (matrix-vector joints), B < S (regressed joints), one chunk, several chunks
+    (fused blend shapes + skinning sub-chunks), with and without the cached joint basis."""
+    vt, sd, pd, Jr, par, W = _random_model()
+    g = torch.Generator().manual_seed(B)
+    betas = torch.randn(B, 10, generator=g, dtype=torch.float64)
+    pose = torch.randn(B, 72, generator=g, dtype=torch.float64) * 0.6
+    vr, jr = lbs_reference(betas, pose, vt, sd, pd, Jr, par, W)
+    basis = L.joint_shape_basis(Jr, vt, sd)
+    for jb in (None, basis):
+        v, j = L.lbs(betas, pose, vt, sd, pd, Jr, par, W, joint_basis=jb, chunk=chunk)
+        torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
+        torch.testing.assert_close(j, jr, atol=1e-10, rtol=0)
+
+
+def test_chunked_lbs_gradients_match_single_chunk():
+    vt, sd, pd, Jr, par, W = _random_model(V=30)
+    g = torch.Generator().manual_seed(5)
+    b0 = torch.randn(7, 10, generator=g, dtype=torch.float64)
+    p0 = torch.randn(7, 72, generator=g, dtype=torch.float64) * 0.5
+    grads = []
+    for chunk in (64, 3):
+        b, p = b0.clone().requires_grad_(), p0.clone().requires_grad_()
+        v, j = L.lbs(b, p, vt, sd, pd, Jr, par, W, chunk=chunk)
+        (v.pow(2).sum() + j.sum()).backward()
+        grads.append((b.grad, p.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
