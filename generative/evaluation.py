@@ -5,9 +5,10 @@ A digit classifier trained here supplies the feature space of the Fréchet dista
 Units: every NLL is ``-log P(x)`` in nats per 8x8 image over the 17 discrete levels, so
 models are comparable: exact for autoregressive models, a dequantisation bound for flows
 (``E_u[-log p((x+u)/17)] + 64 log 17``, tightened by importance weighting over ``u``), the
-IWAE bound for VAEs and the variational bound for diffusion. Bits per dimension
-= nats / (64 ln 2). Reference points on the test split: uniform 64 ln 17 = 181.33 nats,
-independent per-pixel categorical (add-one counts) 106.47 nats = 2.40 bits/dim.
+IWAE bound for VAEs, the variational bound for diffusion and the VQ-VAE + token-prior bound.
+Bits per dimension = nats / (64 ln 2). Reference points on the test split: uniform
+64 ln 17 = 181.33 nats, independent per-pixel categorical (add-one counts) 106.47 nats
+= 2.40 bits/dim.
 """
 
 from __future__ import annotations
@@ -276,6 +277,7 @@ BOUND_KIND = {
     "ddpm": "variational bound",
     "gan": "none",
     "vqvae": "none",
+    "vqprior": "VQ bound",
 }
 """How each registered digits model's NLL is measured."""
 
@@ -328,6 +330,8 @@ def evaluate(
         nll = dequantized_nll(model, x, samples=4 if quick else 32, generator=g)
     elif bound == "IWAE":
         nll = iwae_nll(model, x, k=100 if quick else 1000, generator=g)
+    elif bound == "VQ bound":  # -log p(x | z_q(x)) - log p(z_q(x)), see generative.token_prior
+        nll = float(_batched(lambda xb, _: model.nll_bound(xb), x, None, 256).mean())
     elif bound == "variational bound":
         nll = diffusion_nll(
             model,
