@@ -103,32 +103,39 @@ def test_cuda_path_matches_cpu_reference():
     torch.testing.assert_close(tc.grad.cpu(), t.grad)
 
 
-@pytest.mark.parametrize("F", [1, 2])
+@pytest.mark.parametrize("F", [1, 2, 3])
 def test_numba_blocks_threads_and_level_order_do_not_change_results(F):
     """The kernel's work split (point blocks, threads, the backward's level deal) is invisible.
 
-    Calls the kernels directly: 37 points (not a multiple of the 16-point block), one and three
-    threads, levels dealt in two different orders, and a gradient buffer full of NaN (the kernel
-    must overwrite every row, not accumulate into it).
+    Calls the kernels directly (``F = 2`` goes through the complex-pair kernels): 37 points (not
+    a multiple of the block), one and three threads, levels dealt in two different orders, and
+    buffers full of NaN (the kernels must overwrite every value, not accumulate into it) unless
+    told the gradient buffer is zero already.
     """
     pytest.importorskip("numba")
     import numpy as np
 
     from neural3d.nerf import _hashgrid_numba as k
-    from neural3d.nerf.hashgrid import _layout_arrays, _level_order
+    from neural3d.nerf.hashgrid import _flat, _layout_arrays, _level_order
 
     x = torch.rand(37, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
     t = _table(LAYOUT, F)
-    ref = hash_encode_reference(x, t.clone().requires_grad_(), LAYOUT)
-    g = torch.randn_like(ref)
     t_ref = t.clone().requires_grad_()
-    hash_encode_reference(x, t_ref, LAYOUT).backward(g)
-    arrays = _layout_arrays(LAYOUT, np.float64)
+    ref = hash_encode_reference(x, t_ref, LAYOUT)
+    g = torch.randn_like(ref)
+    ref.backward(g)
+    lay = _layout_arrays(LAYOUT, np.float64)
     orders = [_level_order(LAYOUT), np.arange(LAYOUT.num_levels)[::-1].copy()]
-    for threads, block, order in [(1, 16, orders[0]), (3, 16, orders[1]), (3, 5, orders[0])]:
+    cases = [(1, 16, orders[0], False), (3, 16, orders[1], False), (3, 5, orders[0], True)]
+    for threads, block, order, zeroed in cases:
         out = np.full((37, LAYOUT.num_levels * F), np.nan)
-        k.forward(x.numpy(), t.numpy(), *arrays, out, threads, block)
+        grad = np.zeros(t.shape) if zeroed else np.full(t.shape, np.nan)
+        xn, tn, gn = x.numpy(), _flat(t.numpy()), _flat(grad)
+        if F == 2:
+            k.forward_pairs(xn, tn, *lay, out, threads, block)
+            k.backward_pairs(xn, g.numpy(), *lay, order, gn, zeroed, threads, block)
+        else:
+            k.forward(xn, tn, F, *lay, out, threads, block)
+            k.backward(xn, g.numpy(), F, *lay, order, gn, zeroed, threads, block)
         torch.testing.assert_close(torch.from_numpy(out), ref.detach())
-        grad = np.full(t.shape, np.nan)
-        k.backward(x.numpy(), g.numpy(), *arrays, order, grad, threads, block)
         torch.testing.assert_close(torch.from_numpy(grad), t_ref.grad)
