@@ -93,8 +93,13 @@ class ActorCritic(nn.Module):
     """A policy ``pi(a|s)`` and (optionally) a value function ``V(s)`` as separate MLPs.
 
     Discrete actions: a Categorical over logits. Box actions: a diagonal Gaussian
-    ``N(mu(s), sigma^2)`` with ``log sigma`` a learned parameter (``std="param"``) or an
-    output of the network, ``N(mu(s), sigma(s)^2)`` (``std="state"``).
+    ``N(mu(s), sigma^2)`` with ``log sigma`` a learned parameter (``std="param"``), an
+    output of the network, ``N(mu(s), sigma(s)^2)`` (``std="state"``), or generalised
+    state-dependent exploration (``std="sde"``, gSDE; Raffin et al. 2022): the action is
+    ``mu(s) + z(s) E`` where ``z(s)`` is the actor's last hidden layer (no gradient) and
+    ``E [latent, D]`` has entries ``N(0, sigma_jd^2)``, drawn by :meth:`reset_noise` and held
+    for several steps, so exploration is smooth in time. Given ``z(s)`` the action is Gaussian
+    with variance ``sum_j z_j(s)^2 sigma_jd^2``, which gives its log-probability and entropy.
     """
 
     def __init__(
@@ -106,25 +111,47 @@ class ActorCritic(nn.Module):
         hidden: Sequence[int] = (64, 64),
         activation: Activation = "tanh",
         critic: bool = True,
-        std: Literal["param", "state"] = "param",
+        std: Literal["param", "state", "sde"] = "param",
         log_std_init: float = 0.0,
     ):
         super().__init__()
         self.discrete = discrete
         self.state_std = (not discrete) and std == "state"
+        self.sde = (not discrete) and std == "sde"
         out = action_dim * (2 if self.state_std else 1)
         self.actor = mlp(obs_dim, hidden, out, activation=activation, out_gain=0.01)
         self.critic = (
             mlp(obs_dim, hidden, 1, activation=activation, out_gain=1.0) if critic else None
         )
-        if not discrete and not self.state_std:
+        if self.sde:
+            latent = hidden[-1] if hidden else obs_dim
+            self.log_std = nn.Parameter(torch.full((latent, action_dim), float(log_std_init)))
+            self.sde_noise: Tensor | None = None
+        elif not discrete and not self.state_std:
             self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
         elif self.state_std:
             with torch.no_grad():
                 self.actor[-1].bias[action_dim:] = log_std_init
 
+    def _sde_params(self, obs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """gSDE: mean, log std ``[B, D]`` and the (detached) latent features ``[B, latent]``."""
+        latent = self.actor[:-1](obs)
+        mean = self.actor[-1](latent)
+        z = latent.detach()
+        var = (z * z) @ torch.exp(2.0 * self.log_std)
+        return mean, 0.5 * torch.log(var + 1e-6), z
+
+    @torch.no_grad()
+    def reset_noise(self, n: int, generator: torch.Generator | None = None) -> None:
+        """Draw gSDE exploration matrices ``E`` for ``n`` environments: ``[n, latent, D]``."""
+        std = self.log_std.exp()
+        self.sde_noise = torch.randn((n, *std.shape), generator=generator) * std
+
     def dist_params(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
         """Logits ``[B, A]`` (and None), or Gaussian mean and log std ``[B, D]`` each."""
+        if self.sde:
+            mean, log_std, _ = self._sde_params(obs)
+            return mean, log_std
         out = self.actor(obs)
         if self.discrete:
             return out, None
@@ -144,6 +171,12 @@ class ActorCritic(nn.Module):
         self, obs: Tensor, generator: torch.Generator | None, deterministic: bool = False
     ) -> tuple[Tensor, Tensor]:
         """Sample (or take the mode of) the policy: actions and their log-probabilities ``[B]``."""
+        if self.sde and not deterministic:
+            mean, log_std, z = self._sde_params(obs)
+            if self.sde_noise is None or self.sde_noise.shape[0] != len(obs):
+                self.reset_noise(len(obs), generator)
+            a = mean + torch.bmm(z.unsqueeze(1), self.sde_noise).squeeze(1)
+            return a, gaussian_log_prob(mean, log_std, a)
         p, log_std = self.dist_params(obs)
         if self.discrete:
             if deterministic:

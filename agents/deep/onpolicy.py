@@ -80,8 +80,11 @@ class OnPolicyConfig:
     """Normalise observations by running mean and std (stored in the checkpoint)."""
     normalize_reward: bool = False
     """Scale rewards by the running std of the discounted return (SB3's VecNormalize)."""
-    std: Literal["param", "state"] = "param"
-    """Gaussian policies: state-independent learned log std, or an output of the network."""
+    std: Literal["param", "state", "sde"] = "param"
+    """Gaussian policies: state-independent learned log std, an output of the network, or
+    generalised state-dependent exploration (gSDE, see :class:`ActorCritic`)."""
+    sde_sample_freq: int = -1
+    """gSDE: draw new exploration matrices every this many steps (-1: once per rollout)."""
     log_std_init: float = 0.0
     """Initial log std of Gaussian policies."""
 
@@ -184,7 +187,10 @@ class OnPolicyAgent(PolicyAgent):
         next_step = vec.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         go = True
+        sde_every = self.config.sde_sample_freq
         for t in range(buf.n_steps):
+            if self.policy.sde and (t == 0 or (sde_every > 0 and t % sde_every == 0)):
+                self.policy.reset_noise(self.config.n_envs, gen)
             x = torch.from_numpy(self._obs)
             with torch.no_grad():
                 actions, log_probs = self.policy.act(x, gen)
