@@ -2,10 +2,17 @@
 
 Trains this project's DQN, PPO and A2C and stable-baselines3's (with rl-baselines3-zoo's tuned
 hyperparameters) on CartPole-v1 with the same env-step budget and seeds, one torch thread each,
-and prints per run: wall time of training (periodic evaluations excluded), env steps until the
-mean evaluation return first reaches the threshold, and the final mean return over 20
-evaluation episodes. Then DQN on Acrobot-v1 and PPO on Pendulum-v1 (this project's agents; add
+and prints per run: wall and CPU time of training (periodic evaluations excluded), env steps
+until the mean evaluation return first reaches the threshold, and the final mean return over
+20 evaluation episodes. Then DQN on Acrobot-v1 and PPO on Pendulum-v1 (this project's agents; add
 ``--extra-sb3`` to train SB3 there too).
+
+Each row names how its environments were stepped (``vec``) and the env steps actually taken
+(``env_steps``, transitions only). This project's A2C and PPO use the env's own vector entry
+point when its registration has one -- Gymnasium's NumPy-vectorised ``CartPoleVectorEnv``, the
+same MDP as ``gym.make("CartPole-v1")`` (tests/agents/deep/test_vector_envs.py), whose
+reset-only steps are not counted -- and a ``SyncVectorEnv`` otherwise; SB3 uses its
+``DummyVecEnv`` of single envs, as rl-baselines3-zoo does; both DQNs step one env.
 
     python benchmarks/deep_rl_vs_sb3.py --seeds 0 1 2 3 4 --json runs/bench/deep_rl.json
     python benchmarks/deep_rl_vs_sb3.py --quick
@@ -45,16 +52,18 @@ class Probe:
         self.next_at = every
         self.solved_at: int | None = None
         self.eval_seconds = 0.0
+        self.eval_cpu_seconds = 0.0
 
     def __call__(self, policy: Any, num_timesteps: int) -> None:
         if num_timesteps < self.next_at or self.solved_at is not None:
             return
         self.next_at += self.every
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = evaluate_policy(policy, self.env_id, CHECK_EPISODES, seed=10_000 + self.seed)
         if r.mean_return >= self.threshold:
             self.solved_at = num_timesteps
         self.eval_seconds += time.perf_counter() - t0
+        self.eval_cpu_seconds += time.process_time() - c0
 
 
 # --------------------------------------------------------------------------- this project
@@ -194,9 +203,11 @@ def run_one(lib: str, algo: str, env_id: str, seed: int, steps: int, every: int)
     torch.set_num_threads(1)
     probe = Probe(env_id, every, THRESHOLD[env_id], seed)
     train = train_mpgym if lib == "mpgym" else train_sb3
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     policy = train(algo, env_id, seed, steps, probe)
     wall = time.perf_counter() - t0 - probe.eval_seconds
+    cpu = time.process_time() - c0 - probe.eval_cpu_seconds
+    vec, env_steps = _stepping(policy)
     final = evaluate_policy(policy, env_id, EVAL_EPISODES, seed=20_000 + seed)
     row = {
         "algo": algo,
@@ -204,7 +215,10 @@ def run_one(lib: str, algo: str, env_id: str, seed: int, steps: int, every: int)
         "lib": lib,
         "seed": seed,
         "steps": steps,
+        "env_steps": env_steps,
+        "vec": vec,
         "wall_s": wall,
+        "cpu_s": cpu,
         "steps_to_threshold": probe.solved_at,
         "final_return": final.mean_return,
     }
@@ -213,6 +227,20 @@ def run_one(lib: str, algo: str, env_id: str, seed: int, steps: int, every: int)
         flush=True,
     )
     return row
+
+
+def _stepping(policy: Any) -> tuple[str, int]:
+    """How a trained agent stepped its envs (class names) and how many env steps it took."""
+    model = getattr(policy, "model", policy)  # unwrap _NormalizedPolicy
+    if hasattr(model, "get_env"):  # stable-baselines3
+        env, names = model.get_env(), []
+        while env is not None:
+            names.append(type(env).__name__)
+            env = getattr(env, "venv", None)
+        return "/".join(names), int(model.num_timesteps)
+    vec = getattr(model, "vec_env", None)
+    name = f"{type(vec.unwrapped).__name__}" if vec is not None else "single env"
+    return name, int(model.num_timesteps)
 
 
 def _median(rows: list[dict[str, Any]], key: str, **match: Any) -> float:
@@ -250,7 +278,19 @@ def goals_of(rows: list[dict[str, Any]]) -> list[Goal]:
     return goals
 
 
-COLUMNS = ["algo", "env", "lib", "seed", "steps", "wall_s", "steps_to_threshold", "final_return"]
+COLUMNS = [
+    "algo",
+    "env",
+    "lib",
+    "seed",
+    "steps",
+    "env_steps",
+    "vec",
+    "wall_s",
+    "cpu_s",
+    "steps_to_threshold",
+    "final_return",
+]
 
 
 def main() -> None:
@@ -258,11 +298,20 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--algos", nargs="+", default=["dqn", "ppo", "a2c"])
     p.add_argument("--libs", nargs="+", default=["mpgym", "sb3"])
-    p.add_argument("--extra", nargs="*", default=["dqn:Acrobot-v1", "ppo:Pendulum-v1"],
-                   help="extra ALGO:ENV runs on the first seed (none: --extra with no value)")
+    p.add_argument(
+        "--extra",
+        nargs="*",
+        default=["dqn:Acrobot-v1", "ppo:Pendulum-v1"],
+        help="extra ALGO:ENV runs on the first seed (none: --extra with no value)",
+    )
     p.add_argument("--extra-sb3", action="store_true", help="train SB3 on the extra envs too")
-    p.add_argument("--from-json", type=Path, nargs="+", default=None,
-                   help="only merge the rows of earlier --json outputs (runs split over processes)")
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="only merge the rows of earlier --json outputs (runs split over processes)",
+    )
     args = p.parse_args()
     if args.from_json:
         rows = [r for path in args.from_json for r in json.loads(path.read_text())["rows"]]
