@@ -59,6 +59,12 @@ MODELS: dict[str, tuple[str, str, str, str]] = {
     "realnvp2d": ("generative.flows", "RealNVP2D", "RealNVP2DConfig", "RealNVP for 2D densities"),
     "vae": ("generative.autoencoders", "VAE", "VAEConfig", "variational autoencoder"),
     "vqvae": ("generative.autoencoders", "VQVAE", "VQVAEConfig", "vector-quantised autoencoder"),
+    "vqprior": (
+        "generative.token_prior",
+        "TokenPrior",
+        "TokenPriorConfig",
+        "VQ-VAE with an autoregressive prior over its tokens",
+    ),
     "gan": ("generative.gans", "GAN", "GANConfig", "generative adversarial network"),
     "ddpm": ("generative.diffusion", "DDPM", "DDPMConfig", "denoising diffusion (DDPM / DDIM)"),
 }

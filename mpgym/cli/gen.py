@@ -160,6 +160,12 @@ def train_run(
         raise MpgymError("conditional models need labelled data; use --data digits.")
     torch.manual_seed(train_cfg.seed)
     model = build_model(name, model_cfg)
+    if name == "vqprior":  # two stages: the VQ-VAE on the images, then the prior on its codes
+        from generative.token_prior import TokenPrior
+
+        vqvae = build_model("vqvae", model_cfg.vqvae)
+        train(vqvae, x_train, x_val, train_cfg, kind="vqvae")
+        model = TokenPrior(model_cfg, vqvae)
     run = RunDir(Path(out) / (run_name or f"{name}-{data}"))
     run.write_config({"model": model_cfg, "train": train_cfg}, kind=name, data=data)
     res = train(
