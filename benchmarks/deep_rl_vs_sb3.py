@@ -38,7 +38,7 @@ EVAL_EPISODES = 20
 CHECK_EPISODES = 5
 THRESHOLD = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "Pendulum-v1": -250.0}
 BUDGET = {"dqn": 50_000, "ppo": 100_000, "a2c": 500_000}
-EXTRA_BUDGET = {"Acrobot-v1": 100_000, "Pendulum-v1": 150_000}
+EXTRA_BUDGET = {"Acrobot-v1": 100_000, "Pendulum-v1": 100_000}
 
 
 class Probe:
