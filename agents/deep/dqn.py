@@ -238,23 +238,38 @@ class DQN(DeepAgent):
         rew_all = torch.from_numpy(buf.rewards[idx])
         term_all = torch.from_numpy(buf.terminated[idx])
         loss_fn = F.smooth_l1_loss if cfg.loss == "huber" else F.mse_loss
+        params = list(self.q.parameters())
         total = torch.zeros(())
-        for g in range(n_steps):
-            obs, nxt = obs_all[g], next_all[g]
+        g = 0
+        while g < n_steps:
+            # The target net only changes at a target update, so its values for all the steps
+            # up to the next update come from one batched forward pass.
+            seg = min(
+                n_steps - g,
+                cfg.target_update_interval - self.num_updates % cfg.target_update_interval,
+            )
             with torch.no_grad():
-                next_q_target = self.q_target(nxt)
-                next_q_online = self.q(nxt) if cfg.double_dqn else None
-            y = dqn_targets(rew_all[g], term_all[g], next_q_target, cfg.gamma, next_q_online)
-            q_sa = self.q(obs).gather(1, act_all[g]).squeeze(1)
-            loss = loss_fn(q_sa, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.q.parameters(), cfg.max_grad_norm, foreach=True)
-            self.optimizer.step()
-            total += loss.detach()
-            self.num_updates += 1
+                nxt_seg = next_all[g : g + seg]
+                target_seg = self.q_target(nxt_seg.reshape(-1, nxt_seg.shape[-1]))
+                target_seg = target_seg.view(seg, nxt_seg.shape[1], -1)
+            for k in range(seg):
+                obs, nxt = obs_all[g + k], next_all[g + k]
+                with torch.no_grad():
+                    next_q_online = self.q(nxt) if cfg.double_dqn else None
+                y = dqn_targets(
+                    rew_all[g + k], term_all[g + k], target_seg[k], cfg.gamma, next_q_online
+                )
+                q_sa = self.q(obs).gather(1, act_all[g + k]).squeeze(1)
+                loss = loss_fn(q_sa, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
+                self.optimizer.step()
+                total += loss.detach()
+                self.num_updates += 1
             if self.num_updates % cfg.target_update_interval == 0:
                 self.update_target()
+            g += seg
         return float(total) / max(n_steps, 1)
 
     @torch.no_grad()

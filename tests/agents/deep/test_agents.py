@@ -224,3 +224,45 @@ def test_dqn_numpy_greedy_action_matches_the_q_network():
     with torch.no_grad():
         expected = dueling.q(torch.from_numpy(obs)).argmax(1).numpy()
     np.testing.assert_array_equal([dueling.greedy_action_fn()(o) for o in obs], expected)
+
+
+def test_dqn_train_round_matches_step_by_step_reference():
+    """Batched target-net values per segment == one target forward per gradient step."""
+    import torch.nn.functional as F
+
+    from agents.deep.common import dqn_targets
+
+    cfg = tiny(DQN, batch_size=8, target_update_interval=3)
+    a, b = DQN("CartPole-v1", cfg), DQN("CartPole-v1", cfg)
+    b.q.load_state_dict(a.q.state_dict())
+    b.q_target.load_state_dict(a.q_target.state_dict())
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        o, n, act = rng.normal(size=4), rng.normal(size=4), int(rng.integers(2))
+        a.buffer.add(o, act, 1.0, n, False)
+        b.buffer.add(o, act, 1.0, n, False)
+    a.num_updates = b.num_updates = 1  # a target update falls inside the round
+    a.train_round(7)
+    idx = b.buffer.sample_indices(7 * 8, b.rng).reshape(7, -1)
+    for g in range(7):
+        i = idx[g]
+        obs, nxt = torch.from_numpy(b.buffer.obs[i]), torch.from_numpy(b.buffer.next_obs[i])
+        with torch.no_grad():
+            y = dqn_targets(
+                torch.from_numpy(b.buffer.rewards[i]),
+                torch.from_numpy(b.buffer.terminated[i]),
+                b.q_target(nxt),
+                b.config.gamma,
+                b.q(nxt),
+            )
+        q_sa = b.q(obs).gather(1, torch.from_numpy(b.buffer.actions[i])[:, None]).squeeze(1)
+        loss = F.smooth_l1_loss(q_sa, y)
+        b.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(b.q.parameters(), b.config.max_grad_norm)
+        b.optimizer.step()
+        b.num_updates += 1
+        if b.num_updates % 3 == 0:
+            b.update_target()
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
