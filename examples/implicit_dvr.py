@@ -31,7 +31,7 @@ scene = scene_from_mesh(gt_mesh)
 train = torch.from_numpy(render_views(scene, train_c2w, intr))
 test = render_views(scene, test_c2w, intr)
 
-cfg = DVRConfig(iterations=300, rays=512)
+cfg = DVRConfig(iterations=600, rays=512)
 fields, losses = fit_dvr(train, torch.from_numpy(train_c2w), intr, cfg)
 
 # silhouettes of the held-out views

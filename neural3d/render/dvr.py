@@ -243,7 +243,8 @@ def dvr_loss(fields: DVRFields, origins: Tensor, dirs: Tensor, rgb_gt: Tensor, m
 
     RGB L1 where both prediction and mask hit; occupancy push-up on missed mask rays (at the
     most occupied of 16 random ray samples); free-space push-down on all samples of rays
-    outside the mask.
+    outside the mask and, as in DVR, at the predicted surface point of rays that hit outside
+    the mask.
     """
     import torch.nn.functional as F
 
@@ -258,17 +259,23 @@ def dvr_loss(fields: DVRFields, origins: Tensor, dirs: Tensor, rgb_gt: Tensor, m
     miss = mask_gt & ~out.hit
     occ = F.softplus(-logits[miss].max(dim=1).values).mean() if miss.any() else rgb * 0
     free = F.softplus(logits[~mask_gt]).mean() if (~mask_gt).any() else rgb * 0
+    false_hit = out.hit & ~mask_gt
+    if false_hit.any():  # DVR's free-space term at the predicted surface point itself
+        free = free + F.softplus(fields.occupancy(out.points[false_hit].detach())).mean()
     loss = rgb + config.mask_weight * (occ + free)
     return loss, {"rgb": rgb.item(), "occupancy": occ.item(), "freespace": free.item()}
 
 
-def fit_dvr(images: Tensor, c2w: Tensor, intrinsics, config: DVRConfig = DVRConfig()
-            ) -> tuple[DVRFields, list[float]]:
+def fit_dvr(images: Tensor, c2w: Tensor, intrinsics, config: DVRConfig = DVRConfig(), *,
+            progress_bar: bool = True) -> tuple[DVRFields, list[float]]:
     """Fit occupancy + colour to RGBA views ``[V, H, W, 4]`` with cameras ``[V, 4, 4]``.
+
+    ``progress_bar`` shows a bar with the running loss on a terminal.
 
     Returns:
         The fields and the loss per step.
     """
+    from mpgym.progress import progress
     from neural3d.cameras import pixel_rays
 
     torch.manual_seed(config.seed)
@@ -279,11 +286,14 @@ def fit_dvr(images: Tensor, c2w: Tensor, intrinsics, config: DVRConfig = DVRConf
     fields = DVRFields(config)
     opt = torch.optim.Adam(fields.parameters(), lr=config.lr)
     losses = []
-    for _ in range(config.iterations):
+    bar = progress(range(config.iterations), desc="dvr", enable=progress_bar)
+    for step in bar:
         idx = torch.randint(0, len(o), (config.rays,), generator=gen)
         loss, _ = dvr_loss(fields, o[idx], d[idx], rgb[idx], mask[idx], config, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
     return fields.eval(), losses
