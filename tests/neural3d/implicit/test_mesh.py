@@ -71,3 +71,15 @@ def test_chamfer_between_resolutions_is_small():
     a = extract_mesh(shape, 0.55, 64)
     b = extract_mesh(shape, 0.55, 128)
     assert chamfer_l1(a.vertices, b.vertices) < 5e-3
+
+
+def test_simplify_reaches_target_and_stays_on_the_surface():
+    shape = get_shape("torus")
+    full = extract_mesh(shape, 0.55, 128)
+    small = extract_mesh(shape, 0.55, 128, simplify=2000)
+    assert len(full.faces) > 10 * 2000
+    assert 1800 <= len(small.faces) <= 2000
+    # quadric decimation keeps the vertices near the zero level set and the shape whole
+    assert np.abs(shape.sdf(torch.from_numpy(small.vertices).float()).numpy()).max() < 0.01
+    assert chamfer_l1(small.sample(20_000), full.sample(20_000)) < 0.01
+    assert small.euler_number == full.euler_number == 0  # still a torus
