@@ -4,19 +4,22 @@ Both passes run **level by level**, so the level's table (``T x F`` floats: 4 MB
 ``T = 2^19``, ``F = 2``) stays in the last-level cache while every point visits it; running
 point by point instead would cycle through all ``L`` tables (49 MB) for each point and miss the
 cache on nearly every corner. Within a level, points go in blocks of ``block``: the corners and
-weights of the whole block are computed first and their table rows prefetched, then the block is
-gathered (forward) or scattered (backward), so the cache misses of a block overlap instead of
-queueing one after another.
+weights of the whole block are computed first, each table row prefetched as soon as it is known,
+then the block is gathered (forward) or scattered (backward), so the cache misses of a block
+overlap instead of queueing one after another.
 
-- forward: each level's points are split across threads (``[N, L*F]`` output, one writer per
-  element);
+- forward: the points are split across threads, each of which runs the levels one after the
+  other over its share (``[N, L*F]`` output, one writer per element);
 - backward: each thread owns whole levels (a disjoint slice of the stacked table), so threads
   never write the same row and no atomics are needed; levels are dealt out round-robin in the
   caller's ``order`` (hashed levels first: they cost the most) and each thread zeroes its own
-  slice right before scattering into it.
+  slice right before scattering into it (unless the caller passes memory that is zero already).
+- ``F = 2`` (the paper's) has its own pair of kernels that view the table as complex numbers, so
+  one 8-byte load or read-modify-write moves both features of a corner.
 
-Arithmetic is in the input dtype (float32 for training); rows are unsigned 64-bit, so the
-``mod 2^k`` of the spatial hash is a mask on wrap-around products. Corner order and hashing match
+Arithmetic is in the input dtype (float32 for training); level-local rows are uint32, so the
+``mod 2^k`` of the spatial hash is a mask on wrap-around products, and the level's row offset is
+added in 64 bits. Corner order and hashing match
 :func:`neural3d.nerf.hashgrid._corner_indices_and_weights`.
 """
 
@@ -63,22 +66,24 @@ _prefetch_write = _prefetch_intrinsic(1)
 
 
 @njit(inline="always")
-def _block_corners(x, start, m, r, rf, dense, mask, zero, one, rows, ws):  # pragma: no cover
+def _block_corners(x, start, m, lvl, zero, one, rows, ws, tab, scale, write):  # pragma: no cover
     """Level-local rows and trilinear weights of the corners of a block of points.
 
     Points ``start .. start+m`` go to ``rows[c, j]`` (uint32, without the level's offset) and
-    ``ws[c, j]``; corner ``c = 4 dx + 2 dy + dz``. ``r``, ``mask``: uint32.
+    ``ws[c, j]``; corner ``c = 4 dx + 2 dy + dz``. ``lvl = (r, rf, dense, mask, base)``: cells
+    per axis (uint32 and float), dense or hashed, ``T - 1`` (uint32), first row. Each corner's
+    element ``tab[(base + row) * scale]`` is prefetched as soon as its row is known.
     """
-    r1 = r - _ONE
+    r, rf, dense, mask, base = lvl
+    last = rf - one  # the top face belongs to the last cell
     for j in range(m):
         n = uint64(start + j)
         px = min(max(x[n, 0], zero), one) * rf
         py = min(max(x[n, 1], zero), one) * rf
         pz = min(max(x[n, 2], zero), one) * rf
-        ix = min(uint32(int32(px)), r1)  # px >= 0, so truncation is floor; top face -> last cell
-        iy = min(uint32(int32(py)), r1)
-        iz = min(uint32(int32(pz)), r1)
-        fx, fy, fz = px - ix, py - iy, pz - iz
+        cx, cy, cz = min(np.floor(px), last), min(np.floor(py), last), min(np.floor(pz), last)
+        fx, fy, fz = px - cx, py - cy, pz - cz  # all in x's dtype (no float64 detour)
+        ix, iy, iz = uint32(int32(cx)), uint32(int32(cy)), uint32(int32(cz))
         if dense:  # i + j (N+1) + k (N+1)^2
             s1 = r + _ONE
             s2 = s1 * s1
@@ -101,6 +106,11 @@ def _block_corners(x, start, m, r, rf, dense, mask, zero, one, rows, ws):  # pra
             rows[5, j] = (x1 ^ y0 ^ z1) & mask
             rows[6, j] = (x1 ^ y1 ^ z0) & mask
             rows[7, j] = (x1 ^ y1 ^ z1) & mask
+        for c in range(8):
+            if write:
+                _prefetch_write(tab, (base + rows[c, j]) * scale)
+            else:
+                _prefetch_read(tab, (base + rows[c, j]) * scale)
         gx, gy, gz = one - fx, one - fy, one - fz
         ws[0, j], ws[1, j] = gx * gy * gz, gx * gy * fz
         ws[2, j], ws[3, j] = gx * fy * gz, gx * fy * fz
@@ -116,23 +126,21 @@ def forward(
 
     ``table``: the ``[R, F]`` table flattened to 1-D. ``res`` (uint64) / ``resf`` (x's dtype):
     cells per axis; ``offs`` (uint64): first row of each level; ``mask = T - 1``; ``nthreads``:
-    how many parts to split each level's points into.
+    how many parts to split the points into.
     """
     N, L = x.shape[0], res.shape[0]
     T = max(1, min(nthreads, N))
     zero, one = resf[0] - resf[0], resf[0] / resf[0]  # 0 and 1 in x's dtype
-    for level in range(L):
-        r, rf, base, dense = uint32(res[level]), resf[level], offs[level], level < num_dense
-        for t in prange(T):
-            lo, hi = N * t // T, N * (t + 1) // T
-            rows = np.empty((8, block), np.uint32)
-            ws = np.empty((8, block), x.dtype)
+    for t in prange(T):  # one parallel region; each thread walks the levels over its points
+        lo, hi = N * t // T, N * (t + 1) // T
+        rows = np.empty((8, block), np.uint32)
+        ws = np.empty((8, block), x.dtype)
+        for level in range(L):
+            base = offs[level]
+            lvl = (uint32(res[level]), resf[level], level < num_dense, uint32(mask), base)
             for start in range(lo, hi, block):
                 m = min(block, hi - start)
-                _block_corners(x, start, m, r, rf, dense, uint32(mask), zero, one, rows, ws)
-                for c in range(8):
-                    for j in range(m):
-                        _prefetch_read(table, (base + rows[c, j]) * F)
+                _block_corners(x, start, m, lvl, zero, one, rows, ws, table, F, False)
                 for j in range(m):
                     n = uint64(start + j)
                     for f in range(F):
@@ -153,18 +161,16 @@ def forward_pairs(
     N, L = x.shape[0], res.shape[0]
     T = max(1, min(nthreads, N))
     zero, one = resf[0] - resf[0], resf[0] / resf[0]
-    for level in range(L):
-        r, rf, base, dense = uint32(res[level]), resf[level], offs[level], level < num_dense
-        for t in prange(T):
-            lo, hi = N * t // T, N * (t + 1) // T
-            rows = np.empty((8, block), np.uint32)
-            ws = np.empty((8, block), x.dtype)
+    for t in prange(T):  # one parallel region; each thread walks the levels over its points
+        lo, hi = N * t // T, N * (t + 1) // T
+        rows = np.empty((8, block), np.uint32)
+        ws = np.empty((8, block), x.dtype)
+        for level in range(L):
+            base = offs[level]
+            lvl = (uint32(res[level]), resf[level], level < num_dense, uint32(mask), base)
             for start in range(lo, hi, block):
                 m = min(block, hi - start)
-                _block_corners(x, start, m, r, rf, dense, uint32(mask), zero, one, rows, ws)
-                for c in range(8):
-                    for j in range(m):
-                        _prefetch_read(table, base + rows[c, j])
+                _block_corners(x, start, m, lvl, zero, one, rows, ws, table, 1, False)
                 for j in range(m):
                     n = uint64(start + j)
                     v = table[base + rows[0, j]]
@@ -197,16 +203,14 @@ def backward(
         ws = np.empty((8, block), x.dtype)
         for i in range(t, L, T):
             level = order[i]
-            r, rf, base, dense = uint32(res[level]), resf[level], offs[level], level < num_dense
+            base = offs[level]
+            lvl = (uint32(res[level]), resf[level], level < num_dense, uint32(mask), base)
             if not zeroed:
                 for k in range(offs[level] * F, offs[level + 1] * F):
                     grad_table[k] = 0
             for start in range(0, N, block):
                 m = min(block, N - start)
-                _block_corners(x, start, m, r, rf, dense, uint32(mask), zero, one, rows, ws)
-                for c in range(8):
-                    for j in range(m):
-                        _prefetch_write(grad_table, (base + rows[c, j]) * F)
+                _block_corners(x, start, m, lvl, zero, one, rows, ws, grad_table, F, True)
                 for j in range(m):
                     n = uint64(start + j)
                     for f in range(F):
@@ -231,16 +235,14 @@ def backward_pairs(
         ws = np.empty((8, block), x.dtype)
         for i in range(t, L, T):
             level = order[i]
-            r, rf, base, dense = uint32(res[level]), resf[level], offs[level], level < num_dense
+            base = offs[level]
+            lvl = (uint32(res[level]), resf[level], level < num_dense, uint32(mask), base)
             if not zeroed:
                 for k in range(offs[level], offs[level + 1]):
                     grad_table[k] = 0
             for start in range(0, N, block):
                 m = min(block, N - start)
-                _block_corners(x, start, m, r, rf, dense, uint32(mask), zero, one, rows, ws)
-                for c in range(8):
-                    for j in range(m):
-                        _prefetch_write(grad_table, base + rows[c, j])
+                _block_corners(x, start, m, lvl, zero, one, rows, ws, grad_table, 1, True)
                 for j in range(m):
                     n = uint64(start + j)
                     g0 = grad_out[n, uint64(2 * level)]
