@@ -42,3 +42,18 @@ def test_fewer_than_four_visible_joints_is_an_error(model64):
     j[0, :3] = 0.0
     with pytest.raises(MpgymError, match="3 visible joints; at least 4"):
         fit_to_joints(model64, j)
+
+
+def test_kdtree_chamfer_equals_brute_force():
+    from bodies.fit import chamfer_terms, chamfer_terms_kdtree
+
+    g = torch.Generator().manual_seed(1)
+    verts = torch.randn(2, 300, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    pts = torch.randn(2, 500, 3, generator=g, dtype=torch.float64)
+    a, b = chamfer_terms(verts, pts)
+    ak, bk = chamfer_terms_kdtree(verts, pts)
+    torch.testing.assert_close(ak, a)
+    torch.testing.assert_close(bk, b)
+    (ga,) = torch.autograd.grad((a.sum() + b.sum()), verts)
+    (gk,) = torch.autograd.grad((ak.sum() + bk.sum()), verts)
+    torch.testing.assert_close(gk, ga)
