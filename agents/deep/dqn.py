@@ -22,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from agents.common import Callback, keep_going, linear_schedule
 from agents.deep.base import DeepAgent, EpisodeTracker, check_step
@@ -237,7 +237,7 @@ class DQN(DeepAgent):
         act_all = torch.from_numpy(buf.actions[idx]).unsqueeze(-1)
         rew_all = torch.from_numpy(buf.rewards[idx])
         term_all = torch.from_numpy(buf.terminated[idx])
-        loss_fn = F.smooth_l1_loss if cfg.loss == "huber" else F.mse_loss
+        step = self._gradient_manual if self._mlp_layers() is not None else self._gradient_autograd
         params = list(self.q.parameters())
         total = torch.zeros(())
         g = 0
@@ -253,24 +253,104 @@ class DQN(DeepAgent):
                 target_seg = self.q_target(nxt_seg.reshape(-1, nxt_seg.shape[-1]))
                 target_seg = target_seg.view(seg, nxt_seg.shape[1], -1)
             for k in range(seg):
-                obs, nxt = obs_all[g + k], next_all[g + k]
-                with torch.no_grad():
-                    next_q_online = self.q(nxt) if cfg.double_dqn else None
-                y = dqn_targets(
-                    rew_all[g + k], term_all[g + k], target_seg[k], cfg.gamma, next_q_online
+                loss = step(
+                    obs_all[g + k],
+                    next_all[g + k],
+                    act_all[g + k],
+                    rew_all[g + k],
+                    term_all[g + k],
+                    target_seg[k],
                 )
-                q_sa = self.q(obs).gather(1, act_all[g + k]).squeeze(1)
-                loss = loss_fn(q_sa, y)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
-                total += loss.detach()
+                total += loss
                 self.num_updates += 1
             if self.num_updates % cfg.target_update_interval == 0:
                 self.update_target()
             g += seg
         return float(total) / max(n_steps, 1)
+
+    def _gradient_autograd(
+        self,
+        obs: Tensor,
+        nxt: Tensor,
+        act: Tensor,
+        rew: Tensor,
+        term: Tensor,
+        next_q_target: Tensor,
+    ) -> Tensor:
+        """Set ``self.q``'s gradients of the TD loss of one minibatch (autograd); the loss."""
+        cfg = self.config
+        with torch.no_grad():
+            next_q_online = self.q(nxt) if cfg.double_dqn else None
+        y = dqn_targets(rew, term, next_q_target, cfg.gamma, next_q_online)
+        q_sa = self.q(obs).gather(1, act).squeeze(1)
+        loss_fn = F.smooth_l1_loss if cfg.loss == "huber" else F.mse_loss
+        loss = loss_fn(q_sa, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss.detach()
+
+    def _mlp_layers(self) -> list[nn.Linear] | None:
+        """The Linear layers of a plain ReLU MLP Q-network, else None (dueling)."""
+        if self.q.dueling:
+            return None
+        layers = list(self.q.net)
+        if not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in layers):
+            return None
+        return [m for m in layers if isinstance(m, nn.Linear)]
+
+    @torch.no_grad()
+    def _gradient_manual(
+        self,
+        obs: Tensor,
+        nxt: Tensor,
+        act: Tensor,
+        rew: Tensor,
+        term: Tensor,
+        next_q_target: Tensor,
+    ) -> Tensor:
+        """:meth:`_gradient_autograd` with the backward pass of the MLP written out.
+
+        The same loss and gradients (tests/agents/deep/test_agents.py compares them); for a
+        network this small PyTorch's autograd bookkeeping costs more than the arithmetic.
+        With ``z_l = h_{l-1} W_l^T + b_l``, ``h_l = relu(z_l)`` and ``g = dL/dz_L``:
+        ``dL/dW_l = g_l^T h_{l-1}``, ``dL/db_l = sum_rows g_l``,
+        ``g_{l-1} = (g_l W_l) * [z_{l-1} > 0]``. The online net's values of ``s'`` (Double DQN)
+        ride along in the same forward pass, below the minibatch rows.
+        """
+        cfg = self.config
+        linears = self._mlp_layers()
+        assert linears is not None
+        b = obs.shape[0]
+        h = torch.cat([obs, nxt]) if cfg.double_dqn else obs
+        inputs, pre = [], []
+        for i, lin in enumerate(linears):
+            inputs.append(h)
+            z = torch.addmm(lin.bias, h, lin.weight.t())
+            if i < len(linears) - 1:
+                pre.append(z)
+                h = z.clamp_min(0.0)
+            else:
+                h = z
+        next_q_online = h[b:] if cfg.double_dqn else None
+        y = dqn_targets(rew, term, next_q_target, cfg.gamma, next_q_online)
+        d = h[:b].gather(1, act).squeeze(1) - y
+        if cfg.loss == "huber":  # smooth L1 with beta 1
+            ad = d.abs()
+            loss = torch.where(ad < 1.0, 0.5 * d * d, ad - 0.5).mean()
+            grad_d = d.clamp(-1.0, 1.0).div_(b)
+        else:
+            loss = (d * d).mean()
+            grad_d = d.mul(2.0 / b)
+        g = torch.zeros(b, h.shape[1]).scatter_(1, act, grad_d.unsqueeze(1))
+        for i in range(len(linears) - 1, -1, -1):
+            lin = linears[i]
+            lin.weight.grad = g.t() @ inputs[i][:b]
+            lin.bias.grad = g.sum(0)
+            if i > 0:
+                g = (g @ lin.weight).mul_(pre[i - 1][:b] > 0)
+        return loss
 
     @torch.no_grad()
     def update_target(self) -> None:

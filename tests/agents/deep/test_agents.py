@@ -226,13 +226,19 @@ def test_dqn_numpy_greedy_action_matches_the_q_network():
     np.testing.assert_array_equal([dueling.greedy_action_fn()(o) for o in obs], expected)
 
 
-def test_dqn_train_round_matches_step_by_step_reference():
-    """Batched target-net values per segment == one target forward per gradient step."""
+@pytest.mark.parametrize(
+    ("hidden", "loss", "double"),
+    [((16,), "huber", True), ((16, 16), "huber", True), ((), "mse", False), ((8, 8), "mse", True)],
+)
+def test_dqn_train_round_matches_step_by_step_autograd_reference(hidden, loss, double):
+    """Hand-written backward pass and batched target values == autograd, step by step."""
     import torch.nn.functional as F
 
     from agents.deep.common import dqn_targets
 
-    cfg = tiny(DQN, batch_size=8, target_update_interval=3)
+    cfg = tiny(
+        DQN, batch_size=8, target_update_interval=3, hidden=hidden, loss=loss, double_dqn=double
+    )
     a, b = DQN("CartPole-v1", cfg), DQN("CartPole-v1", cfg)
     b.q.load_state_dict(a.q.state_dict())
     b.q_target.load_state_dict(a.q_target.state_dict())
@@ -242,6 +248,7 @@ def test_dqn_train_round_matches_step_by_step_reference():
         a.buffer.add(o, act, 1.0, n, False)
         b.buffer.add(o, act, 1.0, n, False)
     a.num_updates = b.num_updates = 1  # a target update falls inside the round
+    assert a._mlp_layers() is not None  # the hand-written backward pass is the one tested
     a.train_round(7)
     idx = b.buffer.sample_indices(7 * 8, b.rng).reshape(7, -1)
     for g in range(7):
@@ -253,12 +260,12 @@ def test_dqn_train_round_matches_step_by_step_reference():
                 torch.from_numpy(b.buffer.terminated[i]),
                 b.q_target(nxt),
                 b.config.gamma,
-                b.q(nxt),
+                b.q(nxt) if double else None,
             )
         q_sa = b.q(obs).gather(1, torch.from_numpy(b.buffer.actions[i])[:, None]).squeeze(1)
-        loss = F.smooth_l1_loss(q_sa, y)
+        td = F.smooth_l1_loss(q_sa, y) if loss == "huber" else F.mse_loss(q_sa, y)
         b.optimizer.zero_grad()
-        loss.backward()
+        td.backward()
         torch.nn.utils.clip_grad_norm_(b.q.parameters(), b.config.max_grad_norm)
         b.optimizer.step()
         b.num_updates += 1
