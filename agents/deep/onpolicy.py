@@ -30,6 +30,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from torch import nn
 
 from agents.common import Callback, keep_going, make_env
 from agents.deep.base import EpisodeTracker, PolicyAgent, check_step
@@ -178,6 +179,54 @@ class OnPolicyAgent(PolicyAgent):
         return enc
 
     # -- the loop ----------------------------------------------------------------------------
+    def numpy_rollout_policy(self):
+        """``obs [N, d] -> (actions, log_probs, values)`` in NumPy for the rollout, or None.
+
+        For Categorical policies whose actor and critic are plain MLPs (Linear, Tanh, ReLU):
+        a vector step's forward pass through two small MLPs costs ~100 us in PyTorch's
+        dispatcher and ~15 us in NumPy. The arrays are views of the parameters, which the
+        optimisers update in place, so they always match ``self.policy``; actions are drawn
+        from the same Categorical (inverse CDF with ``self.rng``). Others return None and
+        use the PyTorch forward.
+        """
+        pol = self.policy
+        if not pol.discrete or pol.critic is None:
+            return None
+        kinds = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0.0)}
+
+        def plan(seq: nn.Sequential) -> list | None:
+            out = []
+            for m in seq:
+                if isinstance(m, nn.Linear):
+                    out.append((m.weight.detach().numpy().T, m.bias.detach().numpy()))
+                elif type(m) in kinds:
+                    out.append(kinds[type(m)])
+                else:
+                    return None
+            return out
+
+        actor, critic = plan(pol.actor), plan(pol.critic)
+        if actor is None or critic is None:
+            return None
+
+        def forward(layers: list, x: np.ndarray) -> np.ndarray:
+            for layer in layers:
+                x = layer(x) if callable(layer) else x @ layer[0] + layer[1]
+            return x
+
+        rng = self.rng
+
+        def step(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            logits = forward(actor, obs)
+            logits = logits - logits.max(1, keepdims=True)
+            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+            cdf = np.exp(logp).cumsum(1)
+            u = rng.random((len(obs), 1)) * cdf[:, -1:]
+            a = np.minimum((cdf < u).sum(1), logp.shape[1] - 1)
+            return a, logp[np.arange(len(a)), a], forward(critic, obs)[:, 0]
+
+        return step
+
     def collect_rollout(
         self, buf: RolloutBuffer, tracker: EpisodeTracker, stats: dict, callback: Callback | None
     ) -> bool:
@@ -188,14 +237,22 @@ class OnPolicyAgent(PolicyAgent):
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         go = True
         sde_every = self.config.sde_sample_freq
+        fast = self.numpy_rollout_policy()
         for t in range(buf.n_steps):
             if self.policy.sde and (t == 0 or (sde_every > 0 and t % sde_every == 0)):
                 self.policy.reset_noise(self.config.n_envs, gen)
-            x = torch.from_numpy(self._obs)
-            with torch.no_grad():
-                actions, log_probs = self.policy.act(x, gen)
-                values = self.policy.value(x)
-            actions_np = actions.numpy()
+            if fast is not None:
+                actions_np, log_probs_np, values_np = fast(self._obs)
+            else:
+                x = torch.from_numpy(self._obs)
+                with torch.no_grad():
+                    actions, log_probs = self.policy.act(x, gen)
+                    values = self.policy.value(x)
+                actions_np, log_probs_np, values_np = (
+                    actions.numpy(),
+                    log_probs.numpy(),
+                    values.numpy(),
+                )
             raw, rewards, terminated, truncated, info = vec.step(self.env_actions(actions_np))
             check_step(self.env_id, raw, rewards)
             dones = terminated | truncated
@@ -203,8 +260,8 @@ class OnPolicyAgent(PolicyAgent):
             valid = ~self._prev_done
             buf.obs[t] = self._obs
             buf.actions[t] = actions_np
-            buf.log_probs[t] = log_probs.numpy()
-            buf.values[t] = values.numpy()
+            buf.log_probs[t] = log_probs_np
+            buf.values[t] = values_np
             buf.rewards[t] = self._scale_rewards(rewards, dones, valid)
             buf.terminated[t] = terminated
             buf.dones[t] = dones | ~valid

@@ -111,3 +111,27 @@ def test_budget_counts_transitions_with_either_vectorisation(cls):
         agent = cls("CartPole-v1", cfg).learn(1000, progress_bar=False)
         assert 1000 <= agent.num_timesteps < 1000 + 4 * 16
         assert agent.num_episodes > 20
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_numpy_rollout_policy_matches_the_torch_policy(activation):
+    cfg = dataclasses.replace(PPO.PRESETS["CartPole-v1"], hidden=(16, 16), activation=activation)
+    agent = PPO("CartPole-v1", cfg)
+    with torch.no_grad():  # in-place changes (as the optimiser makes) are seen by the views
+        for p in agent.policy.parameters():
+            p.mul_(3.0)
+    fast = agent.numpy_rollout_policy()
+    obs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    n = 20_000
+    many = np.repeat(obs, n, axis=0)
+    actions, log_probs, values = fast(many)
+    with torch.no_grad():
+        lp, _ = agent.policy.evaluate(torch.from_numpy(many), torch.from_numpy(actions))
+        v = agent.policy.value(torch.from_numpy(obs)).numpy()
+        probs = torch.softmax(agent.policy.actor(torch.from_numpy(obs)), -1).numpy()
+    np.testing.assert_allclose(log_probs, lp.numpy(), atol=1e-5)
+    np.testing.assert_allclose(values[::n], v, atol=1e-5)
+    freq = (actions.reshape(6, n)[..., None] == np.arange(2)).mean(1)
+    np.testing.assert_allclose(freq, probs, atol=4 * 0.5 / np.sqrt(n))
+    assert agent.numpy_rollout_policy() is not None
+    assert PPO("Pendulum-v1").numpy_rollout_policy() is None  # Gaussian: the torch path
