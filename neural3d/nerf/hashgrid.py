@@ -7,14 +7,18 @@ levels whose ``(N_l + 1)^3`` vertices fit in ``T`` rows are indexed densely
 (``i + j (N+1) + k (N+1)^2``); the others by the spatial hash
 ``(i * 1 xor j * 2654435761 xor k * 805459861) mod T`` (Mueller et al. 2022, eq. 4).
 
-The fast path (:func:`hash_encode`) is a custom autograd function:
+:func:`hash_encode` is a custom autograd function with two backends:
 
-- index math in int32 (wrap-around multiplication keeps the low bits the ``mod 2^k`` needs),
-  done per axis on ``[N, L, 2]`` and combined by broadcasting to the 8 corners;
-- one gather for all levels; with ``F = 2`` float32 rows the table is read as one float64
-  word per row (8 bytes, one load);
-- backward scatters ``w_c * dL/dy`` into the table with one ``index_add_`` -- no autograd
-  graph through the gather.
+- ``numba`` (the CPU default, :mod:`neural3d.nerf._hashgrid_numba`): compiled kernels that run
+  level by level so each level's table stays in cache, compute a block of points' corners and
+  prefetch their rows before gathering or scattering, and read or update both features of a
+  corner (``F = 2``) in one 8-byte access; backward gives each thread whole levels (no atomics)
+  and writes into fresh huge-page memory that is zero already;
+- ``torch`` (any device, the CUDA path): index math in int32 (wrap-around multiplication keeps
+  the low bits the ``mod 2^k`` needs), done per axis on ``[N, L, 2]`` and combined by
+  broadcasting to the 8 corners; one gather for all levels (``F = 2`` float32 rows read as one
+  float64 word); backward scatters ``w_c * dL/dy`` with one ``index_add_`` -- no autograd graph
+  through the gather.
 
 Gradients flow to the table only (positions are data, not parameters, in NeRF). The slow
 reference that tests compare with is :mod:`neural3d.nerf._reference`.
