@@ -217,7 +217,8 @@ def _zeros_hugepages(shape: tuple[int, int], dtype: torch.dtype) -> tuple[Tensor
     itemsize = torch.empty((), dtype=dtype).element_size()
     nbytes = shape[0] * shape[1] * itemsize
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if advice is None or nbytes < 1 << 22 or not hasattr(mmap, "MAP_ANONYMOUS"):
+    usable = advice is not None and hasattr(mmap, "MAP_ANONYMOUS")
+    if not usable or nbytes < 1 << 22 or dtype not in (torch.float32, torch.float64):
         return torch.empty(shape, dtype=dtype), False
     mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     try:
@@ -235,7 +236,7 @@ def _numba_threads() -> int:
 
 
 class _HashEncodeNumba(torch.autograd.Function):
-    """CPU kernel: rows and weights live in a small per-thread block buffer, never in memory.
+    """CPU kernel: rows and weights of a block of points at a time, never an ``[N, L, 8]`` array.
 
     Backward recomputes them, which is cheaper than saving ``[N, L, 8]`` indices.
     """

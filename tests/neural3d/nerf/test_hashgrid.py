@@ -139,3 +139,35 @@ def test_numba_blocks_threads_and_level_order_do_not_change_results(F):
             k.backward(xn, g.numpy(), F, *lay, order, gn, zeroed, threads, block)
         torch.testing.assert_close(torch.from_numpy(out), ref.detach())
         torch.testing.assert_close(torch.from_numpy(grad), t_ref.grad)
+
+
+def test_numba_gradient_on_paper_layout_matches_torch():
+    """Backward at full size (49 MB gradient in fresh huge-page memory) equals the torch path."""
+    pytest.importorskip("numba")
+    lay = level_layout(16, 19, 16, 2048)
+    x = torch.rand(3000, 3, generator=torch.Generator().manual_seed(7))
+    g = torch.randn(3000, 32, generator=torch.Generator().manual_seed(8))
+    grads = []
+    for backend in ("numba", "torch"):
+        t = (_table(lay, dtype=torch.float32) * 1e-2).requires_grad_()
+        hash_encode(x, t, lay, backend=backend).backward(g)
+        grads.append(t.grad)
+    assert grads[0].shape == grads[1].shape and grads[0].dtype == torch.float32
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_zeros_hugepages():
+    """Large buffers come zeroed from a fresh mapping (Linux); small ones from torch.empty."""
+    import sys
+
+    from neural3d.nerf.hashgrid import _zeros_hugepages
+
+    big, zeroed = _zeros_hugepages((1 << 20, 2), torch.float32)  # 8 MB
+    assert big.shape == (1 << 20, 2) and big.dtype == torch.float32
+    assert zeroed or not sys.platform.startswith("linux")
+    if zeroed:
+        assert bool((big == 0).all())
+    big[123, 1] = 5.0  # writable
+    assert big[123, 1].item() == 5.0
+    small, zeroed_small = _zeros_hugepages((10, 2), torch.float64)
+    assert small.shape == (10, 2) and small.dtype == torch.float64 and not zeroed_small
