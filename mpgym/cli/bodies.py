@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -24,6 +25,9 @@ class FitSmplArgs:
     """Focal length in pixels for 2D keypoints (camera at the origin looking down +z)."""
     center: tuple[float, float] = (500.0, 500.0)
     """Principal point for 2D keypoints."""
+    method: Literal["smplify", "learned", "learned+smplify"] = "smplify"
+    """2D keypoints: SMPLify, the learned fitter (trained and cached on first use, ~6
+    CPU-minutes), or SMPLify initialised by the learned fitter."""
 
 
 def _load(path: Path):
@@ -65,13 +69,21 @@ def fit_smpl_main(argv: list[str]) -> int:
             raise MpgymError(
                 "2D keypoints need --focal (pixels) and --center; accepted: focal > 0."
             )
-        r = fit_to_keypoints(model, t, Camera(args.focal, args.center, R=np.eye(3)))
+        cam = Camera(args.focal, args.center, R=np.eye(3))
+        if args.method == "smplify":
+            r = fit_to_keypoints(model, t, cam)
+        else:
+            from bodies.learned import default_fitter
+
+            r = default_fitter().fit(model, t, cam)
+            if args.method == "learned+smplify":
+                r = fit_to_keypoints(model, t, cam, PRESETS["refine2d"], init=r)
     elif t.shape[-1] == 3:
         r = fit_to_joints(model, t, PRESETS["joints3d"])
     else:
         raise MpgymError(f"input has shape {tuple(t.shape)}; accepted: (24, 3), (24, 2) or a .ply.")
     run = RunDir(args.out)
-    run.write_config(args, kind="smplify")
+    run.write_config(args, kind=args.method if t.shape[-1] == 2 else "smplify")
     np.savez(
         run.file("params.npz"),
         betas=r.betas.numpy(),
