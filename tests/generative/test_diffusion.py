@@ -10,6 +10,7 @@ from generative.diffusion import (
     Schedule,
     cosine_betas,
     discretized_gaussian_log_prob,
+    eps_to_mean,
     linear_betas,
     posterior_mean,
     q_sample,
@@ -116,6 +117,23 @@ def test_samplers_return_digits_and_guidance_zero_is_conditional():
     assert torch.allclose(
         e, 3 * model.net(xt, t, y) - 2 * model.net(xt, t, torch.full_like(y, 10)), atol=1e-6
     )
+
+
+def test_posterior_mean_of_the_predicted_x0_equals_the_eps_mean():
+    # the clipped sampler steps with mu~(x0_hat, x_t); unclipped it is Algorithm 2's mean
+    # (float32: x0_hat is ~1e2 at t = T, so the two forms agree to ~1e-4)
+    sched = Schedule.from_betas(linear_betas(1000))
+    g = torch.Generator().manual_seed(0)
+    xt, eps = torch.randn(6, 64, generator=g), torch.randn(6, 64, generator=g)
+    t = torch.tensor([1, 2, 10, 200, 700, 1000])
+    ab = sched.abar[t - 1].float()[:, None]
+    x0 = (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
+    assert torch.allclose(
+        posterior_mean(x0, xt, t, sched), eps_to_mean(xt, eps, t, sched), atol=1e-3
+    )
+    model = tiny_ddpm()
+    s = model.sample(2, generator=torch.Generator().manual_seed(0), clip=True)
+    assert s.shape == (2, 64) and int(s.min()) >= 0 and int(s.max()) <= 16
 
 
 def test_ddim_with_eta_zero_is_deterministic():
