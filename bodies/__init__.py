@@ -3,7 +3,8 @@
 ``bodies.BodyModel("synthetic" | path)`` is the entry point (an ``nn.Module`` returning
 ``.vertices`` and ``.joints`` as smplx does); ``bodies.synthetic.build()`` makes the
 SMPL-compatible model file; ``bodies.lbs`` holds the pure skinning functions; ``bodies.fit``
-the SMPLify-style fitting. Attributes load lazily so ``import bodies`` stays light.
+the SMPLify-style fitting; ``bodies.learned`` the learned gradient-descent fitter for 2D
+keypoints. Attributes load lazily so ``import bodies`` stays light.
 """
 
 from __future__ import annotations
