@@ -113,7 +113,7 @@ class A2C(OnPolicyAgent):
         loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm, foreach=True)
+        torch.nn.utils.clip_grad_norm_(self._params, cfg.max_grad_norm, foreach=True)
         self.optimizer.step()
         return {
             "policy_loss": policy_loss.item(),

@@ -13,10 +13,10 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.deep.common import (
-    categorical_entropy,
     categorical_log_prob,
     gaussian_entropy,
     gaussian_log_prob,
@@ -195,7 +195,10 @@ class ActorCritic(nn.Module):
         """Log-probabilities and entropies ``[B]`` of ``actions`` under the current policy."""
         p, log_std = self.dist_params(obs)
         if self.discrete:
-            return categorical_log_prob(p, actions), categorical_entropy(p)
+            # categorical_log_prob and categorical_entropy, sharing one log-softmax
+            logp = F.log_softmax(p, dim=-1)
+            log_prob = logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+            return log_prob, -(logp.exp() * logp).sum(-1)
         return gaussian_log_prob(p, log_std, actions), gaussian_entropy(log_std)
 
 

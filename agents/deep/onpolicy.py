@@ -109,6 +109,7 @@ class OnPolicyAgent(PolicyAgent):
         cfg = self.config
         self._build_policy()
         self.optimizer = self._make_optimizer()
+        self._params = list(self.policy.parameters())
         self.obs_rms = RunningMeanStd((self.encoder.dim,)) if cfg.normalize_obs else None
         self.ret_rms = RunningMeanStd(()) if cfg.normalize_reward else None
         self.vec_env: VectorEnv | None = None

@@ -273,3 +273,16 @@ def test_dqn_train_round_matches_step_by_step_autograd_reference(hidden, loss, d
             b.update_target()
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+
+
+def test_categorical_evaluate_matches_the_reference_formulas():
+    from agents.deep.common import categorical_entropy, categorical_log_prob
+    from agents.deep.networks import ActorCritic
+
+    torch.manual_seed(0)
+    pi = ActorCritic(4, 3, discrete=True, hidden=(8,))
+    obs, actions = torch.randn(16, 4) * 50, torch.randint(0, 3, (16,))
+    lp, ent = pi.evaluate(obs, actions)
+    logits = pi.actor(obs)
+    torch.testing.assert_close(lp, categorical_log_prob(logits, actions))
+    torch.testing.assert_close(ent, categorical_entropy(logits))
