@@ -68,8 +68,11 @@ PRESETS: dict[str, FitConfig] = {
     "joints3d": FitConfig(
         pose_weights=(4.78, 1.0, 0.1), shape_weights=(5.0, 0.5, 0.01), steps_per_stage=300
     ),
-    # 2D keypoints from a learned fitter's result: SMPLify's last two stages only
-    "refine2d": FitConfig(pose_weights=(57.4, 4.78), shape_weights=(10.0, 5.0)),
+    # 2D keypoints from a learned fitter's result: one short, lightly regularised stage.
+    # Measured on 30 held-out bodies (2 px noise): learned fitter alone PA-MPJPE 36.8 mm, this
+    # 36.7 mm; SMPLify's last two stages (57.4 / 4.78, 50 steps) from the same start 52.6 mm
+    # (the strong prior pulls the pose toward the mixture's means).
+    "refine2d": FitConfig(pose_weights=(10.0,), shape_weights=(5.0,), steps_per_stage=20),
     "scan": FitConfig(
         pose_weights=(57.4, 4.78, 1.0), shape_weights=(10.0, 5.0, 1.0), steps_per_stage=30
     ),
