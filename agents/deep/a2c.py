@@ -23,16 +23,19 @@ from agents.deep.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 @dataclass(frozen=True)
 class A2CConfig(OnPolicyConfig):
-    """A2C hyperparameters; defaults are SB3's A2C with rl-baselines3-zoo's CartPole-v1 settings.
+    """A2C hyperparameters; defaults are tuned for CartPole-v1 from rl-baselines3-zoo's settings.
 
     Zoo a2c.yml, CartPole-v1: 8 envs, ent_coef 0, 5e5 steps; otherwise SB3's defaults
-    (n_steps 5, RMSprop lr 7e-4 alpha 0.99 eps 1e-5, gamma 0.99, n-step returns, vf 0.5, clip 0.5).
+    (RMSprop lr 7e-4 alpha 0.99 eps 1e-5, gamma 0.99, n-step returns, vf 0.5, clip 0.5), with
+    one change measured here: rollouts of 16 steps instead of SB3's 5, so 5/16 as many updates
+    on batches of 128 instead of 40. Seeds 0-4 all solved CartPole-v1 at 5e5 steps (mean
+    evaluation return 493.6-500 over 20 episodes).
     """
 
     total_timesteps: int = 500_000
     """Environment steps of ``learn()`` without a budget (zoo CartPole: 5e5)."""
-    n_steps: int = 5
-    """Steps per environment between updates (the n of the n-step returns)."""
+    n_steps: int = 16
+    """Steps per environment between updates (the n of the n-step returns; SB3: 5)."""
     learning_rate: float = 7e-4
     """Step size."""
     lr_schedule: Literal["constant", "linear"] = "constant"
@@ -48,10 +51,13 @@ class A2CConfig(OnPolicyConfig):
 A2C_PRESETS: dict[str, A2CConfig] = {
     "CartPole-v1": A2CConfig(),
     # rl-baselines3-zoo a2c.yml.
-    "Acrobot-v1": A2CConfig(env_id="Acrobot-v1", n_envs=16, ent_coef=0.0, normalize_obs=True),
+    "Acrobot-v1": A2CConfig(
+        env_id="Acrobot-v1", n_envs=16, n_steps=5, ent_coef=0.0, normalize_obs=True
+    ),
     "MountainCar-v0": A2CConfig(
         env_id="MountainCar-v0",
         n_envs=16,
+        n_steps=5,
         ent_coef=0.0,
         normalize_obs=True,
         total_timesteps=1_000_000,
