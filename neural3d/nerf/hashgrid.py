@@ -287,7 +287,7 @@ class _HashEncodeTorch(torch.autograd.Function):
             out = (vals * w.to(table.dtype)[..., None]).sum(dim=2)  # [N, L, F]
         ctx.save_for_backward(idx, w)
         ctx.rows = table.shape[0]
-        return out.reshape(x.shape[0], -1)
+        return out.reshape(x.shape[0], out.shape[1] * out.shape[2])  # [N, L * F], N may be 0
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]

@@ -171,3 +171,20 @@ def test_zeros_hugepages():
     assert big[123, 1].item() == 5.0
     small, zeroed_small = _zeros_hugepages((10, 2), torch.float64)
     assert small.shape == (10, 2) and small.dtype == torch.float64 and not zeroed_small
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("F", [1, 2])
+def test_empty_and_tiny_batches(backend, F):
+    """0, 1 and 2 points (fewer than the numba kernel's threads or block) match the reference."""
+    t = _table(LAYOUT, F).requires_grad_()
+    for n in (0, 1, 2):
+        x = torch.rand(n, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+        out = hash_encode(x, t, LAYOUT, backend=backend)
+        assert out.shape == (n, LAYOUT.num_levels * F)
+        out.sum().backward()
+        t_ref = t.detach().clone().requires_grad_()
+        hash_encode_reference(x, t_ref, LAYOUT).sum().backward()
+        torch.testing.assert_close(out, hash_encode_reference(x, t.detach(), LAYOUT))
+        torch.testing.assert_close(t.grad, t_ref.grad)
+        t.grad = None
