@@ -296,7 +296,12 @@ COLUMNS = [
 def main() -> None:
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--algos", nargs="+", default=["dqn", "ppo", "a2c"])
+    p.add_argument(
+        "--algos",
+        nargs="*",
+        default=["dqn", "ppo", "a2c"],
+        help="CartPole-v1 comparisons to run (none: --algos with no value, only the extras)",
+    )
     p.add_argument("--libs", nargs="+", default=["mpgym", "sb3"])
     p.add_argument(
         "--extra",
