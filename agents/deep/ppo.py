@@ -28,8 +28,8 @@ class PPOConfig(OnPolicyConfig):
 
     Zoo ppo.yml, CartPole-v1: 8 envs, n_steps 32, batch 256, gae_lambda 0.8, gamma 0.98,
     20 epochs, lr linearly annealed from 1e-3, clip range linearly annealed from 0.2, 1e5 steps.
-    Here 10 epochs instead of 20: the same final return (500 on seeds 0 and 1 measured here)
-    for half the gradient steps.
+    Here 10 epochs instead of 20: the same final return for half the gradient steps (seeds 0-4
+    all reach a mean evaluation return of 500 after 1e5 steps, measured here).
     """
 
     total_timesteps: int = 100_000
