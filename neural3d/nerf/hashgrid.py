@@ -27,6 +27,8 @@ reference that tests compare with is :mod:`neural3d.nerf._reference`.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -229,10 +231,29 @@ def _zeros_hugepages(shape: tuple[int, int], dtype: torch.dtype) -> tuple[Tensor
     return torch.from_numpy(np.frombuffer(mm, dtype=np_dtype).reshape(shape)), True
 
 
-def _numba_threads() -> int:
+_WORK_PER_THREAD = 1 << 15
+"""Point-levels (about a millisecond of kernel time) below which a call runs on one thread."""
+
+
+@contextmanager
+def _kernel_threads(point_levels: int) -> Iterator[int]:
+    """Numba threads for a call of ``point_levels`` work: all of them, or fewer for small calls.
+
+    Waking an idle worker costs tens of microseconds on a quiet machine and up to a scheduler
+    time slice (~20 ms measured here) on a busy one, more than a small call's whole work; so a
+    call gets one thread per ``_WORK_PER_THREAD`` point-levels, restored afterwards.
+    """
     import numba
 
-    return numba.get_num_threads()
+    have = numba.get_num_threads()
+    use = max(1, min(have, point_levels // _WORK_PER_THREAD))
+    if use != have:
+        numba.set_num_threads(use)
+    try:
+        yield use
+    finally:
+        if use != have:
+            numba.set_num_threads(have)
 
 
 class _HashEncodeNumba(torch.autograd.Function):
@@ -249,10 +270,11 @@ class _HashEncodeNumba(torch.autograd.Function):
         F = t.shape[1]
         out = torch.empty(x.shape[0], layout.num_levels * F, dtype=t.dtype)
         xn, lay, tflat = x.numpy(), _layout_arrays(layout, x.numpy().dtype), _flat(t.numpy())
-        if F == 2:
-            k.forward_pairs(xn, tflat, *lay, out.numpy(), _numba_threads(), _BLOCK)
-        else:
-            k.forward(xn, tflat, F, *lay, out.numpy(), _numba_threads(), _BLOCK)
+        with _kernel_threads(x.shape[0] * layout.num_levels) as threads:
+            if F == 2:
+                k.forward_pairs(xn, tflat, *lay, out.numpy(), threads, _BLOCK)
+            else:
+                k.forward(xn, tflat, F, *lay, out.numpy(), threads, _BLOCK)
         ctx.save_for_backward(x)
         ctx.layout, ctx.table_shape = layout, t.shape
         return out
@@ -269,10 +291,11 @@ class _HashEncodeNumba(torch.autograd.Function):
             _flat(grad_table.numpy()),
         )
         order, F = _level_order(ctx.layout), ctx.table_shape[1]
-        if F == 2:
-            k.backward_pairs(xn, g.numpy(), *lay, order, gflat, zeroed, _numba_threads(), _BLOCK)
-        else:
-            k.backward(xn, g.numpy(), F, *lay, order, gflat, zeroed, _numba_threads(), _BLOCK)
+        with _kernel_threads(x.shape[0] * ctx.layout.num_levels) as threads:
+            if F == 2:
+                k.backward_pairs(xn, g.numpy(), *lay, order, gflat, zeroed, threads, _BLOCK)
+            else:
+                k.backward(xn, g.numpy(), F, *lay, order, gflat, zeroed, threads, _BLOCK)
         return None, grad_table, None
 
 

@@ -188,3 +188,15 @@ def test_empty_and_tiny_batches(backend, F):
         torch.testing.assert_close(out, hash_encode_reference(x, t.detach(), LAYOUT))
         torch.testing.assert_close(t.grad, t_ref.grad)
         t.grad = None
+
+
+def test_small_calls_run_on_one_thread_and_restore_the_count():
+    numba = pytest.importorskip("numba")
+    from neural3d.nerf.hashgrid import _kernel_threads
+
+    have = numba.get_num_threads()
+    with _kernel_threads(10) as n:
+        assert n == 1 and numba.get_num_threads() == 1
+    assert numba.get_num_threads() == have
+    with _kernel_threads(10**9) as n:
+        assert n == have and numba.get_num_threads() == have
