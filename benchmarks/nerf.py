@@ -8,11 +8,13 @@ read 8 corners x F floats, write F outputs, read F output grads, read-modify-wri
 grads; plus the point itself) divided by the bandwidth of a large ``torch`` copy measured in the
 same run. The floor counts 8 bytes per corner row (``F = 2`` floats), not the 64-byte cache line a
 random row read pulls in; at 65,536 points that is no easier than counting lines: a hashed level
-has ``T * F * 4`` = 4 MB = 65,536 lines and 4 x 65,536 corner-line reads, so nearly every line is
-touched, and streaming each level's table in and its gradient out once (8 MB per level) is less
-traffic than the 208 bytes x N = 13.6 MB per level the floor charges. It is a floor for a kernel
-that keeps one level's table cache-resident (which the numba kernel does by running level by
-level), not for one that misses on every corner (768 bytes per point and level). The goal uses
+has ``T * F * 4`` = 4 MB = 65,536 lines, each point reads 4-8 of them (x-neighbours often share
+one), so nearly every line is touched, and streaming each level's table in and its gradient out
+once (8 MB per level) is less traffic than the 208 bytes x N = 13.6 MB per level the floor
+charges. It is a floor for a kernel that keeps one level's table cache-resident (which the numba
+kernel does by running level by level), not for one that misses on every corner (up to 8 x 3 x
+64 bytes per point and level: read, and read-modify-write of the gradient). Nor does it charge
+the zeroing of the whole 49 MB gradient that a dense table gradient needs. The goal uses
 wall time; the table also gives the process CPU time (all threads), which a loaded machine
 inflates much less than wall time.
 
