@@ -225,7 +225,8 @@ def backward_pairs(
 ):  # pragma: no cover
     """:func:`backward` for ``F = 2`` with the gradient viewed as ``R`` complex numbers.
 
-    One 8-byte read-modify-write moves both features of a corner.
+    ``grad_out`` is the ``[N, L * 2]`` output gradient viewed as ``[N, L]`` complex numbers. One
+    8-byte read-modify-write moves both features of a corner.
     """
     N, L = x.shape[0], res.shape[0]
     T = max(1, min(nthreads, L))
@@ -245,7 +246,6 @@ def backward_pairs(
                 _block_corners(x, start, m, lvl, zero, one, rows, ws, grad_table, 1, True)
                 for j in range(m):
                     n = uint64(start + j)
-                    g0 = grad_out[n, uint64(2 * level)]
-                    g1 = grad_out[n, uint64(2 * level + 1)]
+                    g = grad_out[n, uint64(level)]  # both features' gradients, one load
                     for c in range(8):
-                        grad_table[base + rows[c, j]] += complex(ws[c, j] * g0, ws[c, j] * g1)
+                        grad_table[base + rows[c, j]] += ws[c, j] * g

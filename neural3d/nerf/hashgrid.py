@@ -293,7 +293,8 @@ class _HashEncodeNumba(torch.autograd.Function):
         order, F = _level_order(ctx.layout), ctx.table_shape[1]
         with _kernel_threads(x.shape[0] * ctx.layout.num_levels) as threads:
             if F == 2:
-                k.backward_pairs(xn, g.numpy(), *lay, order, gflat, zeroed, threads, _BLOCK)
+                gc = _flat(g.numpy().reshape(-1, 2)).reshape(g.shape[0], g.shape[1] // 2)  # [N, L]
+                k.backward_pairs(xn, gc, *lay, order, gflat, zeroed, threads, _BLOCK)
             else:
                 k.backward(xn, g.numpy(), F, *lay, order, gflat, zeroed, threads, _BLOCK)
         return None, grad_table, None

@@ -133,7 +133,8 @@ def test_numba_blocks_threads_and_level_order_do_not_change_results(F):
         xn, tn, gn = x.numpy(), _flat(t.numpy()), _flat(grad)
         if F == 2:
             k.forward_pairs(xn, tn, *lay, out, threads, block)
-            k.backward_pairs(xn, g.numpy(), *lay, order, gn, zeroed, threads, block)
+            gc = _flat(g.numpy().reshape(-1, 2)).reshape(37, -1)
+            k.backward_pairs(xn, gc, *lay, order, gn, zeroed, threads, block)
         else:
             k.forward(xn, tn, F, *lay, out, threads, block)
             k.backward(xn, g.numpy(), F, *lay, order, gn, zeroed, threads, block)
