@@ -8,7 +8,13 @@ Same thing from the command line: ``mpgym fit-shape ant.ply --method igr``.
 from pathlib import Path
 
 import numpy as np
-import pyvista
+import torch
+
+try:  # pyvista (with VTK, ~600 MB) is in the [bench] extra, not the default install
+    import pyvista
+except ImportError:
+    raise SystemExit("this example fits pyvista's bundled ant.ply: install it with "
+                     "`.venv/bin/pip install -e .[bench]` (or run `make bench` once)") from None
 
 from mpgym import RunDir
 from mpgym.plots import save_image_grid
@@ -18,6 +24,7 @@ from neural3d.implicit.igr import IGRConfig, fit_igr
 from neural3d.mesh import extract_mesh, render_mesh_views
 from neural3d.metrics import mesh_metrics
 
+torch.set_num_threads(1)  # a 256-wide MLP on 512-point batches gains little from more threads
 gt = load_mesh(Path(pyvista.__file__).parent / "examples" / "ant.ply")  # into [-0.5, 0.5]^3
 cloud = sample_surface(gt, 20_000, np.random.default_rng(0))
 run = RunDir.create("examples", "implicit_igr")
