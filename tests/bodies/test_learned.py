@@ -77,3 +77,14 @@ def test_wrong_model_is_an_error(model32, held_out, tiny_fitter):
     _, kp, cam = held_out
     with pytest.raises(MpgymError, match="regresses 10 betas"):
         tiny_fitter.fit(BodyModel(model32.path, num_betas=5), kp, cam)
+
+
+def test_missing_keypoints_are_ignored(model32, held_out, tiny_fitter):
+    gt, kp, cam = held_out
+    kp = kp.clone()
+    kp[0, [20, 22]] = float("nan")
+    r = tiny_fitter.fit(model32, kp, cam)
+    assert torch.isfinite(r.vertices).all()
+    assert pa_mpjpe(r.joints, gt.joints)[0] < 200.0
+    with pytest.raises(MpgymError, match="at least 4"):
+        tiny_fitter.fit(model32, torch.full((24, 2), float("nan")), cam)
