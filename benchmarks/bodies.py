@@ -174,18 +174,25 @@ def bench_fits(n: int, n_scan: int) -> tuple[list[dict], dict[str, float]]:
 
 
 def main() -> None:
-    args = bench_parser(__doc__.splitlines()[0]).parse_args()
-    lbs_rows, speedup = bench_lbs(args.quick)
-    n, n_scan = (4, 2) if args.quick else (100, 20)
-    fit_rows, g = bench_fits(n, n_scan)
-    goals = [
-        Goal("pve_from_joints_mm", g["pve_from_joints_mm"], 10.0, "<="),
-        Goal("pa_mpjpe_from_2d_mm", g["pa_mpjpe_from_2d_mm"], 40.0, "<="),
-        Goal("pve_from_scan_mm", g["pve_from_scan_mm"], 15.0, "<="),
-        Goal("learned_vs_smplify_error_ratio", g["learned_vs_smplify_error_ratio"], 1.25, "<="),
-        Goal("learned_vs_smplify_time_ratio", g["learned_vs_smplify_time_ratio"], 0.1, "<="),
-        Goal("lbs_speedup_vs_smplx_b1024", speedup, 2.0, ">="),
-    ]
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=("lbs", "fits"), default=["lbs", "fits"],
+                        help="run only these parts (default: both)")
+    args = parser.parse_args()
+    lbs_rows, fit_rows, goals = [], [], []
+    if "fits" in args.only:
+        n, n_scan = (4, 2) if args.quick else (100, 20)
+        fit_rows, g = bench_fits(n, n_scan)
+        goals += [
+            Goal("pve_from_joints_mm", g["pve_from_joints_mm"], 10.0, "<="),
+            Goal("pa_mpjpe_from_2d_mm", g["pa_mpjpe_from_2d_mm"], 40.0, "<="),
+            Goal("pve_from_scan_mm", g["pve_from_scan_mm"], 15.0, "<="),
+            Goal("learned_vs_smplify_error_ratio", g["learned_vs_smplify_error_ratio"], 1.25,
+                 "<="),
+            Goal("learned_vs_smplify_time_ratio", g["learned_vs_smplify_time_ratio"], 0.1, "<="),
+        ]
+    if "lbs" in args.only:
+        lbs_rows, speedup = bench_lbs(args.quick)
+        goals.append(Goal("lbs_speedup_vs_smplx_b1024", speedup, 2.0, ">="))
     report(
         "bodies",
         lbs_rows + fit_rows,
