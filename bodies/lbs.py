@@ -29,6 +29,14 @@ References:
 
 from __future__ import annotations
 
+import os
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -172,6 +180,138 @@ def joint_shape_basis(J_regressor: Tensor, v_template: Tensor, shapedirs: Tensor
     return torch.cat([jd, (J_regressor @ v_template).reshape(-1, 1)], 1)
 
 
+_NUMBA: dict[str, object] = {}
+
+
+def _numba_kernel():
+    """The compiled skinning kernel module (:mod:`bodies._skin_numba`); None without numba."""
+    if "k" not in _NUMBA:
+        try:
+            from bodies import _skin_numba as k
+        except ImportError:  # numba not installed: the torch path serves
+            k = None
+        _NUMBA["k"] = k
+    return _NUMBA["k"]
+
+
+def _compiled_path_applies(*tensors: Tensor) -> bool:
+    """Whether the compiled path serves: CPU float32/float64 inputs, none needing a gradient."""
+    dtype = tensors[0].dtype
+    return (
+        dtype in (torch.float32, torch.float64)
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+        and _numba_kernel() is not None
+    )
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    """Numpy's BLAS as threadpoolctl sees it (None when threadpoolctl is missing)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController().select(user_api="blas")
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """``n`` worker threads, one pool per process (a forked child makes its own)."""
+    key = (os.getpid(), n)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(n, thread_name_prefix="mpgym-lbs")
+    return _POOLS[key]
+
+
+def _lbs_compiled(
+    betas, rot_mats, feat, joints, parents, v_template, shapedirs, posedirs, lbs_weights, chunk
+):
+    """Steps 1, 3 and 4 without autograd; returns ``(vertices, posed_joints)``.
+
+    Blend shapes by numpy's BLAS; kinematic chain and skinning by numba kernels.
+
+    numpy's BLAS, not torch's: the pose-corrective product ``[B, 207] @ [207, 20670]`` is most of
+    the arithmetic, and torch's CPU wheels multiply through MKL, which on AMD processors took
+    2.4x as long as numpy's OpenBLAS here (156 vs 65 ms at batch 1024).
+
+    Each of torch's ``get_num_threads()`` worker threads takes whole chunks of bodies: it blends
+    a chunk into its own buffer, still in cache when the (serial, GIL-free) skinning kernel reads
+    it. BLAS runs single-threaded inside. Parallel over chunks rather than inside each call
+    because two thread pools that take turns (OpenBLAS's and numba's OpenMP workers, which
+    spin-wait after each call) stalled each other: 4 ms per switch at batch 1, where the whole
+    computation takes 0.5 ms. A single body is blended by torch instead, whose matrix-vector
+    product reads ``posedirs`` (17 MB) on all threads.
+    """
+    k = _numba_kernel()
+    B, J = rot_mats.shape[:2]
+    V, S = v_template.shape[0], betas.shape[1]
+    par = parents.tolist() if isinstance(parents, Tensor) else list(parents)
+    if par[0] != -1 or any(not 0 <= p < i for i, p in enumerate(par[1:], 1)):
+        raise ValueError(f"parents must list each joint after its parent (got {par}).")
+    posed = torch.empty(B, J, 3, dtype=v_template.dtype)
+    A12 = np.empty((B, J, 12), dtype=posed.numpy().dtype)
+    k.chain(
+        rot_mats.contiguous().numpy(),
+        joints.contiguous().numpy(),
+        np.asarray(par, dtype=np.int64),
+        posed.numpy(),
+        A12,
+    )
+    sd_t = shapedirs[..., :S].reshape(V * 3, S).numpy().T  # [S, V*3] view
+    vt = v_template.reshape(-1).numpy()
+    pd = posedirs.numpy()
+    b_np, f_np = betas.numpy(), feat.numpy()
+    wt = _joint_major(lbs_weights)
+    out = torch.empty(B, V, 3, dtype=v_template.dtype)
+    o_np = out.numpy()
+    n_threads = torch.get_num_threads()
+    step = max(1, min(chunk, -(-B // n_threads)))
+
+    def blend_and_skin(i: int) -> None:
+        e = min(i + step, B)
+        v = np.matmul(f_np[i:e], pd)  # 3. pose blend shapes
+        v += b_np[i:e] @ sd_t  # 1. shape blend shapes
+        v += vt
+        k.skin(v.reshape(-1, V, 3), wt, A12[i:e], o_np[i:e])  # 4. skinning
+
+    if B == 1:  # one body: torch's matrix-vector product reads posedirs on all threads
+        v = torch.addmm(
+            F.linear(betas, shapedirs[..., :S].reshape(V * 3, S), v_template.reshape(-1)),
+            feat,
+            posedirs,
+        )
+        k.skin(v.numpy().reshape(1, V, 3), wt, A12, o_np)
+        return out, posed
+    blas = _blas_controller()
+    with blas.limit(limits=1) if blas is not None else nullcontext():
+        if n_threads == 1 or step >= B:
+            for i in range(0, B, step):
+                blend_and_skin(i)
+        else:
+            list(_pool(n_threads).map(blend_and_skin, range(0, B, step)))
+    return out, posed
+
+
+_WEIGHTS_T: list = [None, -1, None]  # (weakref to the weights, their version, transposed copy)
+
+
+def _joint_major(weights: Tensor) -> np.ndarray:
+    """``weights.t()`` as a contiguous ``[J, V]`` array, kept for the tensor last passed in.
+
+    The same model's weights come back call after call; copying them (0.2 ms) would be a tenth
+    of the whole batch-1 pose. The entry is matched by identity and in-place version, so a
+    different tensor, or the same one modified, is copied afresh.
+    """
+    ref, version, wt = _WEIGHTS_T
+    if ref is None or ref() is not weights or version != weights._version:
+        wt = weights.t().contiguous().numpy()
+        _WEIGHTS_T[:] = [weakref.ref(weights), weights._version, wt]
+    return wt
+
+
 def lbs(
     betas: Tensor,  # [B, S]
     pose: Tensor,  # [B, J*3] axis-angle, or [B, J, 3, 3] rotation matrices
@@ -184,13 +324,19 @@ def lbs(
     pose2rot: bool = True,
     *,
     joint_basis: Tensor | None = None,  # [J*3, S+1] from joint_shape_basis
-    chunk: int = 64,
+    chunk: int | None = None,
+    backend: Literal["auto", "compiled", "torch"] = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Pose and shape a SMPL-format model (same arguments and results as ``smplx.lbs.lbs``).
 
-    Bodies go through steps 1, 3 and 4 in chunks of ``chunk``: the shape and pose blend shapes
-    of a chunk (``[chunk, V*3]``, ~5 MB) are skinned while still in cache, so no ``[B, V, 3]``
-    intermediate is ever written to memory (only the output).
+    Two backends compute the same result:
+
+    - ``"compiled"`` (the default when no gradient is needed, on CPU float32/float64 with numba
+      installed): blend shapes through numpy's BLAS and skinning by a numba kernel
+      (:mod:`bodies._skin_numba`), a chunk of bodies at a time on each of torch's threads;
+    - ``"torch"`` (differentiable, any device): bodies go through steps 1, 3 and 4 in chunks,
+      the shape and pose blend shapes of a chunk (``[chunk, V*3]``, ~5 MB) skinned while still
+      in cache, so no ``[B, V, 3]`` intermediate is written to memory (only the output).
 
     Args:
         betas: ``[B, S]`` shape coefficients.
@@ -206,50 +352,59 @@ def lbs(
             :class:`bodies.BodyModel` does); otherwise joints are regressed from the shaped
             vertices for small batches and through the precontracted basis for large ones,
             whichever takes fewer multiplications.
-        chunk: bodies per chunk of blend shapes and skinning.
+        chunk: bodies per chunk of blend shapes and skinning (default 128 compiled, 64 torch).
+        backend: ``"auto"``, ``"compiled"`` or ``"torch"`` (see above).
 
     Returns:
         ``(vertices [B, V, 3], joints [B, J, 3])``, both without global translation.
     """
     B = max(betas.shape[0], pose.shape[0])
     V = v_template.shape[0]
-    J = J_regressor.shape[0]
     S = betas.shape[1]
     if betas.shape[0] != B:
         betas = betas.expand(B, -1)
+    tensors = (betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights)
+    if backend == "auto":
+        backend = "compiled" if _compiled_path_applies(*tensors) else "torch"
+    elif backend == "compiled" and not _compiled_path_applies(*tensors):
+        raise ValueError(
+            "backend 'compiled' needs numba and CPU float32/float64 inputs that need no gradient "
+            "(or torch.no_grad()); accepted otherwise: 'auto', 'torch'."
+        )
+    elif backend not in ("compiled", "torch"):
+        raise ValueError(f"unknown backend {backend!r}; accepted: 'auto', 'compiled', 'torch'.")
+    chunk = chunk or (128 if backend == "compiled" else 64)
     sd = shapedirs[..., :S].reshape(V * 3, S)
     vt = v_template.reshape(-1)
     rot_mats = (
         axis_angle_to_matrix(pose.reshape(B, -1, 3)) if pose2rot else pose.reshape(B, -1, 3, 3)
     )
     feat = pose_feature(rot_mats)  # [B, 9 (J-1)]
+    if backend == "compiled":
+        joints = _rest_joints(betas, v_template, shapedirs, J_regressor, joint_basis)
+        return _lbs_compiled(
+            betas.contiguous(),
+            rot_mats,
+            feat,
+            joints,
+            parents,
+            v_template,
+            shapedirs,
+            posedirs,
+            lbs_weights,
+            chunk,
+        )
     if B <= chunk:  # one chunk: straight through (the batch-1 path)
         # 1. Shape blend shapes
         v_shaped = F.linear(betas, sd, vt)  # [B, V*3]
         # 2. Joint regression
-        if joint_basis is not None or B >= S:
-            jb = (
-                joint_basis
-                if joint_basis is not None
-                else joint_shape_basis(J_regressor, v_template, shapedirs[..., :S])
-            )
-            joints = F.linear(betas, jb[:, :S], jb[:, S]).reshape(B, J, 3)
-        elif B == 1:  # three matrix-vector products: measured 2.6x faster than [J,V] @ [V,3]
-            v = v_shaped.view(V, 3)
-            joints = torch.stack([torch.mv(J_regressor, v[:, c]) for c in range(3)], -1)[None]
-        else:
-            joints = J_regressor @ v_shaped.view(B, V, 3)
+        joints = _rest_joints(betas, v_template, shapedirs, J_regressor, joint_basis, v_shaped)
         # 3. Pose blend shapes, 4. kinematic chain and skinning
         v_posed = torch.addmm(v_shaped, feat, posedirs).view(B, V, 3)
         posed_joints, A = rigid_transforms(rot_mats, joints, parents)
         return skin(v_posed, lbs_weights, A), posed_joints
     # 2. Joints through the precontracted basis (cheaper than regressing B shaped meshes)
-    jb = (
-        joint_basis
-        if joint_basis is not None
-        else joint_shape_basis(J_regressor, v_template, shapedirs[..., :S])
-    )
-    joints = F.linear(betas, jb[:, :S], jb[:, S]).reshape(B, J, 3)
+    joints = _rest_joints(betas, v_template, shapedirs, J_regressor, joint_basis)
     posed_joints, A = rigid_transforms(rot_mats, joints, parents)
     out = torch.empty(B, V, 3, dtype=v_template.dtype, device=v_template.device)
     wt = lbs_weights.t()
@@ -263,3 +418,26 @@ def lbs(
             e = min(k + SKIN_CHUNK, n)
             out[i + k : i + e] = _skin_chunk(v_posed[k:e], wt, A[i + k : i + e])
     return out, posed_joints
+
+
+def _rest_joints(betas, v_template, shapedirs, J_regressor, joint_basis, v_shaped=None):
+    """Step 2, the rest-pose joints ``[B, J, 3]``.
+
+    Through the joint basis when given, or for ``B >= S`` (where it takes fewer
+    multiplications); else regressed from the shaped vertices.
+    """
+    B, S = betas.shape
+    V, J = v_template.shape[0], J_regressor.shape[0]
+    if joint_basis is not None or B >= S:
+        jb = (
+            joint_basis
+            if joint_basis is not None
+            else joint_shape_basis(J_regressor, v_template, shapedirs[..., :S])
+        )
+        return F.linear(betas, jb[:, :S], jb[:, S]).reshape(B, J, 3)
+    if v_shaped is None:
+        v_shaped = F.linear(betas, shapedirs[..., :S].reshape(V * 3, S), v_template.reshape(-1))
+    if B == 1:  # three matrix-vector products: measured 2.6x faster than [J,V] @ [V,3]
+        v = v_shaped.view(V, 3)
+        return torch.stack([torch.mv(J_regressor, v[:, c]) for c in range(3)], -1)[None]
+    return J_regressor @ v_shaped.view(B, V, 3)

@@ -13,6 +13,8 @@ from bodies.rotations import (
 )
 from bodies.skeleton import PARENTS
 
+needs_numba = pytest.mark.skipif(L._numba_kernel() is None, reason="needs numba")
+
 
 def _random_model(V=300, J=24, S=10, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
@@ -65,7 +67,11 @@ def test_rotation_round_trips(batch):
     )
 
 
-def test_rest_pose_returns_template():
+BACKENDS = ["torch", pytest.param("compiled", marks=needs_numba)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rest_pose_returns_template(backend):
     vt, sd, pd, Jr, par, W = _random_model()
     v, j = L.lbs(
         torch.zeros(2, 10, dtype=torch.float64),
@@ -76,29 +82,33 @@ def test_rest_pose_returns_template():
         Jr,
         par,
         W,
+        backend=backend,
     )
     torch.testing.assert_close(v, vt.expand(2, -1, -1))
     torch.testing.assert_close(j, (Jr @ vt).expand(2, -1, -1))
 
 
-def test_single_joint_moves_only_its_subtree():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_single_joint_moves_only_its_subtree(backend):
     vt, sd, pd, Jr, par, W = _random_model()
     pose = torch.zeros(1, 72, dtype=torch.float64)
     pose[0, 18 * 3 + 1] = 1.0  # left elbow
-    _, j = L.lbs(torch.zeros(1, 10, dtype=torch.float64), pose, vt, sd, pd, Jr, par, W)
+    zeros = torch.zeros(1, 10, dtype=torch.float64)
+    _, j = L.lbs(zeros, pose, vt, sd, pd, Jr, par, W, backend=backend)
     j0 = Jr @ vt
     moved = (j[0] - j0).norm(dim=-1) > 1e-9
     assert moved.nonzero().flatten().tolist() == [20, 22]  # left wrist and hand
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
-def test_fast_equals_reference_and_smplx(dtype, tol):
+def test_fast_equals_reference_and_smplx(dtype, tol, backend):
     smplx_lbs = pytest.importorskip("smplx.lbs").lbs
     vt, sd, pd, Jr, par, W = (x.to(dtype) if x.is_floating_point() else x for x in _random_model())
     g = torch.Generator().manual_seed(3)
     betas = torch.randn(5, 10, generator=g).to(dtype)
     pose = (torch.randn(5, 72, generator=g) * 0.6).to(dtype)
-    v, j = L.lbs(betas, pose, vt, sd, pd, Jr, par, W)
+    v, j = L.lbs(betas, pose, vt, sd, pd, Jr, par, W, backend=backend)
     vr, jr = lbs_reference(betas, pose, vt, sd, pd, Jr, par, W)
     vs, js = smplx_lbs(betas, pose, vt, sd, pd, Jr, par, W)
     torch.testing.assert_close(v, vr, atol=tol, rtol=0)
@@ -128,8 +138,9 @@ def test_lbs_gradcheck_tiny():
     )
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("B,chunk", [(1, 64), (3, 64), (12, 64), (12, 5), (70, 64)])
-def test_every_lbs_path_equals_reference(B, chunk):
+def test_every_lbs_path_equals_reference(B, chunk, backend):
     """Batch 1 (matrix-vector joints), B < S (regressed joints), one chunk, several chunks
     (fused blend shapes + skinning sub-chunks), with and without the cached joint basis."""
     vt, sd, pd, Jr, par, W = _random_model()
@@ -139,7 +150,9 @@ def test_every_lbs_path_equals_reference(B, chunk):
     vr, jr = lbs_reference(betas, pose, vt, sd, pd, Jr, par, W)
     basis = L.joint_shape_basis(Jr, vt, sd)
     for jb in (None, basis):
-        v, j = L.lbs(betas, pose, vt, sd, pd, Jr, par, W, joint_basis=jb, chunk=chunk)
+        v, j = L.lbs(
+            betas, pose, vt, sd, pd, Jr, par, W, joint_basis=jb, chunk=chunk, backend=backend
+        )
         torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
         torch.testing.assert_close(j, jr, atol=1e-10, rtol=0)
 
@@ -157,3 +170,66 @@ def test_chunked_lbs_gradients_match_single_chunk():
         grads.append((b.grad, p.grad))
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
+
+
+def test_auto_backend_keeps_gradients_and_compiles_without_them():
+    vt, sd, pd, Jr, par, W = _random_model(V=40)
+    betas = torch.randn(3, 10, dtype=torch.float64, requires_grad=True)
+    pose = torch.randn(3, 72, dtype=torch.float64) * 0.5
+    v, _ = L.lbs(betas, pose, vt, sd, pd, Jr, par, W)
+    assert v.requires_grad  # a gradient is needed: the torch path served
+    with torch.no_grad():
+        v2, _ = L.lbs(betas, pose, vt, sd, pd, Jr, par, W)
+    torch.testing.assert_close(v2, v.detach(), atol=1e-12, rtol=0)
+    if L._numba_kernel() is not None:
+        with pytest.raises(ValueError, match="backend 'compiled' needs"):
+            L.lbs(betas, pose, vt, sd, pd, Jr, par, W, backend="compiled")
+    with pytest.raises(ValueError, match="unknown backend"):
+        L.lbs(betas, pose, vt, sd, pd, Jr, par, W, backend="cuda")
+
+
+@needs_numba
+def test_compiled_rejects_a_parent_after_its_child():
+    vt, sd, pd, Jr, par, W = _random_model(V=20)
+    bad = par.clone()
+    bad[1] = 5
+    z = torch.zeros(1, 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match="after its parent"):
+        L.lbs(
+            z, torch.zeros(1, 72, dtype=torch.float64), vt, sd, pd, Jr, bad, W, backend="compiled"
+        )
+
+
+@needs_numba
+def test_compiled_sees_weights_changed_in_place():
+    """The transposed weights are cached per tensor; an in-place edit must not be missed."""
+    vt, sd, pd, Jr, par, W = _random_model(V=30)
+    betas = torch.zeros(2, 10, dtype=torch.float64)
+    pose = torch.randn(2, 72, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    args = (betas, pose, vt, sd, pd, Jr, par)
+    L.lbs(*args, W, backend="compiled")
+    W[:, 0] += 1.0
+    W /= W.sum(1, keepdim=True)
+    v, _ = L.lbs(*args, W, backend="compiled")
+    vr, _ = lbs_reference(*args, W)
+    torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
+    v, _ = L.lbs(*args, W.clone(), backend="compiled")  # a new tensor: a new entry
+    torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
+
+
+@needs_numba
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_compiled_is_independent_of_thread_count(threads):
+    vt, sd, pd, Jr, par, W = _random_model(V=50)
+    g = torch.Generator().manual_seed(8)
+    betas = torch.randn(37, 10, generator=g, dtype=torch.float64)
+    pose = torch.randn(37, 72, generator=g, dtype=torch.float64) * 0.5
+    vr, jr = lbs_reference(betas, pose, vt, sd, pd, Jr, par, W)
+    have = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        v, j = L.lbs(betas, pose, vt, sd, pd, Jr, par, W, backend="compiled", chunk=4)
+    finally:
+        torch.set_num_threads(have)
+    torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
+    torch.testing.assert_close(j, jr, atol=1e-10, rtol=0)
