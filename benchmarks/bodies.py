@@ -180,7 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     lbs_rows, fit_rows, goals = [], [], []
     if "fits" in args.only:
-        n, n_scan = (4, 2) if args.quick else (100, 20)
+        n, n_scan = (4, 2) if args.quick else (100, 100)
         fit_rows, g = bench_fits(n, n_scan)
         goals += [
             Goal("pve_from_joints_mm", g["pve_from_joints_mm"], 10.0, "<="),

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bodies.lbs import rigid_transforms
+from bodies.lbs import lbs, rigid_transforms
 from bodies.model import BodyModel
 from bodies.priors import MaxMixturePrior, bending_prior, shape_prior
 from bodies.rotations import axis_angle_to_matrix
@@ -510,6 +510,7 @@ def fit_to_scan(
     prior: MaxMixturePrior | None = None,
     pose_bank: Tensor | None = None,
     hypotheses: int = 3,
+    limb_search: bool = True,
 ) -> FitResult:
     """Fit to point clouds (metres) by Chamfer distance (nearest neighbours by KD-tree).
 
@@ -518,14 +519,22 @@ def fit_to_scan(
     the scan in Chamfer distance; each goes through the first stage and the one with the lowest
     Chamfer energy goes on.
 
+    Limb search (``limb_search``): Chamfer fitting gets stuck with a forearm or shin bent the
+    wrong way, the scan's real limb then being outside the robust kernel's reach. After the
+    stages, each limb's joint rotations (arms from the collar, legs from the hip) are replaced in
+    turn by every bank pose's, keeping the rest of the fit, and the Chamfer energy of each
+    candidate is evaluated (no optimisation: only the limb's vertices move); bodies where some
+    limb found a lower energy go through the last two stages again from there.
+
     Args:
         model: the body model.
         points: ``[B, N, 3]`` scan points.
         config: weights and schedule.
         init: a previous fit to start from.
         prior: pose prior.
-        pose_bank: ``[K, 69]`` candidate initial poses.
+        pose_bank: ``[K, 69]`` candidate initial poses (and limb configurations).
         hypotheses: initial poses tried per scan.
+        limb_search: search the bank for better limb configurations after the fit.
 
     Returns:
         :class:`FitResult`.
@@ -541,6 +550,7 @@ def fit_to_scan(
     if not torch.isfinite(points).all():
         raise MpgymError("the point cloud contains NaN or infinity; remove those points first.")
     prior = prior or MaxMixturePrior()
+    pose_bank = _default_bank(points.dtype) if pose_bank is None else pose_bank
     if init is None:
         p = _retrieval_init(model, points, pose_bank, k=hypotheses)
     else:
@@ -590,7 +600,155 @@ def fit_to_scan(
         with torch.no_grad():
             p.betas.copy_(r.betas[pick])
     data, _ = data_for(points)
-    return _staged_fit(model, p, data, config, prior, t0)
+    r = _staged_fit(model, p, data, config, prior, t0)
+    if not limb_search:
+        return r
+    body_pose, better = _limb_search(model, r, points, pose_bank, config.sigma)
+    if not better.any():
+        return r
+    idx = better.nonzero()[:, 0]
+    p = _Params(
+        len(idx),
+        model.num_betas,
+        points.dtype,
+        transl=r.transl[idx],
+        global_orient=r.global_orient[idx],
+        body_pose=body_pose[idx],
+    )
+    with torch.no_grad():
+        p.betas.copy_(r.betas[idx])
+    last = dataclasses.replace(
+        config, pose_weights=config.pose_weights[-2:], shape_weights=config.shape_weights[-2:]
+    )
+    data, energy_sub = data_for(points[idx])
+    r2 = _staged_fit(model, p, data, last, prior, t0)
+    with torch.no_grad():  # keep the refit only where it ended lower than the first fit
+        keep = idx[energy_sub(r2.vertices[:, sub]) < energy_sub(r.vertices[idx][:, sub])]
+    log.debug("limb search: %d of %d bodies refit, %d kept", len(idx), len(points), len(keep))
+    if len(keep):
+        pos = {int(b): i for i, b in enumerate(idx)}
+        rows = torch.tensor([pos[int(b)] for b in keep])
+        for name in ("betas", "body_pose", "global_orient", "transl", "vertices", "joints"):
+            getattr(r, name)[keep] = getattr(r2, name)[rows]
+    r.seconds = time.perf_counter() - t0
+    return r
+
+
+LIMBS: dict[str, tuple[int, ...]] = {
+    "left arm": (13, 16, 18, 20),
+    "right arm": (14, 17, 19, 21),
+    "left leg": (1, 4, 7),
+    "right leg": (2, 5, 8),
+}
+"""Joints whose rotations :func:`fit_to_scan`'s limb search swaps together (collar or hip down to
+the wrist or ankle; hands and feet keep the fit's rotations)."""
+
+
+def _default_bank(dtype: torch.dtype) -> Tensor:
+    """About 400 body poses evenly spaced through the training clips (mirrored included)."""
+    from bodies.motion import clip_poses
+
+    bank = clip_poses("train").reshape(-1, 69)
+    return torch.as_tensor(bank[:: max(1, len(bank) // 400)], dtype=dtype)
+
+
+def _limb_search(
+    model: BodyModel,
+    r: FitResult,
+    points: Tensor,
+    bank: Tensor,
+    sigma: float,
+    near: float = 0.02,
+    vertex_stride: int = 3,
+    max_points: int = 300,
+) -> tuple[Tensor, Tensor]:
+    """Body poses with limbs swapped for the bank's where that lowers the Chamfer energy.
+
+    Vertices belong to the joint of their largest skinning weight; for each limb only those of
+    the limb's joints and their descendants move (every ``vertex_stride``-th is used), so a
+    candidate needs distances for them alone. Scan->model: a scan point within ``near`` metres
+    of the rest of the body costs about the same whatever the limb does and is left out; of the
+    others (at most ``max_points``, evenly spaced), each takes the nearer of the rest of the
+    body (KD-tree, once per limb) and the candidate's limb (brute force). Model->scan: a
+    KD-tree over the scan. Energies as in
+    :func:`fit_to_scan` (Geman-McClure in mm^2), up to terms common to all candidates.
+
+    Returns:
+        ``(body_pose [B, 69], better [B] bool)``.
+    """
+    from scipy.spatial import cKDTree
+
+    from bodies.skeleton import children
+
+    ch = children(tuple(model.parents.tolist()))
+    owner = model.lbs_weights.argmax(1)
+    V = owner.shape[0]
+    body_pose = r.body_pose.clone()
+    better = torch.zeros(len(points), dtype=torch.bool)
+    K = len(bank)
+    with torch.no_grad():
+        for b in range(len(points)):
+            scan = points[b]
+            tree = cKDTree(scan.numpy())
+            for limb_name, joints in LIMBS.items():
+                sub, todo = set(), list(joints)
+                while todo:
+                    j = todo.pop()
+                    sub.add(j)
+                    todo += ch[j]
+                moving = torch.isin(owner, torch.tensor(sorted(sub)))
+                cols = torch.tensor([3 * (j - 1) + c for j in joints for c in range(3)])
+                cand = body_pose[b : b + 1].repeat(K + 1, 1)
+                cand[1:, cols] = bank[:, cols].to(cand.dtype)
+                vi = moving.nonzero()[:, 0][::vertex_stride]
+                limb, _ = lbs(  # only the limb's vertices, through the cached joint basis
+                    r.betas[b : b + 1].expand(K + 1, -1),
+                    torch.cat([r.global_orient[b : b + 1].expand(K + 1, -1), cand], 1),
+                    model.v_template[vi],
+                    model.shapedirs[vi],
+                    model.posedirs.view(model.posedirs.shape[0], V, 3)[:, vi].reshape(
+                        -1, len(vi) * 3
+                    ),
+                    model.J_regressor,
+                    model.parents,
+                    model.lbs_weights[vi],
+                    joint_basis=model.joint_basis,
+                )
+                limb = (limb + r.transl[b]).float()  # [K+1, Vl, 3]
+                fixed = r.vertices[b, ~moving].numpy()
+                d_fixed = torch.as_tensor(cKDTree(fixed).query(scan.numpy())[0]) ** 2
+                far = (d_fixed > near**2).nonzero()[:, 0]
+                far = far[:: max(1, -(-len(far) // max_points))]
+                P = scan[far].float()
+                d_limb = (
+                    torch.cat(
+                        [torch.cdist(P.expand(len(x), -1, -1), x).amin(2) for x in limb.split(64)]
+                    ).double()
+                    ** 2
+                )  # [K+1, far points]
+                # beyond `reach` the robust cost is nearly flat: capping the search there keeps
+                # the tree from walking far for limbs swung away from the scan
+                reach = 2.5 * sigma / 1000.0
+                to_scan = tree.query(
+                    limb.reshape(-1, 3).double().numpy(),
+                    distance_upper_bound=reach,
+                    workers=torch.get_num_threads(),
+                )[0]
+                to_scan = torch.as_tensor(np.minimum(to_scan, reach))
+                e = _gmof_mm2(torch.minimum(d_fixed[far], d_limb), sigma).mean(1)
+                e *= (d_fixed > near**2).double().mean()  # the far points' share of the scan
+                e += _gmof_mm2(to_scan.view(K + 1, -1) ** 2, sigma).sum(1) * vertex_stride / V
+                best = int(e.argmin())
+                log.debug("limb search, body %d, %s: %.4g -> %.4g", b, limb_name, e[0], e[best])
+                if best and e[best] < e[0] - 1e-3 * abs(float(e[0])):
+                    body_pose[b] = cand[best]
+                    better[b] = True
+    return body_pose, better
+
+
+def _gmof_mm2(d2_m2: Tensor, sigma: float) -> Tensor:
+    """:func:`gmof_squared` of squared distances given in m^2, the residuals taken in mm."""
+    return gmof_squared(1e6 * d2_m2, sigma)
 
 
 def _retrieval_init(
@@ -598,10 +756,7 @@ def _retrieval_init(
 ) -> _Params:
     """The ``k`` bank poses and yaws nearest to each scan (Chamfer on subsets), ``B * k`` rows."""
     if pose_bank is None:
-        from bodies.motion import clip_poses
-
-        bank = clip_poses("train").reshape(-1, 69)
-        pose_bank = torch.as_tensor(bank[:: max(1, len(bank) // 400)], dtype=points.dtype)
+        pose_bank = _default_bank(points.dtype)
     yaws = torch.tensor([-0.6, -0.3, 0.0, 0.3, 0.6], dtype=points.dtype)
     K, Y = len(pose_bank), len(yaws)
     go = torch.zeros(Y, 3, dtype=points.dtype)
