@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from functools import partial
 
 # this file is named like the package it measures: keep its folder off the import path
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,10 +57,16 @@ def bench_lbs(quick: bool) -> tuple[list[dict], float]:
         g = torch.Generator().manual_seed(B)
         betas, pose = torch.randn(B, 10, generator=g), torch.randn(B, 72, generator=g) * 0.5
         reps = {1: 50, 64: 10, 1024: 3}[B] // (5 if quick and B > 1 else 1) or 1
-        times = {"mpgym": [], "smplx": []}
+        # mpgym: the default (compiled, no-grad) path; mpgym_torch: the differentiable backend
+        fns = {
+            "mpgym": lbs,
+            "mpgym_torch": partial(lbs, backend="torch"),
+            "smplx": smplx.lbs.lbs,
+        }
+        times = {name: [] for name in fns}
         with torch.no_grad():
             for _ in range(reps + 1):  # interleaved, first round is warm-up; best of the rest
-                for name, fn in (("mpgym", lbs), ("smplx", smplx.lbs.lbs)):
+                for name, fn in fns.items():
                     t = time.perf_counter()
                     fn(betas, pose, vt, sd, pd, Jr, par, W)
                     times[name].append(time.perf_counter() - t)
@@ -69,6 +76,7 @@ def bench_lbs(quick: bool) -> tuple[list[dict], float]:
                 "method": "lbs",
                 "batch": B,
                 "mpgym_ms": 1e3 * ours,
+                "mpgym_torch_ms": 1e3 * min(times["mpgym_torch"][1:]),
                 "smplx_ms": 1e3 * theirs,
                 "speedup": theirs / ours,
                 "bodies_per_s": B / ours,
@@ -202,6 +210,7 @@ def main() -> None:
             "method",
             "batch",
             "mpgym_ms",
+            "mpgym_torch_ms",
             "smplx_ms",
             "speedup",
             "bodies_per_s",
