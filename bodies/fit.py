@@ -225,10 +225,11 @@ class _Params(torch.nn.Module):
         transl: Tensor | None = None,
         global_orient: Tensor | None = None,
         body_pose: Tensor | None = None,
+        betas: Tensor | None = None,
     ):
         super().__init__()
         z = lambda *s: torch.zeros(*s, dtype=dtype)  # noqa: E731
-        self.betas = torch.nn.Parameter(z(B, S))
+        self.betas = torch.nn.Parameter(z(B, S) if betas is None else betas.clone())
         self.body_pose = torch.nn.Parameter(z(B, 69) if body_pose is None else body_pose.clone())
         self.global_orient = torch.nn.Parameter(
             z(B, 3) if global_orient is None else global_orient.clone()
@@ -597,9 +598,8 @@ def fit_to_scan(
             transl=r.transl[pick],
             global_orient=r.global_orient[pick],
             body_pose=r.body_pose[pick],
+            betas=r.betas[pick],
         )
-        with torch.no_grad():
-            p.betas.copy_(r.betas[pick])
     data, _ = data_for(points)
     r = _staged_fit(model, p, data, config, prior, t0)
     if not limb_search:
@@ -615,9 +615,8 @@ def fit_to_scan(
         transl=r.transl[idx],
         global_orient=r.global_orient[idx],
         body_pose=body_pose[idx],
+        betas=r.betas[idx],
     )
-    with torch.no_grad():
-        p.betas.copy_(r.betas[idx])
     last = dataclasses.replace(
         config, pose_weights=config.pose_weights[-2:], shape_weights=config.shape_weights[-2:]
     )

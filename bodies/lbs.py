@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bodies.rotations import axis_angle_to_matrix
+from mpgym.optional import optional_module
 
 batch_rodrigues = axis_angle_to_matrix  # smplx's name for the same function
 
@@ -180,18 +181,9 @@ def joint_shape_basis(J_regressor: Tensor, v_template: Tensor, shapedirs: Tensor
     return torch.cat([jd, (J_regressor @ v_template).reshape(-1, 1)], 1)
 
 
-_NUMBA: dict[str, object] = {}
-
-
 def _numba_kernel():
-    """The compiled skinning kernel module (:mod:`bodies._skin_numba`); None without numba."""
-    if "k" not in _NUMBA:
-        try:
-            from bodies import _skin_numba as k
-        except ImportError:  # numba not installed: the torch path serves
-            k = None
-        _NUMBA["k"] = k
-    return _NUMBA["k"]
+    """The compiled kernels (:mod:`bodies._skin_numba`); None without numba."""
+    return optional_module("bodies._skin_numba")
 
 
 def _compiled_path_applies(*tensors: Tensor) -> bool:
@@ -260,13 +252,18 @@ def _lbs_compiled(
         posed.numpy(),
         A12,
     )
+    wt = _joint_major(lbs_weights)
+    out = torch.empty(B, V, 3, dtype=v_template.dtype)
+    o_np = out.numpy()
+    if B == 1:  # one body: torch's matrix-vector product reads posedirs on all threads
+        sd = shapedirs[..., :S].reshape(V * 3, S)
+        v = torch.addmm(F.linear(betas, sd, v_template.reshape(-1)), feat, posedirs)
+        k.skin(v.numpy().reshape(1, V, 3), wt, A12, o_np)
+        return out, posed
     sd_t = shapedirs[..., :S].reshape(V * 3, S).numpy().T  # [S, V*3] view
     vt = v_template.reshape(-1).numpy()
     pd = posedirs.numpy()
     b_np, f_np = betas.numpy(), feat.numpy()
-    wt = _joint_major(lbs_weights)
-    out = torch.empty(B, V, 3, dtype=v_template.dtype)
-    o_np = out.numpy()
     n_threads = torch.get_num_threads()
     step = max(1, min(chunk, -(-B // n_threads)))
 
@@ -277,14 +274,6 @@ def _lbs_compiled(
         v += vt
         k.skin(v.reshape(-1, V, 3), wt, A12[i:e], o_np[i:e])  # 4. skinning
 
-    if B == 1:  # one body: torch's matrix-vector product reads posedirs on all threads
-        v = torch.addmm(
-            F.linear(betas, shapedirs[..., :S].reshape(V * 3, S), v_template.reshape(-1)),
-            feat,
-            posedirs,
-        )
-        k.skin(v.numpy().reshape(1, V, 3), wt, A12, o_np)
-        return out, posed
     blas = _blas_controller()
     with blas.limit(limits=1) if blas is not None else nullcontext():
         if n_threads == 1 or step >= B:

@@ -35,6 +35,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mpgym.optional import optional_module
+
 PRIMES = (1, 2654435761, 805459861)
 """Instant-NGP's spatial-hash primes for x, y, z."""
 
@@ -154,18 +156,9 @@ def _gather_rows(table: Tensor, idx: Tensor) -> Tensor:
     return table.index_select(0, flat).reshape(*idx.shape, F)
 
 
-_NUMBA: dict[str, object] = {}
-
-
 def _numba_kernels():
     """The numba kernel module (compiled once, cached on disk); None without numba."""
-    if "k" not in _NUMBA:
-        try:
-            from neural3d.nerf import _hashgrid_numba as k
-        except ImportError:  # numba not installed: the torch path serves
-            k = None
-        _NUMBA["k"] = k
-    return _NUMBA["k"]
+    return optional_module("neural3d.nerf._hashgrid_numba")
 
 
 def _flat(t):
