@@ -237,6 +237,26 @@ class _Params(torch.nn.Module):
         self.transl = torch.nn.Parameter(z(B, 3) if transl is None else transl.clone())
 
 
+def _params_from(r: FitResult, rows: Tensor, body_pose: Tensor | None = None) -> _Params:
+    """Parameters starting from rows ``rows`` of a fit (with ``body_pose``'s rows if given)."""
+    return _Params(
+        len(rows),
+        r.betas.shape[1],
+        r.betas.dtype,
+        transl=r.transl[rows],
+        global_orient=r.global_orient[rows],
+        body_pose=(r.body_pose if body_pose is None else body_pose)[rows],
+        betas=r.betas[rows],
+    )
+
+
+def _stages(config: FitConfig, stages: slice) -> FitConfig:
+    """``config`` with only some of its stages."""
+    return dataclasses.replace(
+        config, pose_weights=config.pose_weights[stages], shape_weights=config.shape_weights[stages]
+    )
+
+
 def _optimize(params: list[torch.nn.Parameter], closure, config: FitConfig) -> float:
     if config.optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
@@ -584,22 +604,10 @@ def fit_to_scan(
     if p.betas.shape[0] > len(points):  # several hypotheses: first stage on each, keep the best
         k = p.betas.shape[0] // len(points)
         data, energy = data_for(points.repeat_interleave(k, 0))
-        first = dataclasses.replace(
-            config, pose_weights=config.pose_weights[:1], shape_weights=config.shape_weights[:1]
-        )
-        r = _staged_fit(model, p, data, first, prior, t0)
+        r = _staged_fit(model, p, data, _stages(config, slice(None, 1)), prior, t0)
         with torch.no_grad():
             best = energy(r.vertices[:, sub]).view(len(points), k).argmin(1)
-        pick = torch.arange(len(points)) * k + best
-        p = _Params(
-            len(points),
-            model.num_betas,
-            points.dtype,
-            transl=r.transl[pick],
-            global_orient=r.global_orient[pick],
-            body_pose=r.body_pose[pick],
-            betas=r.betas[pick],
-        )
+        p = _params_from(r, torch.arange(len(points)) * k + best)
     data, _ = data_for(points)
     r = _staged_fit(model, p, data, config, prior, t0)
     if not limb_search:
@@ -608,20 +616,10 @@ def fit_to_scan(
     if not better.any():
         return r
     idx = better.nonzero()[:, 0]
-    p = _Params(
-        len(idx),
-        model.num_betas,
-        points.dtype,
-        transl=r.transl[idx],
-        global_orient=r.global_orient[idx],
-        body_pose=body_pose[idx],
-        betas=r.betas[idx],
-    )
-    last = dataclasses.replace(
-        config, pose_weights=config.pose_weights[-2:], shape_weights=config.shape_weights[-2:]
-    )
     data, energy_sub = data_for(points[idx])
-    r2 = _staged_fit(model, p, data, last, prior, t0)
+    r2 = _staged_fit(
+        model, _params_from(r, idx, body_pose), data, _stages(config, slice(-2, None)), prior, t0
+    )
     with torch.no_grad():  # keep the refit only where it ended lower than the first fit
         keep = idx[energy_sub(r2.vertices[:, sub]) < energy_sub(r.vertices[idx][:, sub])]
     log.debug("limb search: %d of %d bodies refit, %d kept", len(idx), len(points), len(keep))
@@ -683,6 +681,25 @@ def _limb_search(
     ch = children(tuple(model.parents.tolist()))
     owner = model.lbs_weights.argmax(1)
     V = owner.shape[0]
+    limbs = []  # per limb: name, pose columns, moving vertices, the model cut to its vertices
+    for name, joints in LIMBS.items():
+        sub, todo = set(), list(joints)
+        while todo:
+            j = todo.pop()
+            sub.add(j)
+            todo += ch[j]
+        moving = torch.isin(owner, torch.tensor(sorted(sub)))
+        vi = moving.nonzero()[:, 0][::vertex_stride]
+        cut = (
+            model.v_template[vi],
+            model.shapedirs[vi],
+            model.posedirs.view(model.posedirs.shape[0], V, 3)[:, vi].reshape(-1, len(vi) * 3),
+            model.J_regressor,
+            model.parents,
+            model.lbs_weights[vi],
+        )
+        cols = torch.tensor([3 * (j - 1) + c for j in joints for c in range(3)])
+        limbs.append((name, cols, moving, cut))
     body_pose = r.body_pose.clone()
     better = torch.zeros(len(points), dtype=torch.bool)
     K = len(bank)
@@ -690,28 +707,13 @@ def _limb_search(
         for b in range(len(points)):
             scan = points[b]
             tree = cKDTree(scan.numpy())
-            for limb_name, joints in LIMBS.items():
-                sub, todo = set(), list(joints)
-                while todo:
-                    j = todo.pop()
-                    sub.add(j)
-                    todo += ch[j]
-                moving = torch.isin(owner, torch.tensor(sorted(sub)))
-                cols = torch.tensor([3 * (j - 1) + c for j in joints for c in range(3)])
+            for limb_name, cols, moving, cut in limbs:
                 cand = body_pose[b : b + 1].repeat(K + 1, 1)
                 cand[1:, cols] = bank[:, cols].to(cand.dtype)
-                vi = moving.nonzero()[:, 0][::vertex_stride]
                 limb, _ = lbs(  # only the limb's vertices, through the cached joint basis
                     r.betas[b : b + 1].expand(K + 1, -1),
                     torch.cat([r.global_orient[b : b + 1].expand(K + 1, -1), cand], 1),
-                    model.v_template[vi],
-                    model.shapedirs[vi],
-                    model.posedirs.view(model.posedirs.shape[0], V, 3)[:, vi].reshape(
-                        -1, len(vi) * 3
-                    ),
-                    model.J_regressor,
-                    model.parents,
-                    model.lbs_weights[vi],
+                    *cut,
                     joint_basis=model.joint_basis,
                 )
                 limb = (limb + r.transl[b]).float()  # [K+1, Vl, 3]
