@@ -7,9 +7,9 @@ domains lazily, inside each command.
 
 from mpgym.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.devices import get_device
-from mpgym.errors import MpgymError, check_finite
+from mpgym.errors import MpgymError, check_finite, check_positive
 from mpgym.progress import progress
-from mpgym.runs import MetricsLogger, RunDir, save_on_interrupt
+from mpgym.runs import MetricsLogger, RunDir, check_run_target, save_on_interrupt, staged_run
 from mpgym.seeding import seed_everything
 
 __version__ = "0.1.0"
@@ -21,10 +21,13 @@ __all__ = [
     "MpgymError",
     "RunDir",
     "check_finite",
+    "check_positive",
+    "check_run_target",
     "get_device",
     "load_checkpoint",
     "progress",
     "save_checkpoint",
     "save_on_interrupt",
     "seed_everything",
+    "staged_run",
 ]

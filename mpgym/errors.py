@@ -34,3 +34,24 @@ def check_finite(name: str, value: Any) -> None:
             bad = not bool(np.isfinite(arr).all())
     if bad:
         raise MpgymError(f"{name} contains NaN or infinity; only finite values are accepted.")
+
+
+def check_positive(name: str, value: Any, *, integer: bool = True) -> None:
+    """Raise :class:`MpgymError` unless ``value`` is a positive (integer, by default) number.
+
+    For budgets and resolutions (``--total-timesteps``, ``--steps``, ``--resolution``), checked
+    before any work starts.
+
+    Args:
+        name: the option as the user wrote it (``"--total-timesteps"``).
+        value: the value given.
+        integer: accept only whole numbers.
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and integer:
+        ok = float(value).is_integer()
+    if ok:
+        ok = math.isfinite(value) and value > 0
+    if not ok:
+        accepted = "a whole number >= 1" if integer else "a finite number > 0"
+        raise MpgymError(f"{name} must be {accepted}; got {value!r}.")

@@ -10,6 +10,9 @@ import contextlib
 import csv
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,6 +123,87 @@ class RunDir:
         return f"RunDir({str(self.path)!r})"
 
 
+def run_kind(path: str | Path) -> str | None:
+    """The ``kind`` recorded in a run directory's ``config.json`` (``None`` if unreadable)."""
+    try:
+        data = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    kind = data.get("kind")
+    return kind if isinstance(kind, str) else None
+
+
+def check_run_target(path: str | Path, *, kind: str, overwrite: bool = False) -> Path:
+    """Refuse, before any work, a run directory that would destroy something else.
+
+    A missing or empty directory is fine, and so is an earlier run of the same ``kind`` (it is
+    replaced when the new run completes). A run of another kind, or a non-empty directory that
+    is not a run at all, is refused unless ``overwrite`` is set.
+
+    Raises:
+        MpgymError: the target is a file, or holds something that ``overwrite`` would replace.
+    """
+    from mpgym.errors import MpgymError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise MpgymError(f"run directory {path} is an existing file; choose a directory path.")
+    if not path.is_dir() or not any(path.iterdir()) or overwrite:
+        return path
+    found = run_kind(path)
+    if found == kind:
+        return path
+    what = f"a {found!r} run" if found else "a directory that is not an mpgym run"
+    raise MpgymError(f"{path} already holds {what}; choose another output directory or pass "
+                     f"--overwrite to replace it with this {kind!r} run.")
+
+
+@contextlib.contextmanager
+def staged_run(path: str | Path, *, kind: str, overwrite: bool = False) -> Iterator[RunDir]:
+    """Build a run in a hidden sibling directory and move it into place when it completes.
+
+    The target is checked first (:func:`check_run_target`). The block writes into a temporary
+    ``.<name>.partial-*`` directory beside ``path``. On success, and on Ctrl-C (so an interrupted
+    run's checkpoint is kept), it replaces ``path``; on any other error it is deleted, so a
+    refused or failed run leaves nothing behind.
+
+    Example:
+        >>> with staged_run("runs/rl/dqn-CartPole-v1-s0", kind="dqn") as run:  # doctest: +SKIP
+        ...     run.write_config(cfg, kind="dqn")
+    """
+    path = check_run_target(path, kind=kind, overwrite=overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    try:
+        yield RunDir(tmp)
+    except KeyboardInterrupt:
+        _move_into_place(tmp, path)
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _move_into_place(tmp, path)
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    if path.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+        os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def save_on_interrupt(save: Callable[[], Any], what: str = "run") -> Iterator[None]:
     """On Ctrl-C inside the block, call ``save()`` and re-raise, so the run stays loadable.
@@ -131,6 +215,6 @@ def save_on_interrupt(save: Callable[[], Any], what: str = "run") -> Iterator[No
     try:
         yield
     except KeyboardInterrupt:
-        log.warning("interrupted: saving %s before exiting", what)
+        log.info("saving %s before exiting", what)  # the CLI itself prints "interrupted."
         save()
         raise
