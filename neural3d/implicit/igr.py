@@ -11,7 +11,8 @@ uniform samples ``u``, is SIREN's off-surface penalty, ``offsurface_weight=0`` t
 Off-surface samples are each surface point moved by ``N(0, sigma_i^2)`` with ``sigma_i``
 its distance to its 50th nearest neighbour, plus 1/8 of the batch uniform in the box;
 gradients come from autograd (``create_graph=True``); the network starts as a sphere
-(geometric init).
+(geometric init). The eikonal term sees exactly these off-surface samples, not the surface
+points (the paper's ``y ~ D``, and the official code's eikonal batch).
 
 Paper defaults (``PRESETS["paper"]``): 8 x 512, skip at layer 4, Softplus beta 100,
 lambda 0.1, tau 1, Adam lr 5e-3 halved every 2000 steps. The default config is the CPU
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -130,32 +132,63 @@ def local_sigmas(points: np.ndarray, k: int) -> np.ndarray:
     return d[:, -1].astype(np.float32)
 
 
-def igr_loss(model: IGRNet, surface: torch.Tensor, normals: torch.Tensor | None,
-             off_surface: torch.Tensor, config: IGRConfig, n_uniform: int = 0
-             ) -> tuple[torch.Tensor, dict]:
-    """IGR's loss on one batch.
+def sample_off_surface(surface: torch.Tensor, sigmas: torch.Tensor, n_uniform: int,
+                       bounds: float, generator: torch.Generator
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """IGR's off-surface distribution D: Gaussians at the surface points plus uniform samples.
 
     Args:
-        model: the SDF network.
-        surface: ``[B, 3]`` surface points.
-        normals: ``[B, 3]`` their unit normals, or None.
-        off_surface: ``[M, 3]`` off-surface samples (eikonal term), the uniform ones last.
-        config: weights and the surface-loss kind.
-        n_uniform: how many of ``off_surface`` (at its end) are uniform in the box.
+        surface: ``[B, 3]`` surface points of the batch.
+        sigmas: ``[B]`` their standard deviations (distance to the k-th nearest neighbour).
+        n_uniform: number of samples uniform in the box ``[-bounds, bounds]^3``.
+        bounds: half side of that box.
+        generator: the random source.
 
     Returns:
-        The loss and its terms as floats.
+        ``(near [B, 3], uniform [n_uniform, 3])``: ``near_i ~ N(x_i, sigma_i^2 I)``.
     """
-    x = torch.cat([surface, off_surface]).requires_grad_(True)
-    f = model(x)
-    g = gradient(f, x)
-    fs, gs = f[: len(surface)], g[: len(surface)]
+    near = surface + torch.randn(surface.shape, generator=generator) * sigmas[:, None]
+    uniform = (torch.rand((n_uniform, 3), generator=generator) * 2 - 1) * bounds
+    return near, uniform
+
+
+def igr_loss(model: Callable[[torch.Tensor], torch.Tensor], surface: torch.Tensor,
+             normals: torch.Tensor | None, near: torch.Tensor, uniform: torch.Tensor,
+             config: IGRConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """IGR's loss on one batch (the module docstring's equation).
+
+    The surface term (and the normal term) uses ``surface`` only; the eikonal term uses
+    exactly the off-surface samples ``near`` and ``uniform`` -- the paper's ``E_{y ~ D}``, as
+    in the official code, where the surface points are not part of the eikonal batch; SIREN's
+    off-surface term uses ``uniform``. One forward pass evaluates all three sets.
+
+    Args:
+        model: the SDF network, ``[P, 3] -> [P]``.
+        surface: ``[B, 3]`` surface points.
+        normals: ``[B, 3]`` their unit normals, or None.
+        near: ``[M, 3]`` samples near the surface (:func:`sample_off_surface`).
+        uniform: ``[U, 3]`` samples uniform in the box (``U`` may be 0).
+        config: weights and the surface-loss kind.
+
+    Returns:
+        The loss and its terms as floats (``surface``, ``eikonal``, and ``normal`` /
+        ``offsurface`` when they apply).
+
+    Example:
+        For the exact SDF of a sphere, ``f(x) = ||x|| - r``, the surface, normal and eikonal
+        terms are all 0 (tested in ``tests/neural3d/implicit/test_igr_loss.py``).
+    """
+    b, m = len(surface), len(near)
+    x = torch.cat([surface, near, uniform]).requires_grad_(True)
+    f = model(x)  # [B + M + U]
+    g = gradient(f, x)  # [B + M + U, 3]
+    fs, gs = f[:b], g[:b]
     surf = fs.abs().mean() if config.surface_loss == "l1" else (fs**2).mean()
-    eik = eikonal_loss(g)
+    eik = eikonal_loss(g[b:])  # off-surface samples only
     loss = surf + config.eikonal_weight * eik
     terms = {"surface": surf.item(), "eikonal": eik.item()}
-    if config.offsurface_weight > 0 and n_uniform > 0:
-        off = torch.exp(-config.offsurface_alpha * f[-n_uniform:].abs()).mean()
+    if config.offsurface_weight > 0 and len(uniform) > 0:
+        off = torch.exp(-config.offsurface_alpha * f[b + m:].abs()).mean()
         loss = loss + config.offsurface_weight * off
         terms["offsurface"] = off.item()
     if normals is not None and config.normal_weight > 0:
@@ -214,12 +247,10 @@ def fit_igr(points: np.ndarray, normals: np.ndarray | None = None,
         for step in progress(range(config.iterations), desc="igr", enable=progress_bar):
             idx = torch.randint(0, len(pts), (config.batch_size,), generator=gen)
             surf = pts[idx]
-            near = surf + torch.randn(surf.shape, generator=gen) * sig[idx, None]
-            uni = (torch.rand((n_uni, 3), generator=gen) * 2 - 1) * config.bounds
-            off = torch.cat([near, uni])
+            near, uni = sample_off_surface(surf, sig[idx], n_uni, config.bounds, gen)
             loss, terms = igr_loss(model, surf.to(device),
                                    nrm[idx].to(device) if nrm is not None else None,
-                                   off.to(device), config, n_uni)
+                                   near.to(device), uni.to(device), config)
             if not torch.isfinite(loss):
                 raise MpgymError(f"IGR diverged at step {step} (loss {float(loss)}); lower --lr. "
                                  "The run directory keeps the metrics and last checkpoint.")
