@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.mpgym-installed
 BENCH_STAMP := $(VENV)/.mpgym-bench-installed
+# Peers that pin old dependencies (gym, numpy<2) live in their own venv, never in the user's.
+PEER_VENV := .venv-peers
+PEER_STAMP := $(PEER_VENV)/.mpgym-peers-installed
 JOBS ?= 2
 
 .PHONY: demo test test-all bench lint setup clean
@@ -41,13 +44,19 @@ test: setup
 	$(PY) -m pytest -n $(JOBS) -q
 
 test-all: setup
-	$(PY) -m pytest -n $(JOBS) -q -m "slow or not slow"
+	MPGYM_FUZZ_SCALE=10 $(PY) -m pytest -n $(JOBS) -q -m "slow or not slow"
 
 $(BENCH_STAMP): $(STAMP)
 	$(PIP) install --quiet -e ".[$(EXTRAS),bench]"
 	@touch $(BENCH_STAMP)
 
-bench: setup $(BENCH_STAMP)
+$(PEER_STAMP): benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet -r benchmarks/peers/requirements.txt
+	@touch $(PEER_STAMP)
+
+bench: setup $(BENCH_STAMP) $(PEER_STAMP)
 	@mkdir -p bench-results
 	@set -e; for b in benchmarks/*.py; do \
 		n=$$(basename $$b .py); echo "== $$n"; \
@@ -58,4 +67,4 @@ lint: setup
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) bench-results .pytest_cache
+	rm -rf $(VENV) $(PEER_VENV) bench-results .pytest_cache

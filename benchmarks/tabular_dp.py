@@ -10,7 +10,9 @@ the fast solvers), ``sweeps``, ``sweep_ms`` (time per sweep: for mpgym the margi
 (t(110 sweeps) - t(10 sweeps)) / 100; for the others their loop time / sweeps), ``max_abs_err``
 (max |V - V*|), ``x_mpgym_vi`` (solve time / mpgym VI's solve time on the same problem).
 
-Goals (issue 2, section 5): ``vi_speedup_vs_mdptoolbox`` >= 50 (mpgym VI to max|V - V*| <=
+The peers run in their own venv (``.venv-peers``, made by ``make bench``), as a subprocess.
+
+Goals: ``vi_speedup_vs_mdptoolbox`` >= 50 (mpgym VI to max|V - V*| <=
 1e-6 against the faster toolbox run with its own default stopping rule, epsilon 0.01),
 ``vi_speedup_vs_bettermdptools`` >= 1.5 (bettermdptools' vectorised VI with theta chosen so its
 error is also <= 1e-6: theta = 1e-6 (1 - gamma) / gamma), ``vi_max_abs_err`` <= 1e-6,
@@ -20,11 +22,14 @@ matrix-vector product ``P @ V`` a sweep must do), all on the random MDP.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import tempfile
 import time
-import warnings
+from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from agents.tabular import policy_iteration, value_iteration
 from envs import TabularModel
@@ -62,23 +67,6 @@ def random_mdp(S: int, A: int, K: int, seed: int = 0):
     return model, P
 
 
-def toolbox_arrays(P: dict):
-    """(list of A CSR (S, S) stochastic matrices, R (S, A)) from a P dict whose terminal
-    states are absorbing zero-reward self-loops (FrozenLake, the random MDP)."""
-    S, A = len(P), len(P[0])
-    rows, cols, vals = [[] for _ in range(A)], [[] for _ in range(A)], [[] for _ in range(A)]
-    R = np.zeros((S, A))
-    for s in range(S):
-        for a in range(A):
-            for p, n, r, _ in P[s][a]:
-                rows[a].append(s)
-                cols[a].append(n)
-                vals[a].append(p)
-                R[s, a] += p * r
-    mats = [sp.csr_matrix((vals[a], (rows[a], cols[a])), shape=(S, S)) for a in range(A)]
-    return mats, R
-
-
 def run_mpgym(P: dict, V_star: np.ndarray, repeats: int):
     rows = []
     build_s, model = best_time(lambda: TabularModel.from_dict(P), repeats)
@@ -99,52 +87,42 @@ def run_mpgym(P: dict, V_star: np.ndarray, repeats: int):
     return rows, model, sweep_s, spmv_s
 
 
-def run_toolbox(module_name: str, label: str, P: dict, V_star: np.ndarray):
-    import importlib
-
-    mdp = importlib.import_module(module_name)
-    t0 = time.perf_counter()
-    mats, R = toolbox_arrays(P)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        vi = mdp.ValueIteration(mats, R, GAMMA)  # default epsilon 0.01, its own stopping rule
-        t1 = time.perf_counter()
-        vi.run()
-    t2 = time.perf_counter()
-    V = np.asarray(vi.V, dtype=float)
-    return {"solver": f"{label} ValueIteration (eps 0.01)", "solve_s": t2 - t0,
-            "sweeps": int(vi.iter), "sweep_ms": 1e3 * (t2 - t1) / max(1, int(vi.iter)),
-            "max_abs_err": float(np.abs(V - V_star).max())}
+PEERS = Path(__file__).parent / "peers"
+PEER_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
 
 
-def run_bettermdptools(P: dict, V_star: np.ndarray, sweeps_hint: int):
-    from bettermdptools.algorithms.planner import Planner
+def run_peers(P: dict, V_star: np.ndarray, sweeps_hint: float) -> list[dict]:
+    """bettermdptools and both mdptoolboxes, run in their own venv (``make bench`` makes it).
 
-    theta = TOL * (1 - GAMMA) / GAMMA  # max|V_k+1 - V_k| < theta  =>  max|V - V*| < 1e-6
-    n_iters = int(2 * sweeps_hint)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        V, V_track, _ = Planner(P).value_iteration_vectorized(gamma=GAMMA, n_iters=n_iters,
-                                                              theta=theta, dtype=np.float64)
-    dt = time.perf_counter() - t0
-    sweeps = int(np.flatnonzero(np.abs(V_track).sum(axis=1) > 0).max()) if V_track.any() else 0
-    return {"solver": "bettermdptools value_iteration_vectorized (same tol)", "solve_s": dt,
-            "sweeps": sweeps, "sweep_ms": 1e3 * dt / max(1, sweeps),
-            "max_abs_err": float(np.abs(V - V_star).max())}
+    They pin old dependencies (``gym``, ``numpy<2``), so they are kept out of the project's
+    environment; see ``benchmarks/peers/mdp_peers.py``.
+    """
+    python = Path(os.environ.get("MPGYM_PEER_PYTHON", PEER_PYTHON))
+    if not python.exists():
+        raise SystemExit(f"peer solvers need their own venv at {python}: run `make bench`, or "
+                         "set MPGYM_PEER_PYTHON to a Python with benchmarks/peers/requirements.txt")
+    A = len(P[0])
+    trans = [(s * A + a, n, p, r, d) for s in P for a in P[s] for p, n, r, d in P[s][a]]
+    rows, nxt, prob, rew, done = (np.array(c) for c in zip(*trans, strict=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mdp.npz"
+        np.savez(path, rows=rows, next=nxt, prob=prob, reward=rew, done=done.astype(bool),
+                 n_states=len(P), n_actions=A, V_star=V_star, gamma=GAMMA, tol=TOL,
+                 sweeps_hint=sweeps_hint)
+        out = subprocess.run([str(python), str(PEERS / "mdp_peers.py"), str(path)],
+                             capture_output=True, text=True, check=True,
+                             env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"))
+    return json.loads(out.stdout)
 
 
-def solve_problem(name: str, P: dict, model: TabularModel, repeats: int, toolboxes: bool):
+def solve_problem(name: str, P: dict, model: TabularModel, repeats: int):
     V_star, _, ref = value_iteration(model, GAMMA, 1e-12)
     V_pi = policy_iteration(model, GAMMA)[0]
     assert ref.converged and np.abs(V_star - V_pi).max() < 1e-7, np.abs(V_star - V_pi).max()
     rows, _, sweep_s, spmv_s = run_mpgym(P, V_star, repeats)
     # bettermdptools needs ~log(theta)/log(gamma) sweeps: 1833 for gamma 0.99, theta ~1e-8
     hint = np.log(TOL * (1 - GAMMA) / GAMMA / 1.0) / np.log(GAMMA)
-    rows.append(run_bettermdptools(P, V_star, sweeps_hint=max(hint, 100)))
-    if toolboxes:
-        rows.append(run_toolbox("hiive.mdptoolbox.mdp", "mdptoolbox-hiive", P, V_star))
-        rows.append(run_toolbox("mdptoolbox.mdp", "pymdptoolbox", P, V_star))
+    rows += run_peers(P, V_star, sweeps_hint=max(hint, 100))
     base = rows[0]["solve_s"]
     for r in rows:
         r["x_mpgym_vi"] = r["solve_s"] / base
@@ -161,11 +139,10 @@ def main() -> None:
     import gymnasium as gym
 
     fl_P = gym.make("FrozenLake8x8-v1").unwrapped.P
-    fl_rows, _ = solve_problem("FrozenLake8x8", fl_P, TabularModel.from_dict(fl_P), repeats,
-                               toolboxes=True)
+    fl_rows, _ = solve_problem("FrozenLake8x8", fl_P, TabularModel.from_dict(fl_P), repeats)
     model, P = random_mdp(S, 8, 10)
     name = f"random S={S} A=8 K=10"
-    rows, floor_ratio = solve_problem(name, P, model, repeats, toolboxes=True)
+    rows, floor_ratio = solve_problem(name, P, model, repeats)
     ours = rows[0]
     toolbox = min((r for r in rows if "ValueIteration" in r["solver"]),
                   key=lambda r: r["solve_s"])

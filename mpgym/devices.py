@@ -28,3 +28,33 @@ def get_device(name: str = "cpu"):
             )
         return torch.device(name)
     raise MpgymError(f"unknown device {name!r}; accepted: 'auto', 'cpu', 'cuda', 'cuda:N'.")
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` CPU threads in torch, numba kernels and the BLAS libraries numpy loaded.
+
+    ``mpgym --threads N`` calls this before a command runs; on a busy machine ``1`` is often
+    fastest. Raises :class:`MpgymError` unless ``n`` is a whole number >= 1.
+    """
+    import os
+
+    from mpgym.errors import check_positive
+
+    check_positive("--threads", n)
+    n = int(n)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)  # for libraries not loaded yet
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import numba
+    except ImportError:
+        pass
+    else:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(n)  # BLAS pools already loaded (numpy's OpenBLAS)

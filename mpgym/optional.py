@@ -16,6 +16,21 @@ def optional_module(name: str) -> ModuleType | None:
     calls return the same module.
     """
     try:
+        _prefer_openmp_in_numba()
         return importlib.import_module(name)
     except ImportError:
         return None
+
+
+def _prefer_openmp_in_numba() -> None:
+    """Pick numba's OpenMP threading layer before TBB.
+
+    Open3D loads its own, older libtbb; numba then tries TBB first, finds it too old and
+    prints a ``NumbaWarning`` on the first parallel kernel. OpenMP is what it falls back to
+    anyway, so asking for it first changes nothing but the noise.
+    """
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]

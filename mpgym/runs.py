@@ -70,6 +70,7 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._metrics: MetricsLogger | None = None
 
@@ -102,15 +103,12 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """Read ``config.json``; a clear error when the directory is not a run."""
-        from mpgym.errors import MpgymError
-
-        p = self.path / "config.json"
-        if not p.exists():
-            raise MpgymError(f"{self.path} is not an mpgym run directory (no config.json).")
         try:
-            return json.loads(p.read_text())
-        except json.JSONDecodeError as exc:
-            raise MpgymError(f"{p} is not valid JSON ({exc}).") from None
+            return read_run_config(self.path)
+        except Exception:
+            if self._created and not any(self.path.iterdir()):
+                self.path.rmdir()  # do not leave behind the directory a mistyped path made
+            raise
 
     def write_json(self, name: str, data: Any) -> Path:
         """Write any JSON file (``results.json``...) into the run, atomically."""
@@ -121,6 +119,33 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """Read a run directory's ``config.json`` (or the file itself) as a JSON object.
+
+    Raises:
+        MpgymError: no such file, too large, not UTF-8 JSON, or not a JSON object.
+    """
+    from mpgym.errors import MpgymError
+
+    path = Path(path)
+    p = path / "config.json" if path.is_dir() or not path.suffix else path
+    if not p.is_file():
+        raise MpgymError(f"{p.parent} is not an mpgym run directory (no config.json).")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise MpgymError(f"{p} is {p.stat().st_size} bytes; a run's config.json is at most "
+                         f"{MAX_CONFIG_BYTES} bytes.")
+    try:
+        data = json.loads(p.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise MpgymError(f"{p} is not valid JSON ({exc}).") from None
+    if not isinstance(data, dict):
+        raise MpgymError(f"{p} holds a JSON {type(data).__name__}; expected an object.")
+    return data
 
 
 def run_kind(path: str | Path) -> str | None:

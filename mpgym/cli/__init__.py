@@ -56,14 +56,54 @@ def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: mpgym COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
-    lines += ["", "Run 'mpgym COMMAND --help' for a command's options."]
+    lines += ["", "Run 'mpgym COMMAND --help' for a command's options.",
+              "Every command also takes --threads N (CPU threads for torch, numba and BLAS)."]
     return "\n".join(lines)
 
 
+def _pop_threads(argv: list[str]) -> tuple[list[str], str | None]:
+    """Remove ``--threads N`` / ``--threads=N`` from ``argv``; return (rest, N or None)."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--threads":
+            if i + 1 >= len(argv):
+                raise MpgymError("--threads needs a value (a whole number >= 1).")
+            value, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, value
+
+
+def _apply_threads(value: str) -> None:
+    from mpgym.devices import set_threads
+
+    try:
+        n = int(value)
+    except ValueError:
+        raise MpgymError(f"--threads must be a whole number >= 1; got {value!r}.") from None
+    set_threads(n)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``mpgym`` command."""
+    """Entry point of the ``mpgym`` command.
+
+    ``--threads N``, anywhere on the line, sets the CPU threads of torch, numba and BLAS for
+    any command (``nerf train`` also records it in its config).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        stripped, threads = _pop_threads(argv)
+    except MpgymError as exc:
+        print(f"mpgym: error: {exc}", file=sys.stderr)
+        return 2
+    if argv and argv[0] != "nerf":  # nerf's own config has a threads field: leave it the flag
+        argv = stripped
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -78,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mpgym {name}: not available in this installation ({exc}).", file=sys.stderr)
         return 2
     try:
+        if threads is not None:
+            _apply_threads(threads)
         return int(fn(rest) or 0)
     except MpgymError as exc:  # bad input: one clear message, no traceback
         print(f"mpgym {name}: error: {exc}", file=sys.stderr)
