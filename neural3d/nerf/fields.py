@@ -4,9 +4,10 @@ Both fields map world points ``[N, 3]`` inside the scene box and unit view direc
 ``[N, 3]`` to densities ``[N]`` (per unit length, >= 0) and colours ``[N, 3]`` in [0, 1].
 
 - :class:`VanillaField` (Mildenhall et al. 2020, Fig. 7): positional encoding (10 octaves for
-  xyz, 4 for directions), 8 ReLU layers of 256 with the input re-injected at the 5th, a
-  density head (ReLU), a 256 feature layer, then one 128 layer with the encoded direction and
-  a sigmoid colour head.
+  xyz, 4 for directions), 8 ReLU layers of 256 with the encoded input concatenated to the
+  output of the 5th (so the 6th layer takes ``256 + 63`` inputs; the official code's
+  ``skips=[4]``), a density head (ReLU), a 256 feature layer, then one 128 layer with the
+  encoded direction and a sigmoid colour head.
 - :class:`HashField` (Mueller et al. 2022, Sec. 5.4): hash encoding of the normalised
   position, a density MLP with one hidden layer of 64 whose first output is log-density
   (``exp`` activation, gradient truncated) and the other 15 are features, spherical-harmonics
@@ -15,15 +16,55 @@ Both fields map world points ``[N, 3]`` inside the scene box and unit view direc
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from neural3d.encodings import HashEncoding, PositionalEncoding, SphericalHarmonics
 
+TRUNC_EXP_GRAD_CLAMP = 15.0
+"""``trunc_exp``'s backward uses ``exp(clamp(x, -15, 15))`` (torch-ngp's ``_trunc_exp``)."""
+
+TRUNC_EXP_FORWARD_MAX = 80.0
+"""Inputs above this are clamped in the forward pass only to keep densities finite: ``exp(80)``
+is about 5.5e34, so ``sigma * delta`` sums along a ray stay below float32's 3.4e38 (an infinite
+density would make the exclusive cumulative sum in compositing ``inf - inf = NaN``)."""
+
+
+class _TruncExp(torch.autograd.Function):
+    """``exp`` whose gradient is taken at ``x`` clamped to ``[-15, 15]``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        """``exp(x)`` (clamped above at :data:`TRUNC_EXP_FORWARD_MAX`)."""
+        ctx.save_for_backward(x)
+        top = min(TRUNC_EXP_FORWARD_MAX, math.log(torch.finfo(x.dtype).max) - 1.0)
+        return torch.exp(x.clamp(max=top))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        """``grad * exp(clamp(x, -15, 15))``."""
+        (x,) = ctx.saved_tensors
+        c = TRUNC_EXP_GRAD_CLAMP
+        return grad * torch.exp(x.clamp(-c, c))
+
 
 def trunc_exp(x: Tensor) -> Tensor:
-    """``exp(x)`` with the input clamped at 15 (as nerfacc's ``trunc_exp``): no overflow."""
-    return torch.exp(x.clamp(max=15.0))
+    """``exp(x)`` with a truncated gradient (Instant-NGP's density activation, as torch-ngp).
+
+    Forward: ``exp(x)`` exactly (inputs above :data:`TRUNC_EXP_FORWARD_MAX`, far beyond any
+    useful density, are clamped so the result stays finite). Backward: ``g * exp(clamp(x, -15,
+    15))``, so a large log-density still gets a bounded, non-zero gradient.
+
+    Example:
+        >>> x = torch.tensor([0.0, 20.0], requires_grad=True)
+        >>> trunc_exp(x).sum().backward()
+        >>> x.grad.tolist() == [1.0, torch.exp(torch.tensor(15.0)).item()]
+        True
+    """
+    return _TruncExp.apply(x)
 
 
 def _mlp(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
@@ -94,7 +135,9 @@ class VanillaField(nn.Module):
         dir_freqs: octaves of the direction encoding (4).
         width: hidden width (256).
         depth: hidden layers before the density head (8).
-        skip: layer whose input gets the encoded position concatenated (4, i.e. the 5th).
+        skip: index of the layer whose output gets the encoded position concatenated (4: the
+            5th layer's output, so the 6th layer takes ``width + 3 (1 + 2 pos_freqs)``
+            inputs), as ``skips=[4]`` in the official code and nerf-pytorch.
     """
 
     aabb: Tensor
@@ -102,13 +145,16 @@ class VanillaField(nn.Module):
     def __init__(self, aabb: Tensor, *, pos_freqs: int = 10, dir_freqs: int = 4,
                  width: int = 256, depth: int = 8, skip: int = 4):
         super().__init__()
+        if not 0 <= skip < depth - 1:
+            raise ValueError(f"skip must index a hidden layer before the last, 0..{depth - 2} "
+                             f"(got {skip}).")
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self.pos_enc = PositionalEncoding(3, pos_freqs)
         self.dir_enc = PositionalEncoding(3, dir_freqs)
         self.skip = skip
         p = self.pos_enc.out_dim
         self.layers = nn.ModuleList(
-            nn.Linear(p if i == 0 else width + (p if i == skip else 0), width)
+            nn.Linear(p if i == 0 else width + (p if i == skip + 1 else 0), width)
             for i in range(depth))
         self.sigma_head = nn.Linear(width, 1)
         self.feature = nn.Linear(width, width)
@@ -119,9 +165,9 @@ class VanillaField(nn.Module):
         e = self.pos_enc(x)
         h = e
         for i, layer in enumerate(self.layers):
-            if i == self.skip:
-                h = torch.cat([h, e], -1)
             h = torch.relu(layer(h))
+            if i == self.skip:  # input first, as the official code's torch.cat([input_pts, h])
+                h = torch.cat([e, h], -1)
         return h
 
     def density(self, x: Tensor) -> Tensor:
