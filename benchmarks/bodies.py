@@ -2,7 +2,7 @@
 
 Held-out ground truth: random shapes (beta ~ N(0, I)) and poses from the last 20% of each
 DeepMimic clip (the pose prior is fitted on the first 80%), yaw in +-34 degrees.
-Goals (issue 6): pve_from_joints_mm <= 10, pa_mpjpe_from_2d_mm <= 40, pve_from_scan_mm <= 15,
+Goals: pve_from_joints_mm <= 10, pa_mpjpe_from_2d_mm <= 40, pve_from_scan_mm <= 15,
 learned_vs_smplify_error_ratio <= 1.25, learned_vs_smplify_time_ratio <= 0.1,
 lbs_speedup_vs_smplx_b1024 >= 2.0.
 

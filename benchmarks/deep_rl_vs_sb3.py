@@ -1,4 +1,4 @@
-"""Deep RL agents vs stable-baselines3: wall time, steps to threshold, final return (issue 3).
+"""Deep RL agents vs stable-baselines3: wall time, steps to threshold, final return.
 
 Trains this project's DQN, PPO and A2C and stable-baselines3's (with rl-baselines3-zoo's tuned
 hyperparameters) on CartPole-v1 with the same env-step budget and seeds, one torch thread each,

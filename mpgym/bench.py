@@ -21,7 +21,7 @@ from mpgym.checkpoint import atomic_write_text, to_jsonable
 
 @dataclass
 class Goal:
-    """A goal the issue states: ``value`` compared with ``target`` in ``direction``."""
+    """A stated goal: ``value`` compared with ``target`` in ``direction``."""
 
     name: str
     value: float

@@ -1,6 +1,6 @@
 """neural3d: shapes and scenes as functions, learned by networks, turned into meshes and images.
 
-Implicit shapes (issue 4):
+Implicit shapes:
 
 - :mod:`neural3d.shapes` -- analytic SDFs (sphere, box, torus, capsule, cylinder,
   superquadric) and CSG, ``SHAPES`` library inside ``[-0.5, 0.5]^3``; negative inside.
@@ -13,7 +13,7 @@ Implicit shapes (issue 4):
 - :mod:`neural3d.metrics` -- Chamfer-L1/L2, normal consistency, F-score, volumetric IoU.
 - :mod:`neural3d.render.dvr` -- Differentiable Volumetric Rendering.
 
-Radiance fields (issue 5): :mod:`neural3d.encodings`, :mod:`neural3d.cameras`,
+Radiance fields: :mod:`neural3d.encodings`, :mod:`neural3d.cameras`,
 :mod:`neural3d.nerf`, :mod:`neural3d.data.multiview`.
 
 Submodules are imported on demand (``import neural3d`` stays cheap).
