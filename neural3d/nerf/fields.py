@@ -137,7 +137,8 @@ class VanillaField(nn.Module):
         depth: hidden layers before the density head (8).
         skip: index of the layer whose output gets the encoded position concatenated (4: the
             5th layer's output, so the 6th layer takes ``width + 3 (1 + 2 pos_freqs)``
-            inputs), as ``skips=[4]`` in the official code and nerf-pytorch.
+            inputs), as ``skips=[4]`` in the official code and nerf-pytorch; none when
+            ``depth <= skip + 1``.
     """
 
     aabb: Tensor
@@ -145,9 +146,8 @@ class VanillaField(nn.Module):
     def __init__(self, aabb: Tensor, *, pos_freqs: int = 10, dir_freqs: int = 4,
                  width: int = 256, depth: int = 8, skip: int = 4):
         super().__init__()
-        if not 0 <= skip < depth - 1:
-            raise ValueError(f"skip must index a hidden layer before the last, 0..{depth - 2} "
-                             f"(got {skip}).")
+        if not 0 <= skip < depth - 1:  # no layer after it to feed: no skip (as nerf-pytorch)
+            skip = -1
         self.register_buffer("aabb", torch.as_tensor(aabb, dtype=torch.float32).clone())
         self.pos_enc = PositionalEncoding(3, pos_freqs)
         self.dir_enc = PositionalEncoding(3, dir_freqs)

@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from neural3d.nerf.fields import HashField, VanillaField, trunc_exp
@@ -32,8 +31,9 @@ def test_vanilla_skip_layer_sees_the_encoded_input():
     f.density(x)
     enc = f.pos_enc(x)
     torch.testing.assert_close(seen["x"][:, :enc.shape[1]], enc)
-    with pytest.raises(ValueError, match="skip"):
-        VanillaField(torch.zeros(6), depth=4, skip=3)
+    shallow = VanillaField(torch.zeros(6), width=16, depth=4)  # no layer after index 4: no skip
+    assert [layer.in_features for layer in shallow.layers] == [63, 16, 16, 16]
+    assert shallow.density(x).shape == (4,)
 
 
 def test_trunc_exp_forward_is_exp_and_gradient_is_clamped():
