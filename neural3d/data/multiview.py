@@ -1,16 +1,35 @@
-"""Multi-view datasets in the NeRF-synthetic (Blender) layout: read, write, render.
+"""Multi-view datasets (NeRF-synthetic, nerfstudio, Instant-NGP layouts): read, write, render.
 
-Layout (what NeRF-synthetic scenes and colmap2nerf-style folders hold)::
+Layouts read by :func:`load_split` (``file_path`` relative to the JSON file; it may omit the
+extension, as NeRF-synthetic's does; backslashes are read as ``/``, as Instant-NGP does)::
 
     DIR/transforms_train.json   {"camera_angle_x": 0.6911, "frames": [{"file_path":
     DIR/transforms_val.json       "./train/r_0", "transform_matrix": [[...4x4...]]}, ...]}
-    DIR/transforms_test.json
+    DIR/transforms_test.json    (NeRF-synthetic / Blender: one file per split)
     DIR/train/r_0.png ...        RGBA PNGs (alpha = coverage)
 
-``file_path`` may omit ``.png`` (as NeRF-synthetic's does); poses are camera-to-world in OpenGL
-axes (see :mod:`neural3d.cameras`). A single ``transforms.json`` (colmap2nerf / Instant-NGP) is
-read as the ``train`` split; its optional ``fl_x, fl_y, cx, cy, w, h`` override
-``camera_angle_x``.
+    DIR/transforms.json         one file with every frame (nerfstudio, Instant-NGP, colmap2nerf)
+
+With a single ``transforms.json`` (or a JSON file given directly), frames are sorted by
+``file_path`` (natural order) and every 8th from the first (index ``% 8 == 0``) is held out as
+the test (and val) split, the LLFF / mip-NeRF 360 convention (nerfstudio's ``interval`` split).
+
+Poses are camera-to-world in OpenGL axes (see :mod:`neural3d.cameras`), 4x4 or 3x4.
+Intrinsics (scene-wide, or per frame where a frame has its own keys): ``fl_x, fl_y`` (pixels),
+``cx, cy`` (pixels; default the image centre), ``w, h`` (the size they refer to; they are
+scaled to the real image size), or ``camera_angle_x`` / ``camera_angle_y`` (radians).
+Lens distortion (``k1 ... p2``) is not modelled: non-zero values are reported and ignored.
+
+Instant-NGP's scene keys ``scale`` (default 0.33), ``offset`` (default 0.5, a number or 3),
+``aabb`` and ``aabb_scale`` (default 1): when any is present, camera positions become
+``p * scale + offset - 0.5`` -- Instant-NGP's ``nerf_matrix_to_ngp`` (``p * scale + offset``,
+``src/nerf_loader.cu``), shifted so that its unit cube ``[0, 1]^3`` is centred on the origin
+(rotations are kept; Instant-NGP's own axis cycling is internal to its renderer). The scene box
+is then Instant-NGP's: side ``aabb_scale`` (at most 128) around the cube's centre, i.e.
+``[-s, s]^3`` with ``s = aabb_scale / 2`` (:attr:`MultiviewData.scene_box`). Without these keys
+positions are used as given. nerfstudio's ``applied_transform`` (original data -> saved poses)
+is already contained in the saved poses; it is checked and kept in
+:attr:`MultiviewData.applied_transform`, not applied again.
 
 :func:`render_dataset` ray-casts a mesh with Open3D's ``RaycastingScene`` (CPU): albedo from
 vertex colours or a procedural texture, Lambertian shading with ambient light plus a
@@ -23,20 +42,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from mpgym.checkpoint import atomic_write_text
-from mpgym.errors import MpgymError
-from neural3d.cameras import Intrinsics, look_at, sphere_poses
+from mpgym.errors import MpgymError, check_positive
+from neural3d.cameras import Intrinsics, focal_from_fov, look_at, sphere_poses
 from neural3d.data.scenes import TexturedScene
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "HOLDOUT_EVERY",
+    "NGP_SCALE",
     "MultiviewData",
     "RenderDatasetConfig",
     "check_scene_visible",
@@ -51,6 +74,20 @@ Background = Literal["white", "black", "random"]
 NERF_SYNTHETIC_ANGLE = 0.6911112070083618
 """``camera_angle_x`` of the NeRF-synthetic scenes (about 39.6 degrees)."""
 
+NGP_SCALE = 0.33
+"""Instant-NGP's default ``scale`` (``NERF_SCALE`` in its loader)."""
+
+HOLDOUT_EVERY = 8
+"""Without a test split, sorted frames with ``index % 8 == 0`` are the test views."""
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_FOCAL_KEYS = ("fl_x", "fl_y", "camera_angle_x", "camera_angle_y")
+_CAMERA_KEYS = (*_FOCAL_KEYS, "cx", "cy", "w", "h")
+_DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+_NGP_KEYS = ("scale", "offset", "aabb", "aabb_scale")
+_NGP_MAX_AABB_SCALE = 128.0
+_PIL_DEFAULT_MAX_PIXELS = 89_478_485
+
 
 @dataclass
 class MultiviewData:
@@ -61,12 +98,36 @@ class MultiviewData:
     c2w: np.ndarray
     """``(N, 4, 4)`` float32 camera-to-world, OpenGL axes."""
     intrinsics: Intrinsics
-    """Shared pinhole intrinsics."""
+    """Pinhole intrinsics shared by all views (the first view's when they differ)."""
     files: list[Path] = field(default_factory=list)
     """The image file of each view."""
+    cameras: list[Intrinsics] | None = None
+    """Per-view intrinsics when views differ (one image size); None: all share ``intrinsics``."""
+    scene_box: float | None = None
+    """Half side ``s`` of the scene box ``[-s, s]^3`` the dataset declares (Instant-NGP's
+    ``aabb_scale / 2``), or None when it declares none."""
+    applied_transform: np.ndarray | None = None
+    """``(4, 4)`` nerfstudio's ``applied_transform`` (original data -> these poses; already
+    contained in ``c2w``), or None."""
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def camera(self, i: int) -> Intrinsics:
+        """Intrinsics of view ``i``."""
+        return self.intrinsics if self.cameras is None else self.cameras[i]
+
+    def rays(self) -> tuple[Any, Any]:
+        """Rays of every pixel: origins and unit directions, each ``[N, H, W, 3]`` float32 torch."""
+        import torch
+
+        from neural3d.cameras import pixel_rays
+
+        c2w = torch.as_tensor(self.c2w, dtype=torch.float32)
+        if self.cameras is None:
+            return pixel_rays(c2w, self.intrinsics)
+        pairs = [pixel_rays(c2w[i], self.cameras[i]) for i in range(len(self))]
+        return torch.stack([o for o, _ in pairs]), torch.stack([d for _, d in pairs])
 
     def rgb(self, background: Literal["white", "black"] = "white") -> np.ndarray:
         """``(N, H, W, 3)`` colours composited over a white or black background."""
@@ -77,101 +138,309 @@ class MultiviewData:
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise MpgymError(f"missing {path.name} in {path.parent}; a NeRF-synthetic folder has "
-                         "transforms_train.json, transforms_val.json and transforms_test.json "
-                         "(or one transforms.json).")
+        raise MpgymError(f"missing {path.name} in {path.parent}; a dataset folder has "
+                         "transforms_train.json and transforms_test.json (NeRF-synthetic) or "
+                         "one transforms.json (nerfstudio, Instant-NGP).")
     try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, digits
         raise MpgymError(f"{path} is not valid JSON ({exc}).") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list) or not meta["frames"]:
         raise MpgymError(f"{path}: field 'frames' is missing or empty; expected a list of "
                          "{'file_path', 'transform_matrix'} entries.")
+    for i, fr in enumerate(meta["frames"]):
+        if not isinstance(fr, dict) or not isinstance(fr.get("file_path"), str):
+            raise MpgymError(f"{path}: frames[{i}] has no 'file_path' string; expected "
+                             "{'file_path', 'transform_matrix'} entries.")
     return meta
 
 
-def _intrinsics(meta: dict, path: Path, width: int, height: int) -> Intrinsics:
-    if "fl_x" in meta:
-        sx, sy = width / meta.get("w", width), height / meta.get("h", height)
-        fx = float(meta["fl_x"]) * sx
-        fy = float(meta.get("fl_y", meta["fl_x"])) * sy
-        cx = float(meta.get("cx", meta.get("w", width) / 2)) * sx
-        cy = float(meta.get("cy", meta.get("h", height) / 2)) * sy
-        return Intrinsics(width, height, fx, fy, cx, cy)
-    angle = meta.get("camera_angle_x")
-    if not isinstance(angle, (int, float)) or not 0 < angle < math.pi:
-        raise MpgymError(f"{path}: field 'camera_angle_x' is {angle!r}; expected the horizontal "
-                         "field of view in radians, in (0, pi) (or fl_x/fl_y/cx/cy).")
-    return Intrinsics.from_fov(float(angle), width, height)
+def _number(d: dict, key: str, where: str, *, positive: bool = False) -> float | None:
+    """``d[key]`` as a finite float (``None`` when absent); refuses other types."""
+    v = d.get(key)
+    if v is None:
+        return None
+    try:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+    except OverflowError:
+        ok = False
+    if not ok or (positive and not v > 0):
+        what = "a finite number > 0" if positive else "a finite number"
+        raise MpgymError(f"{where}: field {key!r} is {repr(v)[:40]}; expected {what}.")
+    return float(v)
 
 
-def _frame_file(root: Path, frame: dict, path: Path, i: int) -> Path:
-    fp = frame.get("file_path")
-    if not isinstance(fp, str):
-        raise MpgymError(f"{path}: frames[{i}] has no 'file_path' string.")
-    f = (root / fp).resolve()
-    if f.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        f = f.with_name(f.name + ".png")
-    if not f.is_file():
-        raise MpgymError(f"{path}: frames[{i}].file_path {fp!r} -> {f} does not exist.")
-    return f
+def _angle(d: dict, key: str, where: str) -> float | None:
+    a = _number(d, key, where)
+    if a is not None and not 0 < a < math.pi:
+        raise MpgymError(f"{where}: field {key!r} is {a!r}; expected the field of view in "
+                         "radians, in (0, pi).")
+    return a
+
+
+def _check_scene_camera(meta: dict, where: str) -> None:
+    """Refuse bad scene-wide camera keys once, naming the file rather than a frame."""
+    for k in ("fl_x", "fl_y", "w", "h"):
+        _number(meta, k, where, positive=True)
+    for k in ("cx", "cy", *_DISTORTION_KEYS):
+        _number(meta, k, where)
+    for k in ("camera_angle_x", "camera_angle_y"):
+        _angle(meta, k, where)
+
+
+def _camera_keys(meta: dict, frame: dict) -> dict:
+    """Scene-wide camera keys overridden by a frame's own (its focal keys replace all four)."""
+    cam = {k: meta[k] for k in _CAMERA_KEYS if k in meta}
+    if any(k in frame for k in _FOCAL_KEYS):
+        cam = {k: v for k, v in cam.items() if k not in _FOCAL_KEYS}
+    cam.update({k: frame[k] for k in _CAMERA_KEYS if k in frame})
+    return cam
+
+
+def _intrinsics(cam: dict, where: str, width: int, height: int) -> Intrinsics:
+    """Pinhole intrinsics for an image of ``width x height`` from ``transforms.json`` keys."""
+    w = _number(cam, "w", where, positive=True) or float(width)
+    h = _number(cam, "h", where, positive=True) or float(height)
+    fx = _number(cam, "fl_x", where, positive=True)
+    fy = _number(cam, "fl_y", where, positive=True)
+    if fx is None and (ax := _angle(cam, "camera_angle_x", where)) is not None:
+        fx = focal_from_fov(ax, w)
+    if fy is None and (ay := _angle(cam, "camera_angle_y", where)) is not None:
+        fy = focal_from_fov(ay, h)
+    if fx is None and fy is None:
+        raise MpgymError(f"{where}: no focal length; expected 'camera_angle_x' (the horizontal "
+                         "field of view in radians, in (0, pi)) or 'fl_x'/'fl_y' in pixels.")
+    fx = fy if fx is None else fx
+    fy = fx if fy is None else fy
+    cx = _number(cam, "cx", where)
+    cy = _number(cam, "cy", where)
+    sx, sy = width / w, height / h  # the keys describe a w x h image; the file may be resized
+    cx = w / 2 if cx is None else cx
+    cy = h / 2 if cy is None else cy
+    return Intrinsics(width, height, fx * sx, fy * sy, cx * sx, cy * sy)
+
+
+def _frame_file(base: Path, frame: dict, path: Path, i: int) -> Path:
+    fp = frame["file_path"].replace("\\", "/")
+    try:
+        f = (base / fp).resolve()
+        candidates = [f]
+        if f.suffix.lower() not in _IMAGE_SUFFIXES:
+            candidates += [f.with_name(f.name + ext) for ext in _IMAGE_SUFFIXES]
+        found = next((c for c in candidates if c.is_file()), None)
+    except (OSError, ValueError):  # embedded NUL, name too long, loops
+        found, f = None, base / "?"
+    if found is None:
+        raise MpgymError(f"{path}: frames[{i}].file_path {fp[:200]!r} -> {f} does not exist.")
+    return found
+
+
+def _matrix(value: Any, what: str, rows: tuple[int, ...]) -> np.ndarray:
+    """A finite ``(r, 4)`` matrix (``r`` in ``rows``), extended to 4x4."""
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise MpgymError(f"{what} is not numeric; expected a 4x4 matrix.") from None
+    if m.ndim != 2 or m.shape[1] != 4 or m.shape[0] not in rows:
+        raise MpgymError(f"{what} has shape {m.shape}; expected 4x4"
+                         f"{' or 3x4' if 3 in rows else ''}.")
+    if not np.isfinite(m).all():
+        raise MpgymError(f"{what} contains NaN or infinity.")
+    if m.shape[0] == 3:
+        m = np.concatenate([m, [[0.0, 0.0, 0.0, 1.0]]])
+    return m
 
 
 def _frame_pose(frame: dict, path: Path, i: int) -> np.ndarray:
-    try:
-        m = np.asarray(frame["transform_matrix"], dtype=np.float64)
-    except (KeyError, ValueError, TypeError):
-        raise MpgymError(f"{path}: frames[{i}].transform_matrix is missing or not numeric; "
-                         "expected a 4x4 camera-to-world matrix.") from None
-    if m.shape != (4, 4):
-        raise MpgymError(f"{path}: frames[{i}].transform_matrix has shape {m.shape}; expected 4x4.")
-    if not np.isfinite(m).all():
-        raise MpgymError(f"{path}: frames[{i}].transform_matrix contains NaN or infinity.")
+    what = f"{path}: frames[{i}].transform_matrix"
+    if "transform_matrix" not in frame:
+        raise MpgymError(f"{what} is missing; expected a 4x4 camera-to-world matrix.")
+    m = _matrix(frame["transform_matrix"], what, (3, 4))
+    if not abs(np.linalg.det(m[:3, :3])) > 1e-9:
+        raise MpgymError(f"{what} has a singular rotation part; expected a camera-to-world pose.")
     return m
+
+
+@dataclass(frozen=True)
+class _SceneTransform:
+    """Instant-NGP's ``p * scale + offset`` (minus the cube centre 0.5) and its box."""
+
+    scale: float
+    offset: np.ndarray  # (3,)
+    scene_box: float
+
+
+def _aabb(value: Any, path: Path) -> np.ndarray:
+    """Instant-NGP's ``aabb``: ``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``, finite, max > min."""
+    try:
+        box = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        box = np.zeros(0)
+    if box.shape != (2, 3) or not np.isfinite(box).all() or not (box[1] > box[0]).all():
+        raise MpgymError(f"{path}: field 'aabb' is {str(value)[:80]}; expected "
+                         "[[xmin, ymin, zmin], [xmax, ymax, zmax]] with finite max > min.")
+    return box
+
+
+def _ngp_transform(meta: dict, path: Path) -> _SceneTransform | None:
+    if not any(k in meta for k in _NGP_KEYS):
+        return None
+    where = str(path)
+    scale = _number(meta, "scale", where, positive=True) or NGP_SCALE
+    offset = np.full(3, 0.5)
+    if "offset" in meta:
+        o = meta["offset"]
+        if isinstance(o, list) and len(o) == 3:
+            offset = np.array([_number({"offset": v}, "offset", where) for v in o])
+        else:
+            offset = np.full(3, _number(meta, "offset", where) or 0.0)
+    if "aabb" in meta:  # Instant-NGP: fit the box into the unit cube, centred at 0.5
+        box = _aabb(meta["aabb"], path)
+        scale = 1.0 / max(float((box[1] - box[0]).max()), 1e-6)
+        offset = 0.5 - 0.5 * (box[0] + box[1]) * scale
+    aabb_scale = _number(meta, "aabb_scale", where, positive=True) or 1.0
+    if aabb_scale > _NGP_MAX_AABB_SCALE:
+        log.info("%s: aabb_scale %g clamped to %g (as Instant-NGP)", path, aabb_scale,
+                 _NGP_MAX_AABB_SCALE)
+        aabb_scale = _NGP_MAX_AABB_SCALE
+    return _SceneTransform(scale, offset, aabb_scale / 2)
+
+
+def _find_json(root: Path, split: str) -> tuple[Path, bool]:
+    """The JSON file holding ``split`` and whether it holds every frame (split by hold-out)."""
+    if root.suffix.lower() == ".json" and not root.is_dir():
+        return root, True
+    per_split = root / f"transforms_{split}.json"
+    if not per_split.is_file() and (root / "transforms.json").is_file():
+        return root / "transforms.json", True
+    return per_split, False
+
+
+def _natural_key(name: str) -> list:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+
+
+def _holdout(frames: list[dict], split: str, path: Path) -> list[int]:
+    """Indices of ``split``'s frames when one file holds all: every 8th (sorted) is a test view."""
+    if len(frames) < 2:
+        raise MpgymError(f"{path} holds {len(frames)} frame; without transforms_train.json / "
+                         "transforms_test.json every 8th frame is held out for testing, which "
+                         "needs at least 2 frames.")
+    order = sorted(range(len(frames)), key=lambda i: _natural_key(frames[i]["file_path"]))
+    test = split in ("test", "val")
+    return [i for k, i in enumerate(order) if (k % HOLDOUT_EVERY == 0) == test]
+
+
+def _read_image(f: Path) -> np.ndarray:
+    """``(H, W, 4)`` uint8 RGBA; any decoding problem or a decompression bomb -> MpgymError."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS or _PIL_DEFAULT_MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                w, h = im.size
+                if not 0 < w * h <= limit:
+                    raise MpgymError(f"{f} declares {w}x{h} pixels; accepted: 1 to {limit} "
+                                     "pixels (PIL's decompression-bomb limit).")
+                return np.asarray(im.convert("RGBA"))
+    except MpgymError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MpgymError(f"{f} declares more pixels than PIL's decompression-bomb limit "
+                         f"({limit}).") from None
+    except MemoryError:
+        raise MpgymError(f"{f}: not enough memory to decode this image.") from None
+    except Exception as exc:  # noqa: BLE001 -- PIL's decoders raise many types on corrupt files
+        raise MpgymError(f"{f} is not a readable image ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}).") from None
+
+
+def _downscaled(img: np.ndarray, factor: int, f: Path) -> np.ndarray:
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    if w // factor < 1 or h // factor < 1:
+        raise MpgymError(f"{f} is {w}x{h}; downscale {factor} would leave no pixel.")
+    small = Image.fromarray(img, "RGBA").resize((w // factor, h // factor), Image.BOX)
+    return np.asarray(small)
 
 
 def load_split(root: str | Path, split: str = "train", *, downscale: int = 1,
                max_views: int | None = None) -> MultiviewData:
-    """Read one split of a NeRF-synthetic-layout folder.
+    """Read one split of a dataset (NeRF-synthetic, nerfstudio or Instant-NGP layout).
 
     Args:
-        root: the folder holding ``transforms_<split>.json`` (or ``transforms.json``).
-        split: ``"train"``, ``"val"`` or ``"test"``.
+        root: the folder holding ``transforms_<split>.json`` or one ``transforms.json``, or a
+            ``.json`` file holding every frame.
+        split: ``"train"``, ``"val"`` or ``"test"`` (from one file: every 8th sorted frame is
+            ``test`` and ``val``, the others ``train``).
         downscale: integer factor to shrink images by (area averaging), e.g. 4 for 800 -> 200.
         max_views: keep only the first views.
 
     Raises:
-        MpgymError: missing/invalid JSON or fields, missing images, mixed image sizes, NaNs.
+        MpgymError: missing/invalid JSON or fields, unreadable images, mixed image sizes, NaNs.
     """
-    from PIL import Image
-
-    root = Path(root)
-    path = root / f"transforms_{split}.json"
-    if not path.is_file() and (root / "transforms.json").is_file() and split == "train":
-        path = root / "transforms.json"
+    check_positive("downscale", downscale)
+    if max_views is not None:
+        check_positive("max_views", max_views)
+    path, single = _find_json(Path(root), split)
     meta = _read_json(path)
-    frames = meta["frames"][:max_views] if max_views else meta["frames"]
-    images, poses, files = [], [], []
+    frames = meta["frames"]
+    chosen = _holdout(frames, split, path) if single else list(range(len(frames)))
+    chosen = chosen[:max_views] if max_views else chosen
+    ngp = _ngp_transform(meta, path)
+    applied = None
+    if "applied_transform" in meta:
+        applied = _matrix(meta["applied_transform"], f"{path}: field 'applied_transform'", (3, 4))
+    _check_scene_camera(meta, str(path))
+    if any(_number(meta, k, str(path)) for k in _DISTORTION_KEYS):
+        log.warning("%s: lens distortion (k1..p2) is not modelled and is ignored", path)
+    images, poses, files, cams = [], [], [], []
     size = None
-    for i, fr in enumerate(frames):
-        f = _frame_file(root, fr, path, i)
-        poses.append(_frame_pose(fr, path, i))
-        im = Image.open(f).convert("RGBA")
-        if size is None:
-            size = im.size
-        elif im.size != size:
-            raise MpgymError(f"{path}: image {f.name} is {im.size[0]}x{im.size[1]} but earlier "
-                             f"ones are {size[0]}x{size[1]}; all views must have one size.")
+    for i in chosen:
+        fr = frames[i]
+        f = _frame_file(path.parent, fr, path, i)
+        pose = _frame_pose(fr, path, i)
+        img = _read_image(f)
+        size = size or img.shape
+        if img.shape != size:
+            raise MpgymError(f"{path}: image {f.name} is {img.shape[1]}x{img.shape[0]} but "
+                             f"earlier ones are {size[1]}x{size[0]}; all views must have one "
+                             "size.")
+        intr = _intrinsics(_camera_keys(meta, fr), f"{path}: frames[{i}]", img.shape[1],
+                           img.shape[0])
         if downscale > 1:
-            im = im.resize((im.width // downscale, im.height // downscale), Image.BOX)
-        images.append(np.asarray(im, dtype=np.float32) / 255.0)
+            img = _downscaled(img, downscale, f)
+            intr = _resized(intr, img.shape[1], img.shape[0])
+        if ngp is not None:
+            pose[:3, 3] = pose[:3, 3] * ngp.scale + ngp.offset - 0.5
+        images.append(img)
+        poses.append(pose)
         files.append(f)
-    assert size is not None
-    imgs = np.stack(images)
-    intr = _intrinsics(meta, path, size[0], size[1])
-    if downscale > 1:
-        intr = intr.scaled(imgs.shape[2] / size[0])
-    return MultiviewData(imgs, np.stack(poses).astype(np.float32), intr, files)
+        cams.append(intr)
+    try:
+        imgs = np.stack(images).astype(np.float32) / 255.0
+    except MemoryError:
+        raise MpgymError(f"{path}: not enough memory for {len(images)} images of "
+                         f"{images[0].shape[1]}x{images[0].shape[0]}.") from None
+    same = all(c == cams[0] for c in cams)
+    return MultiviewData(imgs, np.stack(poses).astype(np.float32), cams[0], files,
+                         cameras=None if same else cams,
+                         scene_box=None if ngp is None else ngp.scene_box,
+                         applied_transform=applied)
+
+
+def _resized(intr: Intrinsics, width: int, height: int) -> Intrinsics:
+    sx, sy = width / intr.width, height / intr.height
+    return Intrinsics(width, height, intr.fx * sx, intr.fy * sy, intr.cx * sx, intr.cy * sy)
+
+
+def _fuzz_load(path: str) -> None:
+    """Fuzzing entry (tests): load the train and test splits of a dataset folder or JSON."""
+    load_split(path, "train")
+    load_split(path, "test")
 
 
 def write_split(root: str | Path, split: str, images: np.ndarray, c2w: np.ndarray,
@@ -321,8 +590,8 @@ def check_scene_visible(data: MultiviewData, aabb: np.ndarray, what: str = "the 
     from neural3d.cameras import project
 
     center = torch.as_tensor((aabb[:3] + aabb[3:]) / 2, dtype=torch.float64)[None]
-    intr = data.intrinsics
-    for pose in data.c2w:
+    for i, pose in enumerate(data.c2w):
+        intr = data.camera(i)
         uv, depth = project(center, torch.as_tensor(pose, dtype=torch.float64), intr)
         u, v = float(uv[0, 0]), float(uv[0, 1])
         if depth[0] > 0 and 0 <= u <= intr.width and 0 <= v <= intr.height:

@@ -18,7 +18,7 @@ import torch
 
 from mpgym import RunDir, get_device, progress, save_checkpoint, seed_everything
 from mpgym.errors import MpgymError
-from neural3d.cameras import pixel_rays
+from neural3d.cameras import Intrinsics
 from neural3d.data.multiview import MultiviewData, check_scene_visible
 from neural3d.image_metrics import mse_to_psnr, psnr, ssim
 from neural3d.nerf.presets import NerfConfig, build_field
@@ -51,7 +51,7 @@ class TrainResult:
 
 
 def _to_rays(data: MultiviewData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    o, d = pixel_rays(torch.as_tensor(data.c2w, dtype=torch.float32), data.intrinsics)
+    o, d = data.rays()  # [N, H, W, 3] each, per-view intrinsics where the views have their own
     rgba = torch.as_tensor(data.images, dtype=torch.float32)
     return o.reshape(-1, 3), d.reshape(-1, 3), rgba.reshape(-1, 4)
 
@@ -157,10 +157,12 @@ class NerfTrainer:
         return float(loss.detach())
 
     @torch.no_grad()
-    def render_view(self, c2w: np.ndarray) -> dict[str, torch.Tensor]:
-        """Render one camera of the test intrinsics: rgb ``[H, W, 3]``, depth, opacity."""
+    def render_view(self, c2w: np.ndarray, intrinsics: Intrinsics | None = None
+                    ) -> dict[str, torch.Tensor]:
+        """Render one camera (default: the test intrinsics): rgb ``[H, W, 3]``, depth, opacity."""
         self.field.eval()
-        out = render_image(self.field, torch.as_tensor(c2w), self.test_data.intrinsics,
+        intr = self.test_data.intrinsics if intrinsics is None else intrinsics
+        out = render_image(self.field, torch.as_tensor(c2w), intr,
                            chunk=self.config.chunk, **self._render_kwargs())
         self.field.train()
         return {k: v.cpu() for k, v in out.items()}
@@ -178,7 +180,7 @@ class NerfTrainer:
         targets = torch.as_tensor(self.test_data.rgb("white")[:n])
         ps, ss, images = [], [], {}
         for i in range(n):
-            out = self.render_view(self.test_data.c2w[i])
+            out = self.render_view(self.test_data.c2w[i], self.test_data.camera(i))
             pred = out["rgb"].clamp(0, 1)
             ps.append(psnr(pred, targets[i]))
             ss.append(ssim(pred, targets[i]))
