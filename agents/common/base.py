@@ -3,9 +3,15 @@
 ``Cls(env, config, run_dir=...)``, ``learn(budget, callback, progress_bar) -> self``,
 ``predict(obs, deterministic) -> (action, None)``, ``save(path)``, ``Cls.load(path, env)``.
 A subclass supplies ``name`` (its registry name, also the checkpoint ``kind``), ``Config`` (a
-frozen dataclass with at least ``env_id: str`` and ``seed: int``), optional ``PRESETS``, and
-implements ``learn``, ``predict``, ``state_dict`` and ``load_state_dict``. Checkpoints hold
-``{config, state_dict}`` only (safetensors), so renaming an attribute never breaks a file.
+frozen dataclass with at least ``env_id: str``, ``seed: int`` and ``env_kwargs``), optional
+``PRESETS``, and implements ``learn``, ``predict``, ``state_dict`` and ``load_state_dict``.
+Checkpoints hold ``{config, state_dict}`` only (safetensors), so renaming an attribute never
+breaks a file.
+
+The env is rebuilt on ``load`` from ``config.env_id`` and ``config.env_kwargs``. An agent made
+with an env object that no id and keyword arguments can rebuild (built by hand, wrapped after
+``gymnasium.make``) saves normally, but loading it needs ``env=``: it is never silently
+replaced by another env.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 
-from agents.common.envs import env_id_of, make_env
-from mpgym.checkpoint import load_checkpoint, save_checkpoint
+from agents.common.envs import env_id_of, env_recipe, make_env, parse_env_kwargs
+from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.errors import MpgymError
 from mpgym.runs import RunDir
 
@@ -35,6 +41,17 @@ METRIC_X = ("timestep", "episode")
 """Column names agents log the learning-curve x axis under (first present is plotted)."""
 METRIC_RETURN = "return"
 """Column name of the episode return in ``metrics.csv``."""
+
+
+def set_generator_state(gen: np.random.Generator, state: Any, what: str) -> None:
+    """``gen.bit_generator.state = state``; :class:`MpgymError` for a state that does not fit."""
+    try:
+        if not isinstance(state, dict) or state.get("bit_generator") != type(
+                gen.bit_generator).__name__:
+            raise ValueError("another kind of generator")
+        gen.bit_generator.state = state
+    except (ValueError, TypeError, KeyError, OverflowError) as exc:
+        raise CheckpointError(f"the checkpoint's state of {what} is invalid ({exc}).") from None
 
 
 def keep_going(callback: Callback | None, locals_: dict[str, Any]) -> bool:
@@ -67,14 +84,87 @@ def _resolve(tp: Any, value: Any) -> Any:
     return value
 
 
+def _matches(tp: Any, value: Any) -> bool:  # noqa: C901 - one case per kind of type
+    """Whether ``value`` (already resolved by :func:`_resolve`) is of the annotated type."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return True
+    if origin is typing.Annotated:
+        return _matches(args[0], value)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_matches(a, value) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if tp is str or tp is Path:
+        return isinstance(value, tp)
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(args[0], v) for v in value)
+        return not args or (len(args) == len(value) and
+                            all(_matches(a, v) for a, v in zip(args, value, strict=True)))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if dataclasses.is_dataclass(tp):
+        return isinstance(value, tp)
+    return True
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def check_config(config: Any) -> Any:
+    """Check every field of a (nested) dataclass config against its annotation.
+
+    Returns:
+        ``config`` (with integral floats given for float fields left as they are).
+
+    Raises:
+        MpgymError: naming the field, the value found and the type accepted.
+    """
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # unresolved forward references: nothing to check against
+        return config
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name in hints and not _matches(hints[f.name], value):
+            shown = repr(value)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise MpgymError(f"config field {type(config).__name__}.{f.name} must be "
+                             f"{_type_name(hints[f.name])}; got {shown}.")
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_config(value)
+    if hasattr(config, "env_kwargs"):
+        parse_env_kwargs(config.env_kwargs)
+    return config
+
+
 def config_from_dict(config_cls: Any, data: dict[str, Any]) -> Any:
-    """Rebuild a (frozen, possibly nested) dataclass config from its JSON form.
+    """Rebuild a (frozen, possibly nested) dataclass config from its JSON form, checked.
 
     Unknown keys (``"algo"`` written by the CLI, fields removed since) are ignored with a log
-    line; lists become tuples where the field is a tuple; nested dataclasses are rebuilt.
+    line; lists become tuples where the field is a tuple; nested dataclasses are rebuilt; every
+    value is checked against its field's type (:func:`check_config`).
+
+    Raises:
+        MpgymError: ``data`` is not a JSON object, or a value does not fit its field.
     """
     if not dataclasses.is_dataclass(config_cls):
         raise TypeError(f"{config_cls!r} is not a dataclass")
+    if not isinstance(data, dict):
+        raise MpgymError(f"a {config_cls.__name__} must be stored as a JSON object, "
+                         f"got {type(data).__name__}.")
     try:
         hints = typing.get_type_hints(config_cls)
     except Exception:  # unresolved forward references: fall back to raw values
@@ -83,10 +173,12 @@ def config_from_dict(config_cls: Any, data: dict[str, Any]) -> Any:
     unknown = sorted(set(data) - names - {"algo", "kind"})
     if unknown:
         log.info("ignoring config keys %s unknown to %s", unknown, config_cls.__name__)
-    kwargs = {k: _resolve(hints.get(k, Any), v) for k, v in data.items() if k in names}
     try:
-        return config_cls(**kwargs)
-    except TypeError as exc:
+        kwargs = {k: _resolve(hints.get(k, Any), v) for k, v in data.items() if k in names}
+        return check_config(config_cls(**kwargs))
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        if isinstance(exc, MpgymError):
+            raise
         raise MpgymError(f"config does not fit {config_cls.__name__}: {exc}") from None
 
 
@@ -118,13 +210,13 @@ class Agent(abc.ABC):
         if not isinstance(config, self.Config):
             raise MpgymError(f"{type(self).__name__} takes a {self.Config.__name__}, "
                              f"got {type(config).__name__}.")
+        check_config(config)
         if env is None:
             env = config.env_id
-        if isinstance(env, str) and env.split(":", 1)[-1] != config.env_id:
-            config = dataclasses.replace(config, env_id=env.split(":", 1)[-1])
-        elif isinstance(env, gym.Env) and env_id_of(env) != config.env_id and env.spec is not None:
-            config = dataclasses.replace(config, env_id=env_id_of(env))
+        config = self._config_for_env(env, config)
         self.config: Any = config
+        self.env_rebuildable = isinstance(env, str) or env_recipe(env) is not None
+        """Whether ``config.env_id`` and ``config.env_kwargs`` rebuild the env (see ``load``)."""
         self.env = self._make_env(env)
         self.run = run_dir if isinstance(run_dir, RunDir) or run_dir is None else RunDir(run_dir)
         self.history: list[dict[str, Any]] = []
@@ -132,9 +224,33 @@ class Agent(abc.ABC):
         self.num_episodes = 0
         self.rng = np.random.default_rng(config.seed)
 
+    @staticmethod
+    def _config_for_env(env: str | gym.Env, config: Any) -> Any:
+        """``config`` with ``env_id`` (and ``env_kwargs``) describing ``env``."""
+        changes: dict[str, Any] = {}
+        has_kwargs = any(f.name == "env_kwargs" for f in dataclasses.fields(config))
+        if isinstance(env, str):
+            changes["env_id"] = env.split(":", 1)[-1]
+            if has_kwargs:
+                changes["env_kwargs"] = parse_env_kwargs(config.env_kwargs)
+        elif isinstance(env, gym.Env):
+            recipe = env_recipe(env)
+            changes["env_id"] = recipe[0] if recipe is not None else env_id_of(env)
+            if has_kwargs:
+                changes["env_kwargs"] = recipe[1] if recipe is not None else {}
+        else:
+            raise MpgymError(f"env must be an id string or a gymnasium.Env, "
+                             f"got {type(env).__name__}.")
+        return dataclasses.replace(config, **changes)
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments the env is made with (``config.env_kwargs``, or none)."""
+        return dict(getattr(self.config, "env_kwargs", None) or {})
+
     def _make_env(self, env: str | gym.Env) -> gym.Env:
         """Build the training env (override for vectorised envs or wrappers)."""
-        return make_env(env)
+        return make_env(env, **self.env_kwargs) if isinstance(env, str) else env
 
     # -- what a subclass implements ---------------------------------------------------------
     @abc.abstractmethod
@@ -162,16 +278,60 @@ class Agent(abc.ABC):
             self.run.metrics.log(**metrics)
 
     def meta(self) -> dict[str, Any]:
-        """Counters stored beside the weights in a checkpoint."""
-        return {"num_timesteps": self.num_timesteps, "num_episodes": self.num_episodes}
+        """Counters and RNG state stored beside the weights in a checkpoint (JSON)."""
+        return {"num_timesteps": self.num_timesteps, "num_episodes": self.num_episodes,
+                "env_rebuildable": self.env_rebuildable,
+                "rng": self.rng.bit_generator.state}
 
-    def save(self, path: str | Path | RunDir) -> Path:
-        """Write ``{config, state_dict}`` to ``path`` (a run dir gets checkpoint.safetensors)."""
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore what :meth:`meta` returned (missing keys keep their fresh values).
+
+        Raises:
+            MpgymError: values of the wrong type or range.
+        """
+        for key in ("num_timesteps", "num_episodes"):
+            value = meta.get(key, 0)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
+                raise CheckpointError(f"checkpoint meta {key!r} must be a count >= 0, "
+                                      f"got {value!r}.")
+            setattr(self, key, value)
+        if "rng" in meta:
+            set_generator_state(self.rng, meta["rng"], "the agent's generator")
+
+    def resume_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What continuing ``learn`` needs beyond :meth:`state_dict`: ``(tensors, json)``.
+
+        Tensor names must not collide with :meth:`state_dict`'s; the JSON goes under the
+        checkpoint meta's ``"resume"`` key. The default has nothing to add.
+        """
+        return {}, {}
+
+    def load_resume_state(self, tensors: dict[str, Any], info: dict[str, Any]) -> None:  # noqa: B027
+        """Restore what :meth:`resume_state` returned (``tensors`` is the whole checkpoint)."""
+
+    @staticmethod
+    def checkpoint_path(path: str | Path | RunDir) -> Path:
+        """The checkpoint file for ``path`` (a run dir gets ``checkpoint.safetensors``)."""
         path = Path(path)
         if path.is_dir() or path.suffix == "":
             path = path / "checkpoint.safetensors"
-        return save_checkpoint(path, self.state_dict(), kind=self.name, config=self.config,
-                               meta=self.meta())
+        return path
+
+    def save(self, path: str | Path | RunDir) -> Path:
+        """Write ``{config, state_dict}`` to ``path`` (a run dir gets checkpoint.safetensors).
+
+        The checkpoint also holds what continuing needs (optimiser state, counters, generator
+        states, the env's state where it can be snapshotted): ``Cls.load(path).learn(n,
+        reset_num_timesteps=False)`` continues the run.
+        """
+        path = self.checkpoint_path(path)
+        tensors, info = self.resume_state()
+        state = self.state_dict()
+        clash = set(tensors) & set(state)
+        if clash:  # pragma: no cover - a programming error in a subclass
+            raise RuntimeError(f"resume tensors {sorted(clash)} collide with the state dict")
+        return save_checkpoint(path, {**state, **tensors}, kind=self.name, config=self.config,
+                               meta={**self.meta(), "resume": info})
 
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None) -> Agent:
@@ -179,18 +339,64 @@ class Agent(abc.ABC):
 
         Args:
             path: ``checkpoint.safetensors`` or the run directory holding it.
-            env: env to attach (default: made from the saved ``config.env_id``).
+            env: env to attach (default: made from the saved ``config.env_id`` and
+                ``config.env_kwargs``; required when the agent was trained on an env object
+                that these cannot rebuild).
 
         Raises:
             CheckpointError: missing/corrupt file, or a checkpoint of another algorithm.
+            MpgymError: a config or tensors that do not fit this agent, or a saved env that
+                cannot be rebuilt and no ``env=``.
         """
         ckpt = load_checkpoint(path, expected_kind=cls.name)
+        if not isinstance(ckpt.meta, dict):
+            raise CheckpointError(f"{path}: checkpoint meta must be a JSON object.")
         config = config_from_dict(cls.Config, ckpt.config)
-        agent = cls(env if env is not None else config.env_id, config)
-        agent.load_state_dict(ckpt.state_dict)
-        agent.num_timesteps = int(ckpt.meta.get("num_timesteps", 0))
-        agent.num_episodes = int(ckpt.meta.get("num_episodes", 0))
+        rebuildable = ckpt.meta.get("env_rebuildable", True)
+        if env is None or (isinstance(env, str) and env.split(":", 1)[-1] == config.env_id):
+            if rebuildable is not True:
+                raise MpgymError(
+                    f"{path} was trained on an env object ({config.env_id}) that its id and "
+                    f"env_kwargs cannot rebuild; pass that env to load: "
+                    f"{cls.__name__}.load(path, env=my_env).")
+            env = config.env_id
+        elif isinstance(env, str) and getattr(config, "env_kwargs", None):
+            log.info("loading on %s: the saved env_kwargs of %s are not applied", env,
+                     config.env_id)
+            config = dataclasses.replace(config, env_kwargs={})
+        cls._check_loadable(config, ckpt.state_dict)
+        try:
+            agent = cls(env, config)
+            agent.load_state_dict(ckpt.state_dict)
+            agent.load_meta(ckpt.meta)
+            resume = ckpt.meta.get("resume", {})
+            if not isinstance(resume, dict):
+                raise CheckpointError(f"{path}: checkpoint meta 'resume' must be a JSON object.")
+            agent.load_resume_state(ckpt.state_dict, resume)
+        except MpgymError:
+            raise
+        except (MemoryError, OverflowError, ValueError, TypeError, KeyError, IndexError,
+                RuntimeError) as exc:
+            raise CheckpointError(f"{path} does not fit a {cls.__name__}: "
+                                  f"{type(exc).__name__}: {exc}") from None
         return agent
+
+    @classmethod
+    def _check_loadable(cls, config: Any, state: dict[str, Any]) -> None:
+        """Refuse, before building anything, a config that the tensors cannot belong to.
+
+        Every hidden width must be at most the number of stored values (a layer of width
+        ``w`` stores at least ``w`` biases), so a config cannot make ``load`` allocate more
+        than the file justifies.
+
+        Raises:
+            CheckpointError: naming the field.
+        """
+        stored = sum(int(np.prod(tuple(getattr(v, "shape", ())))) for v in state.values())
+        for width in getattr(config, "hidden", ()) or ():
+            if width > stored:
+                raise CheckpointError(f"checkpoint config asks for a hidden layer of width "
+                                      f"{width}, but the file stores only {stored} values.")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(env={self.config.env_id!r}, seed={self.config.seed})"

@@ -3,16 +3,78 @@
 ``make_env("FrozenLake-v1")`` is ``gymnasium.make`` plus: ids under ``mpgym/`` work without
 importing :mod:`envs` first, an unknown id says which ids exist, and a ready-made
 ``gymnasium.Env`` is passed through unchanged.
+
+Agents record how their env was made (``env_id`` and ``env_kwargs``, see :func:`env_recipe`)
+so a checkpoint rebuilds the same env, and can snapshot an env's state
+(:func:`env_state` / :func:`restore_env_state`) so training continues where it stopped.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import json
+import logging
+from typing import Annotated, Any
 
 import gymnasium as gym
+import numpy as np
 
 from mpgym.errors import MpgymError
+
+log = logging.getLogger(__name__)
+
+
+def parse_env_kwargs(value: Any) -> dict[str, Any]:
+    """Check (and parse, from a JSON string) the keyword arguments of an env.
+
+    Args:
+        value: a dict with string keys and JSON values, or its JSON text
+            (``'{"is_slippery": false}'``).
+
+    Returns:
+        The dict (JSON-normalised: tuples become lists).
+
+    Raises:
+        MpgymError: not a JSON object, or values JSON cannot hold.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise MpgymError(f"env_kwargs must be a JSON object such as "
+                             f"'{{\"is_slippery\": false}}'; got {value!r} ({exc}).") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise MpgymError(f"env_kwargs must be a JSON object (a dict with string keys), "
+                         f"got {type(value).__name__}.")
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise MpgymError(f"env_kwargs must hold JSON values (numbers, strings, booleans, "
+                         f"lists, dicts): {exc}.") from None
+
+
+def _env_kwargs_constructor() -> Any:
+    """Tyro's parser for ``--env-kwargs JSON`` (None when tyro is not installed)."""
+    try:
+        from tyro.constructors import PrimitiveConstructorSpec
+    except ImportError:  # pragma: no cover - tyro is a core dependency
+        return None
+
+    def from_str(args: list[str]) -> dict[str, Any]:
+        try:
+            return parse_env_kwargs(args[0])
+        except MpgymError as exc:
+            raise ValueError(str(exc)) from None
+
+    return PrimitiveConstructorSpec(
+        nargs=1, metavar="JSON", instance_from_str=from_str,
+        is_instance=lambda x: isinstance(x, dict),
+        str_from_instance=lambda d: [json.dumps(d)])
+
+
+EnvKwargs = Annotated[dict[str, Any], _env_kwargs_constructor()]
+"""Type of the configs' ``env_kwargs`` field: a JSON object, given on the command line as
+``--env-kwargs '{"is_slippery": false}'``."""
 
 
 def _ensure_registered(env_id: str) -> None:
@@ -39,6 +101,9 @@ def make_env(env: str | gym.Env, *, render_mode: str | None = None, **kwargs: An
     _ensure_registered(env.split(":", 1)[-1])
     try:
         return gym.make(env, render_mode=render_mode, **kwargs)
+    except (MemoryError, OverflowError) as exc:
+        raise MpgymError(f"cannot make environment {env!r} with {kwargs}: too large "
+                         f"({type(exc).__name__}).") from None
     except gym.error.Error as exc:
         if isinstance(exc, (gym.error.NameNotFound, gym.error.VersionNotFound,
                             gym.error.NamespaceNotFound, gym.error.UnregisteredEnv)):
@@ -48,8 +113,136 @@ def make_env(env: str | gym.Env, *, render_mode: str | None = None, **kwargs: An
                 f"unknown environment id {env!r}.{hint} Run 'mpgym envs' for the accepted ids."
             ) from None
         raise MpgymError(f"cannot make environment {env!r}: {exc}") from None
-    except TypeError as exc:
+    except (TypeError, ValueError, KeyError, IndexError, AssertionError) as exc:
         raise MpgymError(f"cannot make environment {env!r} with {kwargs}: {exc}") from None
+
+
+def env_recipe(env: gym.Env) -> tuple[str, dict[str, Any]] | None:
+    """``(id, kwargs)`` that ``make_env`` turns into an env like ``env``, or None if none does.
+
+    An env made by ``gymnasium.make(id, **kwargs)`` is rebuilt from its spec (the kwargs that
+    differ from the registration's). An env object built by hand, wrapped after ``make``, given
+    another time limit, or holding arguments JSON cannot store, has no recipe.
+    """
+    spec = getattr(env, "spec", None)
+    if spec is None or spec.id not in gym.registry:
+        return None
+    registered = gym.spec(spec.id)
+    if tuple(spec.additional_wrappers) != tuple(registered.additional_wrappers):
+        return None
+    if spec.max_episode_steps != registered.max_episode_steps:
+        return None
+    kwargs = {k: v for k, v in spec.kwargs.items()
+              if k != "render_mode" and (k not in registered.kwargs or registered.kwargs[k] != v)}
+    try:
+        if json.loads(json.dumps(kwargs, allow_nan=False)) != kwargs:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return spec.id, kwargs
+
+
+def registered_ids(predicate: Any, limit: int = 6) -> list[str]:
+    """Up to ``limit`` registered ids whose spec satisfies ``predicate(spec)``.
+
+    One id per entry point (so variants of one env are named once), in registry order.
+    """
+    ids, seen = [], set()
+    for spec in gym.registry.values():
+        if predicate(spec) and str(spec.entry_point) not in seen:
+            seen.add(str(spec.entry_point))
+            ids.append(spec.id)
+    return ids[:limit]
+
+
+# -- env state snapshots ----------------------------------------------------------------------
+_SCALARS = (bool, int, type(None))
+_ARRAY_KINDS = "biuf"
+
+
+def _layers(env: Any, prefix: str = "env") -> list[tuple[str, Any]]:
+    """Every wrapper layer, base env and sub-env of ``env``, with a stable name each."""
+    out, node, depth = [], env, 0
+    while node is not None and depth < 64:
+        name = f"{prefix}.{depth}"
+        out.append((name, node))
+        for i, sub in enumerate(getattr(node, "envs", None) or ()):
+            if isinstance(sub, (gym.Env, gym.Wrapper)):
+                out.extend(_layers(sub, f"{name}.envs.{i}"))
+        nxt = vars(node).get("env")
+        node, depth = (nxt if nxt is not node else None), depth + 1
+    return out
+
+
+def env_state(env: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Snapshot the mutable state of ``env`` (all layers): ``(arrays, json)``.
+
+    Numeric array attributes go to ``arrays`` (``"env.3.state"``); integers, booleans, None
+    and the NumPy generators' states go to ``json`` with each layer's class name (float
+    attributes are taken for constants and left alone). Enough for the toy-text,
+    classic-control and ``mpgym/`` envs (and their vector forms) to continue exactly.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    info: dict[str, Any] = {}
+    for name, layer in _layers(env):
+        scalars: dict[str, Any] = {}
+        for attr, value in vars(layer).items():
+            if isinstance(value, np.ndarray) and value.dtype.kind in _ARRAY_KINDS:
+                arrays[f"{name}.{attr}"] = value.copy()
+            elif isinstance(value, np.random.Generator):
+                scalars[attr] = {"bit_generator": value.bit_generator.state}
+            elif isinstance(value, _SCALARS):
+                scalars[attr] = value
+            elif isinstance(value, np.integer | np.bool_):
+                scalars[attr] = value.item()
+        info[name] = {"class": type(layer).__name__, "scalars": scalars}
+    return arrays, info
+
+
+def restore_env_state(env: Any, arrays: dict[str, Any], info: Any) -> None:
+    """Put a snapshot of :func:`env_state` back into an env of the same construction.
+
+    Raises:
+        MpgymError: the snapshot does not fit ``env`` (other classes, shapes or dtypes).
+    """
+    layers = dict(_layers(env))
+    if not isinstance(info, dict) or set(info) != set(layers):
+        raise MpgymError("the saved env state does not fit this env (other wrappers or layers).")
+    updates: list[tuple[Any, str, Any]] = []
+    for name, layer in layers.items():
+        saved = info[name]
+        if (not isinstance(saved, dict) or saved.get("class") != type(layer).__name__
+                or not isinstance(saved.get("scalars"), dict)):
+            raise MpgymError(f"the saved env state does not fit this env (layer {name} is a "
+                             f"{type(layer).__name__}).")
+        current = vars(layer)
+        for attr, value in saved["scalars"].items():
+            now = current.get(attr, ...)
+            if isinstance(now, np.random.Generator):
+                state = value.get("bit_generator") if isinstance(value, dict) else None
+                updates.append((now.bit_generator, "state", state))
+            elif (now is not ... and isinstance(now, _SCALARS + (np.integer, np.bool_))
+                  and isinstance(value, _SCALARS) and not (isinstance(value, int)
+                                                           and abs(value) >= 2**63)):
+                updates.append((layer, attr, value))
+        prefix = f"{name}."
+        for key, value in arrays.items():
+            attr = key[len(prefix):]
+            if not key.startswith(prefix) or "." in attr:
+                continue
+            now = current.get(attr)
+            value = np.asarray(value)
+            if not (isinstance(now, np.ndarray) and now.shape == value.shape
+                    and now.dtype == value.dtype):
+                raise MpgymError(f"the saved env state {key} does not fit this env "
+                                 f"(shape {value.shape} {value.dtype}).")
+            updates.append((layer, attr, value.copy()))
+    for obj, attr, value in updates:
+        try:
+            setattr(obj, attr, value)
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise MpgymError(f"the saved env state does not fit this env ({attr}: {exc}).") \
+                from None
 
 
 def env_id_of(env: gym.Env | str) -> str:
@@ -68,10 +261,13 @@ def require_discrete(env: gym.Env, who: str) -> tuple[int, int]:
     """
     obs, act = env.observation_space, env.action_space
     if not (isinstance(obs, gym.spaces.Discrete) and isinstance(act, gym.spaces.Discrete)):
+        toy = registered_ids(lambda s: isinstance(s.entry_point, str)
+                             and "toy_text" in s.entry_point and "Blackjack" not in s.id
+                             and s.namespace is None, limit=4)
         raise MpgymError(
             f"{who} needs Discrete observation and action spaces, but {env_id_of(env)} has "
             f"observation_space={obs} and action_space={act}. Tabular agents accept toy-text envs "
-            "(FrozenLake-v1, Taxi-v3, CliffWalking-v1) and mpgym/ grids; use a deep agent "
+            f"({', '.join(toy)}) and mpgym/ grids ('mpgym envs' lists them); use a deep agent "
             "(dqn, ppo...) for continuous spaces."
         )
     return int(obs.n), int(act.n)

@@ -3,8 +3,11 @@
 :class:`DeepAgent` extends :class:`agents.common.Agent` (the SB3-like API) with what every
 PyTorch agent needs: explicit torch/NumPy generators seeded from ``config.seed``, an
 observation encoder that turns Gymnasium observations into float32 vectors (or refuses them
-with a clear message), NaN checks on what the env returns, per-episode metrics, a
-learning-curve PNG and a checkpoint on Ctrl-C.
+with a clear message), NaN checks on what the env returns and on the parameters and
+statistics after each update, per-episode metrics, a learning-curve PNG and a checkpoint on
+Ctrl-C. Checkpoints carry what continuing needs (optimiser state, counters, generator states,
+the env's state): ``Cls.load(path).learn(n, reset_num_timesteps=False)`` continues a run as
+stable-baselines3 does.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents.common import Agent, env_id_of, make_env, plot_learning_curve
+from agents.common import Agent, env_id_of, plot_learning_curve
+from agents.common.envs import env_state, restore_env_state
 from agents.deep.networks import ActorCritic
-from mpgym.errors import MpgymError
+from mpgym.checkpoint import CheckpointError
+from mpgym.errors import MpgymError, check_positive
 from mpgym.runs import save_on_interrupt
 from mpgym.seeding import seed_everything
 
@@ -83,6 +88,17 @@ class EpisodeTracker:
         self.returns = np.zeros(n_envs)
         self.lengths = np.zeros(n_envs, np.int64)
 
+    def state_dict(self, prefix: str) -> dict[str, np.ndarray]:
+        """The running sums, for a checkpoint."""
+        return {f"{prefix}.returns": self.returns.copy(), f"{prefix}.lengths": self.lengths.copy()}
+
+    def load_state_dict(self, state: dict[str, Any], prefix: str) -> None:
+        """Restore :meth:`state_dict` output (missing keys keep zeros)."""
+        for name, dtype in (("returns", np.float64), ("lengths", np.int64)):
+            key = f"{prefix}.{name}"
+            if key in state:
+                setattr(self, name, _array_like(state[key], getattr(self, name), dtype, key))
+
     def step(
         self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray | None = None
     ) -> list[tuple[float, int]]:
@@ -100,6 +116,75 @@ class EpisodeTracker:
         self.lengths[dones] = 0
         return ended
 
+
+def _array_like(value: Any, like: np.ndarray, dtype: Any, what: str) -> np.ndarray:
+    """``value`` as a NumPy array of ``like``'s shape and ``dtype``, or :class:`CheckpointError`."""
+    arr = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    if arr.shape != like.shape or arr.dtype.kind not in "biuf":
+        raise CheckpointError(f"checkpoint tensor {what} has shape {arr.shape} ({arr.dtype}); "
+                              f"this agent needs {like.shape}.")
+    return arr.astype(dtype, copy=True)
+
+
+_OPTIM_STATE_KEYS = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg",
+                     "momentum_buffer", "grad_avg")
+
+
+def optimizer_state(optimizer: torch.optim.Optimizer, prefix: str
+                    ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """An optimiser's state as named tensors and its hyperparameters as JSON."""
+    sd = optimizer.state_dict()
+    tensors = {f"{prefix}.{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()
+               if isinstance(v, torch.Tensor)}
+    groups = [{k: v for k, v in g.items() if k != "params" and
+               (isinstance(v, int | float | bool) or v is None or
+                (isinstance(v, tuple | list) and all(isinstance(x, int | float) for x in v)))}
+              for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, Any],
+                         groups: Any, prefix: str) -> None:
+    """Restore :func:`optimizer_state` output, checking every tensor against its parameter.
+
+    Raises:
+        CheckpointError: unknown names, shapes that differ from the parameters', or
+            hyperparameters of the wrong type.
+    """
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if not key.startswith(prefix + "."):
+            continue
+        idx, _, name = key[len(prefix) + 1:].partition(".")
+        if not idx.isdigit() or int(idx) >= len(params) or name not in _OPTIM_STATE_KEYS:
+            raise CheckpointError(f"checkpoint tensor {key} is not optimiser state of this agent.")
+        p = params[int(idx)]
+        shape_ok = tuple(value.shape) == (() if name == "step" else tuple(p.shape))
+        if not shape_ok or not value.is_floating_point():
+            raise CheckpointError(f"checkpoint tensor {key} has shape {tuple(value.shape)} "
+                                  f"({value.dtype}); the parameter has {tuple(p.shape)}.")
+        state.setdefault(int(idx), {})[name] = value.clone()
+    sd = optimizer.state_dict()
+    if not isinstance(groups, list) or len(groups) != len(sd["param_groups"]):
+        raise CheckpointError("checkpoint optimiser hyperparameters do not fit this agent.")
+    for current, saved in zip(sd["param_groups"], groups, strict=True):
+        if not isinstance(saved, dict):
+            raise CheckpointError("checkpoint optimiser hyperparameters must be JSON objects.")
+        for k, v in saved.items():
+            now = current.get(k, ...)
+            same_kind = (now is None and v is None) or (
+                isinstance(now, bool) and isinstance(v, bool)) or (
+                isinstance(now, int | float) and not isinstance(now, bool)
+                and isinstance(v, int | float) and not isinstance(v, bool)) or (
+                isinstance(now, tuple | list) and isinstance(v, list) and len(v) == len(now)
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v))
+            if now is ... or not same_kind:
+                raise CheckpointError(f"checkpoint optimiser hyperparameter {k}={v!r} does not "
+                                      "fit this agent.")
+            current[k] = tuple(v) if isinstance(now, tuple) else v
+    sd["state"] = state
+    optimizer.load_state_dict(sd)
 
 class DeepAgent(Agent):
     """Base of the PyTorch agents: seeding, encoding, bookkeeping, checkpoints.
@@ -123,10 +208,9 @@ class DeepAgent(Agent):
         self.encoder = ObsEncoder(self.env.observation_space, type(self).__name__)
         self.episode_returns: list[float] = []
         self.episode_timesteps: list[int] = []
+        self.num_updates = 0
+        self._total_timesteps = 0
         self._build()
-
-    def _make_env(self, env: str | gym.Env) -> gym.Env:
-        return make_env(env)
 
     # -- what a subclass implements ---------------------------------------------------------
     def _build(self) -> None:
@@ -143,6 +227,107 @@ class DeepAgent(Agent):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`_extra_state` returned."""
+
+    def meta(self) -> dict[str, Any]:
+        """Counters (with the update count) and the NumPy generator's state."""
+        return {**super().meta(), "num_updates": self.num_updates}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore :meth:`meta` output."""
+        super().load_meta(meta)
+        value = meta.get("num_updates", 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
+            raise CheckpointError(f"checkpoint meta 'num_updates' must be a count >= 0, "
+                                  f"got {value!r}.")
+        self.num_updates = value
+
+    def _finite_stats(self) -> dict[str, np.ndarray]:
+        """Statistics the NaN check watches besides the parameters (name -> array)."""
+        return {}
+
+    # -- continuing ---------------------------------------------------------------------------
+    def _setup_learn(self, total: int, reset_num_timesteps: bool) -> bool:
+        """Counters and schedule horizon of a ``learn(total)`` call, as stable-baselines3 does.
+
+        With ``reset_num_timesteps`` the counters restart at 0 and the schedules run over
+        ``total``; without, they continue and run over ``num_timesteps + total`` (SB3's
+        ``_total_timesteps``), so ``progress_remaining = 1 - num_timesteps / _total_timesteps``.
+
+        Returns:
+            Whether the env must be reset (a reset, or nothing to continue from).
+        """
+        check_positive("total_timesteps", total)
+        if reset_num_timesteps:
+            self.num_timesteps = 0
+            self.num_episodes = 0
+        self._total_timesteps = self.num_timesteps + total
+        return reset_num_timesteps or not self._can_continue()
+
+    def _can_continue(self) -> bool:
+        """Whether the env and the last observation are there to continue from."""
+        return False
+
+    def progress_remaining(self) -> float:
+        """SB3's ``1 - num_timesteps / _total_timesteps`` of the current ``learn`` call."""
+        total = getattr(self, "_total_timesteps", 0)
+        return 1.0 - self.num_timesteps / total if total > 0 else 1.0
+
+    def resume_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Optimiser state, torch generator state and the subclass's rollout state."""
+        tensors, groups = optimizer_state(self.optimizer, "optim")
+        tensors["rng.torch"] = self.torch_gen.get_state()
+        info: dict[str, Any] = {"optim_groups": groups}
+        more_tensors, more_info = self._rollout_state()
+        return {**tensors, **more_tensors}, {**info, **more_info}
+
+    def load_resume_state(self, tensors: dict[str, Any], info: dict[str, Any]) -> None:
+        """Restore :meth:`resume_state` output (absent in old checkpoints: fresh state kept)."""
+        if "optim_groups" in info:
+            load_optimizer_state(self.optimizer, tensors, info["optim_groups"], "optim")
+        if "rng.torch" in tensors:
+            gen_state = tensors["rng.torch"]
+            fresh = self.torch_gen.get_state()
+            if gen_state.dtype != torch.uint8 or gen_state.shape != fresh.shape:
+                raise CheckpointError("checkpoint tensor rng.torch is not a torch generator state.")
+            self.torch_gen.set_state(gen_state.clone())
+        self._load_rollout_state(tensors, info)
+
+    def _rollout_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The subclass's state between env steps (last observation, env snapshot...)."""
+        return {}, {}
+
+    def _load_rollout_state(self, tensors: dict[str, Any], info: dict[str, Any]) -> None:
+        """Restore :meth:`_rollout_state` output."""
+
+    @staticmethod
+    def _env_snapshot(env: Any, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        arrays, info = env_state(env)
+        return {f"{prefix}.{k}": v for k, v in arrays.items()}, {prefix: info}
+
+    @staticmethod
+    def _restore_env_snapshot(env: Any, tensors: dict[str, Any], info: Any, prefix: str) -> None:
+        arrays = {k[len(prefix) + 1:]: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                  for k, v in tensors.items() if k.startswith(prefix + ".")}
+        restore_env_state(env, arrays, info)
+
+    def check_finite_state(self, when: str) -> None:
+        """Raise :class:`MpgymError` naming what became NaN or infinite (statistics first).
+
+        Args:
+            when: for the message (``"after update 12"``).
+        """
+        for label, value in self._finite_stats().items():
+            if not np.isfinite(value).all():
+                raise MpgymError(
+                    f"{type(self).__name__}: the {label} became non-finite (NaN or inf) {when}; "
+                    "check the env's rewards and observations, or turn normalisation off.")
+        for name in self.MODULES:
+            for pname, p in getattr(self, name).named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    raise MpgymError(
+                        f"{type(self).__name__}: network parameter {name}.{pname} became "
+                        f"non-finite (NaN or inf) {when}; lower the learning rate, clip "
+                        "gradients harder, or normalise rewards and observations.")
 
     # -- the API ----------------------------------------------------------------------------
     def preprocess(self, obs: Any) -> np.ndarray:
@@ -170,7 +355,11 @@ class DeepAgent(Agent):
         return (actions if batch else actions[0]), None
 
     def state_dict(self) -> dict[str, Any]:
-        """Every module's parameters under ``<attribute>.<name>``, plus extra state."""
+        """Every module's parameters under ``<attribute>.<name>``, plus extra state.
+
+        What continuing needs besides (optimiser, generators, rollout) is in
+        :meth:`resume_state`; :meth:`save` writes both.
+        """
         state: dict[str, Any] = {}
         for name in self.MODULES:
             module: nn.Module = getattr(self, name)
@@ -185,7 +374,7 @@ class DeepAgent(Agent):
             sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
             try:
                 module.load_state_dict(sub)
-            except RuntimeError as exc:
+            except (RuntimeError, ValueError, TypeError) as exc:
                 raise MpgymError(
                     f"checkpoint does not fit this {type(self).__name__} "
                     f"(another env or network size?): {exc}"
@@ -214,10 +403,15 @@ class DeepAgent(Agent):
             yield
             return
         self.run.write_config(self.config, kind=self.name, algo=self.name)
-        with save_on_interrupt(lambda: self.save(self.run.path), what=f"{self.name} checkpoint"):
+        with save_on_interrupt(self._save_on_interrupt, what=f"{self.name} checkpoint"):
             yield
         if self.episode_returns:
             plot_learning_curve(self.run, title=f"{self.name} on {self.env_id}")
+
+    def _save_on_interrupt(self) -> None:
+        """The checkpoint written on Ctrl-C: everything continuing needs."""
+        assert self.run is not None
+        self.save(self.run.path)
 
     def recent_return(self, n: int = 20) -> float:
         """Mean return of the last ``n`` training episodes (NaN before the first)."""

@@ -6,6 +6,12 @@ Q_target(s', a')`` (Double DQN: the online net picks ``a'``, the target net valu
 descend ``loss(Q(s, a), y)`` with gradients through ``Q(s, a)`` only. Truncated episodes (time
 limits) are bootstrapped from their true final observation; only termination zeroes it.
 
+Schedules follow stable-baselines3: epsilon and the learning rate are functions of
+``num_timesteps / _total_timesteps`` (the budget of this ``learn`` call, plus the steps before
+it with ``reset_num_timesteps=False``), and ``learning_starts`` counts ``num_timesteps``. The
+replay buffer can be saved beside the checkpoint (``save(path, include_buffer=True)``), so a
+loaded agent continues exactly.
+
 Example:
     >>> agent = DQN("CartPole-v1").learn(50_000)  # doctest: +SKIP
     >>> action, _ = agent.predict(obs)  # doctest: +SKIP
@@ -14,8 +20,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -25,12 +33,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.common import Callback, keep_going, linear_schedule
-from agents.deep.base import DeepAgent, EpisodeTracker, check_step
+from agents.common.envs import EnvKwargs, env_state, restore_env_state
+from agents.deep.base import DeepAgent, EpisodeTracker, _array_like, check_step
 from agents.deep.buffers import ReplayBuffer
 from agents.deep.common import dqn_targets
 from agents.deep.networks import QNetwork
+from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
+
+log = logging.getLogger(__name__)
+
+BUFFER_FILE = "replay_buffer.safetensors"
+"""File name of the replay buffer saved beside a checkpoint."""
+BUFFER_KIND = "dqn-replay-buffer"
+"""The ``kind`` in the buffer file's metadata."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,9 @@ class DQNConfig:
 
     env_id: str = "CartPole-v1"
     """Gymnasium id of the environment (Discrete actions)."""
+    env_kwargs: EnvKwargs = field(default_factory=dict)
+    """Keyword arguments of the env (``gymnasium.make(env_id, **env_kwargs)``), as JSON on the
+    command line: ``--env-kwargs '{"is_slippery": false}'``."""
     seed: int = 0
     """Seed of the env, the network initialisation, exploration and replay sampling."""
     total_timesteps: int = 50_000
@@ -174,6 +194,10 @@ class DQN(DeepAgent):
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate, fused=True)
         self.buffer = ReplayBuffer(min(cfg.buffer_size, 10**8), self.encoder.dim)
         self.num_updates = 0
+        self._obs: np.ndarray | None = None
+        self._tracker = EpisodeTracker(1)
+        self._pending_env: tuple[dict[str, Any], Any] | None = None
+        self._loss = math.nan
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
         greedy = self.q(obs).argmax(dim=1).numpy() + self.action_start
@@ -215,6 +239,135 @@ class DQN(DeepAgent):
             return int(h.argmax())
 
         return numpy_greedy
+
+    # -- continuing --------------------------------------------------------------------------
+    def _can_continue(self) -> bool:
+        return self._obs is not None
+
+    def _rollout_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._obs is None:
+            return {}, {}
+        tensors = {"rollout.obs": self._obs.copy(), **self._tracker.state_dict("rollout.tracker")}
+        if self._pending_env is not None:  # loaded, not trained since: pass the snapshot on
+            arrays, env_info = self._pending_env
+        else:
+            arrays, env_info = env_state(self.env)
+        tensors.update({f"envstate.{k}": v for k, v in arrays.items()})
+        return tensors, {"rollout": True, "env": env_info, "loss": self._loss}
+
+    def _load_rollout_state(self, tensors: dict[str, Any], info: dict[str, Any]) -> None:
+        if info.get("rollout") is not True:
+            return
+        obs = _array_like(tensors.get("rollout.obs", np.zeros(0)), np.zeros(self.encoder.dim),
+                          np.float32, "rollout.obs")
+        self._tracker.load_state_dict(tensors, "rollout.tracker")
+        arrays = {k[len("envstate."):]: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                  for k, v in tensors.items() if k.startswith("envstate.")}
+        loss = info.get("loss", math.nan)
+        self._loss = float(loss) if isinstance(loss, int | float) else math.nan
+        self._pending_env = (arrays, info.get("env"))
+        self._obs = obs
+
+    def _start_env(self, reset: bool) -> None:
+        """Reset the env, or put back the state a checkpoint holds."""
+        pending, self._pending_env = self._pending_env, None
+        if not reset and pending is not None:
+            self.env.reset(seed=self.config.seed)  # then overwritten by the snapshot
+            restore_env_state(self.env, *pending)
+            return
+        if reset:
+            first = self._obs is None and self.num_episodes == 0
+            raw, _ = self.env.reset(seed=self.config.seed if first else None)
+            self._obs = self.preprocess(raw)[0]
+            self._tracker = EpisodeTracker(1)
+
+    def save(self, path: str | Path, *, include_buffer: bool = False) -> Path:
+        """Write the checkpoint; with ``include_buffer`` the replay buffer too, beside it.
+
+        Args:
+            path: the checkpoint file or run directory (see :meth:`Agent.save`).
+            include_buffer: also write ``replay_buffer.safetensors`` next to the checkpoint
+                (SB3 keeps it out of the model file too: it can be large); ``load`` reads it.
+
+        Returns:
+            The checkpoint path.
+        """
+        ckpt = self.checkpoint_path(path)
+        self._buffer_note = None
+        if include_buffer:
+            self.save_replay_buffer(ckpt.with_name(BUFFER_FILE))
+            self._buffer_note = {"file": BUFFER_FILE, "num_timesteps": self.num_timesteps}
+        return super().save(ckpt)
+
+    def meta(self) -> dict[str, Any]:
+        """Counters, generator state and the replay-buffer file written beside (if any)."""
+        note = getattr(self, "_buffer_note", None)
+        return {**super().meta(), **({"replay_buffer": note} if note else {})}
+
+    @classmethod
+    def load(cls, path: str | Path, env: str | gym.Env | None = None) -> DQN:
+        """Load a checkpoint, and the replay buffer saved with it (``include_buffer=True``).
+
+        Raises:
+            CheckpointError: a corrupt checkpoint or buffer file.
+        """
+        agent = super().load(path, env)
+        assert isinstance(agent, DQN)
+        ckpt = load_checkpoint(path, expected_kind=cls.name)
+        note = ckpt.meta.get("replay_buffer")
+        if isinstance(note, dict) and note.get("file") == BUFFER_FILE:
+            file = cls.checkpoint_path(path).with_name(BUFFER_FILE)
+            if file.exists():
+                agent.load_replay_buffer(file)
+            else:
+                log.warning("%s was saved with its replay buffer, but %s is missing; "
+                            "continuing starts from an empty buffer", path, file)
+        return agent
+
+    def save_replay_buffer(self, path: str | Path) -> Path:
+        """Write the replay buffer's stored transitions (safetensors, atomically)."""
+        buf, n = self.buffer, self.buffer.size
+        arrays = {"obs": buf.obs[:n], "next_obs": buf.next_obs[:n], "actions": buf.actions[:n],
+                  "rewards": buf.rewards[:n], "terminated": buf.terminated[:n]}
+        return save_checkpoint(path, arrays, kind=BUFFER_KIND,
+                               meta={"pos": buf.pos, "size": n, "capacity": buf.capacity})
+
+    def load_replay_buffer(self, path: str | Path) -> None:
+        """Read a buffer written by :meth:`save_replay_buffer` into ``self.buffer``.
+
+        Raises:
+            CheckpointError: not a replay buffer, or one that does not fit this agent (shapes,
+                dtypes, sizes, actions out of range, non-finite values).
+        """
+        ckpt = load_checkpoint(path, expected_kind=BUFFER_KIND)
+        meta, t = ckpt.meta, ckpt.state_dict
+        buf, dim = self.buffer, self.encoder.dim
+        size, pos = meta.get("size") if isinstance(meta, dict) else None, None
+        if isinstance(meta, dict):
+            pos = meta.get("pos")
+        counts_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (size, pos))
+        if not counts_ok or not 0 <= size <= buf.capacity or not 0 <= pos < buf.capacity or (
+                size < buf.capacity and pos != size):
+            raise CheckpointError(f"{path}: replay buffer size {size!r} / position {pos!r} do "
+                                  f"not fit a buffer of capacity {buf.capacity}.")
+        want = {"obs": ((size, dim), torch.float32), "next_obs": ((size, dim), torch.float32),
+                "actions": ((size,), torch.int64), "rewards": ((size,), torch.float32),
+                "terminated": ((size,), torch.float32)}
+        for name, (shape, dtype) in want.items():
+            x = t.get(name)
+            if x is None or tuple(x.shape) != shape or x.dtype != dtype:
+                got = "missing" if x is None else f"{tuple(x.shape)} {x.dtype}"
+                raise CheckpointError(f"{path}: replay buffer {name!r} must be {shape} {dtype}, "
+                                      f"got {got}.")
+            if dtype == torch.float32 and not bool(torch.isfinite(x).all()):
+                raise CheckpointError(f"{path}: replay buffer {name!r} holds NaN or inf.")
+        actions = t["actions"]
+        if size and (int(actions.min()) < 0 or int(actions.max()) >= self.n_actions):
+            raise CheckpointError(f"{path}: replay buffer actions must be in "
+                                  f"0..{self.n_actions - 1}.")
+        for name in want:
+            getattr(buf, name)[:size] = t[name].numpy()
+        buf.size, buf.pos = size, pos
 
     def epsilon(self, step: int, total: int) -> float:
         """Exploration rate after ``step`` of ``total`` environment steps (linear decay)."""
@@ -369,6 +522,7 @@ class DQN(DeepAgent):
         total_timesteps: int | None = None,
         callback: Callback | None = None,
         progress_bar: bool = True,
+        reset_num_timesteps: bool = True,
     ) -> DQN:
         """Collect experience epsilon-greedily and train every ``train_freq`` steps.
 
@@ -376,45 +530,59 @@ class DQN(DeepAgent):
             total_timesteps: environment steps (default ``config.total_timesteps``).
             callback: ``callback(locals()) -> bool | None`` after every env step; False stops.
             progress_bar: show a progress bar on a terminal.
+            reset_num_timesteps: True (SB3's default) starts counters, schedules and the
+                episode afresh (the replay buffer is kept); False continues them (also after
+                :meth:`load`): epsilon and the learning rate then run over
+                ``num_timesteps + total_timesteps`` and ``learning_starts`` is already past.
 
         Returns:
             ``self``.
+
+        Raises:
+            MpgymError: a budget below 1, or parameters that became NaN/inf.
         """
         cfg = self.config
-        total = int(total_timesteps if total_timesteps is not None else cfg.total_timesteps)
-        env, tracker = self.env, EpisodeTracker(1)
-        raw, _ = env.reset(seed=cfg.seed + self.num_episodes)
-        env.action_space.seed(cfg.seed)
-        obs = self.preprocess(raw)[0]
-        loss = math.nan
+        total = total_timesteps if total_timesteps is not None else cfg.total_timesteps
+        first = self._obs is None and self.num_timesteps == 0
+        self._start_env(self._setup_learn(total, reset_num_timesteps))
+        env = self.env
+        if first:
+            env.action_space.seed(cfg.seed)
         greedy = self.greedy_action_fn()
         bar = progress(total=total, desc=f"dqn {self.env_id}", enable=progress_bar, unit="step")
         with self._training(), bar:
-            for step in range(total):
-                eps = self.epsilon(step, total)
+            for step in range(total):  # noqa: B007 - ``step`` is visible to callbacks
+                eps = self.epsilon(self.num_timesteps, self._total_timesteps)
                 if self.rng.random() < eps:
                     action = int(self.rng.integers(self.n_actions)) + self.action_start
                 else:
-                    action = greedy(obs) + self.action_start
+                    action = greedy(self._obs) + self.action_start
                 raw, reward, terminated, truncated, _ = env.step(action)
                 check_step(self.env_id, raw, reward)
                 next_obs = self.preprocess(raw)[0]
-                self.buffer.add(obs, action - self.action_start, reward, next_obs, terminated)
+                self.buffer.add(self._obs, action - self.action_start, reward, next_obs,
+                                terminated)
                 self.num_timesteps += 1
                 done = terminated or truncated
-                ended = tracker.step(np.array([float(reward)]), np.array([done]))
+                ended = self._tracker.step(np.array([float(reward)]), np.array([done]))
                 if done:
-                    self._episodes_done(ended, epsilon=eps, loss=loss)
+                    self._episodes_done(ended, epsilon=eps, loss=self._loss)
                     raw, _ = env.reset()
                     next_obs = self.preprocess(raw)[0]
-                obs = next_obs
-                if step >= cfg.learning_starts and (step + 1) % cfg.train_freq == 0:
+                self._obs = next_obs
+                if (self.num_timesteps > cfg.learning_starts
+                        and self.num_timesteps % cfg.train_freq == 0):
                     if cfg.lr_schedule == "linear":
-                        self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (
-                            1 - step / total
-                        )
-                    loss = self.train_round(cfg.gradient_steps)
+                        self.optimizer.param_groups[0]["lr"] = (
+                            cfg.learning_rate * self.progress_remaining())
+                    self._loss = self.train_round(cfg.gradient_steps)
+                    self.check_finite_state(f"after {self.num_updates} gradient steps")
                 bar.update(1)
                 if not keep_going(callback, locals()):
                     break
         return self
+
+    def _save_on_interrupt(self) -> None:
+        """On Ctrl-C: the checkpoint with its replay buffer, so the run can continue."""
+        assert self.run is not None
+        self.save(self.run.path, include_buffer=True)

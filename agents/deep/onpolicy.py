@@ -17,13 +17,17 @@ in a ``SyncVectorEnv`` of copies. Both autoreset conventions of Gymnasium 1.x ar
 Either way time limits are bootstrapped and never mistaken for termination, and
 ``num_timesteps`` counts real transitions only, so budgets compare with libraries that use
 same-step autoreset. The subclass supplies the update (:meth:`_update`).
+
+Schedules (learning rate, PPO's clip range) follow stable-baselines3: after each rollout,
+``progress_remaining = 1 - num_timesteps / _total_timesteps``, where ``_total_timesteps`` is the
+budget of this ``learn`` call, plus the steps taken before it when ``reset_num_timesteps=False``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -33,9 +37,11 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import nn
 
 from agents.common import Callback, keep_going, make_env
-from agents.deep.base import EpisodeTracker, PolicyAgent, check_step
+from agents.common.envs import EnvKwargs, restore_env_state
+from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
 from agents.deep.networks import Activation, RunningMeanStd
+from mpgym.checkpoint import CheckpointError
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
 
@@ -48,6 +54,9 @@ class OnPolicyConfig:
 
     env_id: str = "CartPole-v1"
     """Gymnasium id of the environment (Discrete or Box actions)."""
+    env_kwargs: EnvKwargs = field(default_factory=dict)
+    """Keyword arguments of the env (``gymnasium.make(env_id, **env_kwargs)``), as JSON on the
+    command line: ``--env-kwargs '{"is_slippery": false}'``."""
     seed: int = 0
     """Seed of the envs, the network initialisation and action sampling."""
     total_timesteps: int = 100_000
@@ -103,7 +112,7 @@ class OnPolicyAgent(PolicyAgent):
 
     def _make_env(self, env: str | gym.Env) -> gym.Env:
         self._env_source = env
-        return make_env(env)
+        return super()._make_env(env)
 
     def _build(self) -> None:
         cfg = self.config
@@ -115,6 +124,9 @@ class OnPolicyAgent(PolicyAgent):
         self.vec_env: VectorEnv | None = None
         self._ret = np.zeros(cfg.n_envs)
         self._prev_done = np.zeros(cfg.n_envs, bool)
+        self._obs: np.ndarray | None = None
+        self._tracker = EpisodeTracker(cfg.n_envs)
+        self._pending_env: tuple[dict[str, Any], Any] | None = None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -138,21 +150,74 @@ class OnPolicyAgent(PolicyAgent):
         return state
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
+        for rms, prefix in ((self.obs_rms, "obs_rms"), (self.ret_rms, "ret_rms")):
+            if rms is None:
+                continue
+            try:
+                mean, var = rms.mean, rms.var
+                rms.load_state_dict(state, prefix)
+            except KeyError as exc:
+                raise CheckpointError(f"checkpoint lacks {exc}: it was saved without "
+                                      f"{prefix} (another normalisation setting?).") from None
+            if rms.mean.shape != mean.shape or rms.var.shape != var.shape:
+                raise CheckpointError(f"checkpoint {prefix} statistics have shape "
+                                      f"{rms.mean.shape}; this agent needs {mean.shape}.")
+
+    def _finite_stats(self) -> dict[str, np.ndarray]:
+        stats = {}
         if self.obs_rms is not None:
-            self.obs_rms.load_state_dict(state, "obs_rms")
+            stats["observation normalisation statistics (obs_rms)"] = np.array(
+                [*np.ravel(self.obs_rms.mean), *np.ravel(self.obs_rms.var), self.obs_rms.count])
         if self.ret_rms is not None:
-            self.ret_rms.load_state_dict(state, "ret_rms")
+            stats["reward normalisation statistics (ret_rms)"] = np.array(
+                [*np.ravel(self.ret_rms.mean), *np.ravel(self.ret_rms.var), self.ret_rms.count])
+        return stats
+
+    # -- continuing --------------------------------------------------------------------------
+    def _rollout_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        if self._obs is None:
+            return {}, {}
+        tensors = {"rollout.obs": self._obs.copy(), "rollout.prev_done": self._prev_done.copy(),
+                   "rollout.ret": self._ret.copy(), **self._tracker.state_dict("rollout.tracker")}
+        info: dict[str, Any] = {"rollout": True}
+        if self.vec_env is not None:
+            arrays, env_info = self._env_snapshot(self.vec_env, "vec_env")
+            tensors.update(arrays)
+            info.update(env_info)
+        elif self._pending_env is not None:  # loaded, not trained since: pass the snapshot on
+            arrays, env_info = self._pending_env
+            tensors.update({f"vec_env.{k}": v for k, v in arrays.items()})
+            info["vec_env"] = env_info
+        return tensors, info
+
+    def _load_rollout_state(self, tensors: dict[str, Any], info: dict[str, Any]) -> None:
+        if info.get("rollout") is not True:
+            return
+        n, dim = self.config.n_envs, self.encoder.dim
+        obs = _array_like(tensors.get("rollout.obs", np.zeros(0)), np.zeros((n, dim)),
+                          np.float32, "rollout.obs")
+        self._prev_done = _array_like(tensors.get("rollout.prev_done", np.zeros(0)),
+                                      self._prev_done, bool, "rollout.prev_done")
+        self._ret = _array_like(tensors.get("rollout.ret", np.zeros(0)), self._ret, np.float64,
+                                "rollout.ret")
+        self._tracker.load_state_dict(tensors, "rollout.tracker")
+        if "vec_env" in info:
+            arrays = {k[len("vec_env."):]: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                      for k, v in tensors.items() if k.startswith("vec_env.")}
+            self._pending_env = (arrays, info["vec_env"])
+            self._obs = obs
 
     # -- environments ------------------------------------------------------------------------
     def make_vec_env(self) -> VectorEnv:
         """``n_envs`` copies of the training env (see the module docstring for which kind)."""
-        n, src = self.config.n_envs, self._env_source
+        n, src, kwargs = self.config.n_envs, self._env_source, self.env_kwargs
         if isinstance(src, str) and self.config.vectorization == "auto":
             spec = gym.spec(src)
             if spec.vector_entry_point is not None and not spec.additional_wrappers:
-                return gym.make_vec(src, num_envs=n, vectorization_mode="vector_entry_point")
+                return gym.make_vec(src, num_envs=n, vectorization_mode="vector_entry_point",
+                                    **kwargs)
         if isinstance(src, str):
-            fns = [lambda: make_env(src) for _ in range(n)]
+            fns = [lambda: make_env(src, **kwargs) for _ in range(n)]
         elif n == 1:
             fns = [lambda: src]
         elif src.spec is not None:
@@ -168,7 +233,8 @@ class OnPolicyAgent(PolicyAgent):
         if self.ret_rms is None:
             return rewards
         self._ret = self._ret * self.config.gamma + rewards
-        self.ret_rms.update(self._ret[valid])
+        if valid.any():  # reset-only steps (next-step autoreset) are not transitions
+            self.ret_rms.update(self._ret[valid])
         self._ret[dones] = 0.0
         return np.clip(rewards / np.sqrt(self.ret_rms.var + 1e-8), -10.0, 10.0)
 
@@ -289,11 +355,34 @@ class OnPolicyAgent(PolicyAgent):
                     buf.next_values[t, i] = vi
         return go
 
+    def _start_envs(self, reset: bool) -> None:
+        """Make the vector env; reset it, or put back the state a checkpoint holds."""
+        cfg = self.config
+        first = self.vec_env is None
+        if first:
+            self.vec_env = self.make_vec_env()
+        pending, self._pending_env = self._pending_env, None
+        if not reset and pending is not None:
+            self.vec_env.reset(seed=cfg.seed)  # builds the env's arrays, then overwritten
+            restore_env_state(self.vec_env, *pending)
+            return
+        if reset:
+            raw, _ = self.vec_env.reset(seed=cfg.seed if first else None)
+            self._obs = self._encode_step(raw)
+            self._ret[:] = 0.0
+            self._prev_done[:] = False
+            self._tracker = EpisodeTracker(cfg.n_envs)
+
+    def _can_continue(self) -> bool:
+        return self._obs is not None and (self.vec_env is not None
+                                          or self._pending_env is not None)
+
     def learn(
         self,
         total_timesteps: int | None = None,
         callback: Callback | None = None,
         progress_bar: bool = True,
+        reset_num_timesteps: bool = True,
     ) -> OnPolicyAgent:
         """Alternate rollouts of ``n_envs * n_steps`` steps and updates.
 
@@ -302,35 +391,39 @@ class OnPolicyAgent(PolicyAgent):
             callback: ``callback(locals()) -> bool | None`` after every vector step; False
                 stops after the current rollout's update.
             progress_bar: show a progress bar on a terminal.
+            reset_num_timesteps: True (SB3's default) starts the counters, the schedules and
+                the envs afresh; False continues them (also after :meth:`load`): the
+                schedules then run over ``num_timesteps + total_timesteps``.
 
         Returns:
             ``self``.
+
+        Raises:
+            MpgymError: a budget below 1, or statistics or parameters that became NaN/inf.
         """
         cfg = self.config
-        total = int(total_timesteps if total_timesteps is not None else cfg.total_timesteps)
-        if self.vec_env is None:
-            self.vec_env = self.make_vec_env()
-            raw, _ = self.vec_env.reset(seed=cfg.seed)
-            self._obs = self._encode_step(raw)
+        total = total_timesteps if total_timesteps is not None else cfg.total_timesteps
+        self._start_envs(self._setup_learn(total, reset_num_timesteps))
         buf = RolloutBuffer(
             cfg.n_steps, cfg.n_envs, self.encoder.dim, self.action_shape, self.discrete
         )
-        tracker, stats = EpisodeTracker(cfg.n_envs), {}
-        start = self.num_timesteps
+        stats: dict[str, float] = {}
         bar = progress(
             total=total, desc=f"{self.name} {self.env_id}", enable=progress_bar, unit="step"
         )
         with self._training(), bar:
             # Rollouts until ``total`` real transitions (a multiple of n_envs * n_steps when
             # every step is one, as with same-step autoreset).
-            while self.num_timesteps - start < total:
-                remaining = 1.0 - (self.num_timesteps - start) / total
+            while self.num_timesteps < self._total_timesteps:
+                before = self.num_timesteps
+                go = self.collect_rollout(buf, self._tracker, stats, callback)
+                remaining = self.progress_remaining()  # SB3: after the rollout
                 if cfg.lr_schedule == "linear":
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * remaining
-                before = self.num_timesteps
-                go = self.collect_rollout(buf, tracker, stats, callback)
                 stats = self._update(buf.finish(cfg.gamma, cfg.gae_lambda), remaining)
+                self.num_updates += 1
+                self.check_finite_state(f"after update {self.num_updates}")
                 bar.update(self.num_timesteps - before)
                 if not go:
                     break

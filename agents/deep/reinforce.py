@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.common import Callback, keep_going
+from agents.common.envs import EnvKwargs
 from agents.deep.base import PolicyAgent, check_step
 from agents.deep.common import reward_to_go
 from agents.deep.networks import Activation
@@ -33,6 +34,9 @@ class REINFORCEConfig:
 
     env_id: str = "CartPole-v1"
     """Gymnasium id of the environment (Discrete or Box actions)."""
+    env_kwargs: EnvKwargs = field(default_factory=dict)
+    """Keyword arguments of the env (``gymnasium.make(env_id, **env_kwargs)``), as JSON on the
+    command line: ``--env-kwargs '{"is_slippery": false}'``."""
     seed: int = 0
     """Seed of the env, the network initialisation and action sampling."""
     total_timesteps: int = 100_000
@@ -140,6 +144,7 @@ class REINFORCE(PolicyAgent):
         total_timesteps: int | None = None,
         callback: Callback | None = None,
         progress_bar: bool = True,
+        reset_num_timesteps: bool = True,
     ) -> REINFORCE:
         """Play episodes with the current policy; update after every ``batch_episodes``.
 
@@ -148,12 +153,18 @@ class REINFORCE(PolicyAgent):
                 incomplete batch of episodes is not used.
             callback: ``callback(locals()) -> bool | None`` after every env step; False stops.
             progress_bar: show a progress bar on a terminal.
+            reset_num_timesteps: True (SB3's default) restarts the counters; False continues
+                them. REINFORCE has no schedules, and each call starts a fresh episode.
 
         Returns:
             ``self``.
+
+        Raises:
+            MpgymError: a budget below 1, or parameters that became NaN/inf.
         """
         cfg = self.config
-        total = int(total_timesteps if total_timesteps is not None else cfg.total_timesteps)
+        total = total_timesteps if total_timesteps is not None else cfg.total_timesteps
+        self._setup_learn(total, reset_num_timesteps)
         env = self.env
         raw, _ = env.reset(seed=cfg.seed + self.num_episodes)
         obs_b, act_b, ret_b, rewards = [], [], [], []
@@ -189,6 +200,8 @@ class REINFORCE(PolicyAgent):
                     raw, _ = env.reset()
                     if episodes_in_batch == cfg.batch_episodes:
                         stats = self.update(np.stack(obs_b), np.stack(act_b), np.concatenate(ret_b))
+                        self.num_updates += 1
+                        self.check_finite_state(f"after update {self.num_updates}")
                         obs_b, act_b, ret_b, rewards = [], [], [], []
                         episodes_in_batch, ep_start = 0, 0
                 if not keep_going(callback, locals()):

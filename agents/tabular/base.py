@@ -9,7 +9,7 @@ Tabular agents count their budget in **episodes**: ``learn(500)`` runs 500 episo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.common.base import Agent, Callback, keep_going
-from agents.common.envs import require_discrete
+from agents.common.envs import EnvKwargs, require_discrete
 from agents.common.plotting import plot_learning_curve
 from agents.common.schedules import Schedule, visit_step_size
 from mpgym.errors import MpgymError
@@ -36,6 +36,9 @@ class TabularConfig:
 
     env_id: str = "FrozenLake-v1"
     """Gymnasium id of an env with Discrete observations and actions (toy-text or mpgym/)."""
+    env_kwargs: EnvKwargs = field(default_factory=dict)
+    """Keyword arguments of the env (``gymnasium.make(env_id, **env_kwargs)``), as JSON on the
+    command line: ``--env-kwargs '{"is_slippery": false}'``."""
     seed: int = 0
     """Seed of the agent's generator and of the env's first reset."""
     episodes: int = 5000

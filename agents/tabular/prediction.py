@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 
+from agents.common.envs import EnvKwargs
 from agents.common.schedules import Schedule
 from agents.tabular.base import TabularAgent
 from envs.tabular_model import check_policy
@@ -21,6 +22,9 @@ class PredictionConfig:
 
     env_id: str = "mpgym/RandomWalk-v0"
     """Gymnasium id of an env with Discrete observations and actions."""
+    env_kwargs: EnvKwargs = field(default_factory=dict)
+    """Keyword arguments of the env (``gymnasium.make(env_id, **env_kwargs)``), as JSON on the
+    command line: ``--env-kwargs '{"is_slippery": false}'``."""
     seed: int = 0
     """Seed of the agent's generator and of the env's first reset."""
     episodes: int = 100

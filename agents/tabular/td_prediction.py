@@ -16,7 +16,8 @@ class TD0Prediction(TabularPredictionAgent):
     name = "td0"
     Config = PredictionConfig
     PRESETS = {"random-walk": PredictionConfig(),
-               "random-walk-19": PredictionConfig(env_id="mpgym/RandomWalk-v0", v_init=0.0)}
+               "random-walk-19": PredictionConfig(env_id="mpgym/RandomWalk-v0", v_init=0.0,
+                                                   env_kwargs={"n_states": 19})}
 
     def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
         """One episode under the target policy with TD(0) updates."""
