@@ -5,19 +5,23 @@ Problems: FrozenLake 8x8 (slippery, gamma 0.99) and a random sparse MDP (10,000 
 come from mpgym's value iteration run to a guaranteed error of 1e-12 and are cross-checked
 against policy iteration (exact linear solves).
 
-Columns: ``solve_s`` (build the solver's input from the ``P`` dict + solve; best of repeats for
-the fast solvers), ``sweeps``, ``sweep_ms`` (time per sweep: for mpgym the marginal cost,
-(t(110 sweeps) - t(10 sweeps)) / 100; for the others their loop time / sweeps), ``max_abs_err``
-(max |V - V*|), ``x_mpgym_vi`` (solve time / mpgym VI's solve time on the same problem).
+Every solver is timed the same way. ``setup_s``: one run of building the solver's input from the
+toy-text ``P`` dict (what a user holding an env starts from) and constructing the solver;
+``solve_s``: one run of setup + solve; ``sweep_ms``: the marginal cost of one Bellman sweep,
+(best time of 110 sweeps - best time of 10 sweeps) / 100, best of 5 repeats (2 with
+``--quick``); ``sweeps``: sweeps taken by the solver's stopping rule (mpgym and bettermdptools:
+a rule that guarantees max|V - V*| <= 1e-6; the mdptoolboxes: their own default, an
+epsilon-optimal policy by the span of V_k+1 - V_k with epsilon 0.01, which stops with values far
+from V*); ``max_abs_err``: max |V - V*|; ``x_mpgym_vi`` and ``x_sweep``: solve time and sweep
+time over mpgym VI's on the same problem. The mdptoolboxes' setup is dominated by the
+iteration bound they compute on construction (a loop over all states' columns).
 
 The peers run in their own venv (``.venv-peers``, made by ``make bench``), as a subprocess.
 
-Goals: ``vi_speedup_vs_mdptoolbox`` >= 50 (mpgym VI to max|V - V*| <=
-1e-6 against the faster toolbox run with its own default stopping rule, epsilon 0.01),
-``vi_speedup_vs_bettermdptools`` >= 1.5 (bettermdptools' vectorised VI with theta chosen so its
-error is also <= 1e-6: theta = 1e-6 (1 - gamma) / gamma), ``vi_max_abs_err`` <= 1e-6,
-``vi_sweep_vs_spmv_floor`` <= 2.0 (mpgym's time per sweep / time of the bare sparse
-matrix-vector product ``P @ V`` a sweep must do), all on the random MDP.
+Goals, on the random MDP: ``vi_sweep_speedup_vs_bettermdptools`` >= 10 (bettermdptools' sweep
+time over mpgym's), ``vi_sweep_vs_spmv_floor`` <= 2.0 (mpgym's sweep time over the bare sparse
+matrix-vector product ``P @ V`` a sweep must do), ``vi_max_abs_err`` <= 1e-6. The toolbox
+speedups are rows, not goals: their setup, not their sweeps, decides them.
 """
 
 from __future__ import annotations
@@ -68,20 +72,24 @@ def random_mdp(S: int, A: int, K: int, seed: int = 0):
 
 
 def run_mpgym(P: dict, V_star: np.ndarray, repeats: int):
-    rows = []
-    build_s, model = best_time(lambda: TabularModel.from_dict(P), repeats)
-    vi_s, (V, _, info) = best_time(lambda: value_iteration(model, GAMMA, TOL), repeats)
+    """mpgym's VI and PI, timed as the peers are: setup and solve from one run, sweeps best of N."""
+    t0 = time.perf_counter()
+    model = TabularModel.from_dict(P)
+    t1 = time.perf_counter()
+    V, _, info = value_iteration(model, GAMMA, TOL)
+    t2 = time.perf_counter()
     # marginal cost of a sweep: (time of 110 sweeps - time of 10 sweeps) / 100
     t_short, _ = best_time(lambda: value_iteration(model, GAMMA, 0.0, max_sweeps=10), repeats)
     t_long, _ = best_time(lambda: value_iteration(model, GAMMA, 0.0, max_sweeps=110), repeats)
     sweep_s = (t_long - t_short) / 100
-    rows.append({"solver": "mpgym value_iteration (tol 1e-6)", "solve_s": build_s + vi_s,
-                 "sweeps": info.sweeps, "sweep_ms": 1e3 * sweep_s,
-                 "max_abs_err": float(np.abs(V - V_star).max())})
-    pi_s, (V, _, pinfo) = best_time(lambda: policy_iteration(model, GAMMA), max(1, repeats // 2))
-    rows.append({"solver": "mpgym policy_iteration", "solve_s": build_s + pi_s,
-                 "sweeps": pinfo.improvements, "sweep_ms": None,
-                 "max_abs_err": float(np.abs(V - V_star).max())})
+    rows = [{"solver": "mpgym value_iteration (tol 1e-6)", "setup_s": t1 - t0,
+             "solve_s": t2 - t0, "sweeps": info.sweeps, "sweep_ms": 1e3 * sweep_s,
+             "max_abs_err": float(np.abs(V - V_star).max())}]
+    t3 = time.perf_counter()
+    V, _, pinfo = policy_iteration(model, GAMMA)
+    rows.append({"solver": "mpgym policy_iteration", "setup_s": t1 - t0,
+                 "solve_s": t1 - t0 + time.perf_counter() - t3, "sweeps": pinfo.improvements,
+                 "sweep_ms": None, "max_abs_err": float(np.abs(V - V_star).max())})
     x = np.random.default_rng(1).random(model.n_states)
     spmv_s, _ = best_time(lambda: model.P @ x, 20 * repeats)
     return rows, model, sweep_s, spmv_s
@@ -91,7 +99,7 @@ PEERS = Path(__file__).parent / "peers"
 PEER_PYTHON = Path(__file__).resolve().parent.parent / ".venv-peers" / "bin" / "python"
 
 
-def run_peers(P: dict, V_star: np.ndarray, sweeps_hint: float) -> list[dict]:
+def run_peers(P: dict, V_star: np.ndarray, sweeps_hint: float, repeats: int) -> list[dict]:
     """bettermdptools and both mdptoolboxes, run in their own venv (``make bench`` makes it).
 
     They pin old dependencies (``gym``, ``numpy<2``), so they are kept out of the project's
@@ -108,7 +116,7 @@ def run_peers(P: dict, V_star: np.ndarray, sweeps_hint: float) -> list[dict]:
         path = Path(tmp) / "mdp.npz"
         np.savez(path, rows=rows, next=nxt, prob=prob, reward=rew, done=done.astype(bool),
                  n_states=len(P), n_actions=A, V_star=V_star, gamma=GAMMA, tol=TOL,
-                 sweeps_hint=sweeps_hint)
+                 sweeps_hint=sweeps_hint, repeats=repeats)
         out = subprocess.run([str(python), str(PEERS / "mdp_peers.py"), str(path)],
                              capture_output=True, text=True, check=True,
                              env=dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1"))
@@ -122,10 +130,11 @@ def solve_problem(name: str, P: dict, model: TabularModel, repeats: int):
     rows, _, sweep_s, spmv_s = run_mpgym(P, V_star, repeats)
     # bettermdptools needs ~log(theta)/log(gamma) sweeps: 1833 for gamma 0.99, theta ~1e-8
     hint = np.log(TOL * (1 - GAMMA) / GAMMA / 1.0) / np.log(GAMMA)
-    rows += run_peers(P, V_star, sweeps_hint=max(hint, 100))
-    base = rows[0]["solve_s"]
+    rows += run_peers(P, V_star, sweeps_hint=max(hint, 100), repeats=repeats)
+    base, base_sweep = rows[0]["solve_s"], rows[0]["sweep_ms"]
     for r in rows:
         r["x_mpgym_vi"] = r["solve_s"] / base
+        r["x_sweep"] = r["sweep_ms"] / base_sweep if r["sweep_ms"] else None
         r["problem"] = name
     rows.append({"problem": name, "solver": "bare SpMV P @ V (floor per sweep)",
                  "sweep_ms": 1e3 * spmv_s})
@@ -144,16 +153,15 @@ def main() -> None:
     name = f"random S={S} A=8 K=10"
     rows, floor_ratio = solve_problem(name, P, model, repeats)
     ours = rows[0]
-    toolbox = min((r for r in rows if "ValueIteration" in r["solver"]),
-                  key=lambda r: r["solve_s"])
     better = next(r for r in rows if r["solver"].startswith("bettermdptools"))
     goals = [
-        Goal("vi_speedup_vs_mdptoolbox", toolbox["solve_s"] / ours["solve_s"], 50, ">="),
-        Goal("vi_speedup_vs_bettermdptools", better["solve_s"] / ours["solve_s"], 1.5, ">="),
-        Goal("vi_max_abs_err", ours["max_abs_err"], TOL, "<="),
+        Goal("vi_sweep_speedup_vs_bettermdptools", better["sweep_ms"] / ours["sweep_ms"], 10,
+             ">="),
         Goal("vi_sweep_vs_spmv_floor", floor_ratio, 2.0, "<="),
+        Goal("vi_max_abs_err", ours["max_abs_err"], TOL, "<="),
     ]
-    columns = ["problem", "solver", "solve_s", "sweeps", "sweep_ms", "max_abs_err", "x_mpgym_vi"]
+    columns = ["problem", "solver", "setup_s", "solve_s", "sweeps", "sweep_ms", "max_abs_err",
+               "x_mpgym_vi", "x_sweep"]
     report("tabular_dp", fl_rows + rows, goals, args.json, columns=columns,
            extra={"quick": args.quick, "gamma": GAMMA, "tol": TOL})
 
