@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from bodies.lbs import lbs, rigid_transforms
-from bodies.model import BodyModel
+from bodies.model import BodyModel, shapes_repr
 from bodies.priors import MaxMixturePrior, bending_prior, shape_prior
 from bodies.rotations import axis_angle_to_matrix
 from mpgym.errors import MpgymError
@@ -103,7 +103,7 @@ class Camera:
         return self.focal * Xc[..., :2] / z + Xc.new_tensor(self.center)
 
 
-@dataclass
+@dataclass(repr=False)
 class FitResult:
     """Fitted parameters and the posed body (batched)."""
 
@@ -115,6 +115,9 @@ class FitResult:
     joints: Tensor  # [B, J, 3]
     losses: list[float]  # energy at the end of each stage
     seconds: float
+
+    def __repr__(self) -> str:
+        return shapes_repr(self)
 
 
 def gmof(r: Tensor, sigma: float) -> Tensor:
@@ -576,13 +579,19 @@ def fit_to_scan(
     if init is None:
         p = _retrieval_init(model, points, pose_bank, k=hypotheses)
     else:
+        if init.betas.shape != (len(points), model.num_betas):
+            raise MpgymError(
+                f"init has betas of shape {tuple(init.betas.shape)}; accepted: one row per scan "
+                f"({len(points)}) with the model's {model.num_betas} shape coefficients."
+            )
         p = _Params(
             len(points),
             model.num_betas,
             points.dtype,
-            transl=init.transl,
-            global_orient=init.global_orient,
-            body_pose=init.body_pose,
+            transl=init.transl.to(points.dtype),
+            global_orient=init.global_orient.to(points.dtype),
+            body_pose=init.body_pose.to(points.dtype),
+            betas=init.betas.to(points.dtype),
         )
     sub = torch.arange(0, model.v_template.shape[0], 2)  # every other vertex: half the cost
     from scipy.spatial import cKDTree

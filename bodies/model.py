@@ -13,9 +13,11 @@ passed to ``forward``, not stored in the module.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +28,25 @@ from bodies.lbs import joint_shape_basis, lbs
 from mpgym.errors import MpgymError
 
 
-@dataclass
+def _brief(value: Any) -> str:
+    """A tensor or array as its shape and dtype (``float32[2, 6890, 3]``); other values as is."""
+    if isinstance(value, (Tensor, np.ndarray)):
+        dtype = str(value.dtype).removeprefix("torch.")
+        return f"{dtype}[{', '.join(map(str, value.shape))}]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list) and len(value) > 8:
+        return f"[{len(value)} items]"
+    return repr(value)
+
+
+def shapes_repr(obj: Any) -> str:
+    """``Name(field=float32[2, 24, 3], ...)``: a dataclass's repr without the tensors' values."""
+    fields = ", ".join(f"{f.name}={_brief(getattr(obj, f.name))}" for f in dataclasses.fields(obj))
+    return f"{type(obj).__name__}({fields})"
+
+
+@dataclass(repr=False)
 class BodyOutput:
     """What :class:`BodyModel` returns (field names as in smplx's ``SMPLOutput``)."""
 
@@ -34,6 +54,9 @@ class BodyOutput:
     joints: Tensor  # [B, J, 3]
     betas: Tensor  # [B, S]
     full_pose: Tensor  # [B, J, 3, 3] local rotations, root first
+
+    def __repr__(self) -> str:
+        return shapes_repr(self)
 
 
 def resolve_model_path(model: str | os.PathLike) -> Path:
@@ -91,6 +114,14 @@ class BodyModel(nn.Module):
             tuple(names.tolist())
             if names is not None
             else tuple(f"joint{j}" for j in range(len(parents)))
+        )
+
+    def extra_repr(self) -> str:
+        """What ``print(model)`` shows: the file and the sizes, not the arrays."""
+        return (
+            f"model={self.path.name!r}, vertices={self.v_template.shape[0]}, "
+            f"faces={self.faces_tensor.shape[0]}, joints={self.num_joints}, "
+            f"num_betas={self.num_betas}, dtype={str(self.v_template.dtype).removeprefix('torch.')}"
         )
 
     @property
@@ -196,3 +227,12 @@ class BodyModel(nn.Module):
             verts = verts + transl.to(dtype)[:, None]
             joints = joints + transl.to(dtype)[:, None]
         return BodyOutput(vertices=verts, joints=joints, betas=betas, full_pose=rot)
+
+
+def _fuzz_entry(path: str) -> None:
+    """Load a model file and pose two bodies through the compiled kernels (for fuzz tests)."""
+    model = BodyModel(path, num_betas=1, dtype=torch.float64)
+    pose = torch.full((2, 3 * (model.num_joints - 1)), 0.1, dtype=torch.float64)
+    with torch.no_grad():
+        model(betas=torch.ones(2, 1, dtype=torch.float64), body_pose=pose)
+        model(body_pose=pose[:1])

@@ -112,3 +112,60 @@ def test_scan_fit_recovers_a_body_that_needs_the_limb_search(model64):
     gt, _, _, pts = _held_out_body(model64, 15)
     r = fit_to_scan(model64, pts, PRESETS["scan"])
     assert float(pve(r.vertices, gt.vertices)[0]) < 15.0
+
+
+def _posed(model64, seed):
+    """A random body (betas, pose) and its vertices, as a scan of 6890 points."""
+    g = torch.Generator().manual_seed(seed)
+    betas = torch.randn(1, 10, generator=g, dtype=torch.float64)
+    pose = 0.2 * torch.randn(1, 69, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = model64(betas, pose)
+    return betas, pose, out
+
+
+def test_fit_to_scan_starts_from_init_betas(model64):
+    """With no stages the result is the start: init's betas, not zeros."""
+    from bodies.fit import FitConfig, FitResult, fit_to_scan
+
+    betas, pose, out = _posed(model64, 3)
+    z = torch.zeros(1, 3, dtype=torch.float64)
+    init = FitResult(betas, pose, z, z, out.vertices, out.joints, [], 0.0)
+    none = FitConfig(pose_weights=(), shape_weights=())
+    r = fit_to_scan(model64, out.vertices, none, init=init, limb_search=False)
+    torch.testing.assert_close(r.betas, betas)
+    torch.testing.assert_close(r.vertices, out.vertices)
+    with pytest.raises(MpgymError, match="init has betas of shape"):
+        fit_to_scan(model64, out.vertices, none, init=FitResult(
+            betas[:, :5], pose, z, z, out.vertices, out.joints, [], 0.0))
+
+
+def test_fit_to_scan_from_the_answer_stays_there(model64):
+    """A short stage started from the true parameters keeps the true betas (zeros: ~1.0 off)."""
+    from bodies.fit import FitConfig, FitResult, fit_to_scan
+
+    betas, pose, out = _posed(model64, 4)
+    z = torch.zeros(1, 3, dtype=torch.float64)
+    init = FitResult(betas, pose, z, z, out.vertices, out.joints, [], 0.0)
+    cfg = FitConfig(pose_weights=(1.0,), shape_weights=(0.01,), steps_per_stage=3)
+    r = fit_to_scan(model64, out.vertices, cfg, init=init, limb_search=False)
+    assert (r.betas - betas).abs().max() < 0.05
+
+
+def test_results_print_shapes_not_values(model64):
+    from bodies.fit import FitResult
+
+    betas, pose, out = _posed(model64, 5)
+    text = repr(out)
+    assert text.startswith("BodyOutput(vertices=float64[1, 6890, 3], joints=float64[1, 24, 3]")
+    z = torch.zeros(1, 3, dtype=torch.float64)
+    fit = FitResult(betas, pose, z, z, out.vertices, out.joints, [1.5, 0.25], 2.0)
+    assert repr(fit) == (
+        "FitResult(betas=float64[1, 10], body_pose=float64[1, 69], global_orient=float64[1, 3], "
+        "transl=float64[1, 3], vertices=float64[1, 6890, 3], joints=float64[1, 24, 3], "
+        "losses=[1.5, 0.25], seconds=2)"
+    )
+    assert repr(model64) == (
+        "BodyModel(model='smpl_compatible_v1.npz', vertices=6890, faces=13776, joints=24, "
+        "num_betas=10, dtype=float64)"
+    )
