@@ -1,7 +1,8 @@
 """Tabular RL: dynamic programming on a model, and sampling-based prediction and control.
 
 Planning (on an :class:`envs.TabularModel`, vectorised over states and actions):
-``policy_evaluation``, ``value_iteration``, ``policy_iteration``, ``bellman_backup``.
+``policy_evaluation``, ``value_iteration``, ``policy_iteration``, ``bellman_backup``; as agents
+(``mpgym train value-iteration``): ``ValueIteration``, ``PolicyIteration``.
 Learning (any env with Discrete observation and action spaces; budgets in episodes):
 ``QLearning``, ``Sarsa``, ``ExpectedSarsa``, ``MCControl``, ``MCExploringStarts``,
 ``MCPrediction``, ``TD0Prediction``.
@@ -25,6 +26,8 @@ ALGORITHMS: dict[str, str] = {
     "mc-es": "agents.tabular.monte_carlo:MCExploringStarts",
     "mc-prediction": "agents.tabular.monte_carlo:MCPrediction",
     "td0": "agents.tabular.td_prediction:TD0Prediction",
+    "value-iteration": "agents.tabular.planning:ValueIteration",
+    "policy-iteration": "agents.tabular.planning:PolicyIteration",
 }
 """Registry name -> ``"module:Class"`` (merged into :data:`agents.registry.ALGORITHMS`)."""
 
