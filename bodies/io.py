@@ -50,6 +50,7 @@ _MAX_NDIM = 32
 _MAX_DEPTH = 32  # nesting of containers in a pickle's values
 _ZIP_RATIO = 1100  # above deflate's largest possible expansion (1032:1)
 _MIN_DENSE_LIMIT = 64 * 2**20
+_NPZ_BUDGET = (512 * 2**20, 16)  # all members together: max(512 MiB, 16 x the archive's size)
 
 
 class UnsafePickleError(MpgymError):
@@ -172,8 +173,8 @@ class _ChArray:
     def __setstate__(self, state: Any) -> None:
         self.state = state if isinstance(state, dict) else {}
 
-    def to_numpy(self, dense_limit: int, depth: int) -> np.ndarray:
-        x = _plain(getattr(self, "state", {}).get("x"), dense_limit, depth + 1)
+    def to_numpy(self, conv: _Converter, depth: int) -> np.ndarray:
+        x = conv.plain(getattr(self, "state", {}).get("x"), depth + 1)
         if not isinstance(x, np.ndarray):
             raise MpgymError("a chumpy object in the pickle holds no array 'x'; cannot convert it.")
         return x
@@ -187,10 +188,10 @@ class _SparseState:
     def __setstate__(self, state: Any) -> None:
         self.state = state if isinstance(state, dict) else {}
 
-    def to_numpy(self, dense_limit: int, depth: int) -> np.ndarray:
+    def to_numpy(self, conv: _Converter, depth: int) -> np.ndarray:
         """The dense matrix, after checking the sparse structure in full."""
         s = getattr(self, "state", {})
-        parts = {k: _plain(s.get(k), dense_limit, depth + 1) for k in ("data", "indices", "indptr")}
+        parts = {k: conv.plain(s.get(k), depth + 1) for k in ("data", "indices", "indptr")}
         shape = _shape(s.get("_shape", s.get("shape")), "a sparse matrix in the pickle")
         data, indices, indptr = parts["data"], parts["indices"], parts["indptr"]
         if len(shape) != 2 or not all(
@@ -216,11 +217,7 @@ class _SparseState:
                 f"a sparse matrix in the pickle is malformed: its indices or index pointers do "
                 f"not fit its shape {shape} and {nnz} entries."
             )
-        if shape[0] * shape[1] * 8 > dense_limit:
-            raise MpgymError(
-                f"a sparse matrix in the pickle declares shape {shape}, too large for a model "
-                "file of this size."
-            )
+        conv.allocate(shape[0] * shape[1] * max(8, data.dtype.itemsize), f"shape {shape}")
         import scipy.sparse as sp
 
         cls = sp.csc_matrix if self.fmt == "csc" else sp.csr_matrix
@@ -342,27 +339,53 @@ class _RestrictedUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         )
 
 
-def _plain(value: Any, dense_limit: int, depth: int = 0) -> Any:
-    """Stand-ins (also inside dicts, lists and tuples) -> numpy arrays, dtypes and scalars."""
-    if depth > _MAX_DEPTH:
-        raise MpgymError("the pickle nests containers too deeply for a model file.")
-    if isinstance(value, _ArrayStub):
-        if value.array is None:
-            raise MpgymError("a numpy array in the pickle has no data.")
-        return value.array
-    if isinstance(value, (_ChArray, _SparseState)):
-        return value.to_numpy(dense_limit, depth)
-    if isinstance(value, _DtypeStub):
-        return value.dtype
-    if isinstance(value, _Value):
-        return value.value
-    if isinstance(value, (_NDArrayMarker, type)) or callable(value):
-        raise MpgymError("the pickle holds a class or function as a value; a model file doesn't.")
-    if isinstance(value, dict):
-        return {k: _plain(v, dense_limit, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v, dense_limit, depth + 1) for v in value)
-    return value
+class _Converter:
+    """Turns the stand-ins left by unpickling into numpy values, within a memory budget.
+
+    Each object is converted once (a pickle may reference one list from many places, which
+    walked naively takes exponential time), and the dense matrices made from sparse ones may
+    take ``budget`` bytes in all.
+    """
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.memo: dict[int, Any] = {}
+
+    def allocate(self, nbytes: int, what: str) -> None:
+        """Take ``nbytes`` from the budget, or refuse."""
+        if nbytes > self.budget:
+            raise MpgymError(
+                f"a sparse matrix in the pickle declares {what}: more memory than a model file "
+                "of this size can need."
+            )
+        self.budget -= nbytes
+
+    def plain(self, value: Any, depth: int = 0) -> Any:
+        """Stand-ins (also inside dicts, lists and tuples) -> numpy arrays, dtypes, scalars."""
+        if depth > _MAX_DEPTH:
+            raise MpgymError("the pickle nests containers too deeply for a model file.")
+        if id(value) not in self.memo:
+            self.memo[id(value)] = (value, self._convert(value, depth))  # keeps value alive
+        return self.memo[id(value)][1]
+
+    def _convert(self, value: Any, depth: int) -> Any:
+        if isinstance(value, _ArrayStub):
+            if value.array is None:
+                raise MpgymError("a numpy array in the pickle has no data.")
+            return value.array
+        if isinstance(value, (_ChArray, _SparseState)):
+            return value.to_numpy(self, depth)
+        if isinstance(value, _DtypeStub):
+            return value.dtype
+        if isinstance(value, _Value):
+            return value.value
+        if isinstance(value, (_NDArrayMarker, type)) or callable(value):
+            return None  # a class or function as a value: nothing a model file needs
+        if isinstance(value, dict):
+            return {k: self.plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.plain(v, depth + 1) for v in value)
+        return value
 
 
 # ------------------------------------------------------------------ file readers
@@ -389,12 +412,12 @@ def load_pickle(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     raw = _read_bytes(path)
-    dense_limit = max(_MIN_DENSE_LIMIT, 8 * len(raw))
+    conv = _Converter(budget=max(_MIN_DENSE_LIMIT, 8 * len(raw)))
     try:
         data = _RestrictedUnpickler(io.BytesIO(raw), encoding="latin1").load()
         if not isinstance(data, dict):
             raise MpgymError(f"it holds a {type(data).__name__}; expected a dict of arrays.")
-        return {str(k): _plain(v, dense_limit) for k, v in data.items()}
+        return {str(k): conv.plain(v) for k, v in data.items()}
     except MpgymError as exc:
         raise type(exc)(f"{path}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 -- hostile input: any failure is a refusal
@@ -403,8 +426,13 @@ def load_pickle(path: str | os.PathLike) -> dict[str, Any]:
         ) from None
 
 
-def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
-    """One ``.npy`` member, its header checked against the member's size before reading."""
+def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, budget: list[int]
+                ) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the member's size before reading.
+
+    ``budget[0]`` is what all members together may still take (entries of a hostile archive
+    may all point at the same compressed data).
+    """
     what = f"{path}: array {info.filename!r}"
     if info.file_size > _ZIP_RATIO * info.compress_size + 4096:
         raise MpgymError(f"{what} declares {info.file_size} bytes, more than it can hold.")
@@ -426,6 +454,9 @@ def _npz_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.nd
             f"{what} declares shape {shape} of {dtype} ({need} bytes) but holds "
             f"{info.file_size - header}."
         )
+    if need > budget[0]:
+        raise MpgymError(f"{what}: the arrays declare more data than the archive can hold.")
+    budget[0] -= need
     with zf.open(info) as f:
         arr = fmt.read_array(f, allow_pickle=False)
     return arr.astype(dtype.newbyteorder("="), copy=False)
@@ -450,7 +481,8 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             infos = [i for i in zf.infolist() if i.filename.endswith(".npy")]
             if len(infos) > 4096:
                 raise MpgymError(f"{path} holds {len(infos)} arrays; a model file has about ten.")
-            return {i.filename[:-4]: _npz_member(zf, i, path) for i in infos}
+            budget = [max(_NPZ_BUDGET[0], _NPZ_BUDGET[1] * path.stat().st_size)]
+            return {i.filename[:-4]: _npz_member(zf, i, path, budget) for i in infos}
     except MpgymError:
         raise
     except Exception as exc:  # noqa: BLE001 -- hostile input: any failure is a refusal
@@ -543,7 +575,8 @@ def validate(arrays: dict[str, Any], source: str = "model") -> dict[str, np.ndar
             + "; ".join(problems)
             + f". An SMPL-format model needs {', '.join(REQUIRED_KEYS)}."
         )
-    out = {k: _plain(arrays[k], _MIN_DENSE_LIMIT) for k in REQUIRED_KEYS}
+    conv = _Converter(budget=_MIN_DENSE_LIMIT)
+    out = {k: conv.plain(arrays[k]) for k in REQUIRED_KEYS}
     problems = _check_arrays(out)
     if not problems:
         problems, V, J = _check_shapes(out)

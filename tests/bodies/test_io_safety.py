@@ -230,6 +230,36 @@ def test_malicious_pickle_in_a_chumpy_state_is_refused(tmp_path):
         load_pickle(tmp_path / "e.pkl")
 
 
+def test_shared_references_are_converted_once(tmp_path):
+    """A pickle can name one list twice at every level: 2^30 paths, 30 objects."""
+    x = [np.arange(3.0)]
+    for _ in range(30):
+        x = [x, x]
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"x": x}, protocol=2))
+    y = load_pickle(tmp_path / "m.pkl")["x"]
+    for _ in range(30):
+        assert y[0] is y[1]
+        y = y[0]
+    np.testing.assert_array_equal(y[0], np.arange(3.0))
+    x = [x]
+    for _ in range(10):
+        x = [x, x]
+    (tmp_path / "deep.pkl").write_bytes(pickle.dumps({"x": x}, protocol=2))
+    with pytest.raises(MpgymError, match="nests containers too deeply"):
+        load_pickle(tmp_path / "deep.pkl")
+
+
+def test_many_empty_sparse_matrices_cannot_exhaust_memory(tmp_path):
+    """200 empty 1000 x 1000 matrices (under 1 MB of pickle) would be 1.6 GB dense."""
+    import scipy.sparse as sp
+
+    data = {f"m{i}": sp.csc_matrix((1000, 1000)) for i in range(200)}
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps(data, protocol=2))
+    assert (tmp_path / "m.pkl").stat().st_size < 1_000_000
+    with pytest.raises(MpgymError, match="more memory than a model file"):
+        load_pickle(tmp_path / "m.pkl")
+
+
 # ----------------------------------------------------------------------------- hostile npz
 def _npy(header: dict, payload: bytes) -> bytes:
     buf = io.BytesIO()
@@ -325,6 +355,7 @@ def test_tiny_model_loads_and_poses(tmp_path, tiny):
 
 # ----------------------------------------------------------------------------- fuzzing
 def test_fuzz_npz_model(tiny):
+    """Through BodyModel and two poses: what loads must be safe for the compiled kernels."""
     report = fuzz_loader("bodies.model:_fuzz_entry", {"m.npz": _npz_bytes(tiny)},
                          cases=fuzz_cases(300))
     report.assert_ok()
@@ -332,7 +363,8 @@ def test_fuzz_npz_model(tiny):
 
 
 def test_fuzz_compressed_npz_model(tiny):
-    report = fuzz_loader("bodies.model:_fuzz_entry", {"m.npz": _npz_bytes(tiny, True)},
+    """The archive layer (deflate); the loader alone, as the arrays are the same as above."""
+    report = fuzz_loader("bodies.io:load_model_arrays", {"m.npz": _npz_bytes(tiny, True)},
                          cases=fuzz_cases(60), seed=1)
     report.assert_ok()
 
@@ -345,7 +377,8 @@ def test_fuzz_official_style_pkl_model(tiny):
 
 
 def test_fuzz_protocol5_pkl_model(tiny):
+    """Protocol 5's opcodes (frames, in-band buffers); the loader alone."""
     data = pickle.dumps(dict(tiny), protocol=5)
-    report = fuzz_loader("bodies.model:_fuzz_entry", {"m.pkl": data}, cases=fuzz_cases(100),
+    report = fuzz_loader("bodies.io:load_model_arrays", {"m.pkl": data}, cases=fuzz_cases(100),
                          seed=2)
     report.assert_ok()
