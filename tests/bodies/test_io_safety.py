@@ -102,6 +102,14 @@ def test_numpy_1_module_names_load(tmp_path, tiny):
     assert raw["s"] == 2.5
 
 
+def test_protocol_2_bytes_load(tmp_path):
+    """Protocol 2 writes b"" as bytes() and other bytes through _codecs.encode(..., latin1)."""
+    data = pickle.dumps({"empty": b"", "some": b"\x00\xffab"}, protocol=2)
+    assert b"bytes" in data and b"encode" in data
+    (tmp_path / "m.pkl").write_bytes(data)
+    assert load_pickle(tmp_path / "m.pkl") == {"empty": b"", "some": b"\x00\xffab"}
+
+
 def test_big_endian_and_fortran_arrays_come_back_native(tmp_path):
     a = np.asfortranarray(np.arange(12.0).reshape(3, 4)).astype(">f8")
     for protocol in (2, 5):
