@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from generative.data import DIM, LEVELS, SIDE, check_images
+from mpgym.errors import MpgymError
 
 
 # ---------------------------------------------------------------------------- schedules
@@ -58,6 +59,43 @@ class Schedule:
         abar = torch.cumprod(alphas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=abar.dtype), abar[:-1]])
         return cls(betas, alphas, abar, abar_prev, betas * (1 - abar_prev) / (1 - abar))
+
+
+Variance = Literal["beta", "posterior"]
+"""Reverse-process variance ``sigma_t^2``: ``beta_t`` or the posterior ``beta_tilde_t``."""
+
+
+def reverse_variance(sched: Schedule, variance: Variance) -> torch.Tensor:
+    """``sigma_t^2`` of ``p(x_{t-1} | x_t) = N(mu_theta, sigma_t^2 I)``, float64 ``[T]``.
+
+    Ho et al.'s two choices (sec. 3.2): ``beta_t`` (optimal for ``x_0 ~ N(0, I)``) or
+    ``beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t`` (optimal for a fixed ``x_0``).
+    ``beta_tilde_1 = 0`` would make the decoder ``p(x_0 | x_1)`` a point mass, so step 1 takes
+    ``beta_tilde_2`` (as Ho et al.'s released code does). Sampling and the variational bound
+    both read the variance from here, so they describe one reverse process.
+
+    Example:
+        betas ``[0.1, 0.2]``: ``beta`` gives ``[0.1, 0.2]``; ``posterior`` gives
+        ``beta_tilde_2 = 0.1 / (1 - 0.9 * 0.8) * 0.2 = 0.0714`` for both steps.
+    """
+    if variance == "beta":
+        return sched.betas
+    if variance == "posterior":
+        if len(sched.posterior_var) < 2:
+            return sched.betas
+        return torch.cat([sched.posterior_var[1:2], sched.posterior_var[1:]])
+    raise MpgymError(f"variance must be 'beta' or 'posterior'; got {variance!r}.")
+
+
+def gaussian_kl(
+    mean_q: torch.Tensor, var_q: torch.Tensor, mean_p: torch.Tensor, var_p: torch.Tensor
+) -> torch.Tensor:
+    """Elementwise ``KL(N(mean_q, var_q) || N(mean_p, var_p))`` in nats.
+
+    ``0.5 (log(var_p / var_q) + (var_q + (mean_q - mean_p)^2) / var_p - 1)``; e.g.
+    ``KL(N(0, 1) || N(1, 2)) = 0.5 (log 2 + 2 / 2 - 1) = 0.3466``.
+    """
+    return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1)
 
 
 def _at(v: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -226,6 +264,9 @@ class DDPMConfig:
     """Data are 17-level digits (scaled to [-1, 1]; the bound uses the discretised decoder)."""
     levels: int = LEVELS
     """Levels of the discrete data."""
+    variance: Variance = "beta"
+    """Reverse-process variance ``sigma_t^2`` used by ancestral sampling AND the variational
+    bound: ``beta`` (Ho et al.'s Algorithm 2) or ``posterior`` (``beta_tilde_t``)."""
 
 
 class DDPM(nn.Module):
@@ -236,6 +277,8 @@ class DDPM(nn.Module):
         self.config, self.num_classes, self.levels = config, config.num_classes, config.levels
         betas = linear_betas(config.T) if config.schedule == "linear" else cosine_betas(config.T)
         self.sched = Schedule.from_betas(betas)
+        self.reverse_var = reverse_variance(self.sched, config.variance)
+        """``sigma_t^2`` ``[T]`` of the reverse process (sampling and bound), float64."""
         if config.net == "conv":
             self.net: nn.Module = ConvDenoiser(
                 config.channels, config.blocks, config.num_classes, config.dropout
@@ -291,17 +334,18 @@ class DDPM(nn.Module):
         generator: torch.Generator | None = None,
         y: torch.Tensor | None = None,
         guidance: float = 0.0,
-        variance: Literal["beta", "posterior"] = "beta",
         clip: bool = False,
     ) -> torch.Tensor:
         """Ancestral sampling ``x_T -> x_0`` over all T steps (Ho et al. Algorithm 2).
+
+        Each step adds noise of variance ``sigma_t^2`` from :attr:`reverse_var`
+        (``config.variance``), the same reverse process :meth:`bound_terms` scores.
 
         Args:
             n: number of samples.
             generator: random numbers.
             y: labels of a conditional model.
             guidance: classifier-free guidance weight.
-            variance: ``beta_t`` or the posterior ``beta_tilde_t`` as the step variance.
             clip: predict ``x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``, clip it to the
                 data range [-1, 1] and step with the posterior mean ``mu~(x_0, x_t)`` (Ho et
                 al.'s released sampler); the same mean as Algorithm 2 when nothing is clipped.
@@ -309,7 +353,7 @@ class DDPM(nn.Module):
                 the floor clipped, 2.57x not; DDIM: 2.91x on 50 steps, 3.76x on 200).
         """
         x = torch.randn(n, self.config.dim, generator=generator)
-        var = self.sched.betas if variance == "beta" else self.sched.posterior_var
+        var = self.reverse_var
         for step in range(self.config.T, 0, -1):
             t = torch.full((n,), step, dtype=torch.long)
             e = self.eps(x, t, y, guidance)
@@ -366,17 +410,17 @@ class DDPM(nn.Module):
         """The variational-bound term ``L_{t-1}`` in nats ``[n]`` for given steps ``t`` ``[n]``.
 
         ``t = 1``: ``-log p(x_0 | x_1)`` (discretised decoder); ``t > 1``:
-        ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))`` with ``p``'s variance ``beta_tilde_t``.
+        ``KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))``, ``q``'s variance ``beta_tilde_t`` and
+        ``p``'s the sampler's ``sigma_t^2`` (:attr:`reverse_var`, ``config.variance``).
         """
         x0 = self.to_x0(x)
         noise = torch.randn(x0.shape, generator=generator)
         xt = q_sample(x0, t, noise, self.sched)
         mean = eps_to_mean(xt, self.eps(xt, t, y), t, self.sched)
-        var = _at(self.sched.posterior_var, t, x0)
-        kl = ((posterior_mean(x0, xt, t, self.sched) - mean) ** 2 / (2 * var.clamp(min=1e-20))).sum(
-            -1
-        )
-        log_std = 0.5 * torch.log(_at(self.sched.betas, t, x0)).expand_as(x0)
+        var_p = _at(self.reverse_var, t, x0)
+        var_q = _at(self.sched.posterior_var, t, x0).clamp(min=1e-20)  # 0 only at t = 1
+        kl = gaussian_kl(posterior_mean(x0, xt, t, self.sched), var_q, mean, var_p).sum(-1)
+        log_std = 0.5 * torch.log(var_p).expand_as(x0)
         if self.config.discrete:
             nll0 = -discretized_gaussian_log_prob(x0, mean, log_std, self.levels).sum(-1)
         else:
