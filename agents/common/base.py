@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import logging
 import typing
 from collections.abc import Callable
@@ -119,6 +120,15 @@ def _matches(tp: Any, value: Any) -> bool:  # noqa: C901 - one case per kind of 
     return True
 
 
+@functools.lru_cache(maxsize=256)
+def _type_hints(cls: type) -> dict[str, Any] | None:
+    """``typing.get_type_hints(cls)`` (cached: configs are checked on every load), or None."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # unresolved forward references
+        return None
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -132,9 +142,8 @@ def check_config(config: Any) -> Any:
     Raises:
         MpgymError: naming the field, the value found and the type accepted.
     """
-    try:
-        hints = typing.get_type_hints(type(config))
-    except Exception:  # unresolved forward references: nothing to check against
+    hints = _type_hints(type(config))
+    if hints is None:  # unresolved forward references: nothing to check against
         return config
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -145,9 +154,37 @@ def check_config(config: Any) -> Any:
                              f"{_type_name(hints[f.name])}; got {shown}.")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_config(value)
+    _check_ranges(config)
     if hasattr(config, "env_kwargs"):
         parse_env_kwargs(config.env_kwargs)
     return config
+
+
+_COUNTS = ("total_timesteps", "episodes", "max_steps", "n_envs", "n_steps", "batch_size",
+           "n_epochs", "buffer_size", "train_freq", "gradient_steps", "target_update_interval",
+           "batch_episodes", "max_sweeps", "max_improvements", "hidden")
+"""Config fields (of any agent that has them) that count something: each must be >= 1."""
+
+
+def _check_ranges(config: Any) -> None:
+    """Check ranges: counts (each hidden width too) >= 1, seed and learning_starts >= 0.
+
+    Also ``gamma`` in [0, 1].
+    """
+    name = type(config).__name__
+    for field_name in _COUNTS:
+        value = getattr(config, field_name, None)
+        values = value if isinstance(value, tuple) else (value,)
+        if value is not None and any(isinstance(v, int) and v < 1 for v in values):
+            raise MpgymError(f"config field {name}.{field_name} must be >= 1; got {value!r}.")
+    if getattr(config, "seed", 0) < 0:
+        raise MpgymError(f"config field {name}.seed must be >= 0; got {config.seed!r}.")
+    if getattr(config, "learning_starts", 0) < 0:
+        raise MpgymError(f"config field {name}.learning_starts must be >= 0; "
+                         f"got {config.learning_starts!r}.")
+    gamma = getattr(config, "gamma", None)
+    if isinstance(gamma, int | float) and not 0.0 <= gamma <= 1.0:
+        raise MpgymError(f"config field {name}.gamma must be in [0, 1]; got {gamma!r}.")
 
 
 def config_from_dict(config_cls: Any, data: dict[str, Any]) -> Any:
@@ -165,10 +202,7 @@ def config_from_dict(config_cls: Any, data: dict[str, Any]) -> Any:
     if not isinstance(data, dict):
         raise MpgymError(f"a {config_cls.__name__} must be stored as a JSON object, "
                          f"got {type(data).__name__}.")
-    try:
-        hints = typing.get_type_hints(config_cls)
-    except Exception:  # unresolved forward references: fall back to raw values
-        hints = {}
+    hints = _type_hints(config_cls) or {}
     names = {f.name for f in dataclasses.fields(config_cls) if f.init}
     unknown = sorted(set(data) - names - {"algo", "kind"})
     if unknown:

@@ -199,10 +199,13 @@ class TabularAgent(Agent):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``q`` and ``n`` (shapes must match the env)."""
+        if "q" not in state:
+            raise MpgymError("checkpoint has no 'q' table.")
         q = np.asarray(state["q"], dtype=float)
-        if q.shape != self.q.shape:
-            raise MpgymError(f"checkpoint table has shape {q.shape}, but the env needs "
+        n = np.asarray(state.get("n", np.zeros_like(q)), dtype=float)
+        if q.shape != self.q.shape or n.shape != self.q.shape:
+            shape = q.shape if q.shape != self.q.shape else n.shape
+            raise MpgymError(f"checkpoint table has shape {shape}, but the env needs "
                              f"{self.q.shape} (states, actions); load it with the env it was "
                              "trained on.")
-        self.q = q
-        self.n = np.asarray(state.get("n", np.zeros_like(q)), dtype=float)
+        self.q, self.n = q, n

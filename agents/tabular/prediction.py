@@ -13,6 +13,7 @@ from agents.common.envs import EnvKwargs
 from agents.common.schedules import Schedule
 from agents.tabular.base import TabularAgent
 from envs.tabular_model import check_policy
+from mpgym.errors import MpgymError
 from mpgym.runs import RunDir
 
 
@@ -91,8 +92,15 @@ class TabularPredictionAgent(TabularAgent):
         return {"v": self.v, "n_v": self.n_v, "target": self.target}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore values, counts and target policy."""
-        self.v = np.asarray(state["v"], dtype=float)
-        self.n_v = np.asarray(state["n_v"], dtype=float)
+        """Restore values, counts and target policy (shapes must match the env)."""
+        missing = [k for k in ("v", "n_v", "target") if k not in state]
+        if missing:
+            raise MpgymError(f"checkpoint lacks {missing}.")
+        v = np.asarray(state["v"], dtype=float)
+        n_v = np.asarray(state["n_v"], dtype=float)
+        if v.shape != (self.n_states,) or n_v.shape != (self.n_states,):
+            raise MpgymError(f"checkpoint values have shapes {v.shape} and {n_v.shape}, but the "
+                             f"env has {self.n_states} states.")
+        self.v, self.n_v = v, n_v
         self.target = check_policy(np.asarray(state["target"], dtype=float), *self.q.shape)
         self._cdf = np.cumsum(self.target, axis=1)
