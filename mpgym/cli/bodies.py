@@ -28,11 +28,15 @@ MAX_BODIES = 10_000
 MAX_JOINTS = 1_000
 MAX_SCAN_POINTS = 5_000_000
 MIN_SCAN_POINTS = 100
-_ACCEPTED = (
-    "accepted: (24, 3) or (B, 24, 3) joints in metres, (24, 2) or (B, 24, 2) keypoints in pixels "
-    "(.npy or .json; NaN or null marks a missing joint), or a scan point cloud or mesh in metres "
-    f"(.ply or .obj, {MIN_SCAN_POINTS} to {MAX_SCAN_POINTS} finite points)"
+_ACCEPTED_ARRAY = (
+    "accepted: (24, 3) or (B, 24, 3) joints in metres, or (24, 2) or (B, 24, 2) keypoints in "
+    "pixels, as .npy or .json (NaN or null marks a missing joint)"
 )
+_ACCEPTED_SCAN = (
+    f"accepted: a scan point cloud or mesh in metres (.ply or .obj) with {MIN_SCAN_POINTS} to "
+    f"{MAX_SCAN_POINTS} finite points"
+)
+_ACCEPTED = f"{_ACCEPTED_ARRAY}; or {_ACCEPTED_SCAN.removeprefix('accepted: ')}"
 
 
 @dataclass
@@ -72,7 +76,7 @@ def _bounded_shape(shape: tuple[int, ...], path: Path) -> tuple[int, ...]:
         and (len(shape) == 2 or 1 <= shape[0] <= MAX_BODIES)
     )
     if not ok:
-        raise MpgymError(f"{path} holds an array of shape {tuple(shape)}; {_ACCEPTED}.")
+        raise MpgymError(f"{path} holds an array of shape {tuple(shape)}; {_ACCEPTED_ARRAY}.")
     return shape
 
 
@@ -90,9 +94,11 @@ def _read_npy(path: Path) -> np.ndarray:
     except MpgymError:
         raise
     except Exception as exc:  # noqa: BLE001 -- hostile input: any failure is a refusal
-        raise MpgymError(f"{path} is not a readable .npy file ({exc}); {_ACCEPTED}.") from None
+        raise MpgymError(
+            f"{path} is not a readable .npy file ({exc}); {_ACCEPTED_ARRAY}."
+        ) from None
     if dtype.kind not in "iuf" or dtype.fields is not None or dtype.subdtype is not None:
-        raise MpgymError(f"{path} holds {dtype} values; {_ACCEPTED}.")
+        raise MpgymError(f"{path} holds {dtype} values; {_ACCEPTED_ARRAY}.")
     _bounded_shape(shape, path)
     if header + math.prod(shape) * dtype.itemsize != path.stat().st_size:
         raise MpgymError(
@@ -108,13 +114,14 @@ def _read_npy(path: Path) -> np.ndarray:
 def _read_json(path: Path) -> np.ndarray:
     """Nested lists of numbers (``null`` or ``NaN`` for a missing joint)."""
     if path.stat().st_size > 64 * 2**20:
-        raise MpgymError(f"{path} is larger than 64 MB; {_ACCEPTED}.")
+        raise MpgymError(f"{path} is larger than 64 MB; {_ACCEPTED_ARRAY}.")
     try:
         data = json.loads(path.read_bytes())
         arr = np.asarray(data, dtype=np.float64)
     except (ValueError, TypeError, RecursionError) as exc:
         raise MpgymError(
-            f"{path} is not a JSON array of numbers ({type(exc).__name__}: {exc}); {_ACCEPTED}."
+            f"{path} is not a JSON array of numbers ({type(exc).__name__}: {exc}); "
+            f"{_ACCEPTED_ARRAY}."
         ) from None
     _bounded_shape(arr.shape, path)
     return arr
@@ -159,13 +166,13 @@ def _read_scan(path: Path) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 -- hostile input: any failure is a refusal
         raise MpgymError(
             f"{path} could not be read as a point cloud or mesh ({type(exc).__name__}: {exc}); "
-            f"{_ACCEPTED}."
+            f"{_ACCEPTED_SCAN}."
         ) from None
     n = len(verts)
     if verts.ndim != 2 or verts.shape[1] != 3 or not MIN_SCAN_POINTS <= n <= MAX_SCAN_POINTS:
-        raise MpgymError(f"{path} holds {n} points of shape {verts.shape}; {_ACCEPTED}.")
+        raise MpgymError(f"{path} holds {n} points of shape {verts.shape}; {_ACCEPTED_SCAN}.")
     if not np.isfinite(verts).all():
-        raise MpgymError(f"{path} has NaN or infinite coordinates; {_ACCEPTED}.")
+        raise MpgymError(f"{path} has NaN or infinite coordinates; {_ACCEPTED_SCAN}.")
     return verts
 
 
@@ -189,7 +196,7 @@ def load_target(path: str | Path) -> tuple[Target, np.ndarray]:
         raise MpgymError(f"{path}: unknown input type {path.suffix!r}; {_ACCEPTED}.")
     arr = _read_npy(path) if suffix == ".npy" else _read_json(path)
     if np.isinf(arr).any():
-        raise MpgymError(f"{path} has infinite values; {_ACCEPTED}.")
+        raise MpgymError(f"{path} has infinite values; {_ACCEPTED_ARRAY}.")
     arr = arr if arr.ndim == 3 else arr[None]
     return ("joints" if arr.shape[-1] == 3 else "keypoints"), arr
 
