@@ -102,6 +102,15 @@ def test_numpy_1_module_names_load(tmp_path, tiny):
     assert raw["s"] == 2.5
 
 
+def test_python_2_style_array_text_loads(tmp_path):
+    """Python 2 pickles hold array data as ``str`` (read as latin1 text), as the SMPL files."""
+    a = np.arange(6.0).reshape(2, 3)
+    dtype = _FakeDtype("f8", (3, "<", None, None, None, -1, -1, 0))
+    text = _FakeArray((2, 3), dtype, a.tobytes().decode("latin1"))
+    (tmp_path / "m.pkl").write_bytes(pickle.dumps({"a": text}, protocol=2))
+    np.testing.assert_array_equal(load_pickle(tmp_path / "m.pkl")["a"], a)
+
+
 def test_protocol_2_bytes_load(tmp_path):
     """Protocol 2 writes b"" as bytes() and other bytes through _codecs.encode(..., latin1)."""
     data = pickle.dumps({"empty": b"", "some": b"\x00\xffab"}, protocol=2)
