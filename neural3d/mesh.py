@@ -24,10 +24,12 @@ known limit; raise ``coarse_resolution`` for tiny parts).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -75,6 +77,27 @@ def parse_bounds(bounds: Bounds) -> tuple[np.ndarray, np.ndarray]:
     if not np.all(hi > lo):
         raise MpgymError(f"bounds must have max > min on every axis, got lo={lo}, hi={hi}.")
     return lo, hi
+
+
+def check_resolution(resolution: int, *, hierarchical: bool = True,
+                     coarse_resolution: int = 32) -> None:
+    """Raise :class:`MpgymError` for a grid :func:`sample_grid` would refuse, before any work.
+
+    Accepted: a whole number of cells ``>= 2`` that fits in memory, and for hierarchical
+    extraction ``resolution = coarse_resolution * 2^k``.
+    """
+    for name, value, least in (("resolution", resolution, 2),
+                               ("coarse_resolution", coarse_resolution, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            raise MpgymError(f"{name} must be a whole number of cells >= {least}, got {value!r}.")
+    if hierarchical:
+        steps = resolution // coarse_resolution
+        if resolution % coarse_resolution or steps & (steps - 1):
+            raise MpgymError(
+                f"hierarchical extraction needs resolution = coarse_resolution * 2^k; got "
+                f"{resolution} and {coarse_resolution} (try 64, 128, 256, 512 with coarse 32, "
+                "or hierarchical=False).")
+    _check_memory(resolution)
 
 
 def _check_memory(resolution: int) -> None:
@@ -176,9 +199,7 @@ def sample_grid(
         :class:`GridResult`.
     """
     lo, hi = parse_bounds(bounds)
-    if resolution < 2:
-        raise MpgymError(f"resolution must be at least 2 cells, got {resolution}.")
-    _check_memory(resolution)
+    check_resolution(resolution, hierarchical=hierarchical, coarse_resolution=coarse_resolution)
     spacing = (hi - lo) / resolution
     kw = dict(chunk_size=chunk_size, array=array, device=device)
     t0 = time.perf_counter()
@@ -196,12 +217,7 @@ def sample_grid(
         return GridResult(values.reshape(n, n, n), np.ones((n, n, n), bool), lo, spacing,
                           n**3, time.perf_counter() - t0)
 
-    steps = resolution // coarse_resolution
-    if resolution % coarse_resolution or steps & (steps - 1):
-        raise MpgymError(f"hierarchical extraction needs resolution = coarse_resolution * 2^k; "
-                         f"got {resolution} and {coarse_resolution} (try 64, 128, 256, 512 "
-                         "with coarse 32, or hierarchical=False).")
-    stride = steps
+    stride = resolution // coarse_resolution
     n = coarse_resolution + 1
     idx = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
     values = _evaluate(fn, _grid_points(idx * stride, lo, spacing), **kw).reshape(n, n, n)
@@ -335,6 +351,41 @@ def extract_mesh(
         "resolution": resolution, "hierarchical": hierarchical}
     log.debug("extract_mesh: %d queries, %d faces", grid.queries, len(mesh.faces))
     return mesh
+
+
+MESH_OUTPUT_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")
+"""Formats :func:`write_mesh` writes: trimesh's exporters that give one file for a mesh."""
+
+
+def check_mesh_output(path: str | os.PathLike) -> str:
+    """The trimesh ``file_type`` for ``path``; :class:`MpgymError` for any other suffix.
+
+    Call it before any work, so a wrong ``-o`` is refused before a field is evaluated.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MESH_OUTPUT_SUFFIXES:
+        raise MpgymError(f"cannot write a mesh to {path} (suffix {suffix or 'none'!r}); "
+                         f"accepted: {', '.join(MESH_OUTPUT_SUFFIXES)}.")
+    if path.is_dir():
+        raise MpgymError(f"{path} is a directory; give a mesh file path.")
+    return suffix[1:]
+
+
+def write_mesh(mesh, path: str | os.PathLike) -> Path:
+    """Write ``mesh`` to ``path`` atomically (temp file + rename); the format from the suffix.
+
+    Returns:
+        The path written.
+
+    Raises:
+        MpgymError: a suffix outside :data:`MESH_OUTPUT_SUFFIXES`.
+    """
+    from mpgym.checkpoint import atomic_write_bytes
+
+    file_type = check_mesh_output(path)
+    data = mesh.export(file_type=file_type)
+    return atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
 
 
 def simplify_mesh(mesh, faces: int):

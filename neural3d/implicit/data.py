@@ -6,12 +6,18 @@ ground truth) or a watertight mesh (Open3D ground truth, :mod:`neural3d.data.gro
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
+from mpgym.errors import MpgymError
 from neural3d.data.sampling import SamplingConfig, sample_surface, sample_training_points
 from neural3d.shapes import Shape, project_to_surface, surface_normals
 
@@ -87,9 +93,106 @@ def batch_of_shapes(points: list[torch.Tensor], values: list[torch.Tensor], n: i
             torch.stack([v[i] for v, i in zip(values, idx, strict=True)]))
 
 
-def config_from_dict(cls: type, data: dict):
-    """A config dataclass from a checkpoint's JSON (unknown keys ignored, missing = default)."""
-    return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+def config_from_dict(cls: type, data: Any):
+    """A config dataclass from a checkpoint's JSON (unknown keys ignored, missing = default).
+
+    Each value given must have its field's type (``int``, finite ``float``, ``str``, ``bool``,
+    one of a ``Literal``'s choices), so a corrupt or hostile file is refused here rather than
+    deep inside a constructor.
+
+    Raises:
+        MpgymError: ``data`` is not a JSON object, or a value of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise MpgymError(f"a {cls.__name__} must be a JSON object, got {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        v = data[f.name]
+        if not _matches(hints[f.name], f.default, v):
+            raise MpgymError(f"{cls.__name__}.{f.name} = {str(v)[:60]!r} in the checkpoint is "
+                             f"not a valid value (expected {_describe(hints[f.name])}).")
+        values[f.name] = v
+    return cls(**values)
+
+
+def _matches(hint: Any, default: Any, v: Any) -> bool:
+    if typing.get_origin(hint) is typing.Literal:
+        return isinstance(v, (str, int, float)) and v in typing.get_args(hint)
+    if isinstance(default, bool):
+        return isinstance(v, bool)
+    if isinstance(default, int):
+        return isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(default, str):
+        return isinstance(v, str)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint))
+
+
+def model_from_state(build: Callable[[], nn.Module], state: dict[str, Tensor], what: str, *,
+                     counts: dict[str, int] | None = None,
+                     sizes: dict[str, int] | None = None) -> nn.Module:
+    """Build a module from a (possibly hostile) config and load ``state`` into it.
+
+    Sizes are checked before any real allocation: ``counts`` (layers, blocks, octaves) must
+    lie in ``[0, len(state) + 64]`` and ``sizes`` (widths, code sizes) in ``[0, numel of
+    state]``, since a module cannot have more of either than its saved tensors hold; then the
+    module is built on the ``meta`` device (no memory) and its parameter shapes must equal the
+    saved ones; only then is it built for real and loaded. Saved tensors must be finite floats.
+
+    Args:
+        build: makes the module from the config (called on ``meta`` first, then on the CPU).
+        state: name -> tensor, as read from the checkpoint.
+        what: the file, for messages.
+        counts: config values bounded by the number of tensors.
+        sizes: config values bounded by the number of saved elements.
+
+    Returns:
+        The module with ``state`` loaded.
+
+    Raises:
+        MpgymError: a config that builds no module, or tensors that do not match it.
+    """
+    from mpgym.errors import check_finite
+
+    for name, t in state.items():
+        if not t.dtype.is_floating_point:
+            raise MpgymError(f"{what}: tensor {name!r} has dtype {t.dtype}; a float checkpoint "
+                             "is expected.")
+        check_finite(f"{what}: tensor {name!r}", t)
+    numel = sum(t.numel() for t in state.values())
+    for bound, group in ((len(state) + 64, counts or {}), (numel, sizes or {})):
+        for key, value in group.items():
+            if not 0 <= value <= bound:
+                raise MpgymError(f"{what}: config {key} = {value} does not fit the checkpoint's "
+                                 f"{len(state)} tensors of {numel} values in all.")
+    try:
+        with torch.device("meta"):
+            skeleton = build()
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        del skeleton
+    except (TypeError, ValueError, RuntimeError, OverflowError, ZeroDivisionError,
+            IndexError) as exc:
+        raise MpgymError(f"{what}: its config builds no network ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}).") from None
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        diff = sorted(set(expected.items()) ^ set(got.items()))[:3]
+        raise MpgymError(f"{what}: the saved tensors do not match the network its config "
+                         f"describes (first differences: {diff}); the checkpoint is corrupt or "
+                         "from another version.")
+    model = build()
+    model.load_state_dict(state)
+    return model
 
 
 def iou_of_field(fn, truth, n: int = 100_000, bounds: float = 0.55,

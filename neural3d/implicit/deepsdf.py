@@ -21,7 +21,13 @@ from torch import Tensor
 
 from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
 from mpgym.progress import progress
-from neural3d.implicit.data import ShapeSamples, batch_of_shapes, config_from_dict, iou_of_field
+from neural3d.implicit.data import (
+    ShapeSamples,
+    batch_of_shapes,
+    config_from_dict,
+    iou_of_field,
+    model_from_state,
+)
 from neural3d.implicit.losses import clamped_l1
 from neural3d.implicit.networks import DeepSDFDecoder
 
@@ -222,11 +228,22 @@ def infer_code(decoder: DeepSDFDecoder, points: np.ndarray, sdf: np.ndarray,
 
 
 def load_deepsdf(path) -> tuple[DeepSDFDecoder, Tensor, DeepSDFConfig, dict]:
-    """Load a trained DeepSDF: ``(decoder, codes [S, C], config, meta)``."""
+    """Load a trained DeepSDF: ``(decoder, codes [S, C], config, meta)``.
+
+    Raises:
+        MpgymError: not a DeepSDF checkpoint, or corrupt.
+    """
     ck = load_checkpoint(path, expected_kind="deepsdf")
     config = config_from_dict(DeepSDFConfig, ck.config)
-    decoder = build_decoder(config)
     state = dict(ck.state_dict)
-    codes = state.pop("codes")
-    decoder.load_state_dict(state)
-    return decoder.eval(), codes, config, ck.meta
+    codes = state.pop("codes", None)
+    if codes is None or codes.ndim != 2 or len(codes) < 1 or codes.shape[1] != config.latent_dim:
+        raise MpgymError(f"{ck.path}: the codes tensor is missing or not [shapes >= 1, "
+                         f"{config.latent_dim}]; the checkpoint is corrupt.")
+    decoder = model_from_state(lambda: build_decoder(config), state, str(ck.path),
+                               counts={"depth": config.depth, "num_freqs": config.num_freqs},
+                               sizes={"width": config.width, "latent_dim": config.latent_dim})
+    from mpgym.errors import check_finite
+
+    check_finite(f"{ck.path}: the codes", codes)
+    return decoder.eval(), codes.float(), config, ck.meta

@@ -33,7 +33,7 @@ import torch
 
 from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
 from mpgym.progress import progress
-from neural3d.implicit.data import config_from_dict
+from neural3d.implicit.data import config_from_dict, model_from_state
 from neural3d.implicit.losses import eikonal_loss, gradient, normal_loss
 from neural3d.implicit.networks import IGRNet
 
@@ -274,9 +274,14 @@ def fit_igr(points: np.ndarray, normals: np.ndarray | None = None,
 
 
 def load_igr(path, device: str = "cpu") -> tuple[IGRNet, IGRConfig]:
-    """Load an IGR network from a checkpoint (or a run directory)."""
+    """Load an IGR network from a checkpoint (or a run directory).
+
+    Raises:
+        MpgymError: not an IGR checkpoint, or corrupt (see :func:`model_from_state`).
+    """
     ck = load_checkpoint(path, expected_kind="igr")
     config = config_from_dict(IGRConfig, ck.config)
-    model = build_igr(config)
-    model.load_state_dict(ck.state_dict)
+    model = model_from_state(lambda: build_igr(config), ck.state_dict, str(ck.path),
+                             counts={"depth": config.depth, "num_freqs": config.num_freqs},
+                             sizes={"width": config.width})
     return model.to(device).eval(), config

@@ -20,7 +20,13 @@ from torch import Tensor, nn
 
 from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
 from mpgym.progress import progress
-from neural3d.implicit.data import ShapeSamples, batch_of_shapes, config_from_dict, iou_of_field
+from neural3d.implicit.data import (
+    ShapeSamples,
+    batch_of_shapes,
+    config_from_dict,
+    iou_of_field,
+    model_from_state,
+)
 from neural3d.implicit.losses import occupancy_bce
 from neural3d.implicit.networks import OccupancyDecoder, PointNetEncoder
 
@@ -199,9 +205,21 @@ def train_occnet(shapes: list[ShapeSamples], config: OccNetConfig = OccNetConfig
 
 
 def load_occnet(path) -> tuple[OccupancyNetwork, OccNetConfig, dict]:
-    """Load a trained occupancy network: ``(model, config, meta)``."""
+    """Load a trained occupancy network: ``(model, config, meta)``.
+
+    Raises:
+        MpgymError: not an occupancy-network checkpoint, or corrupt.
+    """
     ck = load_checkpoint(path, expected_kind="occnet")
     config = config_from_dict(OccNetConfig, ck.config)
-    model = OccupancyNetwork(config, int(ck.meta.get("num_shapes", 1)))
-    model.load_state_dict(ck.state_dict)
-    return model.eval(), config, ck.meta
+    num_shapes = ck.meta.get("num_shapes", 1) if isinstance(ck.meta, dict) else None
+    if isinstance(num_shapes, bool) or not isinstance(num_shapes, int) or num_shapes < 1:
+        raise MpgymError(f"{ck.path}: num_shapes {num_shapes!r} in its metadata is not a "
+                         "whole number >= 1; the checkpoint is corrupt.")
+    model = model_from_state(lambda: OccupancyNetwork(config, num_shapes), ck.state_dict,
+                             str(ck.path),
+                             counts={"blocks": config.blocks, "num_freqs": config.num_freqs},
+                             sizes={"latent_dim": config.latent_dim, "hidden": config.hidden,
+                                    "num_shapes": num_shapes})
+    meta = {**ck.meta, "num_shapes": num_shapes}
+    return model.eval(), config, meta
