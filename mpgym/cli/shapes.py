@@ -1,9 +1,8 @@
 """``mpgym mesh RUN_DIR`` and ``mpgym fit-shape INPUT --method igr|occnet|deepsdf``.
 
-``mpgym mesh`` reads the ``kind`` in a run's ``config.json`` (or a checkpoint's metadata) and
-extracts the field's surface with :func:`neural3d.mesh.extract_mesh`: ``igr`` and ``deepsdf``
-are SDFs (level 0), ``occnet`` logits (level 0, flipped to SDF sign), ``nerf`` densities via
-``neural3d.nerf.io.load_density_field``. ``mpgym fit-shape`` fits one method to a mesh or a
+``mpgym mesh`` loads a run's field with :func:`neural3d.implicit.fields.load_field` (igr,
+occnet, deepsdf or nerf, by the run's ``kind``) and extracts its surface with
+:func:`neural3d.mesh.extract_mesh`. ``mpgym fit-shape`` fits one method to a mesh or a
 point cloud (``.obj .ply .stl .off .glb`` or ``.npy`` of ``(N, 3)`` points or ``(N, 6)``
 points + normals) and writes ``mesh.ply``, ``metrics.csv``, ``results.json``, ``mesh.png``.
 """
@@ -44,68 +43,35 @@ class MeshArgs:
     """Target face count for quadric decimation."""
 
 
-def load_field(run: Path, shape: int = 0):
-    """``(fn, bounds, level, inside, kind)`` of a trained run, dispatched on its kind."""
-    from mpgym import RunDir
-    from mpgym.checkpoint import load_checkpoint
-
-    run_dir = run.parent if run.is_file() else run
-    if (run_dir / "config.json").exists():
-        kind = RunDir(run_dir).read_config().get("kind")
-    else:
-        kind = load_checkpoint(run).kind
-    if kind == "nerf":
-        from neural3d.nerf.io import load_density_field
-
-        fn, bounds, level = load_density_field(run_dir)
-        return fn, bounds, level, "above", kind
-    if kind == "igr":
-        from neural3d.implicit.igr import load_igr
-
-        model, cfg = load_igr(run_dir)
-        return model, cfg.bounds, 0.0, "below", kind
-    if kind == "occnet":
-        from neural3d.implicit.occnet import load_occnet, occnet_field
-
-        model, cfg, meta = load_occnet(run_dir)
-        _check_index(shape, int(meta.get("num_shapes", 1)))
-        cond = np.load(run_dir / "conditions.npy") if cfg.condition == "pointnet" else None
-        import torch
-
-        c = torch.from_numpy(cond[shape]) if cond is not None else torch.tensor(shape)
-        return occnet_field(model, c), 0.55, 0.0, "below", kind
-    if kind == "deepsdf":
-        from neural3d.implicit.deepsdf import deepsdf_field, load_deepsdf
-
-        decoder, codes, _, _ = load_deepsdf(run_dir)
-        _check_index(shape, len(codes))
-        return deepsdf_field(decoder, codes[shape]), 0.55, 0.0, "below", kind
-    raise MpgymError(f"{run} is a {kind!r} run; mpgym mesh accepts igr, occnet, deepsdf and "
-                     "nerf runs.")
-
-
-def _check_index(i: int, n: int) -> None:
-    if not 0 <= i < n:
-        raise MpgymError(f"--shape {i} is out of range; this run has shapes 0..{n - 1}.")
-
-
 def mesh_main(argv: list[str]) -> int:
     """Entry point of ``mpgym mesh``."""
-    from neural3d.mesh import extract_mesh
+    from mpgym.errors import check_finite, check_positive
+    from neural3d.mesh import check_mesh_output, check_resolution, extract_mesh, write_mesh
 
     args = tyro.cli(MeshArgs, args=argv, prog="mpgym mesh")
+    check_positive("--resolution", args.resolution)
+    check_resolution(args.resolution, hierarchical=args.hierarchical)
+    if args.simplify is not None:
+        check_positive("--simplify", args.simplify)
+    if args.level is not None:
+        check_finite("--level", args.level)
+    if args.shape < 0:
+        raise MpgymError(f"--shape must be a whole number >= 0; got {args.shape}.")
     if not args.run.exists():
         raise MpgymError(f"{args.run} does not exist; give a run directory or a checkpoint.")
-    fn, bounds, level, inside, kind = load_field(args.run, args.shape)
-    level = level if args.level is None else args.level
-    mesh = extract_mesh(fn, bounds, args.resolution, level, hierarchical=args.hierarchical,
-                        inside=inside, simplify=args.simplify)  # type: ignore[arg-type]
     run_dir = args.run.parent if args.run.is_file() else args.run
     out = args.output or run_dir / "mesh.ply"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    mesh.export(out)
+    check_mesh_output(out)
+    from neural3d.implicit.fields import load_field
+
+    field = load_field(args.run, args.shape)
+    level = field.level if args.level is None else args.level
+    mesh = extract_mesh(field.fn, field.bounds, args.resolution, level,
+                        hierarchical=args.hierarchical, inside=field.inside,
+                        simplify=args.simplify)
+    write_mesh(mesh, out)
     info = mesh.metadata["extraction"]
-    print(f"{kind}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces, "
+    print(f"{field.kind}: {len(mesh.vertices)} vertices, {len(mesh.faces)} faces, "
           f"{info['queries']} field queries -> {out}")
     return 0
 
@@ -135,60 +101,94 @@ class FitShapeArgs:
     """Seed of sampling and training."""
     views: int = 4
     """Pictures of the result in mesh.png."""
+    overwrite: bool = False
+    """Replace --out even if it holds a run of another kind or other files."""
 
 
-def read_input(path: Path, n_points: int, repair: str, rng: np.random.Generator):
-    """``(points (N, 3), normals (N, 3) or None, mesh or None)``, normalised to the unit cube."""
-    from neural3d.data.meshes import load_mesh, normalize_mesh
+def read_input(path: Path, n_points: int, repair: str, rng: np.random.Generator, *,
+               require_watertight: bool = False):
+    """``(points (N, 3), normals (N, 3) or None, mesh or None)``, normalised to the unit cube.
+
+    Raises:
+        MpgymError: a missing or unreadable file, or a mesh that is not watertight when
+            ``require_watertight``.
+    """
+    from neural3d.data.meshes import MESH_SUFFIXES, POINT_SUFFIXES, load_mesh, load_points
     from neural3d.data.sampling import sample_surface
 
     if not path.is_file():
         raise MpgymError(f"no input file at {path}.")
-    if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise MpgymError(f"{path} is not a numeric .npy array ({exc}).") from None
-        if arr.ndim != 2 or arr.shape[1] not in (3, 6) or len(arr) < 10:
-            raise MpgymError(f"{path} holds an array of shape {arr.shape}; expected (N, 3) points "
-                             "or (N, 6) points + normals with N >= 10.")
-        import trimesh
-
-        pc = trimesh.PointCloud(arr[:, :3])
-        pc = normalize_mesh(pc)
-        pts = np.asarray(pc.vertices, np.float32)
-        nrm = arr[:, 3:6].astype(np.float32) if arr.shape[1] == 6 else None
+    suffix = path.suffix.lower()
+    if suffix in POINT_SUFFIXES:
+        pts, nrm = load_points(path)
         return pts, nrm, None
-    mesh = load_mesh(path, repair=repair)  # type: ignore[arg-type]
+    if suffix not in MESH_SUFFIXES:
+        raise MpgymError(f"{path}: unknown input format {suffix or 'without a suffix'!r}; "
+                         f"accepted: a mesh ({' '.join(MESH_SUFFIXES)}) or points (.npy of "
+                         "(N, 3) points or (N, 6) points + normals).")
+    mesh = load_mesh(path, repair=repair, require_watertight=require_watertight)  # type: ignore[arg-type]
     s = sample_surface(mesh, n_points, rng)
     return s.points, s.normals, mesh
 
 
+def _check_fit_args(args: FitShapeArgs) -> None:
+    """Every refusal that needs no input file, before anything is read or written."""
+    from mpgym.errors import check_positive
+    from neural3d.mesh import check_resolution
+
+    check_positive("--points", args.points)
+    if args.iterations is not None:
+        check_positive("--iterations", args.iterations)
+    check_positive("--resolution", args.resolution)
+    check_resolution(args.resolution, hierarchical=True)
+    check_positive("--views", args.views)
+    _preset(_presets(args.method), args.preset)
+
+
 def fit_shape_main(argv: list[str]) -> int:
     """Entry point of ``mpgym fit-shape``."""
-    from mpgym import RunDir
+    from mpgym.runs import check_run_target, staged_run
 
     args = tyro.cli(FitShapeArgs, args=argv, prog="mpgym fit-shape")
+    _check_fit_args(args)
+    out = args.out or Path("runs") / "shapes" / f"{args.method}-{args.input.stem}"
+    check_run_target(out, kind=args.method, overwrite=args.overwrite)
+    if args.method != "igr" and args.input.suffix.lower() == ".npy":
+        raise MpgymError(f"--method {args.method} needs a watertight mesh for occupancy and "
+                         "distances; point clouds work with --method igr.")
     rng = np.random.default_rng(args.seed)
-    points, normals, mesh = read_input(args.input, args.points, args.repair, rng)
-    name = f"{args.method}-{args.input.stem}"
-    run = RunDir(args.out) if args.out else RunDir.create("shapes", name)
-    if args.method == "igr":
-        fn, cfg = _fit_igr(args, points, normals, run)
-    else:
-        if mesh is None:
-            raise MpgymError(f"--method {args.method} needs a watertight mesh for occupancy and "
-                             "distances; point clouds work with --method igr.")
-        fn, cfg = _fit_multi(args, mesh, run, rng)
-    _finish(args, run, fn, cfg, points, normals, mesh)
+    points, normals, mesh = read_input(args.input, args.points, args.repair, rng,
+                                       require_watertight=args.method != "igr")
+    failure: MpgymError | None = None
+    with staged_run(out, kind=args.method, overwrite=args.overwrite) as run:
+        try:
+            if args.method == "igr":
+                fn, cfg = _fit_igr(args, points, normals, run)
+            else:
+                fn, cfg = _fit_multi(args, mesh, run, rng)
+            _finish(args, run, fn, cfg, points, normals, mesh, out)
+        except MpgymError as exc:  # training diverged or gave no surface: keep what it wrote
+            failure = exc
+    if failure is not None:
+        raise MpgymError(f"{failure} (the run is kept in {out})")
     return 0
+
+
+def _presets(method: str) -> dict:
+    if method == "igr":
+        from neural3d.implicit.igr import PRESETS
+    elif method == "occnet":
+        from neural3d.implicit.occnet import PRESETS
+    else:
+        from neural3d.implicit.deepsdf import PRESETS
+    return PRESETS
 
 
 def _fit_igr(args: FitShapeArgs, points, normals, run):
     from neural3d.implicit.igr import PRESETS, fit_igr
 
     cfg = _preset(PRESETS, args.preset)
-    extra = {"iterations": args.iterations} if args.iterations else {}
+    extra = {"iterations": args.iterations} if args.iterations is not None else {}
     cfg = replace(cfg, seed=args.seed, **extra)
     run.write_config(cfg, kind="igr", input=str(args.input))
     result = fit_igr(points, normals, cfg, run=run)
@@ -200,7 +200,7 @@ def _fit_multi(args: FitShapeArgs, mesh, run, rng):
     from neural3d.implicit.data import samples_from_mesh
 
     samples = [samples_from_mesh(args.input.stem, mesh, SamplingConfig(), rng)]
-    extra = {"iterations": args.iterations} if args.iterations else {}
+    extra = {"iterations": args.iterations} if args.iterations is not None else {}
     if args.method == "occnet":
         from neural3d.implicit.occnet import PRESETS, _condition, occnet_field, train_occnet
 
@@ -225,15 +225,15 @@ def _preset(presets: dict, name: str):
     return presets[name]
 
 
-def _finish(args: FitShapeArgs, run, fn, cfg, points, normals, mesh) -> None:
+def _finish(args: FitShapeArgs, run, fn, cfg, points, normals, mesh, out: Path) -> None:
     """Extract, evaluate, write mesh.ply, results.json and mesh.png."""
     from mpgym.plots import save_image_grid
     from neural3d.data.sampling import sample_surface
-    from neural3d.mesh import extract_mesh, render_mesh_views
+    from neural3d.mesh import extract_mesh, render_mesh_views, write_mesh
     from neural3d.metrics import mesh_metrics, surface_metrics
 
     pred = extract_mesh(fn, 0.55, args.resolution, 0.0)
-    pred.export(run.file("mesh.ply"))
+    write_mesh(pred, run.file("mesh.ply"))
     if mesh is not None:
         m = mesh_metrics(pred, mesh)
     else:
@@ -245,4 +245,4 @@ def _finish(args: FitShapeArgs, run, fn, cfg, points, normals, mesh) -> None:
     save_image_grid(run.file("mesh.png"), render_mesh_views(pred, views=args.views),
                     nrow=args.views)
     print(f"{args.method}: Chamfer-L1 {m.chamfer_l1:.5f}, F-score@{m.threshold} "
-          f"{m.fscore:.4f}, normal consistency {m.normal_consistency:.4f} -> {run.path}")
+          f"{m.fscore:.4f}, normal consistency {m.normal_consistency:.4f} -> {out}")

@@ -52,7 +52,7 @@ def test_mesh_command_bad_input(tmp_path, igr_run, capsys):
 def test_fit_shape_rejects_bad_inputs(tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((5, 2)))
-    with pytest.raises(MpgymError, match=r"expected \(N, 3\)"):
+    with pytest.raises(MpgymError, match=r"shape \(5, 2\).*\(N, 3\)"):
         cli_main_raise(["fit-shape", str(bad)])
     pts = tmp_path / "pts.npy"
     np.save(pts, np.random.default_rng(0).normal(size=(50, 3)))
