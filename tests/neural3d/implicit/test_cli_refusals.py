@@ -137,3 +137,32 @@ def test_mesh_writes_atomically_in_every_format(igr_run, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "meshes").iterdir()) == [
         "sphere.glb", "sphere.obj", "sphere.off", "sphere.ply", "sphere.stl"]  # no temp files
     capsys.readouterr()
+
+
+def test_mesh_still_extracts_a_nerf_run(tmp_path, capsys):
+    """``mpgym mesh`` dispatches a NeRF run to neural3d.nerf's density field."""
+    import torch
+
+    from mpgym import save_checkpoint
+    from neural3d.implicit.fields import load_field
+    from neural3d.nerf.presets import build_field, preset
+    from neural3d.render.volume import OccupancyGrid
+
+    cfg = preset("tiny", num_levels=2, log2_table_size=6, base_resolution=4, max_resolution=8,
+                 hidden=8, grid_resolution=4)
+    field = build_field(cfg, generator=torch.Generator().manual_seed(0))
+    sd = {f"field.{k}": v for k, v in field.state_dict().items()}
+    sd.update({f"grid.{k}": v for k, v in OccupancyGrid(field.aabb, 4).state_dict().items()})
+    run = tmp_path / "nerf"
+    run.mkdir()
+    save_checkpoint(run / "checkpoint.safetensors", sd, kind="nerf", config=cfg)
+    (run / "config.json").write_text(json.dumps({"kind": "nerf", "data": "nowhere"}))
+    loaded = load_field(run)
+    assert loaded.kind == "nerf" and loaded.inside == "above"
+    lo, hi = (torch.tensor(b, dtype=torch.float32) for b in loaded.bounds)
+    x = lo + (hi - lo) * torch.rand(4096, 3, generator=torch.Generator().manual_seed(0))
+    level = float(loaded.fn(x).median())  # some surface exists at the median density
+    out = tmp_path / "nerf.obj"
+    assert cli_main(["mesh", str(run), "--level", str(level), "--resolution", "32",
+                     "-o", str(out)]) == 0, capsys.readouterr().err
+    assert out.stat().st_size > 0 and "nerf:" in capsys.readouterr().out
