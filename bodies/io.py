@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import re
+import reprlib
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,11 @@ def _plain_dtype(dtype: np.dtype, what: str) -> np.dtype:
 
 def _shape(shape: Any, what: str) -> tuple[int, ...]:
     """A declared array shape as a tuple of non-negative Python ints."""
+    text = reprlib.repr(shape)
     if not isinstance(shape, (tuple, list)) or len(shape) > _MAX_NDIM:
-        raise MpgymError(f"{what} declares the shape {shape!r}; accepted: a tuple of sizes.")
+        raise MpgymError(f"{what} declares the shape {text}; accepted: a tuple of sizes.")
     if not all(type(n) is int and n >= 0 for n in shape):
-        raise MpgymError(f"{what} declares the shape {shape!r}; sizes must be integers >= 0.")
+        raise MpgymError(f"{what} declares the shape {text}; sizes must be integers >= 0.")
     return tuple(shape)
 
 
@@ -126,8 +128,8 @@ class _DtypeStub:
             spec = spec.decode("latin1")
         if not isinstance(spec, str) or not _DTYPE_SPEC.fullmatch(spec):
             raise MpgymError(
-                f"the pickle asks for the numpy dtype {spec!r}; accepted: plain numbers "
-                "(b1, i1-i8, u1-u8, f2-f16) and fixed-width text (U, S)."
+                f"the pickle asks for the numpy dtype {reprlib.repr(spec)}; accepted: plain "
+                "numbers (b1, i1-i8, u1-u8, f2-f16) and fixed-width text (U, S)."
             )
         self.dtype = np.dtype(spec)
         self.built = False
@@ -135,7 +137,7 @@ class _DtypeStub:
     def __setstate__(self, state: Any) -> None:
         ok = isinstance(state, tuple) and len(state) in (8, 9) and state[0] in (3, 4)
         if not ok or self.built:
-            raise MpgymError(f"a numpy dtype in the pickle has the state {state!r:.80}.")
+            raise MpgymError("a numpy dtype in the pickle has a malformed state.")
         _, order, subdescr, names, fields, elsize = state[:6]
         if subdescr is not None or names is not None or fields is not None:
             raise MpgymError(
@@ -144,7 +146,7 @@ class _DtypeStub:
             )
         size_ok = elsize == self.dtype.itemsize or (self.dtype.kind not in "US" and elsize == -1)
         if order not in ("<", ">", "=", "|") or not size_ok:
-            raise MpgymError(f"a numpy dtype in the pickle has the state {state!r:.80}.")
+            raise MpgymError("a numpy dtype in the pickle has a malformed state.")
         if order in "<>" and self.dtype.itemsize > 1:
             self.dtype = self.dtype.newbyteorder(order)
         self.built = True
