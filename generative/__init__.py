@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import typing
 from typing import Any
 
 from mpgym.errors import MpgymError
@@ -79,52 +81,183 @@ def model_classes(name: str) -> tuple[type, type]:
     return getattr(mod, cls), getattr(mod, cfg)
 
 
+def _field_error(cls: type, name: str, value: Any, tp: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``tp`` of field ``name`` (None if it does)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return None if value in args else f"one of {', '.join(map(repr, args))}"
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) > 64:
+            return "a list of at most 64 numbers"
+        inner = args[0] if args else int
+        bad = [_field_error(cls, name, v, inner) for v in value]
+        return next((b for b in bad if b), None)
+    if tp is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if tp is int:  # sizes stay below 2^24 (T = 2^24 steps is 128 MB per schedule array)
+        bound = 2**63 if name == "seed" else 2**24
+        ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= bound
+        return None if ok else f"a whole number of magnitude <= 2^{bound.bit_length() - 1}"
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return None if ok and math.isfinite(value) else "a finite number"
+    if tp is str:
+        return None if isinstance(value, str) else "a string"
+    return None  # other annotations are not produced by the model configs
+
+
 def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (frozen) dataclass config from JSON, turning lists back into tuples."""
+    """Rebuild a (frozen) dataclass config from JSON, turning lists back into tuples.
+
+    Raises:
+        MpgymError: ``data`` is not an object, has unknown fields, or a value of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise MpgymError(f"config for {cls.__name__} must be a JSON object; got {data!r:.60}.")
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(names)
     if unknown:
         raise MpgymError(f"config for {cls.__name__} has unknown fields {sorted(unknown)}.")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        why = _field_error(cls, key, value, hints[key])
+        if why:
+            raise MpgymError(f"config for {cls.__name__}: {key} must be {why}; got {value!r:.60}.")
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     return cls(**kwargs)
 
 
 def build_model(name: str, config: Any = None):
-    """Instantiate a registered model from a config object, a dict, or its defaults."""
+    """Instantiate a registered model from a config object, a dict, or its defaults.
+
+    Raises:
+        MpgymError: the config does not describe a model that can be built (negative or huge
+            sizes, wrong types).
+    """
     model_cls, cfg_cls = model_classes(name)
     if config is None:
         config = cfg_cls()
     elif isinstance(config, dict):
         config = config_from_dict(cfg_cls, config)
-    return model_cls(config)
+    try:
+        return model_cls(config)
+    except MpgymError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError, ZeroDivisionError) as exc:
+        raise MpgymError(f"{name}: its config does not build a model ({exc}).") from None
+    except (MemoryError, OverflowError):
+        raise MpgymError(f"{name}: its config asks for a model too large to build.") from None
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """What :func:`load_run` returns."""
+
+    name: str
+    """Registry name of the model (``made``, ``ddpm``...)."""
+    model: Any
+    """The model with its trained weights, in eval mode."""
+    data: str
+    """Dataset it was trained on (``digits``, ``moons``...), from the run's ``config.json``."""
+
+
+DATASETS = ("digits", "digits_binary", "moons", "gaussians8", "checkerboard", "spirals")
+"""Dataset names a generative run may record."""
 
 
 def load_model(path, *, expected: str | tuple[str, ...] | None = None):
     """Load ``(name, model)`` from a run directory or ``checkpoint.safetensors``.
 
+    The stored config is type-checked, the model is first built without memory (on PyTorch's
+    ``meta`` device) to compare every weight's shape and dtype with the file, and the weights
+    must be finite.
+
     Raises:
-        MpgymError: no checkpoint, or a checkpoint of another kind than ``expected``.
+        MpgymError: no checkpoint, a corrupt one, one of another kind than ``expected``, or
+            weights that do not fit their config.
     """
     import torch
 
     from mpgym import load_checkpoint
 
-    ckpt = load_checkpoint(path, expected_kind=expected)
+    try:
+        ckpt = load_checkpoint(path, expected_kind=expected)
+    except (MemoryError, OverflowError):
+        raise MpgymError(f"{path}: the checkpoint declares sizes too large to load.") from None
     if ckpt.kind not in MODELS:
         raise MpgymError(
             f"{ckpt.path} holds a {ckpt.kind!r} checkpoint, not a generative model "
             f"({', '.join(MODELS)})."
         )
+    where = f"{ckpt.path} ({ckpt.kind})"
+    try:
+        with torch.device("meta"):
+            shapes = build_model(ckpt.kind, ckpt.config).state_dict()
+    except MpgymError as exc:
+        raise MpgymError(f"{where}: {exc}") from None
+    _check_weights(where, shapes, ckpt.state_dict)
     model = build_model(ckpt.kind, ckpt.config)
     with torch.no_grad():
-        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
-    if missing or unexpected:
-        raise MpgymError(
-            f"{ckpt.path}: weights do not match a {ckpt.kind!r} model with its stored config "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})."
-        )
+        model.load_state_dict(ckpt.state_dict, strict=True)
     model.eval()
     return ckpt.kind, model
 
 
-__all__ = ["MODELS", "build_model", "config_from_dict", "load_model", "model_classes"]
+def _check_weights(where: str, expected: dict[str, Any], got: dict[str, Any]) -> None:
+    """Same names, shapes and dtypes as the model built from the config; finite floats."""
+    missing, unexpected = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    if missing or unexpected:
+        raise MpgymError(
+            f"{where}: weights do not match the model its config describes "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})."
+        )
+    for key, ref in expected.items():
+        t = got[key]
+        if tuple(t.shape) != tuple(ref.shape) or t.dtype != ref.dtype:
+            raise MpgymError(
+                f"{where}: weight {key!r} is {t.dtype} {tuple(t.shape)}; the config describes "
+                f"{ref.dtype} {tuple(ref.shape)}."
+            )
+        if t.dtype.is_floating_point and not bool(t.isfinite().all()):
+            raise MpgymError(f"{where}: weight {key!r} contains NaN or infinity.")
+
+
+def load_run(path) -> LoadedRun:
+    """Load a run written by ``mpgym gen train`` (its directory or its checkpoint file).
+
+    Raises:
+        MpgymError: the checkpoint or the run's ``config.json`` is missing, corrupt or does not
+            fit (see :func:`load_model`).
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    name, model = load_model(path)
+    cfg_path = (path if path.is_dir() else path.parent) / "config.json"
+    data = "digits"
+    if cfg_path.exists():
+        try:
+            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise MpgymError(f"{cfg_path} is not valid JSON ({exc}).") from None
+        if not isinstance(cfg, dict):
+            raise MpgymError(f"{cfg_path} must hold a JSON object.")
+        data = cfg.get("data", "digits")
+        if data not in DATASETS:
+            raise MpgymError(
+                f"{cfg_path}: data must be one of {', '.join(DATASETS)}; got {data!r:.60}."
+            )
+    return LoadedRun(name, model, data)
+
+
+__all__ = [
+    "DATASETS",
+    "MODELS",
+    "LoadedRun",
+    "build_model",
+    "config_from_dict",
+    "load_model",
+    "load_run",
+    "model_classes",
+]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mpgym import RunDir, progress, save_checkpoint
-from mpgym.errors import MpgymError
+from mpgym.errors import MpgymError, check_positive
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,28 @@ class TrainConfig:
     """Stop after this much wall-clock time (0: no limit); the benchmark's 10-minute cap."""
     progress: bool = True
     """Show a progress bar (only on a terminal)."""
+
+
+def check_train_config(config: TrainConfig) -> None:
+    """Refuse budgets and rates that cannot train, before any work (CLI flags ``--train.*``).
+
+    Raises:
+        MpgymError: a non-positive step count, batch size, validation interval or learning
+            rate; a negative time cap, weight decay or clip; an EMA decay outside ``[0, 1)``.
+    """
+    check_positive("--train.steps", config.steps)
+    check_positive("--train.batch-size", config.batch_size)
+    check_positive("--train.eval-every", config.eval_every)
+    check_positive("--train.lr", config.lr, integer=False)
+    for flag, value in (
+        ("--train.max-seconds", config.max_seconds),
+        ("--train.weight-decay", config.weight_decay),
+        ("--train.grad-clip", config.grad_clip),
+    ):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            raise MpgymError(f"{flag} must be a finite number >= 0; got {value!r}.")
+    if not (isinstance(config.ema, (int, float)) and 0 <= config.ema < 1):
+        raise MpgymError(f"--train.ema must be in [0, 1) (0 disables); got {config.ema!r}.")
 
 
 @dataclass
@@ -149,6 +171,7 @@ def train(
     Returns:
         A :class:`TrainResult`. The model ends with the selected (best or EMA) weights.
     """
+    check_train_config(config)
     gen = torch.Generator().manual_seed(config.seed)
     val_fn = val_fn or (lambda m: _default_val(m, x_val, y_val))
     multi = hasattr(model, "train_step")

@@ -9,17 +9,20 @@ Model flags come from each model's dataclass config (``mpgym gen train made --he
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tyro
 
-from mpgym.errors import MpgymError
+from mpgym.errors import MpgymError, check_positive
 
 log = logging.getLogger("mpgym.gen")
 
@@ -39,6 +42,10 @@ USAGE = """usage: mpgym gen {train,sample,eval} ...
   sample RUN_DIR -n 64 -o grid.png
   eval RUN_DIR              test NLL (nats, bits/dim) and Fréchet distance
 """
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf")
+"""Picture formats ``gen sample -o`` writes (digit grids through Pillow, 2D plots matplotlib)."""
+MAX_SAMPLES = 10_000
+"""Most samples one ``gen sample`` draws into a picture."""
 
 
 def _models_line() -> str:
@@ -90,15 +97,53 @@ def save_samples(path: Path, samples, data: str, model=None) -> Path:
     from generative.data import plot_density_2d
     from generative.visuals import save_digit_grid
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if data in TOY:
-        lp = (
-            model.log_prob
-            if model is not None and hasattr(model, "log_prob") and not hasattr(model, "encode")
-            else None
+    with _atomic_output(path) as tmp:
+        if data in TOY:
+            lp = (
+                model.log_prob
+                if model is not None and hasattr(model, "log_prob") and not hasattr(model, "encode")
+                else None
+            )
+            plot_density_2d(tmp, lp, samples, title=data)
+        else:
+            save_digit_grid(tmp, samples, levels=2 if data == "digits_binary" else 17)
+    return path
+
+
+def check_picture_path(path: Path) -> None:
+    """Refuse an output picture whose format is not written (before any work).
+
+    Raises:
+        MpgymError: the suffix is not one of :data:`PICTURE_SUFFIXES`, or the path is a directory.
+    """
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise MpgymError(
+            f"cannot write a picture to {str(path)!r}: the name must end in "
+            f"{', '.join(PICTURE_SUFFIXES)}."
         )
-        return plot_density_2d(path, lp, samples, title=data)
-    return save_digit_grid(path, samples, levels=2 if data == "digits_binary" else 17)
+    if path.is_dir():
+        raise MpgymError(f"{path} is a directory; give a file name ending in .png.")
+
+
+@contextlib.contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` (same suffix) that replaces ``path`` when done.
+
+    An interrupted or failed write leaves neither a partial picture nor the temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def train_main(argv: list[str]) -> int:
@@ -114,14 +159,36 @@ def train_main(argv: list[str]) -> int:
     _, cfg_cls = model_classes(name)
     from generative.trainer import TrainConfig
 
+    def helped(tp: Any, text: str) -> Any:
+        return Annotated[tp, tyro.conf.arg(help=text)]
+
     args_cls = dataclasses.make_dataclass(
         "GenTrainArgs",
         [
-            ("data", DataName, dataclasses.field(default="digits")),
+            (
+                "data",
+                helped(DataName, "Training data: 8x8 digits (17 or 2 levels) or a 2D density."),
+                dataclasses.field(default="digits"),
+            ),
             ("model", cfg_cls, dataclasses.field(default_factory=cfg_cls)),
             ("train", TrainConfig, dataclasses.field(default_factory=TrainConfig)),
-            ("out", Path, dataclasses.field(default=Path("runs/gen"))),
-            ("name", str, dataclasses.field(default="")),
+            (
+                "out",
+                helped(Path, "Folder that holds the run directory."),
+                dataclasses.field(default=Path("runs/gen")),
+            ),
+            (
+                "name",
+                helped(str, "Run directory name inside --out (default: MODEL-DATA)."),
+                dataclasses.field(default=""),
+            ),
+            (
+                "overwrite",
+                helped(
+                    bool, "Replace a run directory that holds another model's run or other files."
+                ),
+                dataclasses.field(default=False),
+            ),
         ],
     )
     args = tyro.cli(
@@ -131,7 +198,13 @@ def train_main(argv: list[str]) -> int:
         description=f"Train {name} ({MODELS[name][3]}).",
     )
     run_dir = train_run(
-        name, args.model, args.train, data=args.data, out=args.out, run_name=args.name
+        name,
+        args.model,
+        args.train,
+        data=args.data,
+        out=args.out,
+        run_name=args.name,
+        overwrite=args.overwrite,
     )
     print(f"run: {run_dir}")
     return 0
@@ -145,40 +218,61 @@ def train_run(
     data: str = "digits",
     out: Path = Path("runs/gen"),
     run_name: str = "",
+    overwrite: bool = False,
 ) -> Path:
-    """Train one model and write its run directory (config, metrics, checkpoint, samples)."""
+    """Train one model and write its run directory (config, metrics, checkpoint, samples).
+
+    The run is built in a hidden sibling directory and moved into place when it completes
+    (:func:`mpgym.runs.staged_run`); a failed run leaves nothing behind.
+
+    Raises:
+        MpgymError: bad budgets, a config that builds no model, a model that does not fit the
+            data, or a target directory that holds another kind of run (without ``overwrite``);
+            all before any training.
+    """
     import torch
 
     from generative import build_model
-    from generative.trainer import train
-    from mpgym import RunDir
+    from generative.trainer import check_train_config, train
+    from mpgym.runs import check_run_target, staged_run
 
+    check_train_config(train_cfg)
     model_cfg = adapt_config(name, model_cfg, data)
-    x_train, x_val, _, y_train, y_val = load_data(data, train_cfg.seed)
     cond = getattr(model_cfg, "num_classes", 0) > 0
     if cond and data in TOY:
         raise MpgymError("conditional models need labelled data; use --data digits.")
+    target = Path(out) / (run_name or f"{name}-{data}")
+    check_run_target(target, kind=name, overwrite=overwrite)
     torch.manual_seed(train_cfg.seed)
     model = build_model(name, model_cfg)
-    if name == "vqprior":  # two stages: the VQ-VAE on the images, then the prior on its codes
-        from generative.token_prior import TokenPrior
+    x_train, x_val, _, y_train, y_val = load_data(data, train_cfg.seed)
+    with staged_run(target, kind=name, overwrite=overwrite) as run:
+        if name == "vqprior":  # two stages: the VQ-VAE on the images, then the prior on its codes
+            from generative.token_prior import TokenPrior
 
-        vqvae = build_model("vqvae", model_cfg.vqvae)
-        train(vqvae, x_train, x_val, train_cfg, kind="vqvae")
-        model = TokenPrior(model_cfg, vqvae)
-    run = RunDir(Path(out) / (run_name or f"{name}-{data}"))
-    run.write_config({"model": model_cfg, "train": train_cfg}, kind=name, data=data)
-    res = train(
-        model,
-        x_train,
-        x_val,
-        train_cfg,
-        y_train=y_train if cond else None,
-        y_val=y_val if cond else None,
-        run=run,
-        kind=name,
-        model_config=model_cfg,
-    )
+            vqvae = build_model("vqvae", model_cfg.vqvae)
+            train(vqvae, x_train, x_val, train_cfg, kind="vqvae")
+            model = TokenPrior(model_cfg, vqvae)
+        run.write_config({"model": model_cfg, "train": train_cfg}, kind=name, data=data)
+        res = train(
+            model,
+            x_train,
+            x_val,
+            train_cfg,
+            y_train=y_train if cond else None,
+            y_val=y_val if cond else None,
+            run=run,
+            kind=name,
+            model_config=model_cfg,
+        )
+        _finish_run(name, model, res, run.path, data, cond)
+    return target
+
+
+def _finish_run(name: str, model: Any, res: Any, run_path: Path, data: str, cond: bool) -> None:
+    """Log the training summary and save the samples picture into the run."""
+    import torch
+
     log.info(
         "%s: %d steps in %.0f s, best validation %.3f at step %d (%s)",
         name,
@@ -194,8 +288,7 @@ def train_run(
         samples = model.sample(
             64 if data not in TOY else 2000, generator=torch.Generator().manual_seed(0), **kwargs
         )
-        save_samples(run.file("samples.png"), samples, data, model)
-    return run.path
+        save_samples(run_path / "samples.png", samples, data, model)
 
 
 @dataclass
@@ -207,39 +300,45 @@ class SampleArgs:
     n: Annotated[int, tyro.conf.arg(aliases=["-n"])] = 64
     """Number of samples."""
     output: Annotated[Path, tyro.conf.arg(aliases=["-o"])] = Path("grid.png")
-    """PNG to write."""
+    """Picture to write (.png, .jpg or .pdf)."""
     seed: int = 0
     """Seed of the sampler."""
     ddim_steps: int = 0
     """DDPM only: sample with DDIM on this many steps (0: ancestral over all T)."""
 
 
-def _run_data(run_dir: Path) -> str:
-    cfg_path = (run_dir if run_dir.is_dir() else run_dir.parent) / "config.json"
-    if cfg_path.exists():
-        return json.loads(cfg_path.read_text()).get("data", "digits")
-    return "digits"
-
-
 def sample_main(argv: list[str]) -> int:
     """``mpgym gen sample RUN_DIR -n 64 -o grid.png``."""
     import torch
 
-    from generative import load_model
+    from generative import load_run
 
     args = tyro.cli(SampleArgs, args=argv, prog="mpgym gen sample")
-    if args.n < 1:
-        raise MpgymError(f"-n must be at least 1; got {args.n}.")
-    name, model = load_model(args.run_dir)
-    data = _run_data(args.run_dir)
-    g = torch.Generator().manual_seed(args.seed)
-    kwargs: dict[str, Any] = {}
-    if getattr(model, "num_classes", 0):
-        kwargs["y"] = torch.arange(args.n) % model.num_classes
+    check_positive("-n", args.n)
+    if args.n > MAX_SAMPLES:
+        raise MpgymError(f"-n must be at most {MAX_SAMPLES:,} for one picture; got {args.n}.")
+    if args.ddim_steps < 0:
+        raise MpgymError(f"--ddim-steps must be 0 (ancestral) or more; got {args.ddim_steps}.")
+    check_picture_path(args.output)
+    loaded = load_run(args.run_dir)
+    name, model, data = loaded.name, loaded.model, loaded.data
+    if args.ddim_steps and name != "ddpm":
+        raise MpgymError(
+            f"--ddim-steps applies to diffusion models (ddpm) only; {args.run_dir} holds a "
+            f"{name!r} model. Leave the flag out."
+        )
     if name == "vqvae":
         raise MpgymError(
             "the VQ-VAE has no prior over its tokens; sample a model with one (vae, made, ddpm...)."
         )
+    if name == "ddpm" and args.ddim_steps > model.config.T:
+        raise MpgymError(
+            f"--ddim-steps must be at most the model's T = {model.config.T}; got {args.ddim_steps}."
+        )
+    g = torch.Generator().manual_seed(args.seed)
+    kwargs: dict[str, Any] = {}
+    if getattr(model, "num_classes", 0):
+        kwargs["y"] = torch.arange(args.n) % model.num_classes
     if name == "ddpm" and args.ddim_steps > 0:
         samples = model.sample_ddim(args.n, steps=args.ddim_steps, generator=g, **kwargs)
     else:
@@ -285,14 +384,16 @@ def eval_main(argv: list[str]) -> int:
     """``mpgym gen eval RUN_DIR``: test NLL in nats and bits/dim, and FD for digits."""
     import torch
 
-    from generative import load_model
+    from generative import load_run
     from generative.data import load_digits_split
     from generative.evaluation import evaluate
     from mpgym import RunDir
 
     args = tyro.cli(EvalArgs, args=argv, prog="mpgym gen eval")
-    name, model = load_model(args.run_dir)
-    data = _run_data(args.run_dir)
+    if args.fd:
+        check_positive("--samples", args.samples)
+    loaded = load_run(args.run_dir)
+    name, model, data = loaded.name, loaded.model, loaded.data
     run = RunDir(args.run_dir if args.run_dir.is_dir() else args.run_dir.parent)
     if data in TOY:
         _, _, x_test, _, _ = load_data(data, seed=1)
