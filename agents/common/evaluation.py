@@ -2,12 +2,21 @@
 
 The same function scores tabular agents, deep agents and SB3 models, so comparisons are like
 with like: episode ``i`` starts from ``env.reset(seed=seed + i)``.
+
+Success is the env's own signal, and the result says which one was used (:func:`success_rule`):
+``info["is_success"]`` at the episode's last step when the env reports it (robotics envs, SB3's
+convention); else, for an env with a model ``P`` (toy-text and ``mpgym/`` grids), ending in a
+goal -- every termination when all terminating moves are alike (CliffWalking ends only at the
+goal, Taxi only on a drop-off), a termination with positive reward when terminal states differ
+(FrozenLake: 1 at the goal, 0 in a hole); else ``return >= spec.reward_threshold`` (CartPole:
+475). Otherwise there is no success rate (``None``) rather than a wrong one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,20 +26,33 @@ import numpy as np
 from agents.common.envs import make_env
 from mpgym.errors import MpgymError
 
+RULE_INFO = "info['is_success']"
+"""Success rule: the env's ``info["is_success"]`` at the last step."""
+RULE_TERMINATED = "terminated (every terminal state is a goal)"
+"""Success rule: the episode terminated (not truncated)."""
+RULE_POSITIVE_TERMINAL = "terminated with reward > 0 (the goal)"
+"""Success rule: the last step terminated the episode with a positive reward."""
+
 
 @dataclass
 class EvalResult:
-    """Returns and lengths of evaluation episodes.
+    """Returns, lengths and successes of evaluation episodes.
 
     Attributes:
         returns: (n_episodes,) float, undiscounted return of each episode.
         lengths: (n_episodes,) int, steps in each episode.
-        frames: ``rgb_array`` frames of the first episode when ``render=True``, else empty.
+        frames: ``rgb_array`` frames of the first episode (its first ``max_frames``) when
+            ``render=True``, else empty.
+        successes: (n_episodes,) bool, whether each episode succeeded, or None when the env
+            gives no success signal.
+        success_rule: how success was decided (see :func:`success_rule`), or None.
     """
 
     returns: np.ndarray
     lengths: np.ndarray
     frames: list[np.ndarray] = field(default_factory=list)
+    successes: np.ndarray | None = None
+    success_rule: str | None = None
 
     @property
     def mean_return(self) -> float:
@@ -43,15 +65,17 @@ class EvalResult:
         return float(np.std(self.returns))
 
     @property
-    def success_rate(self) -> float:
-        """Fraction of episodes with a positive return (goal reached in sparse-reward envs)."""
-        return float(np.mean(self.returns > 0))
+    def success_rate(self) -> float | None:
+        """Fraction of successful episodes by :attr:`success_rule` (None: no success signal)."""
+        if self.successes is None:
+            return None
+        return float(np.mean(self.successes))
 
-    def summary(self) -> dict[str, float]:
-        """Mean/std return, mean length and success rate, for logs and tables."""
+    def summary(self) -> dict[str, Any]:
+        """Mean/std return, mean length, success rate and its rule, for logs and tables."""
         return {"mean_return": self.mean_return, "std_return": self.std_return,
                 "mean_length": float(np.mean(self.lengths)), "success_rate": self.success_rate,
-                "episodes": len(self.returns)}
+                "success_rule": self.success_rule, "episodes": len(self.returns)}
 
 
 PolicyLike = Callable[[Any], Any] | Any
@@ -77,6 +101,84 @@ def _to_env_action(action: Any, space: gym.Space) -> Any:
     return np.asarray(action, dtype=space.dtype).reshape(space.shape)
 
 
+def terminal_rewards(env: gym.Env) -> set[float] | None:
+    """Rewards of the moves that end an episode, from the env's model ``P`` (None: no model).
+
+    Moves out of terminal states are skipped: Gymnasium's ``P`` lists moves from CliffWalking's
+    goal as if the episode went on, and ``mpgym/`` envs make terminal states absorbing.
+    """
+    P = getattr(env.unwrapped, "P", None)
+    if not isinstance(P, dict) or not P:
+        return None
+    try:
+        moves = [t for s in P.values() for a in s.values() for t in a]
+        terminal = {int(t[1]) for t in moves if t[3] and t[0] > 0}
+        return {float(t[2]) for s, acts in P.items() if s not in terminal
+                for a in acts.values() for t in a if t[3] and t[0] > 0}
+    except (AttributeError, TypeError, ValueError, IndexError):  # not the toy-text layout
+        return None
+
+
+def success_rule(env: gym.Env, last_info: dict[str, Any] | None = None) -> str | None:
+    """How :func:`evaluate_policy` decides success on ``env`` (None: no success signal).
+
+    Args:
+        env: the evaluation env.
+        last_info: the ``info`` of an episode's last step, if one was run.
+
+    Returns:
+        :data:`RULE_INFO`, :data:`RULE_TERMINATED`, :data:`RULE_POSITIVE_TERMINAL`,
+        ``"return >= reward_threshold (T)"``, or None.
+    """
+    if last_info is not None and "is_success" in last_info:
+        return RULE_INFO
+    rewards = terminal_rewards(env)
+    if rewards:
+        if len(rewards) == 1 or min(rewards) > 0:
+            return RULE_TERMINATED
+        if max(rewards) > 0:
+            return RULE_POSITIVE_TERMINAL
+    threshold = getattr(env.spec, "reward_threshold", None) if env.spec is not None else None
+    if threshold is not None:
+        return f"return >= reward_threshold ({float(threshold)})"
+    return None
+
+
+def _succeeded(rule: str | None, env: gym.Env, ret: float, terminated: bool, reward: float,
+               info: dict[str, Any]) -> bool:
+    if rule == RULE_INFO:
+        return bool(info.get("is_success", False))
+    if rule == RULE_TERMINATED:
+        return terminated
+    if rule == RULE_POSITIVE_TERMINAL:
+        return terminated and reward > 0
+    return ret >= float(env.spec.reward_threshold)  # type: ignore[union-attr]
+
+
+@contextlib.contextmanager
+def quiet_pygame(render_mode: str | None) -> Iterator[None]:
+    """Keep pygame (Gymnasium's renderers) from probing audio and, off screen, the display.
+
+    ``pygame.init()`` opens an audio device (ALSA prints a dozen "cannot find card" lines on a
+    machine without one) and, for ``rgb_array`` rendering, looks for a display (SDL prints
+    ``error: XDG_RUNTIME_DIR is invalid or not set`` when there is none). RL never plays sound,
+    and ``rgb_array`` frames need no window, so inside the block ``SDL_AUDIODRIVER`` and (for
+    ``rgb_array``) ``SDL_VIDEODRIVER`` default to ``dummy``; values the user set are kept and
+    the environment is restored afterwards.
+    """
+    wanted = {"SDL_AUDIODRIVER": "dummy"}
+    if render_mode == "rgb_array":
+        wanted["SDL_VIDEODRIVER"] = "dummy"
+    added = [k for k in wanted if k not in os.environ]
+    for k in added:
+        os.environ[k] = wanted[k]
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def evaluate_policy(
     policy: PolicyLike,
     env: str | gym.Env,
@@ -86,8 +188,10 @@ def evaluate_policy(
     deterministic: bool = True,
     render: bool = False,
     max_steps: int = 100_000,
+    max_frames: int = 1000,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Run ``n_episodes`` episodes of ``policy`` and collect returns and lengths.
+    """Run ``n_episodes`` episodes of ``policy``; collect returns, lengths and successes.
 
     Args:
         policy: an object with ``predict(obs, deterministic=...) -> (action, state)`` (mpgym
@@ -97,34 +201,47 @@ def evaluate_policy(
         n_episodes: number of episodes.
         seed: episode ``i`` starts from ``env.reset(seed=seed + i)``.
         deterministic: passed to ``predict`` (greedy actions when true).
-        render: collect the first episode's frames.
-        max_steps: safety cap per episode for envs without a time limit.
+        render: collect the first episode's frames (at most ``max_frames``: a policy that
+            never ends an episode must not fill the memory with pictures).
+        max_frames: cap on the frames kept when ``render=True``.
+        max_steps: safety cap per episode for envs without a time limit (a capped episode
+            counts as truncated).
+        env_kwargs: keyword arguments of ``gymnasium.make`` when ``env`` is an id
+            (``{"is_slippery": False}``).
 
     Returns:
-        EvalResult with ``returns`` and ``lengths`` of shape (n_episodes,).
+        EvalResult with ``returns``, ``lengths`` (and ``successes`` where the env has a
+        success signal, see the module docstring) of shape (n_episodes,).
     """
     if n_episodes < 1:
         raise MpgymError(f"n_episodes must be >= 1, got {n_episodes}.")
-    if render:  # Gymnasium's pygame renderers must not look for a sound card
-        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-    env = make_env(env, render_mode="rgb_array" if render else None)
+    env = make_env(env, render_mode="rgb_array" if render else None, **(env_kwargs or {}))
     if render and env.render_mode != "rgb_array":
         raise MpgymError(f"render=True needs an env made with render_mode='rgb_array'; "
                          f"this one has render_mode={env.render_mode!r}.")
     act = _as_action_fn(policy, deterministic)
     returns, lengths, frames = np.zeros(n_episodes), np.zeros(n_episodes, dtype=int), []
-    for i in range(n_episodes):
-        obs, _ = env.reset(seed=seed + i)
-        if render and i == 0:
-            frames.append(env.render())
-        done, total, steps = False, 0.0, 0
-        while not done and steps < max_steps:
-            action = _to_env_action(act(obs), env.action_space)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            steps += 1
-            done = terminated or truncated
-            if render and i == 0:
+    successes = np.zeros(n_episodes, dtype=bool)
+    rule: str | None = None
+    with quiet_pygame(env.render_mode):
+        for i in range(n_episodes):
+            obs, info = env.reset(seed=seed + i)
+            keep = render and i == 0
+            if keep:
                 frames.append(env.render())
-        returns[i], lengths[i] = total, steps
-    return EvalResult(returns=returns, lengths=lengths, frames=frames)
+            terminated = truncated = False
+            total, steps, reward = 0.0, 0, 0.0
+            while not (terminated or truncated) and steps < max_steps:
+                action = _to_env_action(act(obs), env.action_space)
+                obs, reward, terminated, truncated, info = env.step(action)
+                total += float(reward)
+                steps += 1
+                if keep and len(frames) < max_frames:
+                    frames.append(env.render())
+            if i == 0:
+                rule = success_rule(env, info)
+            returns[i], lengths[i] = total, steps
+            if rule is not None:
+                successes[i] = _succeeded(rule, env, total, bool(terminated), float(reward), info)
+    return EvalResult(returns=returns, lengths=lengths, frames=frames,
+                      successes=successes if rule is not None else None, success_rule=rule)
