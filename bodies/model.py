@@ -143,7 +143,7 @@ class BodyModel(nn.Module):
                 B, n, 3, 3
             )
         if x.ndim == 2 and x.shape[1] == n * 3:
-            x = x.reshape(-1, n, 3)
+            x = x.reshape(x.shape[0], n, 3)
         if x.ndim == 3 and x.shape[1:] == (n, 3):
             return axis_angle_to_matrix(x)
         if x.ndim == 4 and x.shape[1:] == (n, 3, 3):

@@ -370,6 +370,17 @@ def test_tiny_model_loads_and_poses(tmp_path, tiny):
     assert torch.isfinite(out.vertices).all()
 
 
+def test_one_joint_model_poses(tmp_path, tiny):
+    """The smallest consistent model (a root only, no pose correctives) loads and poses."""
+    V = len(tiny["v_template"])
+    one = dict(tiny, kintree_table=tiny["kintree_table"][:, :1], J_regressor=np.full((1, V), 1 / V),
+               weights=np.ones((V, 1)), posedirs=tiny["posedirs"][..., :0])
+    del one["joint_names"]
+    np.savez(tmp_path / "m.npz", **one)
+    m = BodyModel(tmp_path / "m.npz", num_betas=1)
+    assert m(body_pose=torch.zeros(2, 0)).vertices.shape == (2, V, 3)
+
+
 # ----------------------------------------------------------------------------- fuzzing
 def test_fuzz_npz_model(tiny):
     """Through BodyModel and two poses: what loads must be safe for the compiled kernels."""
