@@ -61,7 +61,7 @@ def load_reinforce(path: str) -> None:
     _load("reinforce", path)
 
 
-BUFFER_AGENT = {"hidden": (8,), "buffer_size": 500}
+BUFFER_AGENT: dict[str, Any] = {"hidden": (8,), "buffer_size": 500}
 """The DQN config (on CartPole-v1) that :func:`load_replay_buffer` loads a buffer into."""
 
 

@@ -5,8 +5,8 @@ dataclass holding ``env_id`` and ``seed``, ``learn(...) -> self``, ``predict(obs
 deterministic) -> (action, None)``, ``save(path)``, ``Cls.load(path, env=None)``.
 """
 
-from agents.common.base import Agent, Callback, config_from_dict, keep_going
-from agents.common.envs import env_id_of, make_env, require_discrete
+from agents.common.base import Agent, Callback, check_config, config_from_dict, keep_going
+from agents.common.envs import EnvKwargs, env_id_of, make_env, require_discrete
 from agents.common.evaluation import EvalResult, evaluate_policy
 from agents.common.plotting import plot_learning_curve, read_metrics
 from agents.common.schedules import (
@@ -20,8 +20,10 @@ from agents.common.schedules import (
 __all__ = [
     "Agent",
     "Callback",
+    "EnvKwargs",
     "EvalResult",
     "Schedule",
+    "check_config",
     "config_from_dict",
     "constant",
     "env_id_of",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import functools
 import logging
 import typing
 from collections.abc import Callable
@@ -116,17 +115,21 @@ def _matches(tp: Any, value: Any) -> bool:  # noqa: C901 - one case per kind of 
     if origin is dict or tp is dict:
         return isinstance(value, dict)
     if dataclasses.is_dataclass(tp):
-        return isinstance(value, tp)
+        return isinstance(value, typing.cast(type, tp))
     return True
 
 
-@functools.lru_cache(maxsize=256)
-def _type_hints(cls: type) -> dict[str, Any] | None:
+_HINTS: dict[Any, dict[str, Any] | None] = {}
+
+
+def _type_hints(cls: Any) -> dict[str, Any] | None:
     """``typing.get_type_hints(cls)`` (cached: configs are checked on every load), or None."""
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # unresolved forward references
-        return None
+    if cls not in _HINTS:
+        try:
+            _HINTS[cls] = typing.get_type_hints(cls)
+        except Exception:  # unresolved forward references
+            _HINTS[cls] = None
+    return _HINTS[cls]
 
 
 def _type_name(tp: Any) -> str:

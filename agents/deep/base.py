@@ -196,6 +196,8 @@ class DeepAgent(Agent):
 
     MODULES: ClassVar[tuple[str, ...]] = ()
     """Attribute names of the ``nn.Module``s saved in checkpoints."""
+    optimizer: torch.optim.Optimizer
+    """The optimiser (built by the subclass's ``_build``); its state is checkpointed."""
 
     def __init__(
         self, env: str | gym.Env | None = None, config: Any | None = None, *, run_dir=None

@@ -41,6 +41,7 @@ from agents.deep.networks import QNetwork
 from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
+from mpgym.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ class DQN(DeepAgent):
             self._obs = self.preprocess(raw)[0]
             self._tracker = EpisodeTracker(1)
 
-    def save(self, path: str | Path, *, include_buffer: bool = False) -> Path:
+    def save(self, path: str | Path | RunDir, *, include_buffer: bool = False) -> Path:
         """Write the checkpoint; with ``include_buffer`` the replay buffer too, beside it.
 
         Args:
@@ -304,6 +305,11 @@ class DQN(DeepAgent):
         note = getattr(self, "_buffer_note", None)
         return {**super().meta(), **({"replay_buffer": note} if note else {})}
 
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore :meth:`meta` output (the buffer note is read by :meth:`load`)."""
+        super().load_meta(meta)
+        self._buffer_note = meta.get("replay_buffer")
+
     @classmethod
     def load(cls, path: str | Path, env: str | gym.Env | None = None) -> DQN:
         """Load a checkpoint, and the replay buffer saved with it (``include_buffer=True``).
@@ -313,8 +319,8 @@ class DQN(DeepAgent):
         """
         agent = super().load(path, env)
         assert isinstance(agent, DQN)
-        ckpt = load_checkpoint(path, expected_kind=cls.name)
-        note = ckpt.meta.get("replay_buffer")
+        note = agent._buffer_note
+        agent._buffer_note = None
         if isinstance(note, dict) and note.get("file") == BUFFER_FILE:
             file = cls.checkpoint_path(path).with_name(BUFFER_FILE)
             if file.exists():
@@ -342,11 +348,12 @@ class DQN(DeepAgent):
         ckpt = load_checkpoint(path, expected_kind=BUFFER_KIND)
         meta, t = ckpt.meta, ckpt.state_dict
         buf, dim = self.buffer, self.encoder.dim
-        size, pos = meta.get("size") if isinstance(meta, dict) else None, None
-        if isinstance(meta, dict):
-            pos = meta.get("pos")
-        counts_ok = all(isinstance(v, int) and not isinstance(v, bool) for v in (size, pos))
-        if not counts_ok or not 0 <= size <= buf.capacity or not 0 <= pos < buf.capacity or (
+        size, pos = (meta.get("size"), meta.get("pos")) if isinstance(meta, dict) else (-1, -1)
+        if not isinstance(size, int) or isinstance(size, bool):
+            size = -1
+        if not isinstance(pos, int) or isinstance(pos, bool):
+            pos = -1
+        if not 0 <= size <= buf.capacity or not 0 <= pos < buf.capacity or (
                 size < buf.capacity and pos != size):
             raise CheckpointError(f"{path}: replay buffer size {size!r} / position {pos!r} do "
                                   f"not fit a buffer of capacity {buf.capacity}.")
@@ -549,6 +556,7 @@ class DQN(DeepAgent):
         if first:
             env.action_space.seed(cfg.seed)
         greedy = self.greedy_action_fn()
+        assert self._obs is not None
         bar = progress(total=total, desc=f"dqn {self.env_id}", enable=progress_bar, unit="step")
         with self._training(), bar:
             for step in range(total):  # noqa: B007 - ``step`` is visible to callbacks
@@ -560,7 +568,7 @@ class DQN(DeepAgent):
                 raw, reward, terminated, truncated, _ = env.step(action)
                 check_step(self.env_id, raw, reward)
                 next_obs = self.preprocess(raw)[0]
-                self.buffer.add(self._obs, action - self.action_start, reward, next_obs,
+                self.buffer.add(self._obs, action - self.action_start, float(reward), next_obs,
                                 terminated)
                 self.num_timesteps += 1
                 done = terminated or truncated

@@ -359,15 +359,14 @@ class OnPolicyAgent(PolicyAgent):
         """Make the vector env; reset it, or put back the state a checkpoint holds."""
         cfg = self.config
         first = self.vec_env is None
-        if first:
-            self.vec_env = self.make_vec_env()
+        vec = self.vec_env = self.make_vec_env() if self.vec_env is None else self.vec_env
         pending, self._pending_env = self._pending_env, None
         if not reset and pending is not None:
-            self.vec_env.reset(seed=cfg.seed)  # builds the env's arrays, then overwritten
-            restore_env_state(self.vec_env, *pending)
+            vec.reset(seed=cfg.seed)  # builds the env's arrays, then overwritten
+            restore_env_state(vec, *pending)
             return
         if reset:
-            raw, _ = self.vec_env.reset(seed=cfg.seed if first else None)
+            raw, _ = vec.reset(seed=cfg.seed if first else None)
             self._obs = self._encode_step(raw)
             self._ret[:] = 0.0
             self._prev_done[:] = False
