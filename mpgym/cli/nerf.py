@@ -4,6 +4,7 @@ Examples::
 
     mpgym render-dataset tabletop --views 100 --resolution 128 --out data/tabletop
     mpgym nerf train data/tabletop --preset hash --max-seconds 600
+    mpgym nerf train data/my-capture/transforms.json --preset hash   # nerfstudio / Instant-NGP
     mpgym nerf render runs/nerf/tabletop-hash --path turntable -o turntable.gif
 """
 
@@ -33,10 +34,11 @@ def _positional(argv: list[str], flag: str) -> list[str]:
 
 def render_dataset_main(argv: list[str]) -> int:
     """``mpgym render-dataset MESH_OR_BUILTIN --views N --resolution R --out DIR``."""
-    from neural3d.data.multiview import RenderDatasetConfig, render_dataset
+    from neural3d.data.multiview import RenderDatasetConfig, check_render_config, render_dataset
 
     cfg = tyro.cli(RenderDatasetConfig, args=_positional(argv, "--source"),
                    prog="mpgym render-dataset")
+    check_render_config(cfg)
     out = render_dataset(cfg)
     print(f"wrote {out} (transforms_train/val/test.json + PNGs)")
     return 0
@@ -44,25 +46,49 @@ def render_dataset_main(argv: list[str]) -> int:
 
 @dataclass
 class TrainArgs:
-    """Train a NeRF on a NeRF-synthetic-layout folder."""
+    """Train a NeRF on a multi-view dataset (NeRF-synthetic, nerfstudio or Instant-NGP layout)."""
 
     data: Path = Path("data/tabletop")
-    """Dataset folder (transforms_train.json, transforms_test.json, PNGs)."""
+    """Dataset: a folder with transforms_train.json and transforms_test.json, or with one
+    transforms.json (every 8th frame is held out for testing), or such a JSON file."""
     preset: str = "hash"
     """Named preset the other flags override: hash, vanilla, tiny."""
     name: str | None = None
     """Run name (default: <data folder>-<preset>); the run goes to runs/nerf/<name>."""
     downscale: int = 1
     """Shrink images by this factor (4 turns 800-pixel NeRF-synthetic into 200)."""
+    overwrite: bool = False
+    """Replace whatever runs/nerf/<name> holds (a run of another kind, other files); a NeRF run
+    there is replaced without it."""
     config: NerfConfig = field(default_factory=NerfConfig)
     """Training options."""
 
 
+def _given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _run_path(args: TrainArgs) -> Path:
+    """``runs/nerf/<name>``, refusing names that would leave that folder."""
+    data = Path(args.data)
+    default = f"{(data.parent if data.suffix.lower() == '.json' else data).resolve().name}-" \
+        f"{args.preset}"
+    name = args.name or default
+    if name in (".", "..") or Path(name).name != name:
+        raise MpgymError(f"--name {name!r} must be a plain folder name (no '/' or '..').")
+    return Path("runs") / "nerf" / name
+
+
 def train_main(argv: list[str]) -> int:
     """``mpgym nerf train DATA_DIR --preset hash [options]``."""
-    from mpgym import RunDir
+    from dataclasses import replace
+
+    from mpgym import save_on_interrupt
+    from mpgym.devices import get_device
+    from mpgym.errors import check_positive
+    from mpgym.runs import check_run_target, staged_run
     from neural3d.data.multiview import load_split
-    from neural3d.nerf.presets import preset
+    from neural3d.nerf.presets import check_config, preset
     from neural3d.nerf.trainer import NerfTrainer
 
     argv = _positional(argv, "--data")
@@ -75,17 +101,29 @@ def train_main(argv: list[str]) -> int:
     default = TrainArgs(preset=name, config=preset(name))
     args = tyro.cli(TrainArgs, args=argv, default=default, prog="mpgym nerf train",
                     config=(tyro.conf.OmitArgPrefixes,))
+    # everything the user can get wrong is refused here, before anything is read or written
+    check_positive("--downscale", args.downscale)
+    check_config(args.config)
+    get_device(args.config.device)
+    path = check_run_target(_run_path(args), kind="nerf", overwrite=args.overwrite)
     train = load_split(args.data, "train", downscale=args.downscale)
     test = load_split(args.data, "test", downscale=args.downscale)
-    run = RunDir.create("nerf", args.name or f"{Path(args.data).name}-{args.preset}")
+    config = args.config
+    if train.scene_box is not None and not _given(argv, "--aabb-scale"):
+        config = replace(config, aabb_scale=train.scene_box)
+        log.info("nerf: scene box [-%g, %g]^3 from the dataset's aabb_scale", train.scene_box,
+                 train.scene_box)
     log.info("nerf: %d train / %d test views at %dx%d -> %s", len(train), len(test),
-             train.intrinsics.width, train.intrinsics.height, run.path)
-    trainer = NerfTrainer(args.config, train, test, run=run,
-                          run_info={"data": str(Path(args.data).resolve())})
-    result = trainer.train(progress_bar=True)
-    _save_pictures(run.path, result.images)
+             train.intrinsics.width, train.intrinsics.height, path)
+    with staged_run(path, kind="nerf", overwrite=args.overwrite) as run:
+        trainer = NerfTrainer(config, train, test, run=run,
+                              run_info={"data": str(Path(args.data).resolve())})
+        with save_on_interrupt(lambda: trainer.save(run.file("checkpoint.safetensors")),
+                               "nerf run"):
+            result = trainer.train(progress_bar=True)
+        _save_pictures(run.path, result.images)
     print(f"test PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f} after {result.steps} steps "
-          f"({result.seconds:.0f} s); run: {run.path}")
+          f"({result.seconds:.0f} s); run: {path}")
     return 0
 
 
@@ -121,6 +159,22 @@ class RenderArgs:
     """GIF frame rate."""
 
 
+def _check_render_args(args: RenderArgs) -> Path:
+    """Refuse bad options before loading anything; return the GIF path."""
+    from mpgym.errors import check_positive
+
+    check_positive("--frames", args.frames)
+    check_positive("--resolution", args.resolution)
+    check_positive("--fps", args.fps)
+    check_positive("--radius", args.radius, integer=False)
+    if not math.isfinite(args.elevation):
+        raise MpgymError(f"--elevation must be a finite number of degrees; got {args.elevation}.")
+    gif = args.output or args.run_dir / f"{args.path}.gif"
+    if gif.suffix.lower() != ".gif":
+        raise MpgymError(f"-o {gif}: only .gif output is written; give a path ending in .gif.")
+    return gif
+
+
 def render_main(argv: list[str]) -> int:
     """``mpgym nerf render RUN_DIR --path turntable -o turntable.gif``."""
     import numpy as np
@@ -133,24 +187,24 @@ def render_main(argv: list[str]) -> int:
     from neural3d.nerf.renderer import depth_to_image, render_image
 
     args = tyro.cli(RenderArgs, args=_positional(argv, "--run-dir"), prog="mpgym nerf render")
+    gif = _check_render_args(args)
     field_, cfg, grid = load_nerf(args.run_dir)
     if args.path == "turntable":
         poses = turntable_poses(args.frames, args.radius, math.radians(args.elevation))
-        intr = Intrinsics.from_fov(NERF_SYNTHETIC_ANGLE, args.resolution)
+        cams = [Intrinsics.from_fov(NERF_SYNTHETIC_ANGLE, args.resolution)] * len(poses)
     else:
         data_dir = json_data_dir(args.run_dir)
         from neural3d.data.multiview import load_split
 
         test = load_split(data_dir, "test")
-        poses, intr = test.c2w, test.intrinsics
+        poses, cams = test.c2w, [test.camera(i) for i in range(len(test))]
     rgb, depth = [], []
     kw = {"sampler": cfg.sampler, "grid": grid, "num_samples": cfg.num_samples,
           "num_fine": cfg.num_fine}
-    for pose in poses:
+    for pose, intr in zip(poses, cams, strict=True):
         out = render_image(field_, torch.as_tensor(pose, dtype=torch.float32), intr, **kw)
         rgb.append(out["rgb"].clamp(0, 1).numpy())
         depth.append(depth_to_image(out["depth"], out["opacity"]).numpy())
-    gif = args.output or args.run_dir / f"{args.path}.gif"
     save_gif(gif, [np.asarray(f) for f in rgb], fps=args.fps)
     dgif = gif.with_name(gif.stem + "_depth.gif")
     save_gif(dgif, depth, fps=args.fps)
@@ -159,12 +213,16 @@ def render_main(argv: list[str]) -> int:
 
 
 def json_data_dir(run_dir: Path) -> Path:
-    """The dataset folder a run was trained on (``data`` in its ``results.json``/config)."""
+    """The dataset a run was trained on (``data`` in its ``config.json``)."""
     import json
 
     p = Path(run_dir) / "config.json"
-    data = json.loads(p.read_text()).get("data") if p.exists() else None
-    if not data:
+    try:
+        meta = json.loads(p.read_bytes()) if p.is_file() else {}
+    except (OSError, ValueError, RecursionError) as exc:
+        raise MpgymError(f"{p} is not valid JSON ({exc}).") from None
+    data = meta.get("data") if isinstance(meta, dict) else None
+    if not data or not isinstance(data, str):
         raise MpgymError(f"{run_dir}/config.json does not name its dataset; use --path turntable.")
     return Path(data)
 

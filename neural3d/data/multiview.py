@@ -550,15 +550,34 @@ def _load_scene(source: str, mesh_size: float) -> TexturedScene:
     return scene_from_mesh(load_mesh(source, normalize=True, size=mesh_size))
 
 
+def check_render_config(config: RenderDatasetConfig) -> None:
+    """Refuse, before any work, counts, sizes and angles no dataset can have.
+
+    Raises:
+        MpgymError: naming the option and what is accepted.
+    """
+    check_positive("--views", config.views)
+    check_positive("--resolution", config.resolution)
+    if config.resolution < 8:
+        raise MpgymError(f"--resolution must be at least 8 pixels; got {config.resolution}.")
+    for name in ("val_views", "test_views"):
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise MpgymError(f"--{name.replace('_', '-')} must be a whole number >= 0; got {v!r}.")
+    check_positive("--radius", config.radius, integer=False)
+    check_positive("--mesh-size", config.mesh_size, integer=False)
+    if not 0 < config.camera_angle_x < math.pi:
+        raise MpgymError(f"--camera-angle-x must be in (0, pi) radians; got "
+                         f"{config.camera_angle_x!r}.")
+
+
 def render_dataset(config: RenderDatasetConfig) -> Path:
     """Render train/val/test splits of a scene into ``config.out``; returns the folder.
 
     Train and val cameras are random on the upper hemisphere (as NeRF-synthetic's), test
     cameras evenly spaced around the scene at 20-40 degrees of elevation.
     """
-    if config.views < 1 or config.resolution < 8:
-        raise MpgymError(f"views must be >= 1 and resolution >= 8 (got {config.views}, "
-                         f"{config.resolution}).")
+    check_render_config(config)
     scene = _load_scene(config.source, config.mesh_size)
     rng = np.random.default_rng(config.seed)
     intr = Intrinsics.from_fov(config.camera_angle_x, config.resolution)

@@ -15,10 +15,11 @@ Defaults follow the papers where a CPU allows it and say where they do not:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
-from mpgym.errors import MpgymError
+from mpgym.errors import MpgymError, check_positive
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,85 @@ PRESETS: dict[str, NerfConfig] = {
                        eval_views=1),
 }
 """Named presets; ``tiny`` is a small hash field for tests and the demo."""
+
+
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    # name: (lowest, highest); 1 as the lowest means a budget/resolution (check_positive)
+    "num_levels": (1, 64), "features_per_level": (1, 8), "log2_table_size": (4, 24),
+    "base_resolution": (1, 1 << 16), "max_resolution": (1, 1 << 16), "hidden": (1, 4096),
+    "width": (1, 4096), "depth": (1, 64), "pos_freqs": (0, 32), "dir_freqs": (0, 32),
+    "num_samples": (1, 1 << 16), "num_fine": (0, 1 << 16), "grid_resolution": (1, 512),
+    "grid_update_every": (1, 1 << 31), "grid_warmup": (0, 1 << 31), "batch_rays": (1, 1 << 24),
+    "steps": (1, 1 << 40), "eval_views": (0, 1 << 31), "final_test_views": (0, 1 << 31),
+    "chunk": (1, 1 << 24), "seed": (0, (1 << 63) - 1), "threads": (0, 4096),
+}
+_POSITIVE_FLOATS = ("aabb_scale", "lr", "eps", "max_seconds", "eval_every_seconds")
+_UNIT_FLOATS = ("grid_threshold", "grid_decay", "weight_decay_mlp")
+_CHOICES = {"field": ("hash", "vanilla"), "sampler": ("occupancy", "hierarchical"),
+            "background": ("white", "black", "random")}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_config(config: NerfConfig) -> None:
+    """Refuse, before any work, a config no run can use (budgets, sizes, choices, bounds).
+
+    Budgets, resolutions and batch sizes must be positive (:func:`mpgym.errors.check_positive`);
+    sizes that decide memory are bounded (e.g. ``log2_table_size`` <= 24, ``grid_resolution``
+    <= 512), so a typo or a hostile checkpoint config cannot ask for terabytes.
+
+    Raises:
+        MpgymError: naming the option and what is accepted.
+    """
+    for name, (lo, hi) in _INT_RANGES.items():
+        v = getattr(config, name)
+        if lo >= 1:
+            check_positive(_flag(name), v)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise MpgymError(f"{_flag(name)} must be a whole number in {lo}..{hi}; got {v!r}.")
+    for name in _POSITIVE_FLOATS:
+        check_positive(_flag(name), getattr(config, name), integer=False)
+    for name in _UNIT_FLOATS:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise MpgymError(f"{_flag(name)} must be a number in [0, 1]; got {v!r}.")
+    for name, accepted in _CHOICES.items():
+        if getattr(config, name) not in accepted:
+            raise MpgymError(f"{_flag(name)} is {getattr(config, name)!r}; accepted: "
+                             f"{', '.join(accepted)}.")
+    b = config.betas
+    if not (isinstance(b, tuple) and len(b) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            and 0 <= x < 1 for x in b)):
+        raise MpgymError(f"--betas must be two numbers in [0, 1); got {b!r}.")
+    if config.max_resolution < config.base_resolution:
+        raise MpgymError(f"--max-resolution ({config.max_resolution}) must be at least "
+                         f"--base-resolution ({config.base_resolution}).")
+    if not isinstance(config.device, str):
+        raise MpgymError(f"--device must be a string such as 'cpu'; got {config.device!r}.")
+
+
+def config_from_dict(d: dict) -> NerfConfig:
+    """A checked :class:`NerfConfig` from its JSON form (unknown keys ignored, tuples restored).
+
+    Raises:
+        MpgymError: a value of the wrong type or out of range (see :func:`check_config`).
+    """
+    if not isinstance(d, dict):
+        raise MpgymError(f"a NeRF config must be a JSON object; got {type(d).__name__}.")
+    names = {f.name for f in fields(NerfConfig)}
+    kw = {k: v for k, v in d.items() if k in names}
+    if isinstance(kw.get("betas"), list):
+        kw["betas"] = tuple(kw["betas"])
+    for f in fields(NerfConfig):  # JSON numbers: 1.0 for an int field is refused below
+        if f.name in kw and isinstance(f.default, float) and isinstance(kw[f.name], int) \
+                and not isinstance(kw[f.name], bool):
+            kw[f.name] = float(kw[f.name])
+    config = NerfConfig(**kw)
+    check_config(config)
+    return config
 
 
 def preset(name: str, **overrides) -> NerfConfig:

@@ -21,7 +21,7 @@ from mpgym.errors import MpgymError
 from neural3d.cameras import Intrinsics
 from neural3d.data.multiview import MultiviewData, check_scene_visible
 from neural3d.image_metrics import mse_to_psnr, psnr, ssim
-from neural3d.nerf.presets import NerfConfig, build_field
+from neural3d.nerf.presets import NerfConfig, build_field, check_config
 from neural3d.nerf.renderer import occupancy_step_size, render_image, render_rays
 from neural3d.render.volume import OccupancyGrid
 
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 LR_MILESTONES = (0.5, 0.75, 0.9)
 """Fractions of the budget (steps or seconds, whichever is further) where lr drops x0.33
 (nerfacc's Instant-NGP example)."""
+
+SSIM_WINDOW = 11
+"""SSIM's Gaussian window (:func:`neural3d.image_metrics.ssim`): test images need this size."""
 
 
 @dataclass
@@ -82,6 +85,11 @@ class NerfTrainer:
                  run: RunDir | None = None, run_info: dict[str, Any] | None = None):
         self.config, self.train_data, self.test_data, self.run = config, train, test, run
         self.run_info = run_info or {}
+        check_config(config)
+        if min(test.intrinsics.width, test.intrinsics.height) < SSIM_WINDOW:
+            raise MpgymError(f"test images are {test.intrinsics.width}x{test.intrinsics.height} "
+                             f"pixels; SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window needs at least "
+                             f"{SSIM_WINDOW} on each side (use a smaller --downscale).")
         if config.threads > 0:
             set_threads(config.threads)
         gens = seed_everything(config.seed)
