@@ -215,6 +215,9 @@ def evaluate_policy(
     """
     if n_episodes < 1:
         raise MpgymError(f"n_episodes must be >= 1, got {n_episodes}.")
+    if seed < 0:
+        raise MpgymError(f"seed must be >= 0 (Gymnasium's reset accepts no negative seeds), "
+                         f"got {seed}.")
     env = make_env(env, render_mode="rgb_array" if render else None, **(env_kwargs or {}))
     if render and env.render_mode != "rgb_array":
         raise MpgymError(f"render=True needs an env made with render_mode='rgb_array'; "

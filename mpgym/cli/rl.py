@@ -399,6 +399,9 @@ def eval_main(argv: list[str]) -> int:
 
     args = tyro.cli(EvalArgs, args=argv, prog="mpgym eval")
     check_positive("--episodes", args.episodes)
+    if args.seed < 0:
+        raise MpgymError(f"--seed must be >= 0 (Gymnasium's reset accepts no negative seeds); "
+                         f"got {args.seed}.")
     if args.gif is not None and args.gif.suffix.lower() != ".gif":
         raise MpgymError(f"--gif must name a .gif file, got {str(args.gif)!r}.")
     if args.trust_pickle and args.path.suffix != ".zip":

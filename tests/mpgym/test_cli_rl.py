@@ -33,6 +33,7 @@ def _quiet_env() -> dict[str, str]:
     (["train", "value-iteration", "--max-sweeps", "0"], "--max-sweeps must be"),
     (["eval", "runs/rl/x", "--episodes", "0"], "--episodes must be a whole number >= 1"),
     (["eval", "runs/rl/x", "--episodes", "-3"], "--episodes must be a whole number >= 1"),
+    (["eval", "runs/rl/x", "--seed", "-1"], "--seed must be >= 0"),
 ])
 def test_non_positive_budgets_are_refused_before_any_work(argv, message, tmp_path, monkeypatch,
                                                           capsys):

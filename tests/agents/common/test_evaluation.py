@@ -86,6 +86,15 @@ def test_info_is_success_is_preferred():
     assert success_rule(_Coin(), {"is_success": False}) == RULE_INFO
 
 
+def test_bad_episode_counts_and_seeds_are_refused():
+    from mpgym.errors import MpgymError
+
+    with pytest.raises(MpgymError, match="n_episodes must be >= 1"):
+        evaluate_policy(cliff_optimal, "CliffWalking-v1", 0)
+    with pytest.raises(MpgymError, match="seed must be >= 0"):
+        evaluate_policy(cliff_optimal, "CliffWalking-v1", 1, seed=-1)
+
+
 def test_no_success_signal_gives_no_rate():
     result = evaluate_policy(lambda o: np.zeros(1, np.float32), "Pendulum-v1", 1, seed=0)
     assert result.success_rate is None and result.success_rule is None
