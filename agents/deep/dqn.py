@@ -7,8 +7,9 @@ descend ``loss(Q(s, a), y)`` with gradients through ``Q(s, a)`` only. Truncated 
 limits) are bootstrapped from their true final observation; only termination zeroes it.
 
 Schedules follow stable-baselines3: epsilon and the learning rate are functions of
-``num_timesteps / _total_timesteps`` (the budget of this ``learn`` call, plus the steps before
-it with ``reset_num_timesteps=False``), and ``learning_starts`` counts ``num_timesteps``. The
+``t / _total_timesteps`` (the budget of this ``learn`` call, plus the steps before it with
+``reset_num_timesteps=False``; ``t`` is the index of the current env step, ``num_timesteps``
+before it is counted), and ``learning_starts`` counts ``num_timesteps``. The
 replay buffer can be saved beside the checkpoint (``save(path, include_buffer=True)``), so a
 loaded agent continues exactly.
 
@@ -560,7 +561,8 @@ class DQN(DeepAgent):
         bar = progress(total=total, desc=f"dqn {self.env_id}", enable=progress_bar, unit="step")
         with self._training(), bar:
             for step in range(total):  # noqa: B007 - ``step`` is visible to callbacks
-                eps = self.epsilon(self.num_timesteps, self._total_timesteps)
+                t = self.num_timesteps  # index of this env step over all calls
+                eps = self.epsilon(t, self._total_timesteps)
                 if self.rng.random() < eps:
                     action = int(self.rng.integers(self.n_actions)) + self.action_start
                 else:
@@ -581,8 +583,8 @@ class DQN(DeepAgent):
                 if (self.num_timesteps > cfg.learning_starts
                         and self.num_timesteps % cfg.train_freq == 0):
                     if cfg.lr_schedule == "linear":
-                        self.optimizer.param_groups[0]["lr"] = (
-                            cfg.learning_rate * self.progress_remaining())
+                        self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (
+                            1.0 - t / self._total_timesteps)
                     self._loss = self.train_round(cfg.gradient_steps)
                     self.check_finite_state(f"after {self.num_updates} gradient steps")
                 bar.update(1)

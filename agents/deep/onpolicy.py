@@ -18,9 +18,11 @@ Either way time limits are bootstrapped and never mistaken for termination, and
 ``num_timesteps`` counts real transitions only, so budgets compare with libraries that use
 same-step autoreset. The subclass supplies the update (:meth:`_update`).
 
-Schedules (learning rate, PPO's clip range) follow stable-baselines3: after each rollout,
+Schedules (learning rate, PPO's clip range) follow stable-baselines3's
 ``progress_remaining = 1 - num_timesteps / _total_timesteps``, where ``_total_timesteps`` is the
 budget of this ``learn`` call, plus the steps taken before it when ``reset_num_timesteps=False``.
+One difference: the value is taken when a rollout starts (SB3 takes it after the rollout, one
+rollout's worth of steps later), which keeps the figures measured with this code.
 """
 
 from __future__ import annotations
@@ -415,8 +417,8 @@ class OnPolicyAgent(PolicyAgent):
             # every step is one, as with same-step autoreset).
             while self.num_timesteps < self._total_timesteps:
                 before = self.num_timesteps
+                remaining = self.progress_remaining()  # at the rollout's start
                 go = self.collect_rollout(buf, self._tracker, stats, callback)
-                remaining = self.progress_remaining()  # SB3: after the rollout
                 if cfg.lr_schedule == "linear":
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * remaining

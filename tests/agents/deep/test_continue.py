@@ -84,12 +84,12 @@ def test_dqn_continues_schedules_as_sb3():
     # that ends at 0.5 * 2000 = 1000 steps: the final value.
     t0, eps0, _ = seen[0]
     assert t0 == 1001 and eps0 == pytest.approx(0.1)
-    # the learning rate is lr0 * (1 - num_timesteps / 2000) at every training round
+    # the learning rate is lr0 * (1 - t / 2000) at every training round (t: the step's index)
     t, _, lr = seen[-1]
-    assert lr == pytest.approx(cfg.learning_rate * (1 - 2000 / 2000), abs=1e-12)
+    assert t == 2000 and lr == pytest.approx(cfg.learning_rate * (1 - 1999 / 2000))
     mid = [(t, lr) for t, _, lr in seen if t % cfg.train_freq == 0 and t <= 1500]
     t, lr = mid[-1]
-    assert lr == pytest.approx(cfg.learning_rate * (1 - t / 2000))
+    assert lr == pytest.approx(cfg.learning_rate * (1 - (t - 1) / 2000))
     # and with the default reset, epsilon starts again at 1
     seen.clear()
     agent.learn(100, progress_bar=False, callback=record)
@@ -103,22 +103,26 @@ def test_onpolicy_schedules_continue_as_sb3(cls):
         kw["clip_schedule"] = "linear"
     cfg = dataclasses.replace(small(cls), **kw)
     agent = cls("CartPole-v1", cfg).learn(640, progress_bar=False)
-    agent.history.clear()
-    lrs = []
-    orig = agent._update
+    lrs, starts = [], []
+    orig_update, orig_collect = agent._update, agent.collect_rollout
 
-    def spy(batch, remaining):
-        lrs.append((agent.num_timesteps, remaining, agent.optimizer.param_groups[0]["lr"]))
-        return orig(batch, remaining)
+    def spy_collect(*args):
+        starts.append(agent.num_timesteps)
+        return orig_collect(*args)
 
-    agent._update = spy
+    def spy_update(batch, remaining):
+        lrs.append((remaining, agent.optimizer.param_groups[0]["lr"]))
+        return orig_update(batch, remaining)
+
+    agent.collect_rollout, agent._update = spy_collect, spy_update
     start = agent.num_timesteps
     agent.learn(640, progress_bar=False, reset_num_timesteps=False)
-    t, remaining, lr = lrs[0]
-    # SB3: progress_remaining = 1 - num_timesteps / (start + 640), taken after the rollout
-    assert remaining == pytest.approx(1 - t / (start + 640)) and t > start
-    assert lr == pytest.approx(cfg.learning_rate * remaining)
-    assert lrs[-1][1] == pytest.approx(0.0, abs=0.03)
+    # SB3: progress_remaining = 1 - num_timesteps / (start + 640) (here at each rollout's start)
+    assert starts[0] == start
+    for t, (remaining, lr) in zip(starts, lrs, strict=True):
+        assert remaining == pytest.approx(1 - t / (start + 640))
+        assert lr == pytest.approx(cfg.learning_rate * remaining)
+    assert lrs[0][0] == pytest.approx(0.5, abs=0.03) and lrs[-1][0] < 0.05
 
 
 @pytest.mark.parametrize("cls", [DQN, PPO, A2C, REINFORCE], ids=lambda c: c.name)
