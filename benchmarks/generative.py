@@ -159,7 +159,8 @@ def run_model(
         ddim_steps=ddim_steps,
         diffusion_timesteps=50,
     )
-    save_run_pictures(run.path, name, model, ev.samples, split.x_test)
+    if len(ev.samples):
+        save_run_pictures(run.path, name, model, ev.samples, split.x_test)
     extra = []
     if name == "ddpm":  # the same weights under the other reverse-process variance
         extra.append(other_variance_row(model, split, n_samples if other_fd else 0, quick))
@@ -234,10 +235,16 @@ def main() -> None:
         action="store_true",
         help="also draw FD samples for the DDPM's other-variance row (its bound is always given)",
     )
+    p.add_argument(
+        "--fd-samples",
+        type=int,
+        default=-1,
+        help="samples per model for the FD (default 1,000, 200 with --quick; 0: NLL only)",
+    )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     split = load_digits_split()
-    n_samples = 200 if args.quick else 1000
+    n_samples = args.fd_samples if args.fd_samples >= 0 else 200 if args.quick else 1000
     names = args.only or list(SETUPS)
     save_digit_grid(os.path.join(args.out, "real_digits.png"), split.x_test[:64])
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=mp.get_context("spawn")) as pool:
@@ -262,7 +269,9 @@ def main() -> None:
     classifier = DigitClassifier()
     classifier.load_state_dict(clf_out["state"])
     classifier.eval()
-    floor = feature_fd(classifier, split.x_train[:n_samples], split.x_test)
+    floor = (
+        feature_fd(classifier, split.x_train[:n_samples], split.x_test) if n_samples else math.nan
+    )
     uniform = DIM * math.log(LEVELS)
     indep = categorical_baseline_nll(split.x_train, split.x_test)
     rows = [
