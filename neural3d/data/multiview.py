@@ -220,6 +220,21 @@ def _intrinsics(cam: dict, where: str, width: int, height: int) -> Intrinsics:
     return Intrinsics(width, height, fx * sx, fy * sy, cx * sx, cy * sy)
 
 
+_MAX_RAY_SLOPE = 1e6
+"""Largest ``|pixel offset / focal length|`` accepted: rays within 89.99994 degrees of the axis."""
+
+
+def _check_camera(intr: Intrinsics, where: str) -> None:
+    """Refuse intrinsics whose rays would be infinite or NaN (tiny focal, huge principal point)."""
+    slopes = [(0 - intr.cx) / intr.fx, (intr.width - intr.cx) / intr.fx,
+              (0 - intr.cy) / intr.fy, (intr.height - intr.cy) / intr.fy]
+    if not all(math.isfinite(v) and abs(v) <= _MAX_RAY_SLOPE for v in slopes):
+        raise MpgymError(f"{where}: intrinsics fx={intr.fx:g}, fy={intr.fy:g}, cx={intr.cx:g}, "
+                         f"cy={intr.cy:g} for {intr.width}x{intr.height} pixels give rays "
+                         "(nearly) perpendicular to the view axis; expected a pinhole camera "
+                         "with a field of view below 180 degrees.")
+
+
 def _frame_file(base: Path, frame: dict, path: Path, i: int) -> Path:
     fp = frame["file_path"].replace("\\", "/")
     try:
@@ -256,8 +271,11 @@ def _frame_pose(frame: dict, path: Path, i: int) -> np.ndarray:
     if "transform_matrix" not in frame:
         raise MpgymError(f"{what} is missing; expected a 4x4 camera-to-world matrix.")
     m = _matrix(frame["transform_matrix"], what, (3, 4))
-    if not abs(np.linalg.det(m[:3, :3])) > 1e-9:
-        raise MpgymError(f"{what} has a singular rotation part; expected a camera-to-world pose.")
+    norms = np.linalg.norm(m[:3, :3], axis=0)
+    ok = bool(((norms > 1e-6) & (norms < 1e6)).all())
+    if not ok or not abs(np.linalg.det(m[:3, :3])) > 1e-6 * float(np.prod(norms)):
+        raise MpgymError(f"{what} has a singular or badly scaled rotation part; expected a "
+                         "camera-to-world pose (orthonormal rotation columns).")
     return m
 
 
@@ -317,7 +335,12 @@ def _find_json(root: Path, split: str) -> tuple[Path, bool]:
 
 
 def _natural_key(name: str) -> list:
-    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", name)]
+    """``frame_2`` before ``frame_10`` (digit runs compared as numbers, without ``int()``)."""
+    key = []
+    for t in re.split(r"(\d+)", name):
+        digits = t.lstrip("0")
+        key.append((0, len(digits), digits, t) if t.isdigit() else (1, 0, t, t))
+    return key
 
 
 def _holdout(frames: list[dict], split: str, path: Path) -> list[int]:
@@ -411,11 +434,15 @@ def load_split(root: str | Path, split: str = "train", *, downscale: int = 1,
                              "size.")
         intr = _intrinsics(_camera_keys(meta, fr), f"{path}: frames[{i}]", img.shape[1],
                            img.shape[0])
+        _check_camera(intr, f"{path}: frames[{i}]")
         if downscale > 1:
             img = _downscaled(img, downscale, f)
             intr = _resized(intr, img.shape[1], img.shape[0])
         if ngp is not None:
             pose[:3, 3] = pose[:3, 3] * ngp.scale + ngp.offset - 0.5
+        if not np.isfinite(pose.astype(np.float32)).all():
+            raise MpgymError(f"{path}: frames[{i}].transform_matrix (after scale and offset) "
+                             "does not fit in float32; expected positions below 3e38.")
         images.append(img)
         poses.append(pose)
         files.append(f)
@@ -439,8 +466,13 @@ def _resized(intr: Intrinsics, width: int, height: int) -> Intrinsics:
 
 def _fuzz_load(path: str) -> None:
     """Fuzzing entry (tests): load the train and test splits of a dataset folder or JSON."""
-    load_split(path, "train")
-    load_split(path, "test")
+    import torch
+
+    for split in ("train", "test"):
+        data = load_split(path, split)
+        o, d = data.rays()
+        if not (torch.isfinite(o).all() and torch.isfinite(d).all()):
+            raise AssertionError(f"{split}: accepted cameras give non-finite rays")
 
 
 def write_split(root: str | Path, split: str, images: np.ndarray, c2w: np.ndarray,

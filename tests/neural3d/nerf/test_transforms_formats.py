@@ -159,6 +159,9 @@ def _minimal(root, **scene):
     ({"offset": [1, 2]}, "'offset'"),
     ({"aabb": [[0, 0, 0], [0, 1, 1]]}, "'aabb'"),
     ({"applied_transform": [[1, 0, 0]]}, "applied_transform"),
+    ({"fl_x": 1e-300}, "perpendicular"),  # finite, positive, but rays would be infinite
+    ({"camera_angle_x": 3.1415926}, "perpendicular"),
+    ({"scale": 1e308}, "float32"),
 ])
 def test_bad_scene_keys_are_refused(tmp_path, scene, message):
     _minimal(tmp_path, **scene)
@@ -169,6 +172,8 @@ def test_bad_scene_keys_are_refused(tmp_path, scene, message):
 @pytest.mark.parametrize("edit, message", [
     (lambda f: f[1].__setitem__("transform_matrix", [[float("inf")] * 4] * 4), "NaN or infinity"),
     (lambda f: f[1].__setitem__("transform_matrix", [[0.0] * 4] * 4), "singular"),
+    (lambda f: f[1].__setitem__("transform_matrix", [[1e30, 0, 0, 0], [0, 1, 0, 0],
+                                                     [0, 0, 1, 0], [0, 0, 0, 1]]), "badly scaled"),
     (lambda f: f[1].__setitem__("transform_matrix", "eye"), "not numeric"),
     (lambda f: f[1].__setitem__("fl_x", 0), "frames\\[1\\].*'fl_x'"),
     (lambda f: f.__setitem__(1, ["not", "a", "frame"]), "frames\\[1\\] has no 'file_path'"),
