@@ -325,10 +325,10 @@ class EvalArgs:
     """Env id to evaluate on (default: the run's env_id; required for an SB3 .zip)."""
     sb3_algo: str | None = None
     """For a .zip: the stable-baselines3 algorithm (a2c, ddpg, dqn, ppo, sac, td3)."""
-    trust_pickle: bool = False
-    """For a .zip: load it with stable-baselines3 itself, which unpickles parts of the file and
-    so runs any code they hold. Only for files you trust; by default only the JSON fields and
-    the weights (policy.pth, weights_only) are read."""
+    trust_pickle: Annotated[bool, tyro.conf.arg(help=(
+        "For a .zip: load it with stable-baselines3 itself, which unpickles parts of the file "
+        "and so runs any code they hold; only for files you trust. By default only its JSON "
+        "fields and weights (policy.pth, weights_only) are read."))] = False
     stochastic: bool = False
     """Sample actions instead of taking the greedy ones."""
     gif: Path | None = None

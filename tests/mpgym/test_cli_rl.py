@@ -111,6 +111,10 @@ def test_train_help_describes_the_commands_own_flags(capsys):
         assert text in out, text
     assert main(["train", "--help"]) == 0
     assert "[--overwrite]" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--trust-pickle" in out and "runs any code they hold" in out
 
 
 @pytest.mark.parametrize("flag", [["--env", "Acrobot-v1"], ["--env=Acrobot-v1"],
