@@ -438,9 +438,11 @@ def load_split(root: str | Path, split: str = "train", *, downscale: int = 1,
         if downscale > 1:
             img = _downscaled(img, downscale, f)
             intr = _resized(intr, img.shape[1], img.shape[0])
-        if ngp is not None:
-            pose[:3, 3] = pose[:3, 3] * ngp.scale + ngp.offset - 0.5
-        if not np.isfinite(pose.astype(np.float32)).all():
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+            if ngp is not None:
+                pose[:3, 3] = pose[:3, 3] * ngp.scale + ngp.offset - 0.5
+            finite = bool(np.isfinite(pose.astype(np.float32)).all())
+        if not finite:
             raise MpgymError(f"{path}: frames[{i}].transform_matrix (after scale and offset) "
                              "does not fit in float32; expected positions below 3e38.")
         images.append(img)
