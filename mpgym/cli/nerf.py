@@ -232,7 +232,8 @@ def main(argv: list[str]) -> int:
     commands = {"train": train_main, "render": render_main}
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: mpgym nerf {train,render} ...\n\n  train   train a NeRF on a dataset folder"
-              "\n  render  render a trained NeRF (turntable GIF, depth)", file=sys.stdout)
+              " or transforms.json\n  render  render a trained NeRF (turntable GIF, depth)",
+              file=sys.stdout)
         return 0
     if argv[0] not in commands:
         raise MpgymError(f"unknown nerf command {argv[0]!r}; accepted: train, render.")

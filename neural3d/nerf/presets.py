@@ -68,7 +68,8 @@ class NerfConfig:
     grid_decay: float = 0.8
     """EMA decay of the grid's cell values (nerfacc: 0.95 over 20k steps; faster here)."""
     aabb_scale: float = 1.5
-    """Scene box is [-s, s]^3 (NeRF-synthetic objects fit in 1.5)."""
+    """Scene box is [-s, s]^3 (NeRF-synthetic objects fit in 1.5; `nerf train` takes a dataset's
+    Instant-NGP aabb_scale / 2 unless this is given)."""
     # optimisation
     batch_rays: int = 1024
     """Rays per step."""
