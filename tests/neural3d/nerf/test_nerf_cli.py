@@ -154,3 +154,17 @@ def test_render_dataset_refuses_bad_counts(tmp_path, capsys, flags, mentions):
     out = tmp_path / "data"
     _refused(capsys, ["render-dataset", "ball", "--out", str(out), *flags], mentions=mentions)
     assert not out.exists()
+
+
+def test_vanilla_checkpoint_with_the_old_skip_layout_is_refused(tmp_path):
+    from mpgym.errors import MpgymError
+    from neural3d.nerf.io import load_nerf
+
+    cfg = preset("vanilla", width=8, depth=8, pos_freqs=2, dir_freqs=1)
+    sd = {f"field.{k}": v for k, v in build_field(cfg).state_dict().items()}
+    p = 3 * (1 + 2 * 2)
+    sd["field.layers.4.weight"] = torch.zeros(8, 8 + p)  # before the fix, layer 5 took the skip
+    sd["field.layers.5.weight"] = torch.zeros(8, 8)
+    save_checkpoint(tmp_path / "checkpoint.safetensors", sd, kind="nerf", config=cfg)
+    with pytest.raises(MpgymError, match="layers.4.weight.*another mpgym version"):
+        load_nerf(tmp_path)
