@@ -16,7 +16,6 @@ from agents._fuzz import BUFFER_AGENT, split_checkpoint
 from agents.deep.a2c import A2C
 from agents.deep.dqn import BUFFER_FILE, DQN
 from agents.deep.ppo import PPO
-from agents.deep.reinforce import REINFORCE
 from agents.tabular.planning import ValueIteration
 from agents.tabular.q_learning import QLearning, QLearningConfig
 from agents.tabular.td_prediction import TD0Prediction
@@ -69,12 +68,12 @@ def deep_config(cls):
     return dataclasses.replace(cls.Config(), env_id="CartPole-v1", **kw)
 
 
+# A2C and REINFORCE load through the same code as PPO (Agent.load, DeepAgent.load_state_dict):
+# their byte-level runs add little; all four get the structure-aware runs below.
 @pytest.mark.parametrize("cls, target", [
     (DQN, "agents._fuzz:load_dqn"),
     (PPO, "agents._fuzz:load_ppo"),
-    (A2C, "agents._fuzz:load_a2c"),
-    (REINFORCE, "agents._fuzz:load_reinforce"),
-], ids=["dqn", "ppo", "a2c", "reinforce"])
+], ids=["dqn", "ppo"])
 def test_fuzz_deep_checkpoints(cls, target, tmp_path):
     agent = cls("CartPole-v1", deep_config(cls)).learn(100, progress_bar=False)
     if cls is DQN:
@@ -98,7 +97,8 @@ def test_fuzz_checkpoint_parts(algo, tmp_path):
         cls("CartPole-v1", deep_config(cls)).learn(100, progress_bar=False).save(tmp_path)
     seeds = split_checkpoint(str(tmp_path / "checkpoint.safetensors"))
     target = f"agents._fuzz:parts_{algo.replace('-', '_')}"
-    report = fuzz_loader(target, seeds, cases=fuzz_cases(200), entry=".")
+    report = fuzz_loader(target, seeds, cases=fuzz_cases(200 if algo == "q-learning" else 150),
+                         entry=".")
     report.assert_ok()
     assert report.ok > 0 and report.refused > 0
 
