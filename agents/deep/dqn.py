@@ -290,15 +290,20 @@ class DQN(DeepAgent):
             path: the checkpoint file or run directory (see :meth:`Agent.save`).
             include_buffer: also write ``replay_buffer.safetensors`` next to the checkpoint
                 (SB3 keeps it out of the model file too: it can be large); ``load`` reads it.
+                Without it, a buffer this agent wrote beside the same checkpoint at the same
+                step (the Ctrl-C save, then the caller's own) is still referenced.
 
         Returns:
             The checkpoint path.
         """
         ckpt = self.checkpoint_path(path)
-        self._buffer_note = None
+        buffer_file = ckpt.with_name(BUFFER_FILE)
         if include_buffer:
-            self.save_replay_buffer(ckpt.with_name(BUFFER_FILE))
-            self._buffer_note = {"file": BUFFER_FILE, "num_timesteps": self.num_timesteps}
+            self.save_replay_buffer(buffer_file)
+            self._buffer_saved = (buffer_file.resolve(), self.num_timesteps)
+        same = getattr(self, "_buffer_saved", None) == (buffer_file.resolve(), self.num_timesteps)
+        self._buffer_note = ({"file": BUFFER_FILE, "num_timesteps": self.num_timesteps}
+                             if same and buffer_file.exists() else None)
         return super().save(ckpt)
 
     def meta(self) -> dict[str, Any]:

@@ -164,6 +164,7 @@ def test_ctrl_c_checkpoint_continues(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         agent.learn(2000, progress_bar=False, callback=interrupt)
     assert (tmp_path / BUFFER_FILE).exists()
+    agent.save(tmp_path)  # what the CLI's own Ctrl-C handler does next: keeps the buffer
     resumed = DQN.load(tmp_path)
     assert resumed.num_timesteps == 1000 and len(resumed.buffer) == 1000
     # schedules here are constant, so the rest of the budget reproduces the one-call run
