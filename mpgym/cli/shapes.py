@@ -134,9 +134,12 @@ def read_input(path: Path, n_points: int, repair: str, rng: np.random.Generator,
 def _check_fit_args(args: FitShapeArgs) -> None:
     """Every refusal that needs no input file, before anything is read or written."""
     from mpgym.errors import check_positive
+    from neural3d.data.meshes import MAX_POINTS
     from neural3d.mesh import check_resolution
 
     check_positive("--points", args.points)
+    if args.points > MAX_POINTS:
+        raise MpgymError(f"--points must be at most {MAX_POINTS}; got {args.points}.")
     if args.iterations is not None:
         check_positive("--iterations", args.iterations)
     check_positive("--resolution", args.resolution)

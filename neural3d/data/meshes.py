@@ -311,3 +311,13 @@ def repair_mesh(mesh, method: Repair = "trimesh"):
         out = solid.to_mesh()
         return trimesh.Trimesh(out.vert_properties[:, :3], out.tri_verts, process=True)
     raise MpgymError(f"unknown repair method {method!r}; accepted: none, trimesh, manifold.")
+
+
+def _fuzz_load_repaired(path: str) -> None:
+    """Fuzzing entry: ``fit-shape --repair trimesh`` and ``--repair manifold`` on a mesh."""
+    for method in ("trimesh", "manifold"):
+        try:
+            load_mesh(path, repair=method)  # type: ignore[arg-type]
+        except MpgymError:
+            if method == "manifold":
+                raise

@@ -57,6 +57,7 @@ def _sphere_points(n=1000):
     (["--iterations", "-5"], ["--iterations", ">= 1", "-5"]),
     (["--iterations", "0"], ["--iterations"]),
     (["--points", "0"], ["--points"]),
+    (["--points", "1000000000000"], ["--points", "at most"]),
     (["--resolution", "0"], ["--resolution"]),
     (["--resolution", "-4"], ["--resolution"]),
     (["--resolution", "100"], ["coarse_resolution * 2^k"]),

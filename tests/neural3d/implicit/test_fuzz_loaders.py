@@ -90,6 +90,15 @@ def test_fuzz_mesh_loader(fmt):
     assert report.ok > 0 and report.refused > 0  # the mutations reach both outcomes
 
 
+def test_fuzz_mesh_repair():
+    """``fit-shape --repair trimesh|manifold`` on mutated meshes (manifold3d is native code)."""
+    name, data = SEEDS["ply-binary"]
+    report = fuzz_loader("neural3d.data.meshes:_fuzz_load_repaired", {name: data},
+                         cases=fuzz_cases(50), seed=3, case_timeout=90.0)
+    report.assert_ok()
+    assert report.ok > 0
+
+
 def test_fuzz_point_loader():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(64, 3)).astype(np.float32)
