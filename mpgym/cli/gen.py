@@ -392,6 +392,10 @@ def eval_main(argv: list[str]) -> int:
     args = tyro.cli(EvalArgs, args=argv, prog="mpgym gen eval")
     if args.fd:
         check_positive("--samples", args.samples)
+        if args.samples > 100 * MAX_SAMPLES:
+            raise MpgymError(
+                f"--samples must be at most {100 * MAX_SAMPLES:,}; got {args.samples}."
+            )
     loaded = load_run(args.run_dir)
     name, model, data = loaded.name, loaded.model, loaded.data
     run = RunDir(args.run_dir if args.run_dir.is_dir() else args.run_dir.parent)

@@ -117,8 +117,9 @@ def test_sample_writes_the_picture_atomically(tmp_path, capsys, nade_run, monkey
     assert (tmp_path / "g.jpg").read_bytes()[:2] == b"\xff\xd8"  # a JPEG, not a PNG renamed
 
 
-def test_eval_refuses_non_positive_sample_counts(capsys, nade_run):
-    refused(["gen", "eval", str(nade_run), "--samples", "0"], capsys, "--samples must be")
+@pytest.mark.parametrize("n", ["0", "-5", "1000001"])
+def test_eval_refuses_sample_counts_out_of_range(capsys, nade_run, n):
+    refused(["gen", "eval", str(nade_run), "--samples", n], capsys, "--samples must be")
 
 
 def test_train_help_documents_every_flag_and_says_nothing_internal(capsys):
