@@ -12,6 +12,8 @@ Sections (``--only``):
   metrics between two independent 100k samples of the ground truth). Time is reported as
   wall seconds and process CPU seconds; the "5 minutes on 2 cores" budget is read as
   <= 600 CPU-seconds, which does not depend on what else runs on the machine.
+  ``--igr-eikonal off_surface|with_surface`` and ``--igr-seed`` compare the points of the
+  eikonal term (see ``neural3d.implicit.igr``); ant.ply varies by ~0.001 Chamfer-L1 by seed.
 - ``multi``: one occupancy network (PointNet-conditioned) on the built-in shapes, IoU on 100k
   uniform points per training shape; DeepSDF on a family of tori, IoU on training shapes and
   completion of a held-out torus from the half of its point cloud with x > 0 (Chamfer-L1 of
@@ -111,8 +113,8 @@ def igr_inputs(name: str, rng: np.random.Generator):
     return p, n, shape_surface(shape, 100_000, rng), shape_surface(shape, 100_000, rng)
 
 
-def bench_igr(quick: bool, shapes: list[str], iterations: int | None, preset: str
-              ) -> tuple[list[dict], list[Goal]]:
+def bench_igr(quick: bool, shapes: list[str], iterations: int | None, preset: str,
+              eikonal: str | None = None, seed: int = 0) -> tuple[list[dict], list[Goal]]:
     from neural3d.implicit.igr import PRESETS, fit_igr
     from neural3d.mesh import extract_mesh
     from neural3d.metrics import mesh_metrics, surface_metrics
@@ -120,6 +122,7 @@ def bench_igr(quick: bool, shapes: list[str], iterations: int | None, preset: st
     cfg = PRESETS["quick" if quick else preset]
     if iterations:
         cfg = replace(cfg, iterations=iterations)
+    cfg = replace(cfg, seed=seed, **({"eikonal_points": eikonal} if eikonal else {}))
     rows = []
     for name in shapes:
         rng = np.random.default_rng(0)
@@ -130,6 +133,7 @@ def bench_igr(quick: bool, shapes: list[str], iterations: int | None, preset: st
         m = mesh_metrics(mesh, gt, rng=np.random.default_rng(1))
         floor = surface_metrics(gt2[0], gt2[1], gt[0], gt[1])
         rows.append({"section": "igr", "shape": name, "iterations": res.iterations,
+                     "eikonal_points": cfg.eikonal_points, "seed": cfg.seed,
                      "train_s": res.seconds, "cpu_s": res.cpu_seconds, "loadavg": load0,
                      "chamfer_l1": m.chamfer_l1, "fscore@0.01": m.fscore,
                      "normal_consistency": m.normal_consistency,
@@ -218,6 +222,9 @@ def main() -> None:
     p.add_argument("--shapes", nargs="+", default=None, help="IGR shapes (default: all + ant)")
     p.add_argument("--igr-iterations", type=int, default=None)
     p.add_argument("--igr-preset", default="cpu")
+    p.add_argument("--igr-eikonal", choices=["off_surface", "with_surface"], default=None,
+                   help="points of IGR's eikonal term (default: the preset's)")
+    p.add_argument("--igr-seed", type=int, default=0, help="seed of IGR's init and sampling")
     p.add_argument("--merge", nargs="+", type=Path, default=None,
                    help="combine the rows of earlier --json files (split runs) into one report")
     p.add_argument("--threads", type=int, default=1,
@@ -237,7 +244,8 @@ def main() -> None:
         rows += r
         goals += g
     if "igr" in args.only:
-        r, g = bench_igr(args.quick, shapes, args.igr_iterations, args.igr_preset)
+        r, g = bench_igr(args.quick, shapes, args.igr_iterations, args.igr_preset,
+                         args.igr_eikonal, args.igr_seed)
         rows += r
         goals += g
     if "multi" in args.only:

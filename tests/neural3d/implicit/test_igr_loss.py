@@ -47,19 +47,30 @@ def test_eikonal_term_is_computed_on_exactly_the_off_surface_samples():
         seen.append(x.detach().clone())
         return quadratic_sphere_field(x)
 
-    cfg = IGRConfig(offsurface_weight=0.0, normal_weight=1.0)
+    cfg = IGRConfig(offsurface_weight=0.0, normal_weight=1.0, eikonal_points="off_surface")
     _, terms = igr_loss(field, surface, normals, near, uniform, cfg)
     off = torch.cat([near, uniform])
     expected = ((off.norm(dim=-1) / R - 1) ** 2).mean().item()
     with_surface = ((torch.cat([surface, off]).norm(dim=-1) / R - 1) ** 2).mean().item()
     assert terms["eikonal"] == pytest.approx(expected, rel=1e-5)
     assert abs(expected - with_surface) > 0.1 * expected  # the two readings are far apart
+    # the CPU default adds the surface points (measured better on a real mesh)
+    _, terms2 = igr_loss(quadratic_sphere_field, surface, normals, near, uniform,
+                         IGRConfig(offsurface_weight=0.0))
+    assert terms2["eikonal"] == pytest.approx(with_surface, rel=1e-5)
     # the surface term and the normal term: exact on the sphere for this field too
     assert terms["surface"] == pytest.approx(0.0, abs=1e-6)
     assert terms["normal"] == pytest.approx(0.0, abs=1e-5)
     # the model saw each set once, in one batch: surface, near, uniform
     assert len(seen) == 1
     assert torch.equal(seen[0], torch.cat([surface, near, uniform]))
+
+
+def test_paper_preset_follows_the_paper():
+    from neural3d.implicit.igr import PRESETS
+
+    assert PRESETS["paper"].eikonal_points == "off_surface"
+    assert PRESETS["cpu"].eikonal_points == "with_surface"
 
 
 def test_offsurface_term_uses_the_uniform_samples_only():
