@@ -199,6 +199,7 @@ def staged_run(path: str | Path, *, kind: str, overwrite: bool = False) -> Itera
         ...     run.write_config(cfg, kind="dqn")
     """
     path = check_run_target(path, kind=kind, overwrite=overwrite)
+    made = [p for p in reversed(path.parents) if not p.exists()]  # outermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
@@ -209,6 +210,9 @@ def staged_run(path: str | Path, *, kind: str, overwrite: bool = False) -> Itera
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(made):  # innermost first; only the ones this run made
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         raise
     _move_into_place(tmp, path)
 

@@ -124,11 +124,17 @@ def test_staged_run_moves_into_place_on_success(tmp_path):
 
 
 def test_staged_run_leaves_nothing_on_error_and_keeps_the_run_on_ctrl_c(tmp_path):
-    target = tmp_path / "a"
+    target = tmp_path / "runs" / "rl" / "a"
     with pytest.raises(MpgymError), staged_run(target, kind="dqn") as run:
         run.write_config({}, kind="dqn")
         raise MpgymError("bad env")
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # nor the parents it made
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "keep.txt").write_text("")
+    with pytest.raises(MpgymError), staged_run(target, kind="dqn"):
+        raise MpgymError("bad env")
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["keep.txt"]
+    target = tmp_path / "a"
     with pytest.raises(KeyboardInterrupt), staged_run(target, kind="dqn") as run:
         run.write_config({}, kind="dqn")
         raise KeyboardInterrupt
