@@ -72,7 +72,7 @@ _SPHERICAL = {
 _REVOLUTE = {"right_knee": 20, "right_elbow": 29, "left_knee": 34, "left_elbow": 43}
 
 
-@dataclass
+@dataclass(repr=False)
 class Clip:
     """A retargeted clip: per frame, SMPL axis-angle poses and the root position."""
 
@@ -81,6 +81,11 @@ class Clip:
     body_pose: np.ndarray  # (T, 23, 3)
     transl: np.ndarray  # (T, 3) DeepMimic root position in SMPL axes
     durations: np.ndarray  # (T,) seconds per frame
+
+    def __repr__(self) -> str:
+        from bodies.model import shapes_repr
+
+        return shapes_repr(self)
 
 
 def motions_dir() -> Path:

@@ -169,3 +169,12 @@ def test_results_print_shapes_not_values(model64):
         "BodyModel(model='smpl_compatible_v1.npz', vertices=6890, faces=13776, joints=24, "
         "num_betas=10, dtype=float64)"
     )
+
+
+def test_clip_prints_shapes_not_values():
+    pytest.importorskip("pybullet")
+    from bodies.motion import load_clip
+
+    text = repr(load_clip("walk"))
+    assert text.startswith("Clip(name='walk', global_orient=float64[")
+    assert "[" in text and len(text) < 300
