@@ -65,6 +65,7 @@ bench: setup $(BENCH_STAMP) $(PEER_STAMP)
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m pytest -q -p no:xdist tests/test_import_contract.py
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) bench-results .pytest_cache

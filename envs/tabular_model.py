@@ -85,7 +85,7 @@ class TabularModel:
                 ``(s, a)`` that do not sum to 1 (the message names it).
         """
         if isinstance(env, str):
-            from agents.common.envs import make_env  # only for ids; keeps envs import-light
+            from envs.make import make_env
 
             env = make_env(env)
         P = getattr(getattr(env, "unwrapped", env), "P", None)

@@ -6,7 +6,7 @@ deterministic) -> (action, None)``, ``save(path)``, ``Cls.load(path, env=None)``
 """
 
 from agents.common.base import Agent, Callback, check_config, config_from_dict, keep_going
-from agents.common.envs import EnvKwargs, env_id_of, make_env, require_discrete
+from agents.common.envs import EnvKwargs, require_discrete
 from agents.common.evaluation import EvalResult, evaluate_policy
 from agents.common.plotting import plot_learning_curve, read_metrics
 from agents.common.schedules import (
@@ -16,6 +16,7 @@ from agents.common.schedules import (
     linear_schedule,
     visit_step_size,
 )
+from envs.make import env_id_of, make_env
 
 __all__ = [
     "Agent",

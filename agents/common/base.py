@@ -27,7 +27,8 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 
-from agents.common.envs import env_id_of, env_recipe, make_env, parse_env_kwargs
+from agents.common.envs import parse_env_kwargs
+from envs.make import env_id_of, env_recipe, make_env
 from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.errors import MpgymError
 from mpgym.runs import RunDir

@@ -23,7 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agents.common.envs import make_env
+from envs.make import make_env
 from mpgym.errors import MpgymError
 
 RULE_INFO = "info['is_success']"

@@ -41,7 +41,7 @@ from typing import IO, Any
 import gymnasium as gym
 import numpy as np
 
-from agents.common.envs import env_id_of, make_env
+from envs.make import env_id_of, make_env
 from mpgym.errors import MpgymError
 
 log = logging.getLogger(__name__)
