@@ -5,6 +5,12 @@ bodies, generative). The `mpgym` command line lives in :mod:`mpgym.cli` and impo
 domains lazily, inside each command.
 """
 
+import os as _os
+
+# Open3D loads an old libtbb; numba would try TBB first, find it too old and warn on the first
+# parallel kernel. Ask for OpenMP first (what it falls back to anyway) before numba is imported.
+_os.environ.setdefault("NUMBA_THREADING_LAYER_PRIORITY", "omp workqueue tbb")
+
 from mpgym.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.devices import get_device
 from mpgym.errors import MpgymError, check_finite, check_positive

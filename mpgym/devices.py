@@ -52,6 +52,9 @@ def set_threads(n: int) -> None:
     except ImportError:
         pass
     else:
+        from mpgym.optional import prefer_openmp_in_numba
+
+        prefer_openmp_in_numba()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         from threadpoolctl import threadpool_limits

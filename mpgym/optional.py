@@ -16,18 +16,20 @@ def optional_module(name: str) -> ModuleType | None:
     calls return the same module.
     """
     try:
-        _prefer_openmp_in_numba()
+        prefer_openmp_in_numba()
         return importlib.import_module(name)
     except ImportError:
         return None
 
 
-def _prefer_openmp_in_numba() -> None:
-    """Pick numba's OpenMP threading layer before TBB.
+def prefer_openmp_in_numba() -> None:
+    """Pick numba's OpenMP threading layer before TBB (call before numba starts its threads).
 
     Open3D loads its own, older libtbb; numba then tries TBB first, finds it too old and
-    prints a ``NumbaWarning`` on the first parallel kernel. OpenMP is what it falls back to
-    anyway, so asking for it first changes nothing but the noise.
+    prints a ``NumbaWarning`` when its threads start (the first parallel kernel, or
+    ``numba.set_num_threads``). OpenMP is what it falls back to anyway, so asking for it first
+    changes nothing but the noise. ``import mpgym`` also sets the environment variable numba
+    reads at import.
     """
     try:
         import numba

@@ -60,14 +60,10 @@ def _to_rays(data: MultiviewData) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` CPU threads in torch and in the numba hash-grid kernels."""
-    torch.set_num_threads(n)
-    try:
-        import numba
+    """Use ``n`` CPU threads in torch, the numba hash-grid kernels and BLAS."""
+    from mpgym.devices import set_threads as set_all_threads
 
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:
-        pass
+    set_all_threads(n)
 
 
 class NerfTrainer:

@@ -237,7 +237,9 @@ def test_numba_kernels_print_no_tbb_warning_after_open3d(tmp_path):
             return s
     '''))
     code = ("import open3d, numpy as np\n"
+            "from mpgym.devices import set_threads\n"
             "from mpgym.optional import optional_module\n"
+            "set_threads(1)\n"  # starts numba's threads before any kernel
             "m = optional_module('par_kernel')\n"
             "print(m.total(np.ones(100)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
