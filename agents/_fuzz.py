@@ -20,45 +20,11 @@ def _act(agent: Any) -> None:
     agent.predict(space.sample(), deterministic=True)
 
 
-def _load(algo: str, path: str) -> None:
+def load(algo: str, path: str) -> None:
+    """``get_algorithm(algo).load(path)`` (a checkpoint or run directory), then ``predict``."""
     from agents.registry import get_algorithm
 
     _act(get_algorithm(algo).load(path))
-
-
-def load_q_learning(path: str) -> None:
-    """``QLearning.load(path)``, then ``predict``."""
-    _load("q-learning", path)
-
-
-def load_td0(path: str) -> None:
-    """``TD0Prediction.load(path)``, then ``predict``."""
-    _load("td0", path)
-
-
-def load_value_iteration(path: str) -> None:
-    """``ValueIteration.load(path)``, then ``predict``."""
-    _load("value-iteration", path)
-
-
-def load_dqn(path: str) -> None:
-    """``DQN.load(path)`` (a run directory: checkpoint and replay buffer), then ``predict``."""
-    _load("dqn", path)
-
-
-def load_ppo(path: str) -> None:
-    """``PPO.load(path)``, then ``predict``."""
-    _load("ppo", path)
-
-
-def load_a2c(path: str) -> None:
-    """``A2C.load(path)``, then ``predict``."""
-    _load("a2c", path)
-
-
-def load_reinforce(path: str) -> None:
-    """``REINFORCE.load(path)``, then ``predict``."""
-    _load("reinforce", path)
 
 
 BUFFER_AGENT: dict[str, Any] = {"hidden": (8,), "buffer_size": 500}
@@ -101,7 +67,8 @@ def split_checkpoint(path: str) -> dict[str, bytes]:
             "tensors.safetensors": save(dict(ckpt.state_dict))}
 
 
-def _load_parts(algo: str, directory: str) -> None:
+def load_parts(algo: str, directory: str) -> None:
+    """``load`` of a checkpoint assembled from the mutated parts of :func:`split_checkpoint`."""
     import json
     import shutil
     import tempfile
@@ -131,28 +98,3 @@ def _load_parts(algo: str, directory: str) -> None:
         _act(get_algorithm(algo).load(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def parts_q_learning(directory: str) -> None:
-    """``QLearning.load`` of a checkpoint assembled from mutated parts, then ``predict``."""
-    _load_parts("q-learning", directory)
-
-
-def parts_dqn(directory: str) -> None:
-    """``DQN.load`` of a checkpoint assembled from mutated parts, then ``predict``."""
-    _load_parts("dqn", directory)
-
-
-def parts_ppo(directory: str) -> None:
-    """``PPO.load`` of a checkpoint assembled from mutated parts, then ``predict``."""
-    _load_parts("ppo", directory)
-
-
-def parts_a2c(directory: str) -> None:
-    """``A2C.load`` of a checkpoint assembled from mutated parts, then ``predict``."""
-    _load_parts("a2c", directory)
-
-
-def parts_reinforce(directory: str) -> None:
-    """``REINFORCE.load`` of a checkpoint assembled from mutated parts, then ``predict``."""
-    _load_parts("reinforce", directory)

@@ -207,7 +207,7 @@ def main() -> None:
     )
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from neural3d.nerf.trainer import set_threads
+    from mpgym.devices import set_threads
 
     set_threads(args.threads)
     load0 = os.getloadavg()[0]

@@ -165,14 +165,17 @@ class FuzzReport:
                 f"{shown}{more}")
 
 
-def fuzz_loader(target: str, seeds: Mapping[str, bytes], *, cases: int, entry: str | None = None,
+def fuzz_loader(target: str, seeds: Mapping[str, bytes], *, cases: int, args: tuple = (),
+                entry: str | None = None,
                 mutable: tuple[str, ...] | None = None, seed: int = 0,
                 case_timeout: float = 30.0, memory_limit_gb: float = 6.0,
                 keep_dir: str | Path | None = None) -> FuzzReport:
-    """Fuzz ``target`` (``"module:function"``, called as ``function(path)``) in a subprocess.
+    """Fuzz ``target`` (``"module:function"``, called as ``function(*args, path)``) in a subprocess.
 
     Args:
         target: the loader, importable in a fresh interpreter.
+        args: JSON-serialisable arguments passed before the path, as
+            ``function(*args, path)`` (``args=("dqn",)``: one entry point for several kinds).
         seeds: relative path -> bytes of valid input files (the tree each case starts from).
         cases: number of mutated inputs.
         entry: the path passed to the loader, relative to the case directory (default: the
@@ -195,7 +198,8 @@ def fuzz_loader(target: str, seeds: Mapping[str, bytes], *, cases: int, entry: s
         entry = next(iter(seeds))
     report = FuzzReport(target=target)
     start = time.perf_counter()
-    spec = {"target": target, "seeds": {k: base64.b64encode(v).decode() for k, v in seeds.items()},
+    spec = {"target": target, "args": list(args),
+            "seeds": {k: base64.b64encode(v).decode() for k, v in seeds.items()},
             "cases": cases, "entry": entry, "mutable": list(mutable) if mutable else None,
             "seed": seed, "memory_limit_gb": memory_limit_gb}
     first = 0
@@ -317,7 +321,7 @@ def _worker(spec_path: str) -> None:
             before = sorted(p.relative_to(case_dir) for p in case_dir.rglob("*"))
             emit(event="start", case=i, desc=desc)
             try:
-                loader(str(case_dir / spec["entry"]))
+                loader(*spec["args"], str(case_dir / spec["entry"]))
                 event, detail = "ok", ""
             except MpgymError as exc:
                 event, detail = "refused", ""

@@ -61,22 +61,26 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _pop_threads(argv: list[str]) -> tuple[list[str], str | None]:
-    """Remove ``--threads N`` / ``--threads=N`` from ``argv``; return (rest, N or None)."""
-    rest, value, i = [], None, 0
+def pop_flag(argv: list[str], name: str) -> tuple[list[str], str | None]:
+    """Remove ``--name VALUE`` / ``--name=VALUE`` from argv; return (rest, value or None).
+
+    For options a command handles itself before its dataclass parser sees the rest
+    (``--threads`` here, ``--preset`` and ``--out`` in ``mpgym train``).
+    """
+    out, value, i = [], None, 0
     while i < len(argv):
         arg = argv[i]
-        if arg == "--threads":
-            if i + 1 >= len(argv):
-                raise MpgymError("--threads needs a value (a whole number >= 1).")
+        if arg == name:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise MpgymError(f"{name} needs a value.")
             value, i = argv[i + 1], i + 2
             continue
-        if arg.startswith("--threads="):
+        if arg.startswith(name + "="):
             value = arg.split("=", 1)[1]
         else:
-            rest.append(arg)
+            out.append(arg)
         i += 1
-    return rest, value
+    return out, value
 
 
 def _apply_threads(value: str) -> None:
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        stripped, threads = _pop_threads(argv)
+        stripped, threads = pop_flag(argv, "--threads")
     except MpgymError as exc:
         print(f"mpgym: error: {exc}", file=sys.stderr)
         return 2

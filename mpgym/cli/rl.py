@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import tyro
 
+from mpgym.cli import pop_flag
 from mpgym.errors import MpgymError, check_positive
 
 if TYPE_CHECKING:
@@ -114,24 +115,6 @@ class TrainRequest:
     eval_episodes: int = 20
 
 
-def _pop_flag(argv: list[str], name: str) -> tuple[list[str], str | None]:
-    """Remove ``--name VALUE`` / ``--name=VALUE`` from argv; return (rest, value)."""
-    out, value, i = [], None, 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == name:
-            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-                raise MpgymError(f"{name} needs a value.")
-            value, i = argv[i + 1], i + 2
-            continue
-        if arg.startswith(name + "="):
-            value = arg.split("=", 1)[1]
-        else:
-            out.append(arg)
-        i += 1
-    return out, value
-
-
 def run_name(algo: str, env_id: str, seed: int) -> str:
     """``<algo>-<env>-s<seed>`` with the env id made path-safe (``mpgym/X`` -> ``mpgym-X``)."""
     safe = env_id.split(":", 1)[-1].replace("/", "-")
@@ -189,7 +172,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
 
     algo, rest = argv[0], argv[1:]
     cls = get_algorithm(algo)
-    rest, preset = _pop_flag(rest, "--preset")
+    rest, preset = pop_flag(rest, "--preset")
     presets = getattr(cls, "PRESETS", {}) or {}
     if preset is not None and preset not in presets:
         accepted = ", ".join(presets) or "(none for this algorithm)"

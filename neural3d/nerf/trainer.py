@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mpgym import RunDir, get_device, progress, save_checkpoint, seed_everything
+from mpgym.devices import set_threads
 from mpgym.errors import MpgymError
 from neural3d.cameras import Intrinsics
 from neural3d.data.multiview import MultiviewData, check_scene_visible
@@ -59,13 +60,6 @@ def _to_rays(data: MultiviewData) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     return o.reshape(-1, 3), d.reshape(-1, 3), rgba.reshape(-1, 4)
 
 
-def set_threads(n: int) -> None:
-    """Use ``n`` CPU threads in torch, the numba hash-grid kernels and BLAS."""
-    from mpgym.devices import set_threads as set_all_threads
-
-    set_all_threads(n)
-
-
 class NerfTrainer:
     """Optimise a radiance field on a multi-view dataset.
 
@@ -87,7 +81,7 @@ class NerfTrainer:
                              f"pixels; SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window needs at least "
                              f"{SSIM_WINDOW} on each side (use a smaller --downscale).")
         if config.threads > 0:
-            set_threads(config.threads)
+            set_threads(config.threads)  # torch, numba kernels, BLAS
         gens = seed_everything(config.seed)
         self.gen = gens.torch
         self.device = get_device(config.device)

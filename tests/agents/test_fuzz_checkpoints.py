@@ -44,14 +44,14 @@ def tabular_seed(cls, tmp_path):
     return files(tmp_path)
 
 
-@pytest.mark.parametrize("cls, target", [
-    (QLearning, "agents._fuzz:load_q_learning"),
-    (TD0Prediction, "agents._fuzz:load_td0"),
-    (ValueIteration, "agents._fuzz:load_value_iteration"),
+@pytest.mark.parametrize("cls, algo", [
+    (QLearning, "q-learning"),
+    (TD0Prediction, "td0"),
+    (ValueIteration, "value-iteration"),
 ], ids=["q-learning", "td0", "value-iteration"])
-def test_fuzz_tabular_checkpoints(cls, target, tmp_path):
+def test_fuzz_tabular_checkpoints(cls, algo, tmp_path):
     seeds = tabular_seed(cls, tmp_path)
-    report = fuzz_loader(target, seeds, cases=fuzz_cases(200))
+    report = fuzz_loader("agents._fuzz:load", seeds, args=(algo,), cases=fuzz_cases(200))
     report.assert_ok()
     assert report.refused > 0  # the mutations do reach the checks
 
@@ -70,18 +70,19 @@ def deep_config(cls):
 
 # A2C and REINFORCE load through the same code as PPO (Agent.load, DeepAgent.load_state_dict):
 # their byte-level runs add little; all four get the structure-aware runs below.
-@pytest.mark.parametrize("cls, target", [
-    (DQN, "agents._fuzz:load_dqn"),
-    (PPO, "agents._fuzz:load_ppo"),
+@pytest.mark.parametrize("cls, algo", [
+    (DQN, "dqn"),
+    (PPO, "ppo"),
 ], ids=["dqn", "ppo"])
-def test_fuzz_deep_checkpoints(cls, target, tmp_path):
+def test_fuzz_deep_checkpoints(cls, algo, tmp_path):
     agent = cls("CartPole-v1", deep_config(cls)).learn(100, progress_bar=False)
     if cls is DQN:
         agent.save(tmp_path, include_buffer=True)
     else:
         agent.save(tmp_path)
     seeds = files(tmp_path)
-    report = fuzz_loader(target, seeds, cases=fuzz_cases(100), entry=".")
+    report = fuzz_loader("agents._fuzz:load", seeds, args=(algo,), cases=fuzz_cases(100),
+                         entry=".")
     report.assert_ok()
     assert report.refused > 0
 
@@ -96,9 +97,8 @@ def test_fuzz_checkpoint_parts(algo, tmp_path):
     else:
         cls("CartPole-v1", deep_config(cls)).learn(100, progress_bar=False).save(tmp_path)
     seeds = split_checkpoint(str(tmp_path / "checkpoint.safetensors"))
-    target = f"agents._fuzz:parts_{algo.replace('-', '_')}"
-    report = fuzz_loader(target, seeds, cases=fuzz_cases(200 if algo == "q-learning" else 150),
-                         entry=".")
+    report = fuzz_loader("agents._fuzz:load_parts", seeds, args=(algo,), entry=".",
+                         cases=fuzz_cases(200 if algo == "q-learning" else 150))
     report.assert_ok()
     assert report.ok > 0 and report.refused > 0
 

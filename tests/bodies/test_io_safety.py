@@ -6,7 +6,6 @@ import pickle
 import resource
 import subprocess
 import sys
-import types
 import zipfile
 
 import numpy as np
@@ -44,35 +43,6 @@ def _npz_bytes(arrays, compressed=False):
     return buf.getvalue()
 
 
-def official_style_pickle(arrays, protocol=2):
-    """Pickle laid out like the official SMPL files: chumpy arrays, a sparse J_regressor."""
-    import scipy.sparse as sp
-
-    mod = types.ModuleType("chumpy.ch")
-
-    class Ch:
-        pass
-
-    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
-    mod.Ch = Ch
-    sys.modules["chumpy"] = types.ModuleType("chumpy")
-    sys.modules["chumpy.ch"] = mod
-    try:
-        data = {}
-        for k, v in arrays.items():
-            if k in ("v_template", "shapedirs", "posedirs"):
-                c = Ch()
-                c.__dict__ = {"x": v, "_depends_on_deps": {}}
-                data[k] = c
-            elif k != "joint_names":
-                data[k] = v
-        data["J_regressor"] = sp.csc_matrix(arrays["J_regressor"])
-        data["bs_style"] = "lbs"
-        return pickle.dumps(data, protocol=protocol)
-    finally:
-        del sys.modules["chumpy.ch"], sys.modules["chumpy"]
-
-
 # ----------------------------------------------------------------------------- protocols
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_model_pickled_with_each_protocol_loads_equal(tmp_path, arrays, protocol):
@@ -84,7 +54,8 @@ def test_model_pickled_with_each_protocol_loads_equal(tmp_path, arrays, protocol
 
 
 @pytest.mark.parametrize("protocol", [0, 2, 5])
-def test_official_style_pickle_loads_with_each_protocol(tmp_path, tiny, protocol):
+def test_official_style_pickle_loads_with_each_protocol(tmp_path, tiny, protocol,
+                                                       official_style_pickle):
     (tmp_path / "m.pkl").write_bytes(official_style_pickle(tiny, protocol))
     raw = load_pickle(tmp_path / "m.pkl")
     assert raw["bs_style"] == "lbs"
@@ -397,7 +368,7 @@ def test_fuzz_compressed_npz_model(tiny):
     report.assert_ok()
 
 
-def test_fuzz_official_style_pkl_model(tiny):
+def test_fuzz_official_style_pkl_model(tiny, official_style_pickle):
     report = fuzz_loader("bodies.model:_fuzz_entry", {"m.pkl": official_style_pickle(tiny, 2)},
                          cases=fuzz_cases(300))
     report.assert_ok()

@@ -1,6 +1,5 @@
 import pickle
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -103,38 +102,8 @@ def test_missing_and_misshaped_keys(tmp_path, arrays):
         load_model_arrays(tmp_path / "m2.npz")
 
 
-def _official_style_pickle(path, arrays):
-    """A pickle laid out like the official SMPL files: chumpy arrays and a sparse regressor."""
-    import scipy.sparse as sp
-
-    mod = types.ModuleType("chumpy.ch")
-
-    class Ch:
-        pass
-
-    Ch.__module__, Ch.__qualname__ = "chumpy.ch", "Ch"
-    mod.Ch = Ch
-    sys.modules["chumpy"] = types.ModuleType("chumpy")
-    sys.modules["chumpy.ch"] = mod
-    try:
-        data = {}
-        for k, v in arrays.items():
-            if k in ("v_template", "shapedirs", "posedirs"):
-                c = Ch()
-                c.__dict__ = {"x": v, "_depends_on_deps": {}}
-                data[k] = c
-            else:
-                data[k] = v
-        data["J_regressor"] = sp.csc_matrix(arrays["J_regressor"])
-        data["bs_style"] = "lbs"
-        with open(path, "wb") as f:
-            pickle.dump(data, f, protocol=2)
-    finally:
-        del sys.modules["chumpy.ch"], sys.modules["chumpy"]
-
-
-def test_pkl_without_chumpy_loads_like_npz(tmp_path, arrays, model64):
-    _official_style_pickle(tmp_path / "SMPL_NEUTRAL.pkl", arrays)
+def test_pkl_without_chumpy_loads_like_npz(tmp_path, arrays, model64, official_style_pickle):
+    (tmp_path / "SMPL_NEUTRAL.pkl").write_bytes(official_style_pickle(arrays))
     assert "chumpy" not in sys.modules
     loaded = load_model_arrays(tmp_path / "SMPL_NEUTRAL.pkl")
     for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "f"):
