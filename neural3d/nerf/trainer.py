@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,8 +199,15 @@ class NerfTrainer:
         log.info("nerf: step %d, %.0f s, eval PSNR %.2f dB", self.step_count, self.train_seconds, p)
         return out
 
-    def train(self, *, progress_bar: bool = True) -> TrainResult:
-        """Train for ``steps`` or ``max_seconds`` of optimisation, then evaluate on test views."""
+    def train(self, *, progress_bar: bool = True,
+              callback: Callable[[NerfTrainer], None] | None = None) -> TrainResult:
+        """Train for ``steps`` or ``max_seconds`` of optimisation, then evaluate on test views.
+
+        Args:
+            progress_bar: show a progress bar.
+            callback: called with the trainer after every optimisation step, off the training
+                clock (e.g. to snapshot :meth:`state_dict` at given ``train_seconds``).
+        """
         c = self.config
         if self.run is not None:
             self.run.write_config(c, kind="nerf", **self.run_info)
@@ -218,6 +226,8 @@ class NerfTrainer:
             self.train_seconds += time.perf_counter() - t0
             if not np.isfinite(loss):
                 raise MpgymError(f"the loss became {loss} at step {self.step_count}; lower --lr.")
+            if callback is not None:
+                callback(self)
             bar.update(1)
             if self.step_count % 10 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}", s=f"{self.train_seconds:.0f}")
@@ -241,6 +251,13 @@ class NerfTrainer:
         if self.grid is not None:
             sd.update({f"grid.{k}": v for k, v in self.grid.state_dict().items()})
         return sd
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore field weights and occupancy grid from :meth:`state_dict` (strict keys)."""
+        self.field.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("field.")})
+        if self.grid is not None:
+            self.grid.load_state_dict({k[5:]: v for k, v in state.items()
+                                       if k.startswith("grid.")})
 
     def save(self, path, meta: dict[str, Any] | None = None):
         """Write a ``{config, state_dict}`` checkpoint (kind ``"nerf"``)."""
