@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -39,6 +40,7 @@ from agents.deep.base import DeepAgent, EpisodeTracker, _array_like, check_step
 from agents.deep.buffers import ReplayBuffer
 from agents.deep.common import dqn_targets
 from agents.deep.networks import QNetwork
+from agents.deep.numpy_policy import numpy_mlp, plain_mlp_layers
 from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
@@ -209,36 +211,25 @@ class DQN(DeepAgent):
         random = self.rng.integers(0, self.n_actions, len(greedy)) + self.action_start
         return np.where(explore, random, greedy)
 
-    def greedy_action_fn(self):
+    def greedy_action_fn(self) -> Callable[[np.ndarray], int]:
         """``obs [obs_dim] -> argmax_a Q(obs, a)`` for the acting loop, in NumPy when it can be.
 
         A single observation through a small MLP costs tens of microseconds in PyTorch's
-        dispatcher and a few in NumPy. The NumPy arrays are views of the parameters (the
-        optimiser and target copies update them in place), so they always match ``self.q``.
-        Dueling networks keep the PyTorch forward.
+        dispatcher and a few in NumPy. The NumPy forward (:func:`numpy_mlp`) reads views of the
+        parameters (the optimiser and target copies update them in place), so it always
+        matches ``self.q``. Dueling networks keep the PyTorch forward.
         """
-        layers = list(self.q.net) if not self.q.dueling else None
-        if layers is None or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in layers):
+        forward = None if self.q.dueling else numpy_mlp(self.q.net)
+        if forward is None:
 
             def torch_greedy(obs: np.ndarray) -> int:
                 with torch.no_grad():
                     return int(self.q(torch.from_numpy(obs).unsqueeze(0)).argmax())
 
             return torch_greedy
-        affine = [
-            (m.weight.detach().numpy().T, m.bias.detach().numpy())
-            for m in layers
-            if isinstance(m, nn.Linear)
-        ]
-        last = len(affine) - 1
 
         def numpy_greedy(obs: np.ndarray) -> int:
-            h = obs
-            for i, (w, b) in enumerate(affine):
-                h = h @ w + b
-                if i < last:
-                    np.maximum(h, 0.0, out=h)
-            return int(h.argmax())
+            return int(forward(obs).argmax())
 
         return numpy_greedy
 
@@ -460,12 +451,8 @@ class DQN(DeepAgent):
 
     def _mlp_layers(self) -> list[nn.Linear] | None:
         """The Linear layers of a plain ReLU MLP Q-network, else None (dueling)."""
-        if self.q.dueling:
-            return None
-        layers = list(self.q.net)
-        if not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in layers):
-            return None
-        return [m for m in layers if isinstance(m, nn.Linear)]
+        layers = None if self.q.dueling else plain_mlp_layers(self.q.net, (nn.ReLU,))
+        return None if layers is None else [m for m in layers if isinstance(m, nn.Linear)]
 
     @torch.no_grad()
     def _gradient_manual(

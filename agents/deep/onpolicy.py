@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -36,13 +37,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
-from torch import nn
 
 from agents.common import Callback, keep_going, make_env
 from agents.common.envs import EnvKwargs, restore_env_state
 from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
 from agents.deep.networks import Activation, RunningMeanStd
+from agents.deep.numpy_policy import numpy_mlp, sample_categorical
 from mpgym.checkpoint import CheckpointError
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
@@ -248,51 +249,29 @@ class OnPolicyAgent(PolicyAgent):
         return enc
 
     # -- the loop ----------------------------------------------------------------------------
-    def numpy_rollout_policy(self):
+    def numpy_rollout_policy(
+        self,
+    ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
         """``obs [N, d] -> (actions, log_probs, values)`` in NumPy for the rollout, or None.
 
         For Categorical policies whose actor and critic are plain MLPs (Linear, Tanh, ReLU):
         a vector step's forward pass through two small MLPs costs ~100 us in PyTorch's
-        dispatcher and ~15 us in NumPy. The arrays are views of the parameters, which the
-        optimisers update in place, so they always match ``self.policy``; actions are drawn
-        from the same Categorical (inverse CDF with ``self.rng``). Others return None and
-        use the PyTorch forward.
+        dispatcher and ~15 us in NumPy. The arrays are views of the parameters (see
+        :mod:`agents.deep.numpy_policy`), so they always match ``self.policy``; actions are
+        drawn from the same Categorical (inverse CDF with ``self.rng``). Others return None
+        and use the PyTorch forward.
         """
         pol = self.policy
         if not pol.discrete or pol.critic is None:
             return None
-        kinds = {nn.Tanh: np.tanh, nn.ReLU: lambda x: np.maximum(x, 0.0)}
-
-        def plan(seq: nn.Sequential) -> list | None:
-            out = []
-            for m in seq:
-                if isinstance(m, nn.Linear):
-                    out.append((m.weight.detach().numpy().T, m.bias.detach().numpy()))
-                elif type(m) in kinds:
-                    out.append(kinds[type(m)])
-                else:
-                    return None
-            return out
-
-        actor, critic = plan(pol.actor), plan(pol.critic)
+        actor, critic = numpy_mlp(pol.actor), numpy_mlp(pol.critic)
         if actor is None or critic is None:
             return None
-
-        def forward(layers: list, x: np.ndarray) -> np.ndarray:
-            for layer in layers:
-                x = layer(x) if callable(layer) else x @ layer[0] + layer[1]
-            return x
-
         rng = self.rng
 
         def step(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            logits = forward(actor, obs)
-            logits = logits - logits.max(1, keepdims=True)
-            logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-            cdf = np.exp(logp).cumsum(1)
-            u = rng.random((len(obs), 1)) * cdf[:, -1:]
-            a = np.minimum((cdf < u).sum(1), logp.shape[1] - 1)
-            return a, logp[np.arange(len(a)), a], forward(critic, obs)[:, 0]
+            actions, log_probs = sample_categorical(actor(obs), rng)
+            return actions, log_probs, critic(obs)[:, 0]
 
         return step
 
