@@ -18,6 +18,7 @@ VQ-VAE, then a PixelCNN prior over its 4x4 token grid; its NLL is the bound
 ``-log p(x | z_q(x)) - log p(z_q(x))``.
 
     python benchmarks/generative.py                      # every model x seed, parts written
+    python benchmarks/generative.py --json PATH          # the same, then the merged report
     python benchmarks/generative.py --models ddpm --seeds 1
     python benchmarks/generative.py --merge --json benchmarks/results/generative.json
     python benchmarks/generative.py --quick --merge      # smoke test (parts under --out)
@@ -499,12 +500,17 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     expected = [(m, s) for m in args.models for s in args.seeds]
-    if args.merge:
+    if not args.merge:
+        run_parts(args, expected)
+    if args.merge or args.json:  # a run with --json ends with the merged report
         rows, goals, extra = merge(read_parts(args.parts), expected)
         report("generative", rows, goals, args.json, columns=COLUMNS, extra=extra)
         if extra["missing_parts"]:
             print("missing parts: " + ", ".join(extra["missing_parts"]))
-        return
+
+
+def run_parts(args, expected: list[tuple[str, int]]) -> None:
+    """Run every (model, seed) of ``expected`` whose part is not written yet (all with --redo)."""
     split = load_digits_split()
     n_samples = args.fd_samples if args.fd_samples >= 0 else 200 if args.quick else 1000
     # rounds: each seed of the goal models, then each seed of the others (partial runs cover goals)
@@ -514,6 +520,7 @@ def main() -> None:
     logging.info("parts to run: %s", ", ".join(f"{m}/s{s}" for m, s in todo) or "none")
     if not todo:
         return
+    args.out.mkdir(parents=True, exist_ok=True)
     save_digit_grid(args.out / "real_digits.png", split.x_test[:64])
     clf = train_classifier(split, steps=300 if args.quick else 1500)
     classifier_info = {"val_acc": clf.val_acc, "test_acc": clf.test_acc, "seed": 0}
