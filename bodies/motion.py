@@ -26,18 +26,32 @@ left/right elbow     ``C^T (M R M^T) C`` (the forearm shares the arm's rest offs
 collars, feet,       rest (DeepMimic has no such joints)
 wrists, hands
 ===================  ==========================================================
+
+Pose splits (:func:`clip_poses`): each clip is cut into three contiguous blocks of frames,
+``"test"`` the first 20%, ``"train"`` the next 60% and ``"val"`` the last 20%. ``"train"`` is
+what the pose prior, the pose bank of scan fitting and the learned fitter are trained on;
+``"val"`` is for choosing settings (the fitting presets and the scan limb search were tuned on
+bodies posed from these frames); ``"test"`` is for benchmarks. Neighbouring frames, and the
+walk and run cycles, whose two halves mirror each other, would otherwise put copies of
+training poses in the test set: test poses within :data:`NEAR_MM` of any training or
+validation pose, or of its left-right mirror, are dropped (:func:`check_test_split`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from bodies.skeleton import NUM_JOINTS, mirror_pose
+from bodies.skeleton import NUM_JOINTS, PARENTS, mirror_pose, rest_joints
+
+log = logging.getLogger(__name__)
 
 M_DM_TO_SMPL = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
 CLIP_NAMES = (
@@ -171,26 +185,178 @@ def load_clip(name_or_path: str | os.PathLike) -> Clip:
     return Clip(name=name, global_orient=go, body_pose=bp, transl=tr, durations=frames[:, 0])
 
 
-def clip_poses(split: str = "all", *, mirror: bool = True, holdout: float = 0.2) -> np.ndarray:
-    """Body poses ``(N, 23, 3)`` of all 15 clips.
+@functools.lru_cache(maxsize=len(CLIP_NAMES))
+def _body_poses(name: str) -> np.ndarray:
+    """A shipped clip's body poses ``(T, 23, 3)``, read once (read-only)."""
+    bp = load_clip(name).body_pose
+    bp.flags.writeable = False
+    return bp
+
+
+Split = Literal["train", "val", "test", "all"]
+
+SPLIT_BLOCKS: dict[str, tuple[float, float]] = {
+    "test": (0.0, 0.2),
+    "train": (0.2, 0.8),
+    "val": (0.8, 1.0),
+}
+"""Per split, the block of each clip's frames it takes (fractions of the clip's length)."""
+
+NEAR_MM = 20.0
+"""Test poses closer than this (mean joint distance, mm) to a training or validation pose, or
+to its mirror, are dropped. Below half the 2D fitting goal (40 mm PA-MPJPE) and about one frame
+step of the faster clips (median frame-to-frame distance: walk and punch 16 mm, cartwheel
+13 mm), so a dropped pose is, for the benchmarks, a copy; the walk and run test frames are at
+0.0 mm from mirrored training frames and all go."""
+
+
+def split_frames(n_frames: int, split: Split) -> slice:
+    """The frames of a clip of ``n_frames`` frames that belong to ``split``."""
+    if split == "all":
+        return slice(0, n_frames)
+    if split not in SPLIT_BLOCKS:
+        from mpgym.errors import MpgymError
+
+        raise MpgymError(f"unknown pose split {split!r}; accepted: train, val, test, all.")
+    lo, hi = SPLIT_BLOCKS[split]
+    return slice(int(round(n_frames * lo)), int(round(n_frames * hi)))
+
+
+def pose_joints(body_pose: np.ndarray) -> np.ndarray:
+    """Root-relative joint positions of body poses on the rest skeleton (forward kinematics).
+
+    The root is not rotated, so only the body pose counts; the skeleton is the synthetic
+    model's designed one (:func:`bodies.skeleton.rest_joints`), a 1.70 m adult.
 
     Args:
-        split: ``"train"`` (the first 80% of each clip's frames), ``"test"`` (the last 20%, a
-            contiguous block so test poses are not neighbours of training frames) or ``"all"``.
-        mirror: add the left-right mirrored poses (doubles the data).
-        holdout: fraction of each clip held out for ``"test"``.
+        body_pose: ``(N, 23, 3)`` or ``(N, 69)`` axis-angle.
 
     Returns:
-        ``(N, 23, 3)`` axis-angle body poses (root excluded).
+        ``(N, 24, 3)`` joint positions in metres, pelvis at the origin.
     """
+    from scipy.spatial.transform import Rotation
+
+    bp = np.asarray(body_pose, float).reshape(len(body_pose), NUM_JOINTS - 1, 3)
+    n = len(bp)
+    R = Rotation.from_rotvec(bp.reshape(-1, 3)).as_matrix().reshape(n, NUM_JOINTS - 1, 3, 3)
+    J0 = rest_joints()
+    G = np.zeros((n, NUM_JOINTS, 3, 3))
+    G[:, 0] = np.eye(3)
+    P = np.zeros((n, NUM_JOINTS, 3))
+    for k in range(1, NUM_JOINTS):
+        p = PARENTS[k]
+        P[:, k] = P[:, p] + G[:, p] @ (J0[k] - J0[p])
+        G[:, k] = G[:, p] @ R[:, k - 1]
+    return P
+
+
+def mirror_body_pose(body_pose: np.ndarray) -> np.ndarray:
+    """Left-right mirror of body poses ``(N, 23, 3)`` (:func:`bodies.skeleton.mirror_pose`)."""
+    full = np.concatenate([np.zeros_like(body_pose[:, :1]), body_pose], 1)
+    return mirror_pose(full)[:, 1:]
+
+
+def nearest_pose_distance(
+    poses: np.ndarray, reference: np.ndarray, *, mirror: bool = True, chunk: int = 32
+) -> np.ndarray:
+    """Distance from each pose to the nearest reference pose (or its mirror), in millimetres.
+
+    The distance of two poses is their mean joint distance on the rest skeleton
+    (:func:`pose_joints`, root-relative, root rotation ignored):
+    ``d(a, b) = 1/24 sum_j |p_j(a) - p_j(b)|``.
+
+    Args:
+        poses: ``(N, 23, 3)`` body poses.
+        reference: ``(M, 23, 3)`` body poses.
+        mirror: also compare with the mirrored reference poses.
+        chunk: poses compared at a time (memory ``chunk * M * 24 * 3`` floats).
+
+    Returns:
+        ``(N,)`` distances in mm.
+    """
+    ref = np.asarray(reference, float).reshape(len(reference), NUM_JOINTS - 1, 3)
+    if mirror:
+        ref = np.concatenate([ref, mirror_body_pose(ref)])
+    R = pose_joints(ref)
+    P = pose_joints(poses)
+    out = np.empty(len(P))
+    for i in range(0, len(P), chunk):
+        d = np.linalg.norm(P[i : i + chunk, None] - R[None], axis=-1).mean(-1)  # [c, M]
+        out[i : i + chunk] = 1000.0 * d.min(1)
+    return out
+
+
+@dataclass(repr=False)
+class SplitCheck:
+    """One clip's test frames and how near each is to the training and validation poses."""
+
+    clip: str
+    distance_mm: np.ndarray  # (T_test,) to the nearest train/val pose or mirror
+    kept: np.ndarray  # (T_test,) bool, distance >= threshold
+
+    @property
+    def dropped(self) -> int:
+        """Test frames dropped as copies of training or validation poses."""
+        return int((~self.kept).sum())
+
+    def __repr__(self) -> str:
+        return f"SplitCheck({self.clip!r}, kept={int(self.kept.sum())}, dropped={self.dropped})"
+
+
+@functools.lru_cache(maxsize=4)
+def check_test_split(threshold_mm: float = NEAR_MM) -> dict[str, SplitCheck]:
+    """Which test frames of each clip lie within ``threshold_mm`` of a training/validation pose.
+
+    Every clip's test block is compared with the training and validation blocks of all
+    clips and with their mirrors (:func:`nearest_pose_distance`). The number dropped per clip
+    is logged.
+
+    Returns:
+        Per clip name, its :class:`SplitCheck`.
+    """
+    bodies = {name: _body_poses(name) for name in CLIP_NAMES}
+    reference = np.concatenate(
+        [bp[split_frames(len(bp), s)] for bp in bodies.values() for s in ("train", "val")]
+    )
+    tests = {name: bp[split_frames(len(bp), "test")] for name, bp in bodies.items()}
+    d_all = nearest_pose_distance(np.concatenate(list(tests.values())), reference, mirror=True)
+    checks, start = {}, 0
+    for name, test in tests.items():
+        d = d_all[start : start + len(test)]
+        start += len(test)
+        checks[name] = SplitCheck(name, d, d >= threshold_mm)
+        log.info(
+            "test poses of %s: %d of %d dropped (within %g mm of a training or validation pose "
+            "or its mirror)",
+            name,
+            checks[name].dropped,
+            len(test),
+            threshold_mm,
+        )
+    return checks
+
+
+def clip_poses(split: Split = "all", *, mirror: bool = True) -> np.ndarray:
+    """Body poses ``(N, 23, 3)`` of all 15 clips, or of one split (module docstring).
+
+    Args:
+        split: ``"train"``, ``"val"``, ``"test"`` (near copies of train/val poses dropped,
+            :func:`check_test_split`) or ``"all"``.
+        mirror: add the left-right mirrored poses (doubles the data).
+
+    Returns:
+        ``(N, 23, 3)`` axis-angle body poses (root excluded), clip by clip in
+        :data:`CLIP_NAMES` order, the mirrored ones after all the others.
+    """
+    checks = check_test_split() if split == "test" else None
     out = []
     for name in CLIP_NAMES:
-        bp = load_clip(name).body_pose
-        cut = int(round(len(bp) * (1 - holdout)))
-        bp = {"train": bp[:cut], "test": bp[cut:], "all": bp}[split]
+        bp = _body_poses(name)
+        bp = bp[split_frames(len(bp), split)]
+        if checks is not None:
+            bp = bp[checks[name].kept]
         out.append(bp)
     poses = np.concatenate(out)
     if mirror:
-        full = np.concatenate([np.zeros_like(poses[:, :1]), poses], 1)
-        poses = np.concatenate([poses, mirror_pose(full)[:, 1:]])
+        poses = np.concatenate([poses, mirror_body_pose(poses)])
     return poses
