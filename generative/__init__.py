@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import math
-import typing
 from typing import Any
 
+from mpgym.configs import config_from_dict
 from mpgym.errors import MpgymError
 
 # registry name -> (module, model class, config class, what it is)
@@ -81,50 +80,21 @@ def model_classes(name: str) -> tuple[type, type]:
     return getattr(mod, cls), getattr(mod, cfg)
 
 
-def _field_error(cls: type, name: str, value: Any, tp: Any) -> str | None:
-    """Why ``value`` does not fit the annotation ``tp`` of field ``name`` (None if it does)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Literal:
-        return None if value in args else f"one of {', '.join(map(repr, args))}"
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) > 64:
-            return "a list of at most 64 numbers"
-        inner = args[0] if args else int
-        bad = [_field_error(cls, name, v, inner) for v in value]
-        return next((b for b in bad if b), None)
-    if tp is bool:
-        return None if isinstance(value, bool) else "true or false"
-    if tp is int:  # sizes stay below 2^24 (T = 2^24 steps is 128 MB per schedule array)
-        bound = 2**63 if name == "seed" else 2**24
-        ok = isinstance(value, int) and not isinstance(value, bool) and abs(value) <= bound
-        return None if ok else f"a whole number of magnitude <= 2^{bound.bit_length() - 1}"
-    if tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok and math.isfinite(value) else "a finite number"
-    if tp is str:
-        return None if isinstance(value, str) else "a string"
-    return None  # other annotations are not produced by the model configs
+MAX_SIZE = 2**24
+"""Whole-number config fields other than ``seed`` stay below this magnitude (sizes, steps: at
+T = 2^24 diffusion steps one schedule array is already 128 MB)."""
 
 
-def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (frozen) dataclass config from JSON, turning lists back into tuples.
-
-    Raises:
-        MpgymError: ``data`` is not an object, has unknown fields, or a value of the wrong type.
-    """
-    if not isinstance(data, dict):
-        raise MpgymError(f"config for {cls.__name__} must be a JSON object; got {data!r:.60}.")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(names)
-    if unknown:
-        raise MpgymError(f"config for {cls.__name__} has unknown fields {sorted(unknown)}.")
-    hints = typing.get_type_hints(cls)
-    for key, value in data.items():
-        why = _field_error(cls, key, value, hints[key])
-        if why:
-            raise MpgymError(f"config for {cls.__name__}: {key} must be {why}; got {value!r:.60}.")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**kwargs)
+def _check_sizes(config: Any) -> Any:
+    """Refuse a whole-number field (other than ``seed``) of magnitude above :data:`MAX_SIZE`."""
+    for f in dataclasses.fields(config):
+        values = getattr(config, f.name)
+        for v in values if isinstance(values, tuple) else (values,):
+            if f.name != "seed" and isinstance(v, int) and not isinstance(v, bool) \
+                    and abs(v) > MAX_SIZE:
+                raise MpgymError(f"config for {type(config).__name__}: {f.name} must be a "
+                                 f"whole number of magnitude <= 2^24; got {values!r:.60}.")
+    return config
 
 
 def build_model(name: str, config: Any = None):
@@ -138,7 +108,7 @@ def build_model(name: str, config: Any = None):
     if config is None:
         config = cfg_cls()
     elif isinstance(config, dict):
-        config = config_from_dict(cfg_cls, config)
+        config = _check_sizes(config_from_dict(cfg_cls, config))
     try:
         return model_cls(config)
     except MpgymError:
@@ -256,7 +226,6 @@ __all__ = [
     "MODELS",
     "LoadedRun",
     "build_model",
-    "config_from_dict",
     "load_model",
     "load_run",
     "model_classes",

@@ -5,7 +5,7 @@ dataclass holding ``env_id`` and ``seed``, ``learn(...) -> self``, ``predict(obs
 deterministic) -> (action, None)``, ``save(path)``, ``Cls.load(path, env=None)``.
 """
 
-from agents.common.base import Agent, Callback, check_config, config_from_dict, keep_going
+from agents.common.base import Agent, Callback, check_config, keep_going
 from agents.common.envs import EnvKwargs, require_discrete
 from agents.common.evaluation import EvalResult, evaluate_policy
 from agents.common.plotting import plot_learning_curve, read_metrics
@@ -25,7 +25,6 @@ __all__ = [
     "EvalResult",
     "Schedule",
     "check_config",
-    "config_from_dict",
     "constant",
     "env_id_of",
     "evaluate_policy",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -30,6 +29,7 @@ import numpy as np
 from agents.common.envs import parse_env_kwargs
 from envs.make import env_id_of, env_recipe, make_env
 from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpgym.configs import check_types, config_from_dict
 from mpgym.errors import MpgymError
 from mpgym.runs import RunDir
 
@@ -60,105 +60,21 @@ def keep_going(callback: Callback | None, locals_: dict[str, Any]) -> bool:
     return callback is None or callback(locals_) is not False
 
 
-def _resolve(tp: Any, value: Any) -> Any:
-    """Turn a JSON value back into ``tp`` (nested dataclasses, tuples, Paths)."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-        return config_from_dict(tp, value)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
-            if (dataclasses.is_dataclass(arg) and isinstance(value, dict)) or (
-                    typing.get_origin(arg) is tuple or arg is tuple):
-                return _resolve(arg, value)
-        return value
-    if (origin is tuple or tp is tuple) and isinstance(value, list):
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_resolve(args[0], v) for v in value)
-        if args and len(args) == len(value):
-            return tuple(_resolve(a, v) for a, v in zip(args, value, strict=True))
-        return tuple(value)
-    if tp is Path and isinstance(value, str):
-        return Path(value)
-    return value
-
-
-def _matches(tp: Any, value: Any) -> bool:  # noqa: C901 - one case per kind of type
-    """Whether ``value`` (already resolved by :func:`_resolve`) is of the annotated type."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return True
-    if origin is typing.Annotated:
-        return _matches(args[0], value)
-    if origin is Literal:
-        return any(value == a and type(value) is type(a) for a in args)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return any(_matches(a, value) for a in args)
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is str or tp is Path:
-        return isinstance(value, tp)
-    if origin is tuple or tp is tuple:
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(args[0], v) for v in value)
-        return not args or (len(args) == len(value) and
-                            all(_matches(a, v) for a, v in zip(args, value, strict=True)))
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    if dataclasses.is_dataclass(tp):
-        return isinstance(value, typing.cast(type, tp))
-    return True
-
-
-_HINTS: dict[Any, dict[str, Any] | None] = {}
-
-
-def _type_hints(cls: Any) -> dict[str, Any] | None:
-    """``typing.get_type_hints(cls)`` (cached: configs are checked on every load), or None."""
-    if cls not in _HINTS:
-        try:
-            _HINTS[cls] = typing.get_type_hints(cls)
-        except Exception:  # unresolved forward references
-            _HINTS[cls] = None
-    return _HINTS[cls]
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def check_config(config: Any) -> Any:
-    """Check every field of a (nested) dataclass config against its annotation.
+    """Check a (nested) dataclass config: field types (:func:`mpgym.configs.check_types`), ranges.
 
     Returns:
-        ``config`` (with integral floats given for float fields left as they are).
+        ``config``.
 
     Raises:
-        MpgymError: naming the field, the value found and the type accepted.
+        MpgymError: naming the field, the value found and what is accepted.
     """
-    hints = _type_hints(type(config))
-    if hints is None:  # unresolved forward references: nothing to check against
-        return config
+    check_types(config)
+    _check_ranges(config)
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if f.name in hints and not _matches(hints[f.name], value):
-            shown = repr(value)
-            shown = shown if len(shown) <= 60 else shown[:57] + "..."
-            raise MpgymError(f"config field {type(config).__name__}.{f.name} must be "
-                             f"{_type_name(hints[f.name])}; got {shown}.")
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             check_config(value)
-    _check_ranges(config)
     if hasattr(config, "env_kwargs"):
         parse_env_kwargs(config.env_kwargs)
     return config
@@ -189,35 +105,6 @@ def _check_ranges(config: Any) -> None:
     gamma = getattr(config, "gamma", None)
     if isinstance(gamma, int | float) and not 0.0 <= gamma <= 1.0:
         raise MpgymError(f"config field {name}.gamma must be in [0, 1]; got {gamma!r}.")
-
-
-def config_from_dict(config_cls: Any, data: dict[str, Any]) -> Any:
-    """Rebuild a (frozen, possibly nested) dataclass config from its JSON form, checked.
-
-    Unknown keys (``"algo"`` written by the CLI, fields removed since) are ignored with a log
-    line; lists become tuples where the field is a tuple; nested dataclasses are rebuilt; every
-    value is checked against its field's type (:func:`check_config`).
-
-    Raises:
-        MpgymError: ``data`` is not a JSON object, or a value does not fit its field.
-    """
-    if not dataclasses.is_dataclass(config_cls):
-        raise TypeError(f"{config_cls!r} is not a dataclass")
-    if not isinstance(data, dict):
-        raise MpgymError(f"a {config_cls.__name__} must be stored as a JSON object, "
-                         f"got {type(data).__name__}.")
-    hints = _type_hints(config_cls) or {}
-    names = {f.name for f in dataclasses.fields(config_cls) if f.init}
-    unknown = sorted(set(data) - names - {"algo", "kind"})
-    if unknown:
-        log.info("ignoring config keys %s unknown to %s", unknown, config_cls.__name__)
-    try:
-        kwargs = {k: _resolve(hints.get(k, Any), v) for k, v in data.items() if k in names}
-        return check_config(config_cls(**kwargs))
-    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
-        if isinstance(exc, MpgymError):
-            raise
-        raise MpgymError(f"config does not fit {config_cls.__name__}: {exc}") from None
 
 
 class Agent(abc.ABC):
@@ -389,7 +276,7 @@ class Agent(abc.ABC):
         ckpt = load_checkpoint(path, expected_kind=cls.name)
         if not isinstance(ckpt.meta, dict):
             raise CheckpointError(f"{path}: checkpoint meta must be a JSON object.")
-        config = config_from_dict(cls.Config, ckpt.config)
+        config = check_config(config_from_dict(cls.Config, ckpt.config))
         rebuildable = ckpt.meta.get("env_rebuildable", True)
         if env is None or (isinstance(env, str) and env.split(":", 1)[-1] == config.env_id):
             if rebuildable is not True:

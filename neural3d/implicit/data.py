@@ -6,17 +6,14 @@ ground truth) or a watertight mesh (Open3D ground truth, :mod:`neural3d.data.gro
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mpgym.configs import config_from_dict  # noqa: F401 - the implicit models import it here
 from mpgym.errors import MpgymError
 from neural3d.data.sampling import SamplingConfig, sample_surface, sample_training_points
 from neural3d.shapes import Shape, project_to_surface, surface_normals
@@ -93,51 +90,6 @@ def batch_of_shapes(points: list[torch.Tensor], values: list[torch.Tensor], n: i
             torch.stack([v[i] for v, i in zip(values, idx, strict=True)]))
 
 
-def config_from_dict(cls: type, data: Any):
-    """A config dataclass from a checkpoint's JSON (unknown keys ignored, missing = default).
-
-    Each value given must have its field's type (``int``, finite ``float``, ``str``, ``bool``,
-    one of a ``Literal``'s choices), so a corrupt or hostile file is refused here rather than
-    deep inside a constructor.
-
-    Raises:
-        MpgymError: ``data`` is not a JSON object, or a value of the wrong type.
-    """
-    if not isinstance(data, dict):
-        raise MpgymError(f"a {cls.__name__} must be a JSON object, got {type(data).__name__}.")
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        v = data[f.name]
-        if not _matches(hints[f.name], f.default, v):
-            raise MpgymError(f"{cls.__name__}.{f.name} = {str(v)[:60]!r} in the checkpoint is "
-                             f"not a valid value (expected {_describe(hints[f.name])}).")
-        values[f.name] = v
-    return cls(**values)
-
-
-def _matches(hint: Any, default: Any, v: Any) -> bool:
-    if typing.get_origin(hint) is typing.Literal:
-        return isinstance(v, (str, int, float)) and v in typing.get_args(hint)
-    if isinstance(default, bool):
-        return isinstance(v, bool)
-    if isinstance(default, int):
-        return isinstance(v, int) and not isinstance(v, bool)
-    if isinstance(default, float):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    if isinstance(default, str):
-        return isinstance(v, str)
-    return True
-
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) is typing.Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(hint)))
-    return getattr(hint, "__name__", str(hint))
-
-
 def model_from_state(build: Callable[[], nn.Module], state: dict[str, Tensor], what: str, *,
                      counts: dict[str, int] | None = None,
                      sizes: dict[str, int] | None = None) -> nn.Module:
@@ -208,3 +160,10 @@ def iou_of_field(fn, truth, n: int = 100_000, bounds: float = 0.55,
     rng = rng if rng is not None else np.random.default_rng(0)
     x = sample_uniform(n, bounds, rng)
     return volumetric_iou(np.asarray(fn(x)) < 0, np.asarray(truth(x)) < 0)
+
+
+def ious_of_shapes(shapes: list[ShapeSamples], field_of: Callable[[int], Callable]
+                   ) -> dict[str, float]:
+    """:func:`iou_of_field` of ``field_of(i)`` for every shape ``i`` that has a ``truth``."""
+    return {s.name: iou_of_field(field_of(i), s.truth)
+            for i, s in enumerate(shapes) if s.truth is not None}

@@ -16,9 +16,10 @@ Defaults follow the papers where a CPU allows it and say where they do not:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Literal
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
+from mpgym import configs
 from mpgym.errors import MpgymError, check_positive
 
 
@@ -173,23 +174,14 @@ def check_config(config: NerfConfig) -> None:
         raise MpgymError(f"--device must be a string such as 'cpu'; got {config.device!r}.")
 
 
-def config_from_dict(d: dict) -> NerfConfig:
-    """A checked :class:`NerfConfig` from its JSON form (unknown keys ignored, tuples restored).
+def config_from_dict(d: Any) -> NerfConfig:
+    """A checked :class:`NerfConfig` from its JSON form (:func:`mpgym.configs.config_from_dict`).
 
     Raises:
-        MpgymError: a value of the wrong type or out of range (see :func:`check_config`).
+        MpgymError: a key that is not a field, a value of the wrong type or out of range (see
+            :func:`check_config`).
     """
-    if not isinstance(d, dict):
-        raise MpgymError(f"a NeRF config must be a JSON object; got {type(d).__name__}.")
-    names = {f.name for f in fields(NerfConfig)}
-    kw = {k: v for k, v in d.items() if k in names}
-    if isinstance(kw.get("betas"), list):
-        kw["betas"] = tuple(kw["betas"])
-    for f in fields(NerfConfig):  # JSON numbers: 1.0 for an int field is refused below
-        if f.name in kw and isinstance(f.default, float) and isinstance(kw[f.name], int) \
-                and not isinstance(kw[f.name], bool):
-            kw[f.name] = float(kw[f.name])
-    config = NerfConfig(**kw)
+    config = configs.config_from_dict(NerfConfig, d)
     check_config(config)
     return config
 

@@ -62,7 +62,7 @@ def _saved(tmp_path, name, config, state):
 @pytest.mark.parametrize(
     "change, words",
     [
-        ({"hidden": [12.5, 12]}, "hidden must be a whole number"),
+        ({"hidden": [12.5, 12]}, "hidden must be a list of at most 64 values, each a whole number"),
         ({"hidden": "12"}, "hidden must be a list"),
         ({"num_masks": True}, "num_masks must be a whole number"),
         ({"order": "backwards"}, "order must be one of 'natural', 'random'"),
@@ -70,7 +70,7 @@ def _saved(tmp_path, name, config, state):
         ({"hidden": [2**40, 12]}, "magnitude <= 2^24"),
         ({"hidden": [-5, 12]}, "does not build a model"),
         ({"hidden": [13, 12]}, "the config describes"),  # weights of 12 units, config says 13
-        ({"frobnicate": 1}, "unknown fields"),
+        ({"frobnicate": 1}, "unknown keys frobnicate"),
     ],
 )
 def test_checkpoint_configs_that_do_not_fit_are_refused(tmp_path, change, words):

@@ -1,5 +1,4 @@
 import doctest
-from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -8,7 +7,6 @@ import pytest
 import agents.common.schedules as schedules
 from agents.common import (
     Schedule,
-    config_from_dict,
     evaluate_policy,
     keep_going,
     linear_schedule,
@@ -18,7 +16,6 @@ from agents.common import (
     visit_step_size,
 )
 from mpgym import MpgymError, RunDir
-from mpgym.checkpoint import to_jsonable
 
 
 def test_schedule_docstring_examples():
@@ -52,24 +49,6 @@ def test_visit_step_size_is_sample_average():
 def test_keep_going_semantics():
     assert keep_going(None, {}) and keep_going(lambda _: None, {}) and keep_going(lambda _: 1, {})
     assert not keep_going(lambda _: False, {})
-
-
-@dataclass(frozen=True)
-class Nested:
-    env_id: str = "CartPole-v1"
-    seed: int = 0
-    eps: Schedule = Schedule(1.0, 0.05, 100, "linear")
-    net_arch: tuple[int, ...] = (64, 64)
-    lr: float | None = None
-
-
-def test_config_from_dict_roundtrips_nested_dataclasses_and_tuples():
-    cfg = Nested(seed=3, eps=Schedule(0.5), net_arch=(32,), lr=1e-3)
-    data = to_jsonable(cfg)
-    assert data["net_arch"] == [32]
-    assert config_from_dict(Nested, {**data, "algo": "dqn", "removed_field": 1}) == cfg
-    with pytest.raises(TypeError):
-        config_from_dict(dict, {})
 
 
 def test_make_env_errors_and_passthrough():

@@ -67,10 +67,10 @@ def test_deep_agents_pass_env_kwargs_to_vector_and_single_envs(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"env_kwargs": "[1, 2]"}, "QLearningConfig.env_kwargs must be dict"),
+    ({"env_kwargs": "[1, 2]"}, "QLearningConfig.env_kwargs must be an object"),
     ({"env_kwargs": {"x": float("nan")}}, "must hold JSON values"),
-    ({"gamma": "0.9"}, "QLearningConfig.gamma must be float"),
-    ({"episodes": 1.5}, "QLearningConfig.episodes must be int"),
+    ({"gamma": "0.9"}, "QLearningConfig.gamma must be a finite number"),
+    ({"episodes": 1.5}, "QLearningConfig.episodes must be a whole number"),
 ])
 def test_bad_config_values_get_one_clear_error(bad, message):
     with pytest.raises(MpgymError, match=message):
