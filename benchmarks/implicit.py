@@ -14,10 +14,14 @@ Sections (``--only``):
   <= 600 CPU-seconds, which does not depend on what else runs on the machine.
   ``--igr-eikonal off_surface|with_surface`` and ``--igr-seed`` compare the points of the
   eikonal term (see ``neural3d.implicit.igr``); ant.ply varies by ~0.001 Chamfer-L1 by seed.
+  The preset's ``eikonal_points`` was chosen on ant.ply with seeds 0-2, so the reported run
+  uses seed 100 (:data:`REPORT_SEED`), never used to choose a setting.
 - ``multi``: one occupancy network (PointNet-conditioned) on the built-in shapes, IoU on 100k
-  uniform points per training shape; DeepSDF on a family of tori, IoU on training shapes and
-  completion of a held-out torus from the half of its point cloud with x > 0 (Chamfer-L1 of
-  the completed mesh vs the partial cloud's own Chamfer as the reference).
+  uniform points per training shape (a row, not a goal: it measures how well the auto-decoder
+  memorises its training shapes; held-out occupancy needs a shape collection); DeepSDF on a
+  family of tori, IoU on training shapes and completion of a held-out torus from the half of
+  its point cloud with x > 0 (Chamfer-L1 of the completed mesh vs the partial cloud's own
+  Chamfer as the reference).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ import torch
 from mpgym.bench import Goal, bench_parser, report
 
 PYVISTA_MESHES = ("ant",)
+REPORT_SEED = 100
+"""IGR's seed in the reported run (settings were chosen on seeds 0-2)."""
 
 
 def _load_pyvista_mesh(name: str):
@@ -194,8 +200,9 @@ def bench_multi(quick: bool) -> tuple[list[dict], list[Goal]]:
     rows.append({"section": "deepsdf", "shape": "held-out torus R0.27 r0.10, half cloud",
                  "completion_chamfer_l1": chamfer_l1(mesh.sample(100_000), gt),
                  "partial_cloud_chamfer_l1": chamfer_l1(pts[half], gt)})
-    goals = [Goal("occnet_iou_train_min", min(occ.iou.values()), 0.9, ">=")]
-    return rows, goals
+    rows.append({"section": "occnet", "shape": "train (min IoU, memorisation)",
+                 "iou": min(occ.iou.values()), "train_s": occ.seconds})
+    return rows, []
 
 
 def merge(paths: list[Path]) -> tuple[list[dict], list[Goal]]:
@@ -224,7 +231,8 @@ def main() -> None:
     p.add_argument("--igr-preset", default="cpu")
     p.add_argument("--igr-eikonal", choices=["off_surface", "with_surface"], default=None,
                    help="points of IGR's eikonal term (default: the preset's)")
-    p.add_argument("--igr-seed", type=int, default=0, help="seed of IGR's init and sampling")
+    p.add_argument("--igr-seed", type=int, default=REPORT_SEED,
+                   help="seed of IGR's init and sampling (settings were chosen on 0-2)")
     p.add_argument("--merge", nargs="+", type=Path, default=None,
                    help="combine the rows of earlier --json files (split runs) into one report")
     p.add_argument("--threads", type=int, default=1,
