@@ -82,3 +82,51 @@ def test_mirror_symmetric_cycles_lose_their_test_frames():
     assert checks["run"].dropped == len(checks["run"].kept) == 5
     assert checks["walk"].distance_mm.max() < 1.0
     assert sum(c.dropped for c in checks.values()) == 33
+
+
+# ---------------------------------------------------------------------------- benchmark bodies
+def _benchmark():
+    """benchmarks/bodies.py, loaded by path (it is a script, not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bodies.py"
+    spec = importlib.util.spec_from_file_location("_bodies_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
+def test_benchmark_bodies_are_test_poses_seen_in_and_out_of_distribution(model64):
+    """The benchmark's bodies take their poses from the test split; in distribution the yaw is
+    inside the learned fitter's training range, shifted it is beyond it and the camera is
+    pitched by 20 degrees, the same bodies otherwise."""
+    import torch
+
+    from bodies.learned import LearnedConfig
+    from bodies.rotations import matrix_to_axis_angle
+
+    bench = _benchmark()
+    pose, _, _ = bench.test_poses(12)
+    assert nearest_pose_distance(pose.reshape(-1, 23, 3), clip_poses("test", mirror=False),
+                                 mirror=False).max() == 0.0  # fmt: skip
+    gt, groups = bench.test_bodies(model64, 12)
+    gt_s, groups_s = bench.test_bodies(model64, 12, shifted=True)
+    go, go_s = (matrix_to_axis_angle(x.full_pose[:, 0]) for x in (gt, gt_s))
+    assert float(go[:, [0, 2]].abs().max()) < 1e-12 and float(go_s[:, [0, 2]].abs().max()) < 1e-12
+    yaw, yaw_s = go[:, 1].abs(), go_s[:, 1].abs()
+    assert float(yaw.max()) < bench.YAW_IN < LearnedConfig().max_yaw
+    assert float(yaw_s.min()) >= LearnedConfig().max_yaw
+    torch.testing.assert_close(gt.betas, gt_s.betas)
+    assert len(groups) == 1 and len(groups_s) == 2
+    pitch = [
+        float(matrix_to_axis_angle(torch.as_tensor(cam.R @ np.diag([1.0, -1.0, -1.0])))[0])
+        for _, cam, _ in groups_s
+    ]
+    np.testing.assert_allclose(np.degrees(pitch), [20.0, -20.0], atol=1e-9)
+    assert sorted(torch.cat([g[0] for g in groups_s]).tolist()) == list(range(12))
