@@ -25,30 +25,7 @@ LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 # --------------------------------------------------------------------------- returns
 
 
-def reward_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """Discounted reward-to-go of one episode, ``G_t = sum_{k>=0} gamma^k r_{t+k}``.
-
-    Args:
-        rewards: ``[T]`` rewards of one complete episode.
-        gamma: discount factor in [0, 1].
-
-    Returns:
-        ``[T]`` float64 returns; ``G_0`` is the episode's discounted return.
-
-    Example:
-        >>> reward_to_go(np.array([1.0, 1.0, 1.0]), 0.5)
-        array([1.75, 1.5 , 1.  ])
-    """
-    rewards = np.asarray(rewards, dtype=np.float64)
-    out = np.empty_like(rewards)
-    running = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        running = rewards[t] + gamma * running
-        out[t] = running
-    return out
-
-
-def discounted_returns(
+def rollout_returns(
     rewards: np.ndarray,
     dones: np.ndarray,
     gamma: float,
@@ -57,7 +34,9 @@ def discounted_returns(
     """Discounted returns of a rollout that may hold several episodes per environment.
 
     ``G_t = r_t + gamma * (1 - done_t) * G_{t+1}`` with ``G_T = last_value`` (the bootstrap for
-    an unfinished episode; 0 gives Monte Carlo returns).
+    an unfinished episode; 0 gives Monte Carlo returns). One complete episode without a
+    bootstrap is :func:`agents.common.returns.reward_to_go`; :func:`gae` with ``lam = 1`` gives
+    these returns minus ``V(s_t)`` where a time limit is bootstrapped.
 
     Args:
         rewards: ``[T]`` or ``[T, N]`` rewards.
@@ -69,7 +48,7 @@ def discounted_returns(
         Returns with the shape of ``rewards`` (float64).
 
     Example:
-        >>> discounted_returns(np.array([1.0, 1.0, 1.0]), np.array([0, 1, 0]), 0.5)
+        >>> rollout_returns(np.array([1.0, 1.0, 1.0]), np.array([0, 1, 0]), 0.5)
         array([1.5, 1. , 1. ])
     """
     rewards = np.asarray(rewards, dtype=np.float64)

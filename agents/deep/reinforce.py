@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from agents.common import Callback, keep_going
 from agents.common.envs import EnvKwargs
+from agents.common.returns import reward_to_go
 from agents.deep.base import PolicyAgent, check_step
-from agents.deep.common import reward_to_go
 from agents.deep.networks import Activation
 from mpgym.progress import progress
 

@@ -14,10 +14,10 @@ from typing import Literal
 
 import numpy as np
 
+from agents.common.returns import reward_to_go
 from agents.common.schedules import Schedule
 from agents.tabular.base import TabularAgent, TabularConfig
 from agents.tabular.prediction import PredictionConfig, TabularPredictionAgent
-from agents.tabular.targets import discounted_returns
 from mpgym.errors import MpgymError
 
 Visit = Literal["first", "every"]
@@ -71,7 +71,7 @@ class MCPrediction(TabularPredictionAgent):
             states.append(s)
             rewards.append(float(r))
             done, s = terminated or truncated, int(s2)
-        returns = discounted_returns(np.array(rewards), self.config.gamma)
+        returns = reward_to_go(np.array(rewards), self.config.gamma)
         for t in np.flatnonzero(visit_mask(states, self.config.visit)):
             st = states[t]
             self.v[st] += self.state_step_size(st, episode) * (returns[t] - self.v[st])
@@ -117,7 +117,7 @@ class MCControl(TabularAgent):
             rewards.append(float(r))
             done, s = terminated or truncated, int(s2)
             a = self.behave(s, eps)
-        returns = discounted_returns(np.array(rewards), self.config.gamma)
+        returns = reward_to_go(np.array(rewards), self.config.gamma)
         keys = [st * self.n_actions + at for st, at in pairs]
         for t in np.flatnonzero(visit_mask(keys, self.config.visit)):
             st, at = pairs[t]

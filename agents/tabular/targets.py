@@ -45,17 +45,3 @@ def td0_target(reward: float, v_next: float, gamma: float, terminated: bool) -> 
     """TD(0) prediction: ``r + gamma * (1 - terminated) * V(s')`` (eq. 6.2)."""
     return float(reward) + (0.0 if terminated else gamma * float(v_next))
 
-
-def discounted_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
-    """``G_t = sum_k gamma^k r_{t+k}`` for every step of an episode ``(T,)`` -> ``(T,)``.
-
-    Example:
-        >>> discounted_returns(np.array([1.0, 0.0, 2.0]), 0.5).tolist()
-        [1.5, 1.0, 2.0]
-    """
-    out = np.empty(len(rewards))
-    g = 0.0
-    for t in range(len(rewards) - 1, -1, -1):
-        g = float(rewards[t]) + gamma * g
-        out[t] = g
-    return out

@@ -8,30 +8,19 @@ from agents.deep.buffers import ReplayBuffer, RolloutBuffer
 from agents.deep.common import (
     categorical_entropy,
     categorical_log_prob,
-    discounted_returns,
     dqn_targets,
     gae,
     gaussian_entropy,
     gaussian_log_prob,
     ppo_clip_loss,
-    reward_to_go,
+    rollout_returns,
 )
 
 
-def test_reward_to_go_hand_computed():
-    # G_2 = 3, G_1 = 2 + 0.9 * 3 = 4.7, G_0 = 1 + 0.9 * 4.7 = 5.23
-    np.testing.assert_allclose(reward_to_go(np.array([1.0, 2.0, 3.0]), 0.9), [5.23, 4.7, 3.0])
-
-
-def test_reward_to_go_gamma_one_is_suffix_sum():
-    r = np.arange(5.0)
-    np.testing.assert_allclose(reward_to_go(r, 1.0), np.cumsum(r[::-1])[::-1])
-
-
-def test_discounted_returns_resets_at_episode_end_and_bootstraps():
+def test_rollout_returns_resets_at_episode_end_and_bootstraps():
     r = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
     d = np.array([[0, 0], [1, 0], [0, 0]])
-    g = discounted_returns(r, d, 0.5, last_value=np.array([2.0, 4.0]))
+    g = rollout_returns(r, d, 0.5, last_value=np.array([2.0, 4.0]))
     # env 0: step 2 bootstraps 1 + 0.5*2 = 2; step 1 ends an episode: 1; step 0: 1 + 0.5 = 1.5
     # env 1: 1 + 0.5*4 = 3; 1 + 1.5 = 2.5; 0 + 1.25 = 1.25
     np.testing.assert_allclose(g, [[1.5, 1.25], [1.0, 2.5], [2.0, 3.0]])
@@ -60,14 +49,14 @@ def test_gae_truncation_bootstraps_but_cuts_the_trace():
     np.testing.assert_allclose(adv, [1 + 0.5 * 10, 1 + 0.5 * 3])
 
 
-def test_gae_lambda_one_equals_discounted_returns_minus_values():
+def test_gae_lambda_one_equals_rollout_returns_minus_values():
     rng = np.random.default_rng(0)
     r, v = rng.normal(size=(6, 3)), rng.normal(size=(6, 3))
     dones = rng.random((6, 3)) < 0.3
     last = rng.normal(size=3)
     nv = np.concatenate([v[1:], last[None]])
     adv = gae(r, v, nv, dones, dones, 0.97, 1.0)
-    ret = discounted_returns(r, dones, 0.97, last_value=last)
+    ret = rollout_returns(r, dones, 0.97, last_value=last)
     np.testing.assert_allclose(adv + v, ret, rtol=1e-5, atol=1e-5)
 
 
