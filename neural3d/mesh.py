@@ -201,46 +201,83 @@ def sample_grid(
     lo, hi = parse_bounds(bounds)
     check_resolution(resolution, hierarchical=hierarchical, coarse_resolution=coarse_resolution)
     spacing = (hi - lo) / resolution
-    kw = dict(chunk_size=chunk_size, array=array, device=device)
+
+    def evaluate(idx: np.ndarray) -> np.ndarray:
+        """The field at grid indices ``idx (N, 3)`` (of the finest grid) -> ``(N,)``."""
+        return _evaluate(fn, _grid_points(idx, lo, spacing), chunk_size=chunk_size,
+                         array=array, device=device)
+
     t0 = time.perf_counter()
     if not hierarchical:
+        values = _dense_grid(evaluate, resolution + 1, chunk_size)
         n = resolution + 1
-        values = np.empty(n**3, dtype=np.float32)
-        # index rows in slabs so no (N, 3) array of all points is ever made
-        slab = max(1, chunk_size // (n * n))
-        ij = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
-        for x0 in range(0, n, slab):
-            xs = np.arange(x0, min(n, x0 + slab))
-            idx = np.concatenate([np.repeat(xs, n * n)[:, None], np.tile(ij, (len(xs), 1))], 1)
-            values[x0 * n * n:(x0 + len(xs)) * n * n] = _evaluate(
-                fn, _grid_points(idx, lo, spacing), **kw)
-        return GridResult(values.reshape(n, n, n), np.ones((n, n, n), bool), lo, spacing,
-                          n**3, time.perf_counter() - t0)
+        return GridResult(values, np.ones((n, n, n), bool), lo, spacing, n**3,
+                          time.perf_counter() - t0)
+    values, known, queries = _mise_grid(evaluate, resolution, coarse_resolution, level,
+                                        dilation)
+    return GridResult(values, known, lo, spacing, queries, time.perf_counter() - t0)
 
+
+def _dense_grid(evaluate: Callable[[np.ndarray], np.ndarray], n: int, chunk_size: int
+                ) -> np.ndarray:
+    """Every point of an ``n^3`` grid, ``(n, n, n)``, evaluated in slabs of whole x-planes.
+
+    The index rows are made one slab at a time, so no ``(N, 3)`` array of all points is ever
+    held.
+    """
+    values = np.empty(n**3, dtype=np.float32)
+    slab = max(1, chunk_size // (n * n))
+    ij = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2)
+    for x0 in range(0, n, slab):
+        xs = np.arange(x0, min(n, x0 + slab))
+        idx = np.concatenate([np.repeat(xs, n * n)[:, None], np.tile(ij, (len(xs), 1))], 1)
+        values[x0 * n * n:(x0 + len(xs)) * n * n] = evaluate(idx)
+    return values.reshape(n, n, n)
+
+
+def _mise_grid(evaluate: Callable[[np.ndarray], np.ndarray], resolution: int,
+               coarse_resolution: int, level: float, dilation: int
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """MISE: the coarse grid, then 2x refinements near the surface until ``resolution``.
+
+    Returns:
+        ``(values, known, queries)``: the ``(R+1)^3`` grid, where the field itself was
+        queried, and how many points were.
+    """
     stride = resolution // coarse_resolution
     n = coarse_resolution + 1
     idx = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    values = _evaluate(fn, _grid_points(idx * stride, lo, spacing), **kw).reshape(n, n, n)
+    values = evaluate(idx * stride).reshape(n, n, n)
     known = np.ones((n, n, n), dtype=bool)
     queries = n**3
     while stride > 1:
         cells = _crossing_cells(values, level, dilation)          # (c, c, c) at this level
-        values, known_up = _upsample2(values), np.zeros([2 * d - 1 for d in values.shape], bool)
-        known_up[::2, ::2, ::2] = known
-        want = np.zeros_like(known_up)
-        c = cells.shape[0]
-        for dx in range(3):                                      # the 3x3x3 points of each cell
-            for dy in range(3):
-                for dz in range(3):
-                    want[dx:dx + 2 * c:2, dy:dy + 2 * c:2, dz:dz + 2 * c:2] |= cells
-        new = np.argwhere(want & ~known_up)
+        values, known = _upsample2(values), _upsample_known(known)
+        new = np.argwhere(_cell_points(cells) & ~known)
         stride //= 2
         if len(new):
-            values[tuple(new.T)] = _evaluate(fn, _grid_points(new * stride, lo, spacing), **kw)
-        known_up[tuple(new.T)] = True
-        known = known_up
+            values[tuple(new.T)] = evaluate(new * stride)
+        known[tuple(new.T)] = True
         queries += len(new)
-    return GridResult(values, known, lo, spacing, queries, time.perf_counter() - t0)
+    return values, known, queries
+
+
+def _upsample_known(known: np.ndarray) -> np.ndarray:
+    """``(n+1)^3`` query marks -> ``(2n+1)^3``: the old points keep theirs, new ones are False."""
+    up = np.zeros([2 * d - 1 for d in known.shape], bool)
+    up[::2, ::2, ::2] = known
+    return up
+
+
+def _cell_points(cells: np.ndarray) -> np.ndarray:
+    """The ``3x3x3`` points of each marked cell ``(c, c, c)`` on the 2x grid ``(2c+1)^3``."""
+    c = cells.shape[0]
+    want = np.zeros((2 * c + 1,) * 3, bool)
+    for dx in range(3):
+        for dy in range(3):
+            for dz in range(3):
+                want[dx:dx + 2 * c:2, dy:dy + 2 * c:2, dz:dz + 2 * c:2] |= cells
+    return want
 
 
 def field_gradient(fn: Callable[[Any], Any], points: np.ndarray, *, eps: float,

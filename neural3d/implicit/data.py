@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mpgym.configs import config_from_dict  # noqa: F401 - the implicit models import it here
 from mpgym.errors import MpgymError
 from neural3d.data.sampling import SamplingConfig, sample_surface, sample_training_points
 from neural3d.shapes import Shape, project_to_surface, surface_normals

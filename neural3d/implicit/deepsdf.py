@@ -12,24 +12,23 @@ decoder frozen (:func:`infer_code`), which completes the unseen half from the le
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
-from mpgym.progress import progress
+from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint
+from mpgym.configs import config_from_dict
 from neural3d.implicit.data import (
     ShapeSamples,
     batch_of_shapes,
-    config_from_dict,
-    iou_of_field,
+    ious_of_shapes,
     model_from_state,
 )
 from neural3d.implicit.losses import clamped_l1
 from neural3d.implicit.networks import DeepSDFDecoder
+from neural3d.implicit.training import LoopRecord, code_field, optimize
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +105,11 @@ def build_decoder(config: DeepSDFConfig) -> DeepSDFDecoder:
 
 
 def deepsdf_field(decoder: DeepSDFDecoder, code: Tensor):
-    """The SDF of one code for meshing/IoU: ``x (N, 3) -> (N,)`` (numpy or tensor in/out)."""
-    z = code.detach()[None]
+    """The SDF of one code for meshing/IoU: ``x (N, 3) -> (N,)`` (numpy or tensor in/out).
 
-    def fn(x):
-        as_np = not isinstance(x, torch.Tensor)
-        xt = torch.as_tensor(np.asarray(x, np.float32)) if as_np else x
-        with torch.no_grad():
-            y = decoder(xt[None], z)[0]
-        return y.numpy() if as_np else y
-
-    return fn
+    See :func:`~neural3d.implicit.training.code_field`.
+    """
+    return code_field(decoder, code)
 
 
 def train_deepsdf(shapes: list[ShapeSamples], config: DeepSDFConfig = DeepSDFConfig(), *,
@@ -151,28 +144,20 @@ def train_deepsdf(shapes: list[ShapeSamples], config: DeepSDFConfig = DeepSDFCon
                             {**decoder.state_dict(), "codes": codes.detach()}, kind="deepsdf",
                             config=config, meta={"names": result.names})
 
-    t0 = time.perf_counter()
-    with save_on_interrupt(save, "the DeepSDF run"):
-        for step in progress(range(config.iterations), desc="deepsdf", enable=progress_bar):
-            x, s = batch_of_shapes(pts, sdf, config.points_per_shape, gen)
-            x, s = x.to(device), s.to(device)
-            pred = decoder(x, codes)
-            loss = clamped_l1(pred, s, config.clamp) + config.code_reg * (codes**2).sum(-1).mean()
-            if not torch.isfinite(loss):
-                raise MpgymError(f"DeepSDF diverged at step {step}; lower --lr.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            result.losses.append(loss.item())
-            if run is not None and (step % config.log_every == 0 or step + 1 == config.iterations):
-                run.metrics.log(step=step, loss=loss.item(), seconds=time.perf_counter() - t0)
-    result.seconds = time.perf_counter() - t0
+    def step_loss(step: int) -> tuple[Tensor, dict[str, float]]:
+        x, s = batch_of_shapes(pts, sdf, config.points_per_shape, gen)
+        x, s = x.to(device), s.to(device)
+        pred = decoder(x, codes)
+        return clamped_l1(pred, s, config.clamp) + config.code_reg * (codes**2).sum(-1).mean(), {}
+
+    record = optimize(step_loss, opt, config.iterations, name="deepsdf", run=run,
+                      log_every=config.log_every, save=save, progress_bar=progress_bar,
+                      record=LoopRecord(result.losses))
+    result.seconds = record.seconds
     save()
     decoder.eval().cpu()
     result.codes = codes.detach().cpu()
-    for i, sh in enumerate(shapes):
-        if sh.truth is not None:
-            result.iou[sh.name] = iou_of_field(deepsdf_field(decoder, result.codes[i]), sh.truth)
+    result.iou = ious_of_shapes(shapes, lambda i: deepsdf_field(decoder, result.codes[i]))
     return result
 
 

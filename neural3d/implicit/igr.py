@@ -31,7 +31,6 @@ points (the benchmark's figures, ``benchmarks/implicit.py``).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,11 +38,12 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
-from mpgym.progress import progress
-from neural3d.implicit.data import config_from_dict, model_from_state
+from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint
+from mpgym.configs import config_from_dict
+from neural3d.implicit.data import model_from_state
 from neural3d.implicit.losses import eikonal_loss, gradient, normal_loss
 from neural3d.implicit.networks import IGRNet
+from neural3d.implicit.training import LoopRecord, optimize
 
 log = logging.getLogger(__name__)
 
@@ -252,35 +252,23 @@ def fit_igr(points: np.ndarray, normals: np.ndarray | None = None,
     def save() -> None:
         if run is not None:
             save_checkpoint(run.file("checkpoint.safetensors"), model.state_dict(), kind="igr",
-                            config=config, meta={"iterations": result.iterations})
+                            config=config, meta={"iterations": len(result.losses)})
 
     n_uni = int(round(config.batch_size * config.uniform_fraction))
-    t0, c0 = time.perf_counter(), time.process_time()
-    with save_on_interrupt(save, "the IGR run"):
-        for step in progress(range(config.iterations), desc="igr", enable=progress_bar):
-            idx = torch.randint(0, len(pts), (config.batch_size,), generator=gen)
-            surf = pts[idx]
-            near, uni = sample_off_surface(surf, sig[idx], n_uni, config.bounds, gen)
-            loss, terms = igr_loss(model, surf.to(device),
-                                   nrm[idx].to(device) if nrm is not None else None,
-                                   near.to(device), uni.to(device), config)
-            if not torch.isfinite(loss):
-                raise MpgymError(f"IGR diverged at step {step} (loss {float(loss)}); lower --lr. "
-                                 "The run directory keeps the metrics and last checkpoint.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            result.losses.append(loss.item())
-            result.iterations = step + 1
-            if run is not None and (step % config.log_every == 0 or step + 1 == config.iterations):
-                run.metrics.log(step=step, loss=loss.item(), lr=sched.get_last_lr()[0],
-                                seconds=time.perf_counter() - t0,
-                                cpu_seconds=time.process_time() - c0, **terms)
-                if step % (10 * config.log_every) == 0:
-                    save()
-    result.seconds = time.perf_counter() - t0
-    result.cpu_seconds = time.process_time() - c0
+
+    def step_loss(step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = torch.randint(0, len(pts), (config.batch_size,), generator=gen)
+        surf = pts[idx]
+        near, uni = sample_off_surface(surf, sig[idx], n_uni, config.bounds, gen)
+        return igr_loss(model, surf.to(device), nrm[idx].to(device) if nrm is not None else None,
+                        near.to(device), uni.to(device), config)
+
+    record = optimize(step_loss, opt, config.iterations, name="igr", run=run,
+                      log_every=config.log_every, save=save, progress_bar=progress_bar,
+                      scheduler=sched, save_every=10 * config.log_every,
+                      record=LoopRecord(result.losses))
+    result.seconds, result.cpu_seconds = record.seconds, record.cpu_seconds
+    result.iterations = len(result.losses)
     save()
     model.eval()
     return result

@@ -10,25 +10,23 @@ volumetric IoU on 100k uniform points, as in the paper.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint, save_on_interrupt
-from mpgym.progress import progress
+from mpgym import MpgymError, RunDir, load_checkpoint, save_checkpoint
+from mpgym.configs import config_from_dict
 from neural3d.implicit.data import (
     ShapeSamples,
     batch_of_shapes,
-    config_from_dict,
-    iou_of_field,
+    ious_of_shapes,
     model_from_state,
 )
 from neural3d.implicit.losses import occupancy_bce
 from neural3d.implicit.networks import OccupancyDecoder, PointNetEncoder
+from neural3d.implicit.training import LoopRecord, code_field, optimize
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +134,12 @@ def _condition(shapes: list[ShapeSamples], config: OccNetConfig, gen: torch.Gene
 def occnet_field(model: OccupancyNetwork, cond: Tensor):
     """The SDF-signed field of one shape for meshing/IoU: ``x (N, 3) -> -logit (N,)``.
 
-    The sign is flipped so that, like an SDF, it is negative inside (level 0).
+    The sign is flipped so that, like an SDF, it is negative inside (level 0); see
+    :func:`~neural3d.implicit.training.code_field`.
     """
     with torch.no_grad():
-        z = model.encode(cond[None])
-
-    def fn(x):
-        as_np = not isinstance(x, torch.Tensor)
-        xt = torch.as_tensor(np.asarray(x, np.float32)) if as_np else x
-        with torch.no_grad():
-            y = -model.decoder(xt[None], z)[0]
-        return y.numpy() if as_np else y
-
-    return fn
+        code = model.encode(cond[None])[0]
+    return code_field(model.decoder, code, negate=True)
 
 
 def train_occnet(shapes: list[ShapeSamples], config: OccNetConfig = OccNetConfig(), *,
@@ -180,27 +171,19 @@ def train_occnet(shapes: list[ShapeSamples], config: OccNetConfig = OccNetConfig
                             kind="occnet", config=config,
                             meta={"names": result.names, "num_shapes": len(shapes)})
 
-    t0 = time.perf_counter()
-    with save_on_interrupt(save, "the occupancy-network run"):
-        for step in progress(range(config.iterations), desc="occnet", enable=progress_bar):
-            x, y = batch_of_shapes(pts, occ, config.points_per_shape, gen)
-            x, y = x.to(device), y.to(device)
-            loss = occupancy_bce(model(x, _condition(shapes, config, gen).to(device)), y)
-            if not torch.isfinite(loss):
-                raise MpgymError(f"occupancy network diverged at step {step}; lower --lr.")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            result.losses.append(loss.item())
-            if run is not None and (step % config.log_every == 0 or step + 1 == config.iterations):
-                run.metrics.log(step=step, loss=loss.item(), seconds=time.perf_counter() - t0)
-    result.seconds = time.perf_counter() - t0
+    def step_loss(step: int) -> tuple[Tensor, dict[str, float]]:
+        x, y = batch_of_shapes(pts, occ, config.points_per_shape, gen)
+        x, y = x.to(device), y.to(device)
+        return occupancy_bce(model(x, _condition(shapes, config, gen).to(device)), y), {}
+
+    record = optimize(step_loss, opt, config.iterations, name="occnet", run=run,
+                      log_every=config.log_every, save=save, progress_bar=progress_bar,
+                      record=LoopRecord(result.losses))
+    result.seconds = record.seconds
     save()
     model.eval().cpu()
     cond = _condition(shapes, config, None)
-    for i, s in enumerate(shapes):
-        if s.truth is not None:
-            result.iou[s.name] = iou_of_field(occnet_field(model, cond[i]), s.truth)
+    result.iou = ious_of_shapes(shapes, lambda i: occnet_field(model, cond[i]))
     return result
 
 

@@ -1,13 +1,13 @@
 """Differentiable Volumetric Rendering (Niemeyer et al., CVPR 2020) of implicit surfaces.
 
-An occupancy field ``f(p)`` (a logit; surface at ``f = tau``, tau = 0 i.e. probability 0.5)
+An occupancy field ``f(p)`` (a logit; surface at ``f = level``, level 0 i.e. probability 0.5)
 and a colour field ``c(p)`` render a pixel by finding where its ray first enters the surface:
 
-1. **March** (no gradients): evaluate ``f - tau`` at ``n_steps`` evenly spaced depths in
+1. **March** (no gradients): evaluate ``f - level`` at ``n_steps`` evenly spaced depths in
    ``[near, far]``; take the first outside -> inside sign change.
 2. **Secant** (no gradients): refine the depth in that interval with ``n_secant`` steps
    (DVR: 8).
-3. **Implicit gradient**: the depth ``d`` satisfies ``f(o + d w; theta) = tau``. Differentiating
+3. **Implicit gradient**: the depth ``d`` satisfies ``f(o + d w; theta) = level``. Differentiating
    gives ``dd/dtheta = -(df/dtheta) / (grad_p f . w)``, i.e. for the point
    ``dp/dtheta = -w (grad_p f . w)^-1 df/dtheta`` (DVR eq. 9). :class:`SurfaceDepth` is the
    custom ``torch.autograd.Function`` that returns ``d`` and back-propagates this formula to
@@ -46,19 +46,19 @@ class SurfaceHit:
 
 @torch.no_grad()
 def find_surface(field: Field, origins: Tensor, dirs: Tensor, *, near: float, far: float,
-                 n_steps: int = 64, n_secant: int = 8, tau: float = 0.0,
+                 n_steps: int = 64, n_secant: int = 8, level: float = 0.0,
                  chunk: int = 8192) -> SurfaceHit:
-    """First outside -> inside crossing of ``field - tau`` along each ray, secant-refined.
+    """First outside -> inside crossing of ``field - level`` along each ray, secant-refined.
 
     Args:
-        field: ``[N, 3] -> [N]`` occupancy logits (inside where ``> tau``).
+        field: ``[N, 3] -> [N]`` occupancy logits (inside where ``> level``).
         origins: ``[R, 3]`` ray origins.
         dirs: ``[R, 3]`` unit directions.
         near: start depth.
         far: end depth.
         n_steps: evenly spaced samples for the sign search (DVR: 128 at test time).
         n_secant: secant iterations (DVR: 8).
-        tau: the surface level.
+        level: the iso-level of the surface (a logit: 0 is probability 0.5).
         chunk: rays per batch of field queries.
 
     Returns:
@@ -69,7 +69,7 @@ def find_surface(field: Field, origins: Tensor, dirs: Tensor, *, near: float, fa
     for s in range(0, len(origins), chunk):
         o, w = origins[s:s + chunk], dirs[s:s + chunk]
         p = o[:, None, :] + t[None, :, None] * w[:, None, :]                # [r, S, 3]
-        v = field(p.reshape(-1, 3)).reshape(len(o), n_steps) - tau          # [r, S]
+        v = field(p.reshape(-1, 3)).reshape(len(o), n_steps) - level        # [r, S]
         cross = (v[:, :-1] <= 0) & (v[:, 1:] > 0)                           # outside -> inside
         hit = cross.any(dim=1)
         i = torch.where(hit, cross.float().argmax(dim=1), torch.zeros_like(hit, dtype=torch.long))
@@ -78,7 +78,7 @@ def find_surface(field: Field, origins: Tensor, dirs: Tensor, *, near: float, fa
         d = d_lo
         for _ in range(n_secant):
             d = d_lo - f_lo * (d_hi - d_lo) / (f_hi - f_lo).clamp(min=1e-12)
-            f_mid = field(o + d[:, None] * w) - tau
+            f_mid = field(o + d[:, None] * w) - level
             inside = f_mid > 0
             d_hi, f_hi = torch.where(inside, d, d_hi), torch.where(inside, f_mid, f_hi)
             d_lo, f_lo = torch.where(inside, d_lo, d), torch.where(inside, f_lo, f_mid)
@@ -90,16 +90,16 @@ def find_surface(field: Field, origins: Tensor, dirs: Tensor, *, near: float, fa
 class SurfaceDepth(torch.autograd.Function):
     """Identity on precomputed surface depths whose backward is DVR's implicit gradient.
 
-    ``apply(field, tau, depth [R], origins [R, 3], dirs [R, 3], *params)`` returns ``depth``;
+    ``apply(field, level, depth [R], origins [R, 3], dirs [R, 3], *params)`` returns ``depth``;
     in backward, ``dL/dtheta = sum_r dL/dd_r * (-(df/dtheta)(p_r) / (grad_p f(p_r) . w_r))``.
     ``params`` must be the tensors ``field`` depends on (e.g. ``list(net.parameters())``).
     """
 
     @staticmethod
-    def forward(ctx, field: Field, tau: float, depth: Tensor, origins: Tensor, dirs: Tensor,
+    def forward(ctx, field: Field, level: float, depth: Tensor, origins: Tensor, dirs: Tensor,
                 *params: Tensor) -> Tensor:
         """Return ``depth`` unchanged; remember what backward needs."""
-        ctx.field, ctx.tau = field, tau
+        ctx.field, ctx.level = field, level
         ctx.save_for_backward(depth, origins, dirs, *params)
         return depth.detach().clone()
 
@@ -109,7 +109,7 @@ class SurfaceDepth(torch.autograd.Function):
         depth, origins, dirs, *params = ctx.saved_tensors
         with torch.enable_grad():
             p = (origins + depth[:, None] * dirs).detach().requires_grad_(True)
-            f = ctx.field(p) - ctx.tau                                           # [R]
+            f = ctx.field(p) - ctx.level                                         # [R]
             (grad_p,) = torch.autograd.grad(f.sum(), p, retain_graph=True)       # [R, 3]
             denom = (grad_p * dirs).sum(-1)
             denom = torch.where(denom.abs() < 1e-3, torch.full_like(denom, 1e-3) *
@@ -121,14 +121,14 @@ class SurfaceDepth(torch.autograd.Function):
 
 def surface_depth(field: Field, params: list[Tensor], origins: Tensor, dirs: Tensor, *,
                   near: float, far: float, n_steps: int = 64, n_secant: int = 8,
-                  tau: float = 0.0) -> tuple[Tensor, Tensor]:
+                  level: float = 0.0) -> tuple[Tensor, Tensor]:
     """Differentiable depth of the first surface crossing: ``(depth [R], hit [R])``.
 
     ``depth`` carries DVR's implicit gradient to ``params`` (only meaningful where ``hit``).
     """
     s = find_surface(field, origins, dirs, near=near, far=far, n_steps=n_steps,
-                     n_secant=n_secant, tau=tau)
-    d = SurfaceDepth.apply(field, tau, s.depth, origins, dirs, *params)
+                     n_secant=n_secant, level=level)
+    d = SurfaceDepth.apply(field, level, s.depth, origins, dirs, *params)
     return d, s.hit
 
 
@@ -148,11 +148,11 @@ class DVROutput:
 
 def render_dvr(occupancy: Field, color: Callable[[Tensor], Tensor], params: list[Tensor],
                origins: Tensor, dirs: Tensor, *, near: float, far: float, n_steps: int = 64,
-               n_secant: int = 8, tau: float = 0.0, background: float = 1.0) -> DVROutput:
+               n_secant: int = 8, level: float = 0.0, background: float = 1.0) -> DVROutput:
     """Render rays through an occupancy field and a colour field (forward pass of DVR).
 
     Args:
-        occupancy: ``[N, 3] -> [N]`` logits (inside ``> tau``).
+        occupancy: ``[N, 3] -> [N]`` logits (inside ``> level``).
         color: ``[N, 3] -> [N, 3]`` colours in [0, 1].
         params: the occupancy field's parameters (receive the implicit gradient).
         origins: ``[R, 3]`` ray origins.
@@ -161,11 +161,11 @@ def render_dvr(occupancy: Field, color: Callable[[Tensor], Tensor], params: list
         far: end depth.
         n_steps: sign-search samples.
         n_secant: secant steps.
-        tau: surface level.
+        level: the iso-level of the surface.
         background: colour of rays that miss.
     """
     d, hit = surface_depth(occupancy, params, origins, dirs, near=near, far=far,
-                           n_steps=n_steps, n_secant=n_secant, tau=tau)
+                           n_steps=n_steps, n_secant=n_secant, level=level)
     pts = origins + d[:, None] * dirs
     rgb = torch.full_like(origins, background)
     if hit.any():
