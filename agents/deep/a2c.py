@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.deep.buffers import RolloutBatch
+from agents.deep.common import standardize
 from agents.deep.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 
@@ -110,19 +111,9 @@ class A2C(OnPolicyAgent):
         cfg = self.config
         adv = batch.advantages
         if cfg.normalize_advantage:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = standardize(adv)
         log_prob, entropy = self.policy.evaluate(batch.obs, batch.actions)
         values = self.policy.value(batch.obs)
         policy_loss = -(log_prob * adv).mean()
         value_loss = F.mse_loss(values, batch.returns)
-        entropy_mean = entropy.mean()
-        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._params, cfg.max_grad_norm, foreach=True)
-        self.optimizer.step()
-        return {
-            "policy_loss": policy_loss.item(),
-            "value_loss": value_loss.item(),
-            "entropy": entropy_mean.item(),
-        }
+        return self._gradient_step(policy_loss, value_loss, entropy.mean())

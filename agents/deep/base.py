@@ -198,6 +198,8 @@ class DeepAgent(Agent):
     """Attribute names of the ``nn.Module``s saved in checkpoints."""
     optimizer: torch.optim.Optimizer
     """The optimiser (built by the subclass's ``_build``); its state is checkpointed."""
+    _pending_env: tuple[dict[str, Any], Any] | None = None
+    """An env snapshot (arrays, JSON) loaded from a checkpoint, not yet put back."""
 
     def __init__(
         self, env: str | gym.Env | None = None, config: Any | None = None, *, run_dir=None
@@ -307,10 +309,26 @@ class DeepAgent(Agent):
         return {f"{prefix}.{k}": v for k, v in arrays.items()}, {prefix: info}
 
     @staticmethod
-    def _restore_env_snapshot(env: Any, tensors: dict[str, Any], info: Any, prefix: str) -> None:
-        arrays = {k[len(prefix) + 1:]: (v.numpy() if isinstance(v, torch.Tensor) else v)
-                  for k, v in tensors.items() if k.startswith(prefix + ".")}
-        restore_env_state(env, arrays, info)
+    def _arrays_under(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
+        """The checkpoint tensors named ``<prefix>.<name>``, as ``{name: NumPy array}``."""
+        return {k[len(prefix) + 1:]: (v.numpy() if isinstance(v, torch.Tensor) else v)
+                for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+    def _restore_pending_env(self, env: Any, reset: bool) -> bool:
+        """Put the env state a loaded checkpoint holds back into ``env`` when continuing.
+
+        The held snapshot (``_pending_env``) is used once: dropped on a ``reset``. The env is
+        reset with ``config.seed`` first (that builds its arrays), then overwritten.
+
+        Returns:
+            Whether a state was restored.
+        """
+        pending, self._pending_env = self._pending_env, None
+        if reset or pending is None:
+            return False
+        env.reset(seed=self.config.seed)
+        restore_env_state(env, *pending)
+        return True
 
     def check_finite_state(self, when: str) -> None:
         """Raise :class:`MpgymError` naming what became NaN or infinite (statistics first).

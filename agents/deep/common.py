@@ -171,6 +171,18 @@ def dqn_targets(
         return rewards + gamma * (1.0 - terminated) * next_v
 
 
+def standardize(advantages: Tensor) -> Tensor:
+    """``(A - mean(A)) / (std(A) + 1e-8)``, the advantage normalisation of SB3 and CleanRL.
+
+    ``std`` is the unbiased (n - 1) estimate, so callers skip batches of one.
+
+    Example:
+        >>> standardize(torch.tensor([1.0, 3.0]))
+        tensor([-0.7071,  0.7071])
+    """
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
     """``1 - Var[target - pred] / Var[target]``: 1 is a perfect value function, 0 a constant."""
     var = float(np.var(target))

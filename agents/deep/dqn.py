@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.common import Callback, keep_going, linear_schedule
-from agents.common.envs import EnvKwargs, env_state, restore_env_state
+from agents.common.envs import EnvKwargs, env_state
 from agents.deep.base import DeepAgent, EpisodeTracker, _array_like, check_step
 from agents.deep.buffers import ReplayBuffer
 from agents.deep.common import dqn_targets
@@ -200,7 +200,6 @@ class DQN(DeepAgent):
         self.num_updates = 0
         self._obs: np.ndarray | None = None
         self._tracker = EpisodeTracker(1)
-        self._pending_env: tuple[dict[str, Any], Any] | None = None
         self._loss = math.nan
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
@@ -254,8 +253,7 @@ class DQN(DeepAgent):
         obs = _array_like(tensors.get("rollout.obs", np.zeros(0)), np.zeros(self.encoder.dim),
                           np.float32, "rollout.obs")
         self._tracker.load_state_dict(tensors, "rollout.tracker")
-        arrays = {k[len("envstate."):]: (v.numpy() if isinstance(v, torch.Tensor) else v)
-                  for k, v in tensors.items() if k.startswith("envstate.")}
+        arrays = self._arrays_under(tensors, "envstate")
         loss = info.get("loss", math.nan)
         self._loss = float(loss) if isinstance(loss, int | float) else math.nan
         self._pending_env = (arrays, info.get("env"))
@@ -263,10 +261,7 @@ class DQN(DeepAgent):
 
     def _start_env(self, reset: bool) -> None:
         """Reset the env, or put back the state a checkpoint holds."""
-        pending, self._pending_env = self._pending_env, None
-        if not reset and pending is not None:
-            self.env.reset(seed=self.config.seed)  # then overwritten by the snapshot
-            restore_env_state(self.env, *pending)
+        if self._restore_pending_env(self.env, reset):
             return
         if reset:
             first = self._obs is None and self.num_episodes == 0

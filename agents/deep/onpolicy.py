@@ -37,9 +37,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from torch import Tensor
 
 from agents.common import Callback, keep_going, make_env
-from agents.common.envs import EnvKwargs, restore_env_state
+from agents.common.envs import EnvKwargs
 from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
 from agents.deep.networks import Activation, RunningMeanStd
@@ -129,7 +130,6 @@ class OnPolicyAgent(PolicyAgent):
         self._prev_done = np.zeros(cfg.n_envs, bool)
         self._obs: np.ndarray | None = None
         self._tracker = EpisodeTracker(cfg.n_envs)
-        self._pending_env: tuple[dict[str, Any], Any] | None = None
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -137,6 +137,33 @@ class OnPolicyAgent(PolicyAgent):
     def _update(self, batch: RolloutBatch, progress_remaining: float) -> dict[str, float]:
         """One update from a finished rollout; returns statistics to log."""
         raise NotImplementedError
+
+    def _gradient_step(
+        self, policy_loss: Tensor, value_loss: Tensor, entropy: Tensor
+    ) -> dict[str, float]:
+        """One optimiser step on ``L = policy_loss + vf_coef * value_loss - ent_coef * entropy``.
+
+        The gradient's global norm is clipped to ``max_grad_norm`` first (as in SB3).
+
+        Args:
+            policy_loss: scalar policy-gradient loss.
+            value_loss: scalar value loss.
+            entropy: scalar mean entropy of the policy.
+
+        Returns:
+            ``policy_loss``, ``value_loss`` and ``entropy`` as floats, for the log.
+        """
+        cfg = self.config
+        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self._params, cfg.max_grad_norm, foreach=True)
+        self.optimizer.step()
+        return {
+            "policy_loss": policy_loss.item(),
+            "value_loss": value_loss.item(),
+            "entropy": entropy.item(),
+        }
 
     # -- observations ------------------------------------------------------------------------
     def preprocess(self, obs: Any) -> np.ndarray:
@@ -205,9 +232,7 @@ class OnPolicyAgent(PolicyAgent):
                                 "rollout.ret")
         self._tracker.load_state_dict(tensors, "rollout.tracker")
         if "vec_env" in info:
-            arrays = {k[len("vec_env."):]: (v.numpy() if isinstance(v, torch.Tensor) else v)
-                      for k, v in tensors.items() if k.startswith("vec_env.")}
-            self._pending_env = (arrays, info["vec_env"])
+            self._pending_env = (self._arrays_under(tensors, "vec_env"), info["vec_env"])
             self._obs = obs
 
     # -- environments ------------------------------------------------------------------------
@@ -275,76 +300,110 @@ class OnPolicyAgent(PolicyAgent):
 
         return step
 
+    def _act_torch(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``obs [N, d] -> (actions, log_probs, values)`` through the PyTorch policy."""
+        x = torch.from_numpy(obs)
+        with torch.no_grad():
+            actions, log_probs = self.policy.act(x, self.torch_gen)
+            values = self.policy.value(x)
+        return actions.numpy(), log_probs.numpy(), values.numpy()
+
+    def _resample_sde_noise(self, t: int) -> None:
+        """gSDE: new exploration matrices at a rollout's start and every ``sde_sample_freq``."""
+        every = self.config.sde_sample_freq
+        if self.policy.sde and (t == 0 or (every > 0 and t % every == 0)):
+            self.policy.reset_noise(self.config.n_envs, self.torch_gen)
+
+    def _store_step(
+        self,
+        buf: RolloutBuffer,
+        t: int,
+        actions: np.ndarray,
+        log_probs: np.ndarray,
+        values: np.ndarray,
+        rewards: np.ndarray,
+        terminated: np.ndarray,
+        dones: np.ndarray,
+        valid: np.ndarray,
+    ) -> None:
+        """Write vector step ``t`` into ``buf``.
+
+        That is ``s_t`` (still ``self._obs``), the policy's actions, log-probabilities and
+        values, the (scaled) rewards and the episode ends. A reset-only step of next-step
+        autoreset (``valid`` false) is stored as a done, masked-out step.
+        """
+        buf.obs[t] = self._obs
+        buf.actions[t] = actions
+        buf.log_probs[t] = log_probs
+        buf.values[t] = values
+        buf.rewards[t] = self._scale_rewards(rewards, dones, valid)
+        buf.terminated[t] = terminated
+        buf.dones[t] = dones | ~valid
+        buf.valid[t] = valid
+
+    @torch.no_grad()
+    def _bootstrap_values(
+        self, buf: RolloutBuffer, truncated_final: list[tuple[int, int, np.ndarray]]
+    ) -> None:
+        """Fill ``buf.next_values``, ``V(s'_t)``, once the rollout is complete.
+
+        ``V(s'_t) = V(s_{t+1})``; under NEXT_STEP ``s_{t+1}`` of an ended episode is its final
+        observation, under SAME_STEP it is a reset one, so the value of each truncated
+        episode's true final observation (``truncated_final``: ``(t, env, raw obs)``) replaces
+        it (terminated ones are never bootstrapped).
+        """
+        buf.next_values[:-1] = buf.values[1:]
+        buf.next_values[-1] = self.policy.value(torch.from_numpy(self._obs)).numpy()
+        if truncated_final:
+            finals = self.preprocess(np.stack([f for _, _, f in truncated_final]))
+            v = self.policy.value(torch.from_numpy(finals)).numpy()
+            for (t, i, _), vi in zip(truncated_final, v, strict=True):
+                buf.next_values[t, i] = vi
+
     def collect_rollout(
         self, buf: RolloutBuffer, tracker: EpisodeTracker, stats: dict, callback: Callback | None
     ) -> bool:
-        """Fill ``buf`` with ``n_steps`` vector steps; False when the callback asked to stop."""
-        vec, gen = self.vec_env, self.torch_gen
+        """Fill ``buf`` with ``n_steps`` vector steps; False when the callback asked to stop.
+
+        Each step: act (NumPy or PyTorch forward), step the envs, store the transition,
+        move on to the next observation and count the real transitions and finished episodes;
+        after the last step, the values of the next states (:meth:`_bootstrap_values`). The
+        callback sees this function's locals (``self``, ``t``, ``actions``, ``values``,
+        ``rewards``, ``dones``, ``info`` ...); a stop request still completes the rollout.
+        """
+        vec = self.vec_env
         assert vec is not None
         next_step = vec.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP
+        act = self.numpy_rollout_policy() or self._act_torch
         truncated_final: list[tuple[int, int, np.ndarray]] = []
-        go = True
-        sde_every = self.config.sde_sample_freq
-        fast = self.numpy_rollout_policy()
+        keep_running = True
         for t in range(buf.n_steps):
-            if self.policy.sde and (t == 0 or (sde_every > 0 and t % sde_every == 0)):
-                self.policy.reset_noise(self.config.n_envs, gen)
-            if fast is not None:
-                actions_np, log_probs_np, values_np = fast(self._obs)
-            else:
-                x = torch.from_numpy(self._obs)
-                with torch.no_grad():
-                    actions, log_probs = self.policy.act(x, gen)
-                    values = self.policy.value(x)
-                actions_np, log_probs_np, values_np = (
-                    actions.numpy(),
-                    log_probs.numpy(),
-                    values.numpy(),
-                )
-            raw, rewards, terminated, truncated, info = vec.step(self.env_actions(actions_np))
+            self._resample_sde_noise(t)
+            actions, log_probs, values = act(self._obs)
+            raw, rewards, terminated, truncated, info = vec.step(self.env_actions(actions))
             check_step(self.env_id, raw, rewards)
             dones = terminated | truncated
-            # NEXT_STEP: a sub-env that ended on the previous step only resets now.
-            valid = ~self._prev_done
-            buf.obs[t] = self._obs
-            buf.actions[t] = actions_np
-            buf.log_probs[t] = log_probs_np
-            buf.values[t] = values_np
-            buf.rewards[t] = self._scale_rewards(rewards, dones, valid)
-            buf.terminated[t] = terminated
-            buf.dones[t] = dones | ~valid
-            buf.valid[t] = valid
+            valid = ~self._prev_done  # NEXT_STEP: a sub-env that ended last step only resets now
+            self._store_step(buf, t, actions, log_probs, values, rewards, terminated, dones, valid)
             if next_step:
                 self._prev_done = dones
             else:
-                for i in np.flatnonzero(truncated & ~terminated):
-                    truncated_final.append((t, i, info["final_obs"][i]))
+                truncated_final += [(t, i, info["final_obs"][i])
+                                    for i in np.flatnonzero(truncated & ~terminated)]
             self._obs = self._encode_step(raw)
             self.num_timesteps += int(valid.sum())
             self._episodes_done(tracker.step(rewards, dones, valid), **stats)
-            if go and not keep_going(callback, locals()):
-                go = False
-        with torch.no_grad():
-            # V(s'_t) = V(s_{t+1}); under NEXT_STEP s_{t+1} of an ended episode is its final
-            # observation, under SAME_STEP it is a reset one and is replaced below.
-            buf.next_values[:-1] = buf.values[1:]
-            buf.next_values[-1] = self.policy.value(torch.from_numpy(self._obs)).numpy()
-            if truncated_final:
-                finals = self.preprocess(np.stack([f for _, _, f in truncated_final]))
-                v = self.policy.value(torch.from_numpy(finals)).numpy()
-                for (t, i, _), vi in zip(truncated_final, v, strict=False):
-                    buf.next_values[t, i] = vi
-        return go
+            if keep_running and not keep_going(callback, locals()):
+                keep_running = False
+        self._bootstrap_values(buf, truncated_final)
+        return keep_running
 
     def _start_envs(self, reset: bool) -> None:
         """Make the vector env; reset it, or put back the state a checkpoint holds."""
         cfg = self.config
         first = self.vec_env is None
         vec = self.vec_env = self.make_vec_env() if self.vec_env is None else self.vec_env
-        pending, self._pending_env = self._pending_env, None
-        if not reset and pending is not None:
-            vec.reset(seed=cfg.seed)  # builds the env's arrays, then overwritten
-            restore_env_state(vec, *pending)
+        if self._restore_pending_env(vec, reset):
             return
         if reset:
             raw, _ = vec.reset(seed=cfg.seed if first else None)

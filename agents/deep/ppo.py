@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from agents.deep.buffers import RolloutBatch
-from agents.deep.common import ppo_clip_loss
+from agents.deep.common import ppo_clip_loss, standardize
 from agents.deep.onpolicy import OnPolicyAgent, OnPolicyConfig
 
 
@@ -171,24 +171,14 @@ class PPO(OnPolicyAgent):
         obs, actions = batch.obs[idx], batch.actions[idx]
         adv = batch.advantages[idx]
         if cfg.normalize_advantage and len(adv) > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = standardize(adv)
         log_prob, entropy = self.policy.evaluate(obs, actions)
         values = self.policy.value(obs)
         log_ratio = log_prob - batch.log_probs[idx]
         ratio = log_ratio.exp()
         policy_loss = ppo_clip_loss(ratio, adv, clip)
         value_loss = F.mse_loss(values, batch.returns[idx])
-        entropy_mean = entropy.mean()
-        loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy_mean
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._params, cfg.max_grad_norm, foreach=True)
-        self.optimizer.step()
+        stats = self._gradient_step(policy_loss, value_loss, entropy.mean())
         with torch.no_grad():
             approx_kl = ((ratio - 1.0) - log_ratio).mean()  # Schulman's k3 estimator
-        return {
-            "policy_loss": policy_loss.item(),
-            "value_loss": value_loss.item(),
-            "entropy": entropy_mean.item(),
-            "approx_kl": approx_kl.item(),
-        }
+        return stats | {"approx_kl": approx_kl.item()}

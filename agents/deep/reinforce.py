@@ -24,6 +24,7 @@ from agents.common import Callback, keep_going
 from agents.common.envs import EnvKwargs
 from agents.common.returns import reward_to_go
 from agents.deep.base import PolicyAgent, check_step
+from agents.deep.common import standardize
 from agents.deep.networks import Activation
 from mpgym.progress import progress
 
@@ -126,7 +127,7 @@ class REINFORCE(PolicyAgent):
             value_loss = F.mse_loss(values, g)
             adv = g - values.detach()
         if cfg.normalize_advantage and len(adv) > 1:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            adv = standardize(adv)
         policy_loss = -(log_prob * adv).mean()
         loss = policy_loss + value_loss - cfg.ent_coef * entropy.mean()
         self.optimizer.zero_grad(set_to_none=True)
