@@ -1,7 +1,7 @@
-"""NeRF benchmark: hash-grid throughput vs a memory-bound floor; hash vs vanilla NeRF in wall time.
+"""NeRF benchmark: hash-grid throughput vs a memory-bound floor; hash vs vanilla PSNR over time.
 
-Part 1 -- hash encoding (L 16, F 2, T 2^19, N_min 16, N_max 2048) forward + backward on N random
-points, three implementations side by side: the naive PyTorch reference (autograd through
+Part ``hashgrid`` -- hash encoding (L 16, F 2, T 2^19, N_min 16, N_max 2048) forward + backward on
+N random points, three implementations side by side: the naive PyTorch reference (autograd through
 per-level gathers, ``neural3d.nerf._reference``), the batched PyTorch custom-autograd path, and
 the numba kernel. The floor is the bytes forward + backward must move (per point and level:
 read 8 corners x F floats, write F outputs, read F output grads, read-modify-write 8 x F table
@@ -18,27 +18,66 @@ the zeroing of the whole 49 MB gradient that a dense table gradient needs. The g
 wall time; the table also gives the process CPU time (all threads), which a loaded machine
 inflates much less than wall time.
 
-Part 2 -- the built-in ``tabletop`` scene at 128x128 (100 train / 16 test views): the ``hash``
-preset and the ``vanilla`` preset each train for the same wall time (600 s; 30 s with
-``--quick``). Goals: test PSNR of hash after 10 minutes; the training time hash needs to reach
-vanilla's final PSNR (on the same evaluation views) divided by vanilla's training time. Final
-test PSNR/SSIM: all 16 views for hash, the first ``--vanilla-test-views`` (4) for vanilla, whose
-8x256 MLP takes about half a minute per 128x128 view.
+Parts ``hash`` and ``vanilla`` -- the built-in ``tabletop`` scene at 128x128 (100 train / 16 test
+views): each preset, unchanged, trains for 600 s of optimisation time (30 s with ``--quick``).
+Evaluation and snapshots are off the clock; one step of a throwaway trainer first loads the
+compiled kernels; the trainer's own final one-view check is skipped. While a preset trains, its
+weights and occupancy grid are copied at the first step that ends at or after each time of a
+grid (``HASH_GRID``: every 2 s to 10 s, 5 s to 30 s, 10 s to 120 s, 30 s to 300 s, 60 s to
+600 s; ``VANILLA_GRID``: 60, 120, 300, 600 s) and written to ``--snapshots`` after training;
+each snapshot is then rendered on all 16 test views (PSNR and SSIM, white background), the
+curve points (600, 120, 60, 300 s) first, the JSON rewritten after every view so that
+``--stage eval`` resumes an interrupted evaluation. The curve is that of one 600 s run, so its
+120 s point has the learning rate of a 600 s schedule (the drops come at 300, 450 and 540 s).
+Each snapshot also records the process CPU seconds since training began, a figure a loaded
+machine inflates much less than wall time. Training holds the machine-wide lock
+``--timing-lock`` (the same lock as ``flock /tmp/mpgym-timing.lock ...``) with ``uptime`` read
+before and after; evaluation runs after the lock is released. Cost of the evaluation on one
+thread: vanilla's 8x256 MLP with 32 + 64 samples per ray takes about 30 s per 128x128 view on an
+idle core (about 4 minutes at load 9 on 2 cores), so each vanilla grid point costs 8 minutes
+(idle) to an hour (loaded) for 16 views; a trained hash snapshot a few seconds per view.
 
-    python benchmarks/nerf.py --json runs/bench/nerf.json [--quick] [--threads 1]
-    python benchmarks/nerf.py --parts hashgrid --threads 2   # the kernel only (~1 minute)
+Goals: ``hash_psnr_120s`` >= 30 and ``hash_psnr_600s`` >= 32 dB on all 16 test views;
+``hash_vs_vanilla_time_ratio`` <= 0.2: the training time of the first hash snapshot whose
+16-view PSNR reaches vanilla's final (600 s) 16-view PSNR, over vanilla's training time -- read
+off the grid, so an upper bound within one grid step (the linear interpolation between the
+bracketing snapshots is reported beside it). A snapshot not yet evaluated on all 16 views
+counts for no goal.
+
+    python benchmarks/nerf.py --json runs/bench/nerf.json [--quick]     # every part, one process
+    python benchmarks/nerf.py --parts hashgrid --threads 2 --json ...  # the kernel (~1 minute)
+    python benchmarks/nerf.py --part hash --json benchmarks/results/nerf-hash.json
+    python benchmarks/nerf.py --part vanilla --stage train --json runs/bench/nerf-vanilla.json
+    python benchmarks/nerf.py --part vanilla --stage eval --eval-points 600 --json (same file)
+    python benchmarks/nerf.py --merge benchmarks/results/nerf-hash.json
+        benchmarks/results/nerf-vanilla.json --json benchmarks/results/nerf-train.json
+        (one command: goals and table, and the curves as nerf-train.png beside the JSON)
+
+Threads: ``--threads 1`` by default (torch, numba and BLAS), for every part.
 """
+
 
 from __future__ import annotations
 
+import argparse
+import fcntl
+import json
 import logging
 import os
+import subprocess
 import time
+from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from mpgym.bench import Goal, bench_parser, report
+from mpgym.bench import Goal, bench_parser, machine_info, report
+from mpgym.checkpoint import atomic_write_text, to_jsonable
+from mpgym.errors import MpgymError, check_positive
+
+log = logging.getLogger("nerf-bench")
 
 
 def _time(fn, repeats: int) -> float:
@@ -129,6 +168,19 @@ def hashgrid_rows(n_points: int, quick: bool) -> tuple[list[dict], float]:
     return rows, best / floor_s
 
 
+HASH_GRID = (2, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120,
+             150, 180, 210, 240, 270, 300, 360, 420, 480, 540, 600)
+"""Training seconds at which the hash preset is snapshotted (fine early: it learns fast)."""
+VANILLA_GRID = (60, 120, 300, 600)
+"""Training seconds at which the vanilla preset is snapshotted (each costs ~8 min to evaluate)."""
+CURVE_POINTS = (60, 120, 300, 600)
+"""Training seconds whose PSNR is reported for both presets."""
+TIMING_LOCK = "/tmp/mpgym-timing.lock"
+"""Machine-wide lock held while training (timed runs on one machine never overlap)."""
+GRIDS = {"hash": HASH_GRID, "vanilla": VANILLA_GRID}
+TRAIN_PARTS = ("hash", "vanilla")
+
+
 def ensure_dataset(folder: Path, quick: bool) -> Path:
     from neural3d.data.multiview import RenderDatasetConfig, render_dataset
 
@@ -139,124 +191,441 @@ def ensure_dataset(folder: Path, quick: bool) -> Path:
     return folder
 
 
-def train_rows(
-    data: Path, seconds: float, threads: int, quick: bool, vanilla_views: int = 4
-) -> tuple[list[dict], dict]:
+def grid_within(grid: tuple[float, ...], seconds: float) -> list[float]:
+    """The grid's times below the budget, then the budget itself (sorted, unique)."""
+    return sorted({float(t) for t in grid if 0 < t < seconds} | {float(seconds)})
+
+
+def machine_load() -> dict:
+    """``uptime``'s line and the 1/5/15-minute load averages, now."""
+    try:
+        line = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        line = ""
+    return {"uptime": line.strip(), "loadavg": list(os.getloadavg())}
+
+
+@contextmanager
+def timing_lock(path: str | None):
+    """Hold an exclusive ``flock`` on ``path`` (what ``flock PATH cmd`` takes); yields the wait."""
+    if not path:
+        yield 0.0
+        return
+    with open(path, "a") as f:
+        t0 = time.perf_counter()
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield time.perf_counter() - t0
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class _BudgetReached(Exception):
+    """Raised by :class:`Snapshots` after the budget's snapshot: skips the trainer's own final
+    one-view check (about 4 minutes for vanilla on a loaded machine) while the lock is held."""
+
+
+class Snapshots:
+    """Training callback: copy the state when ``train_seconds`` first reaches each grid time.
+
+    The copy is taken after the first step that ends at or after a grid time, so a snapshot's
+    actual ``seconds`` exceed its ``target_s`` by at most one step (both are recorded). The last
+    grid time is the budget; once it is taken, training ends (:class:`_BudgetReached`).
+    """
+
+    def __init__(self, times: list[float]):
+        self.times, self.taken, self.budget = list(times), [], max(times)
+        self.cpu0 = time.process_time()  # reset when training starts
+
+    def __call__(self, trainer) -> None:
+        targets = []
+        while self.times and trainer.train_seconds >= self.times[0]:
+            targets.append(self.times.pop(0))
+        if targets:
+            self._take(trainer, targets)
+        if trainer.train_seconds >= self.budget:
+            raise _BudgetReached
+
+    def _take(self, trainer, targets: list[float]) -> None:
+        state = {k: v.detach().clone() for k, v in trainer.state_dict().items()}
+        for t in targets:
+            self.taken.append(
+                {"target_s": t, "seconds": trainer.train_seconds, "step": trainer.step_count,
+                 "cpu_s": time.process_time() - self.cpu0, "state": state}
+            )
+
+    def finish(self, trainer) -> None:
+        """Training stopped before the last grid time (its step budget): the rest get the end."""
+        if self.times:
+            self._take(trainer, self.times)
+            self.times = []
+
+
+def train_part(
+    name: str, data: Path, *, seconds: float, threads: int, grid: list[float], test_views: int,
+    lock: str | None, snapshot_dir: Path,
+) -> dict:
+    """Train preset ``name`` under the lock, copying its state at the ``grid`` times to disk.
+
+    Returns the part's record: config, steps, training time, the load before and after
+    training, ``snapshots`` (``target_s``, ``seconds``, ``step``, ``file``) and an empty
+    ``evals`` that :func:`evaluate_part` fills.
+    """
     from neural3d.data.multiview import load_split
     from neural3d.nerf.presets import preset
     from neural3d.nerf.trainer import NerfTrainer
 
-    train = load_split(data, "train")
-    test = load_split(data, "test")
-    runs = {}
-    settings = {
-        "hash": dict(eval_every_seconds=max(seconds / 20, 5.0), eval_views=1, final_test_views=0),
-        "vanilla": dict(
-            eval_every_seconds=seconds / 2, eval_views=1, final_test_views=vanilla_views
-        ),
+    train, test = load_split(data, "train"), load_split(data, "test")
+    cfg = preset(name, max_seconds=seconds, threads=threads, eval_every_seconds=seconds,
+                 eval_views=1, final_test_views=1)
+    # warm-up off the clock: one step of a throwaway trainer loads numba's cached kernels and
+    # torch's first-call paths; the measured trainer reseeds, so its run is unchanged by this
+    NerfTrainer(cfg, train, test).step()
+    trainer = NerfTrainer(cfg, train, test)
+    snaps = Snapshots(grid)
+    with timing_lock(lock) as waited:
+        before = machine_load()
+        t0, snaps.cpu0 = time.perf_counter(), time.process_time()
+        try:
+            trainer.train(progress_bar=False, callback=snaps)
+        except _BudgetReached:
+            pass
+        wall = time.perf_counter() - t0
+        after = machine_load()
+    snaps.finish(trainer)
+    log.info("%s: %d steps in %.1f s of training (%.1f s wall); load %s -> %s", name,
+             trainer.step_count, trainer.train_seconds, wall, before["loadavg"][0],
+             after["loadavg"][0])
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    records, files = [], {}
+    for snap in snaps.taken:
+        key = id(snap["state"])
+        if key not in files:
+            files[key] = snapshot_dir / f"{name}-step{snap['step']:06d}.pt"
+            torch.save(snap["state"], files[key])
+        records.append({k: snap[k] for k in ("target_s", "seconds", "step", "cpu_s")}
+                       | {"file": str(files[key])})
+    return {
+        "preset": name, "config": asdict(cfg), "threads": threads, "steps": trainer.step_count,
+        "train_seconds": trainer.train_seconds, "train_wall_s": wall,
+        "train_cpu_s": time.process_time() - snaps.cpu0,
+        "test_views": len(test) if test_views <= 0 else min(test_views, len(test)),
+        "data": str(data), "lock": lock or None, "lock_wait_s": waited, "load_before": before,
+        "load_after": after, "grid_s": grid, "snapshots": records, "evals": {},
     }
-    for name, extra in settings.items():
-        cfg = preset(name, max_seconds=seconds, threads=threads, **extra)
-        t0 = time.perf_counter()
-        res = NerfTrainer(cfg, train, test).train(progress_bar=False)
-        runs[name] = (res, time.perf_counter() - t0)
-    rows = []
-    for name, (res, wall) in runs.items():
-        rows.append(
-            {
-                "part": "train",
-                "impl": name,
-                "steps": res.steps,
-                "train s": res.seconds,
-                "wall s": wall,
-                "eval PSNR": res.history[-1]["psnr"],
-                "test PSNR": res.psnr,
-                "test SSIM": res.ssim,
-                "test views": len(test) if name == "hash" else min(vanilla_views, len(test)),
-            }
-        )
-    return rows, {k: v[0] for k, v in runs.items()}
 
 
-def time_ratio(hash_res, vanilla_res) -> float:
-    """Hash training seconds to reach vanilla's final eval PSNR / vanilla's training seconds."""
-    target = vanilla_res.history[-1]["psnr"]
-    for row in hash_res.history:
-        if row["psnr"] >= target:
-            return row["seconds"] / vanilla_res.seconds
-    return float("inf")
+def eval_order(part: dict, points: list[float] | None) -> list[dict]:
+    """Snapshots to evaluate: the curve points first (600, 120, 60, 300 s), then the rest."""
+    snaps = [s for s in part["snapshots"] if points is None or s["target_s"] in points]
+    first = {t: i for i, t in enumerate((600.0, 120.0, 60.0, 300.0, part["train_seconds"]))}
+    return sorted(snaps, key=lambda s: (first.get(s["target_s"], len(first)), s["target_s"]))
 
 
-def main() -> None:
+def evaluate_part(part: dict, *, points: list[float] | None, save) -> dict:
+    """Render snapshots on the test views, one view at a time; ``save(part)`` after each view.
+
+    ``part["evals"][file]`` holds ``psnr_views`` and ``ssim_views`` (test-view order) and
+    ``eval_s``; a rerun continues where the last one stopped.
+    """
+    from neural3d.data.multiview import load_split
+    from neural3d.image_metrics import psnr, ssim
+    from neural3d.nerf.presets import config_from_dict
+    from neural3d.nerf.trainer import NerfTrainer
+
+    data = Path(part["data"])
+    train, test = load_split(data, "train"), load_split(data, "test")
+    trainer = NerfTrainer(config_from_dict(part["config"]), train, test)
+    n = part["test_views"]
+    targets = torch.as_tensor(test.rgb("white")[:n])
+    for snap in eval_order(part, points):
+        ev = part["evals"].setdefault(snap["file"],
+                                      {"psnr_views": [], "ssim_views": [], "eval_s": 0.0})
+        if len(ev["psnr_views"]) >= n:
+            continue
+        trainer.load_state_dict(torch.load(snap["file"], weights_only=True))
+        for i in range(len(ev["psnr_views"]), n):
+            t0 = time.perf_counter()
+            pred = trainer.render_view(test.c2w[i], test.camera(i))["rgb"].clamp(0, 1)
+            ev["psnr_views"].append(float(psnr(pred, targets[i])))
+            ev["ssim_views"].append(float(ssim(pred, targets[i])))
+            ev["eval_s"] += time.perf_counter() - t0
+            save(part)
+        log.info("%s: %.1f s (step %d): PSNR %.2f dB on %d views (%.0f s)", part["preset"],
+                 snap["seconds"], snap["step"], float(np.mean(ev["psnr_views"])), n,
+                 ev["eval_s"])
+    return part
+
+
+def curve_of(part: dict, *, complete: bool = True) -> list[dict]:
+    """Evaluated snapshots in time order: ``target_s``, ``seconds``, ``step``, ``psnr``,
+    ``ssim`` (means over the views done), ``views``, ``eval_s``, ``cpu_s`` (process CPU seconds
+    since training began, snapshots' copies included); only those evaluated on every
+    test view unless ``complete`` is False."""
+    out = []
+    for snap in part["snapshots"]:
+        ev = part["evals"].get(snap["file"])
+        if not ev or not ev["psnr_views"]:
+            continue
+        full = len(ev["psnr_views"]) >= part["test_views"]
+        if full or not complete:
+            out.append({**{k: snap[k] for k in ("target_s", "seconds", "step", "cpu_s")},
+                        "psnr": float(np.mean(ev["psnr_views"])),
+                        "ssim": float(np.mean(ev["ssim_views"])),
+                        "views": len(ev["psnr_views"]), "eval_s": ev["eval_s"]})
+    return out
+
+
+def psnr_at(part: dict | None, t: float) -> float | None:
+    """16-view PSNR of the snapshot for grid time ``t`` (None: not on the grid or not evaluated
+    on every test view)."""
+    for point in curve_of(part) if part else []:
+        if point["target_s"] == t:
+            return point["psnr"]
+    return None
+
+
+def time_to_reach(curve: list[dict], target: float) -> tuple[float | None, float | None]:
+    """Training seconds at which ``curve`` first reaches ``target`` PSNR.
+
+    Returns:
+        ``(grid, interpolated)``: the first snapshot at or above ``target`` (None if none is),
+        and the linear interpolation between it and the snapshot before it (None when the first
+        snapshot already reaches it, or none does).
+    """
+    for i, point in enumerate(curve):
+        if point["psnr"] >= target:
+            if i == 0:
+                return point["seconds"], None
+            a = curve[i - 1]
+            frac = (target - a["psnr"]) / (point["psnr"] - a["psnr"])
+            return point["seconds"], a["seconds"] + frac * (point["seconds"] - a["seconds"])
+    return None, None
+
+
+def part_rows(part: dict) -> list[dict]:
+    """A summary row (PSNR at the curve points, final PSNR/SSIM, load) and one row per
+    evaluated snapshot (partly evaluated ones show their view count)."""
+    curve, last = curve_of(part, complete=False), part["snapshots"][-1]
+    final = next((p for p in curve_of(part) if p["target_s"] == last["target_s"]), {})
+    rows = [{
+        "part": "train", "impl": part["preset"], "threads": part["threads"],
+        "steps": part["steps"], "train s": part["train_seconds"],
+        "train CPU s": part["train_cpu_s"],
+        **{f"PSNR {t}s": psnr_at(part, t) for t in CURVE_POINTS},
+        "test PSNR": final.get("psnr"), "test SSIM": final.get("ssim"),
+        "test views": part["test_views"], "load before": part["load_before"]["loadavg"][0],
+        "load after": part["load_after"]["loadavg"][0],
+        "eval s": sum(p["eval_s"] for p in curve),
+    }]
+    rows += [{"part": "curve", "impl": part["preset"], "grid s": p["target_s"],
+              "train s": p["seconds"], "train CPU s": p["cpu_s"], "steps": p["step"],
+              "test PSNR": p["psnr"],
+              "test SSIM": p["ssim"], "test views": p["views"], "eval s": p["eval_s"]}
+             for p in curve]
+    return rows
+
+
+def train_goals(parts: dict[str, dict]) -> tuple[list[Goal], dict]:
+    """Goals over the hash and vanilla parts present, and how the time ratio was read."""
+    hash_part, vanilla = parts.get("hash"), parts.get("vanilla")
+    goals, info = [], {}
+    if hash_part is not None:
+        goals += [Goal("hash_psnr_120s", psnr_at(hash_part, 120.0), 30.0, ">="),
+                  Goal("hash_psnr_600s", psnr_at(hash_part, 600.0), 32.0, ">=")]
+    if hash_part is not None and vanilla is not None:
+        last = vanilla["snapshots"][-1]["target_s"]
+        target = psnr_at(vanilla, last)
+        grid_s, interp_s = (None, None) if target is None else time_to_reach(
+            curve_of(hash_part), target)
+        ratio = None if grid_s is None else grid_s / vanilla["train_seconds"]
+        goals.append(Goal("hash_vs_vanilla_time_ratio", ratio, 0.2, "<="))
+        info = {
+            "vanilla_final_psnr": target,
+            "hash_seconds_to_vanilla_final_psnr": grid_s,
+            "hash_seconds_to_vanilla_final_psnr_interpolated": interp_s,
+            "time_ratio_interpolated": None if interp_s is None
+            else interp_s / vanilla["train_seconds"],
+            "time_ratio_method": "first hash snapshot whose 16-view PSNR reaches vanilla's final "
+            "16-view PSNR, over vanilla's training seconds (an upper bound within one grid step); "
+            "the interpolated value is linear in PSNR between that snapshot and the one before",
+        }
+    return goals, info
+
+
+def plot_train_curves(path: Path, parts: dict[str, dict], info: dict) -> Path:
+    """PSNR against training seconds (log axis) for each part, grid points marked, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for name, part in parts.items():
+        xs = [p["seconds"] for p in curve_of(part)]
+        ys = [p["psnr"] for p in curve_of(part)]
+        ax.plot(xs, ys, marker="o", ms=3.5, lw=1.5,
+                label=f"{name} ({part['steps']} steps, load {part['load_before']['loadavg'][0]:.1f}"
+                f"-{part['load_after']['loadavg'][0]:.1f})")
+    if info.get("vanilla_final_psnr") is not None:
+        ax.axhline(info["vanilla_final_psnr"], ls="--", lw=1, color="gray")
+        if info.get("hash_seconds_to_vanilla_final_psnr") is not None:
+            ax.axvline(info["hash_seconds_to_vanilla_final_psnr"], ls=":", lw=1, color="gray")
+    for t in CURVE_POINTS:
+        ax.axvline(t, lw=0.5, color="lightgray", zorder=0)
+    views = {p["test_views"] for p in parts.values()}
+    threads = {p["threads"] for p in parts.values()}
+    ax.set_xscale("log")
+    ax.set_xlabel("training seconds (evaluation excluded)")
+    ax.set_ylabel(f"test PSNR (dB, {'/'.join(map(str, sorted(views)))} views)")
+    ax.set_title(f"tabletop 128x128: PSNR vs training time ({'/'.join(map(str, threads))} "
+                 "thread(s)); dashed: vanilla's final PSNR", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def load_parts(paths: list[Path]) -> tuple[list[dict], list[Goal], dict[str, dict], dict]:
+    """Hashgrid rows/goals, train parts and run facts from earlier ``--json`` files."""
+    rows, goals, parts, extra = [], [], {}, {}
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+            rows += [r for r in data["rows"] if r.get("part") == "hashgrid"]
+            goals += [Goal(g["name"], g["value"], g["target"], g["direction"])
+                      for g in data["goals"] if g["name"] == "hashgrid_time_vs_floor"]
+            extra.update({k: data[k] for k in ("threads", "train_seconds", "hashgrid_load")
+                          if k in data})
+            for name, part in data.get("train_parts", {}).items():
+                if name in parts:
+                    raise MpgymError(f"--merge: two files hold the {name} part; give one.")
+                part["snapshots"][-1]  # noqa: B018 -- a part without snapshots is refused here
+                parts[name] = part
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+            raise MpgymError(f"{path} is not a JSON file of this benchmark ({e!r}); give files "
+                             "written by its --json.") from e
+    return rows, goals, parts, extra
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked (one clear error before any work)."""
     p = bench_parser(__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=1, help="torch/numba threads (1 on a busy CPU)")
-    p.add_argument("--seconds", type=float, default=None, help="training seconds per preset")
+    p.add_argument("--threads", type=int, default=1, help="torch/numba/BLAS threads (default 1)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="training seconds per preset (default 600; 30 with --quick)")
     p.add_argument("--data", type=Path, default=Path("runs/bench/nerf_tabletop"))
-    p.add_argument(
-        "--parts",
-        nargs="+",
-        choices=["hashgrid", "train"],
-        default=["hashgrid", "train"],
-        help="which parts to run (default: both)",
-    )
-    p.add_argument(
-        "--vanilla-test-views",
-        type=int,
-        default=4,
-        help="test views for vanilla's final PSNR/SSIM (~30 s each at 128x128; hash uses all 16)",
-    )
-    args = p.parse_args()
+    p.add_argument("--parts", nargs="+", choices=["hashgrid", "train", *TRAIN_PARTS],
+                   default=["hashgrid", "train"],
+                   help="parts to run (default: all; train = hash vanilla); --part works too")
+    p.add_argument("--stage", choices=["all", "train", "eval"], default="all",
+                   help="hash/vanilla: train (snapshots to --snapshots, JSON to --json), eval "
+                   "(continue evaluating the snapshots of an existing --json, saved view by view)"
+                   ", or both (default)")
+    p.add_argument("--eval-points", nargs="+", type=float, default=None,
+                   help="grid times (s) to evaluate in this call (default: all, curve points "
+                   "first)")
+    p.add_argument("--snapshots", type=Path, default=Path("runs/bench/nerf-snapshots"),
+                   help="folder for the training snapshots")
+    p.add_argument("--test-views", type=int, default=None,
+                   help="test views per snapshot (default 0: all 16; 2 with --quick)")
+    p.add_argument("--timing-lock", default=TIMING_LOCK,
+                   help=f"file locked while timing (default {TIMING_LOCK}; '' for none)")
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="combine earlier --json files of single parts into one report")
+    args = p.parse_args(argv)
+    try:
+        check_positive("--threads", args.threads)
+        if args.seconds is not None:
+            check_positive("--seconds", args.seconds, integer=False)
+        if args.test_views is not None and (args.test_views < 0):
+            raise MpgymError(f"--test-views must be 0 (all) or more; got {args.test_views}.")
+        for path in args.merge or []:
+            if not path.is_file():
+                raise MpgymError(f"--merge: {path} does not exist; give part JSON files.")
+        if args.stage == "eval" and (args.json is None or not args.json.is_file()):
+            raise MpgymError("--stage eval continues an existing --json file of a train stage; "
+                             f"got {args.json}.")
+        if args.stage != "all" and (args.merge or "hashgrid" in args.parts
+                                    or args.parts == ["hashgrid", "train"]):
+            raise MpgymError("--stage train|eval goes with --part hash or --part vanilla.")
+    except MpgymError as e:
+        p.error(str(e))
+    return args
+
+
+def report_results(args, rows: list[dict], goals: list[Goal], parts: dict[str, dict],
+                   extra: dict, *, quiet: bool = False) -> None:
+    """Goals over the train parts, the table, the JSON and (with both presets) the PNG.
+
+    ``quiet``: only rewrite the JSON (after each evaluated view).
+    """
+    train_goal_list, info = train_goals(parts)
+    rows = [*rows, *(r for part in parts.values() for r in part_rows(part))]
+    goals = [*train_goal_list, *goals]
+    extra = {**extra, **info, "train_parts": parts}
+    if quiet:
+        if args.json is not None:
+            doc = {"benchmark": "nerf", "machine": machine_info(), "rows": to_jsonable(rows),
+                   "goals": [g.to_dict() for g in goals], **extra}
+            atomic_write_text(args.json, json.dumps(doc, indent=2))
+        return
+    report("nerf", rows, goals, args.json, columns=COLUMNS, extra=extra)
+    if args.json is not None and {"hash", "vanilla"} <= set(parts):
+        print(f"wrote {plot_train_curves(args.json.with_suffix('.png'), parts, info)}")
+
+
+COLUMNS = ["part", "impl", "points", "fwd s", "fwd+bwd s", "fwd+bwd CPU s", "Mpoints/s",
+           "x floor", "threads", "grid s", "steps", "train s", "train CPU s",
+           *[f"PSNR {t}s" for t in CURVE_POINTS], "test PSNR", "test SSIM", "test views",
+           "load before", "load after", "eval s"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.merge:
+        rows, goals, parts, extra = load_parts(args.merge)
+        extra["merged_from"] = [str(p) for p in args.merge]
+        report_results(args, rows, goals, parts, extra)
+        return
     from mpgym.devices import set_threads
 
     set_threads(args.threads)
-    load0 = os.getloadavg()[0]
-    rows, goals, extra = [], [], {"threads": args.threads, "parts": args.parts}
-    if "hashgrid" in args.parts:
-        hrows, ratio_floor = hashgrid_rows(16384 if args.quick else 65536, args.quick)
+    wanted = set(args.parts) | (set(TRAIN_PARTS) if "train" in args.parts else set())
+    rows, goals, parts = [], [], {}
+    extra: dict = {"threads": args.threads}
+    if args.stage == "eval":
+        rows, goals, parts, extra = load_parts([args.json])
+    if "hashgrid" in wanted:
+        with timing_lock(args.timing_lock):
+            before = machine_load()
+            hrows, ratio_floor = hashgrid_rows(16384 if args.quick else 65536, args.quick)
+            extra["hashgrid_load"] = {"before": before, "after": machine_load()}
         rows += hrows
         goals.append(Goal("hashgrid_time_vs_floor", ratio_floor, 10.0, "<="))
-    if "train" in args.parts:
-        seconds = args.seconds or (30.0 if args.quick else 600.0)
-        trows, res = train_rows(
-            ensure_dataset(args.data, args.quick),
-            seconds,
-            args.threads,
-            args.quick,
-            args.vanilla_test_views,
-        )
-        rows += trows
-        goals = [
-            Goal("hash_psnr_10min", res["hash"].psnr, 28.0, ">="),
-            Goal("hash_vs_vanilla_time_ratio", time_ratio(res["hash"], res["vanilla"]), 0.2, "<="),
-            *goals,
-        ]
-        extra.update(train_seconds=seconds, history={k: v.history for k, v in res.items()})
-    extra.update(loadavg_1m_start=load0, loadavg_1m_end=os.getloadavg()[0])
-    report(
-        "nerf",
-        rows,
-        goals,
-        args.json,
-        columns=[
-            "part",
-            "impl",
-            "points",
-            "fwd s",
-            "fwd+bwd s",
-            "fwd+bwd CPU s",
-            "Mpoints/s",
-            "x floor",
-            "steps",
-            "train s",
-            "wall s",
-            "eval PSNR",
-            "test PSNR",
-            "test SSIM",
-            "test views",
-        ],
-        extra=extra,
-    )
+    seconds = args.seconds or (30.0 if args.quick else 600.0)
+    test_views = args.test_views if args.test_views is not None else (2 if args.quick else 0)
+    for name in TRAIN_PARTS:
+        if name in wanted and args.stage != "eval":
+            parts[name] = train_part(
+                name, ensure_dataset(args.data, args.quick), seconds=seconds,
+                threads=args.threads, grid=grid_within(GRIDS[name], seconds),
+                test_views=test_views, lock=args.timing_lock or None,
+                snapshot_dir=args.snapshots)
+            extra["train_seconds"] = seconds
+            report_results(args, rows, goals, parts, extra, quiet=True)
+    for name in TRAIN_PARTS:
+        if name in wanted and args.stage != "train":
+            if name not in parts:
+                raise SystemExit(f"{args.json} holds no {name} part; run its train stage first.")
+            evaluate_part(parts[name], points=args.eval_points,
+                          save=lambda _: report_results(args, rows, goals, parts, extra,
+                                                        quiet=True))
+    report_results(args, rows, goals, parts, extra)
 
 
 if __name__ == "__main__":
