@@ -179,6 +179,36 @@ def quiet_pygame(render_mode: str | None) -> Iterator[None]:
             os.environ.pop(k, None)
 
 
+def _play_episode(
+    env: gym.Env,
+    act: Callable[[Any], Any],
+    seed: int,
+    max_steps: int,
+    frames: list | None,
+    max_frames: int,
+) -> tuple[float, int, bool, float, dict[str, Any]]:
+    """One episode from ``env.reset(seed=seed)``, at most ``max_steps`` steps.
+
+    Appends rendered frames to ``frames`` (when given) up to ``max_frames``.
+
+    Returns:
+        ``(return, length, terminated, last reward, last info)``.
+    """
+    obs, info = env.reset(seed=seed)
+    if frames is not None:
+        frames.append(env.render())
+    terminated = truncated = False
+    total, steps, reward = 0.0, 0, 0.0
+    while not (terminated or truncated) and steps < max_steps:
+        action = _to_env_action(act(obs), env.action_space)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        steps += 1
+        if frames is not None and len(frames) < max_frames:
+            frames.append(env.render())
+    return total, steps, bool(terminated), float(reward), info
+
+
 def evaluate_policy(
     policy: PolicyLike,
     env: str | gym.Env,
@@ -228,23 +258,12 @@ def evaluate_policy(
     rule: str | None = None
     with quiet_pygame(env.render_mode):
         for i in range(n_episodes):
-            obs, info = env.reset(seed=seed + i)
-            keep = render and i == 0
-            if keep:
-                frames.append(env.render())
-            terminated = truncated = False
-            total, steps, reward = 0.0, 0, 0.0
-            while not (terminated or truncated) and steps < max_steps:
-                action = _to_env_action(act(obs), env.action_space)
-                obs, reward, terminated, truncated, info = env.step(action)
-                total += float(reward)
-                steps += 1
-                if keep and len(frames) < max_frames:
-                    frames.append(env.render())
+            total, steps, terminated, reward, info = _play_episode(
+                env, act, seed + i, max_steps, frames if render and i == 0 else None, max_frames)
             if i == 0:
                 rule = success_rule(env, info)
             returns[i], lengths[i] = total, steps
             if rule is not None:
-                successes[i] = _succeeded(rule, env, total, bool(terminated), float(reward), info)
+                successes[i] = _succeeded(rule, env, total, terminated, reward, info)
     return EvalResult(returns=returns, lengths=lengths, frames=frames,
                       successes=successes if rule is not None else None, success_rule=rule)

@@ -12,14 +12,14 @@ bootstrap value.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+from mpgym.nn import LOG_2PI
+
+LOG_SQRT_2PI = 0.5 * LOG_2PI
 
 
 # --------------------------------------------------------------------------- returns
@@ -203,12 +203,6 @@ def categorical_entropy(logits: Tensor) -> Tensor:
     """Entropy ``-sum_a pi log pi`` per row; logits ``[B, A]`` -> ``[B]``."""
     logp = F.log_softmax(logits, dim=-1)
     return -(logp.exp() * logp).sum(-1)
-
-
-def gaussian_log_prob(mean: Tensor, log_std: Tensor, actions: Tensor) -> Tensor:
-    """``log N(a; mu, sigma^2)`` summed over action dims; ``[B, D]`` each -> ``[B]``."""
-    z = (actions - mean) * torch.exp(-log_std)
-    return (-0.5 * z * z - log_std - LOG_SQRT_2PI).sum(-1)
 
 
 def gaussian_entropy(log_std: Tensor) -> Tensor:

@@ -512,6 +512,21 @@ class DQN(DeepAgent):
             torch._foreach_lerp_(tgt, src, tau)
 
     # -- the loop ----------------------------------------------------------------------------
+    def _epsilon_greedy(self, greedy: Callable[[np.ndarray], int], eps: float) -> int:
+        """The env action for ``self._obs``: uniform with probability ``eps``, else greedy."""
+        if self.rng.random() < eps:
+            return int(self.rng.integers(self.n_actions)) + self.action_start
+        return greedy(self._obs) + self.action_start
+
+    def _scheduled_train_round(self, t: int) -> None:
+        """A training round at env step ``t``: the scheduled step size, then the NaN check."""
+        cfg = self.config
+        if cfg.lr_schedule == "linear":
+            self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (
+                1.0 - t / self._total_timesteps)
+        self._loss = self.train_round(cfg.gradient_steps)
+        self.check_finite_state(f"after {self.num_updates} gradient steps")
+
     def learn(
         self,
         total_timesteps: int | None = None,
@@ -550,10 +565,7 @@ class DQN(DeepAgent):
             for step in range(total):  # noqa: B007 - ``step`` is visible to callbacks
                 t = self.num_timesteps  # index of this env step over all calls
                 eps = self.epsilon(t, self._total_timesteps)
-                if self.rng.random() < eps:
-                    action = int(self.rng.integers(self.n_actions)) + self.action_start
-                else:
-                    action = greedy(self._obs) + self.action_start
+                action = self._epsilon_greedy(greedy, eps)
                 raw, reward, terminated, truncated, _ = env.step(action)
                 check_step(self.env_id, raw, reward)
                 next_obs = self.preprocess(raw)[0]
@@ -569,11 +581,7 @@ class DQN(DeepAgent):
                 self._obs = next_obs
                 if (self.num_timesteps > cfg.learning_starts
                         and self.num_timesteps % cfg.train_freq == 0):
-                    if cfg.lr_schedule == "linear":
-                        self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (
-                            1.0 - t / self._total_timesteps)
-                    self._loss = self.train_round(cfg.gradient_steps)
-                    self.check_finite_state(f"after {self.num_updates} gradient steps")
+                    self._scheduled_train_round(t)
                 bar.update(1)
                 if not keep_going(callback, locals()):
                     break

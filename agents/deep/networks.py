@@ -1,4 +1,6 @@
-"""Networks of the deep agents (layer b): MLPs, Q-networks, actor-critics, a running normaliser.
+"""Networks of the deep agents (layer b): Q-networks, actor-critics, a running normaliser.
+
+They are built from :func:`mpgym.nn.mlp`, the project's one MLP.
 
 Observations reach the networks as float32 vectors ``[B, obs_dim]`` (see
 :func:`agents.deep.base.ObsEncoder`); actions leave them as ``[B]`` integers (Discrete) or
@@ -7,7 +9,6 @@ Observations reach the networks as float32 vectors ``[B, obs_dim]`` (see
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -16,49 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.deep.common import (
-    categorical_log_prob,
-    gaussian_entropy,
-    gaussian_log_prob,
-)
-
-Activation = Literal["relu", "tanh"]
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-def mlp(
-    in_dim: int,
-    hidden: Sequence[int],
-    out_dim: int,
-    *,
-    activation: Activation = "relu",
-    out_gain: float | None = None,
-) -> nn.Sequential:
-    """A multilayer perceptron ``in_dim -> hidden... -> out_dim`` (no output activation).
-
-    Args:
-        in_dim: input features.
-        hidden: widths of the hidden layers (may be empty: a linear map).
-        out_dim: output features.
-        activation: hidden nonlinearity.
-        out_gain: when given, orthogonal initialisation (Saxe et al. 2014) with gain sqrt(2)
-            for hidden layers and ``out_gain`` for the output layer, biases 0 (the PPO
-            implementation details of Huang et al. 2022); otherwise PyTorch's default.
-
-    Returns:
-        ``nn.Sequential`` mapping ``[B, in_dim]`` to ``[B, out_dim]``.
-    """
-    layers: list[nn.Module] = []
-    sizes = [in_dim, *hidden]
-    for a, b in zip(sizes[:-1], sizes[1:], strict=False):
-        layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
-    layers.append(nn.Linear(sizes[-1], out_dim))
-    if out_gain is not None:
-        linears = [m for m in layers if isinstance(m, nn.Linear)]
-        for i, lin in enumerate(linears):
-            nn.init.orthogonal_(lin.weight, out_gain if i == len(linears) - 1 else math.sqrt(2))
-            nn.init.zeros_(lin.bias)
-    return nn.Sequential(*layers)
+from agents.deep.common import categorical_log_prob, gaussian_entropy
+from mpgym.nn import Activation, diag_gaussian_log_prob, mlp
 
 
 class QNetwork(nn.Module):
@@ -176,7 +136,7 @@ class ActorCritic(nn.Module):
             if self.sde_noise is None or self.sde_noise.shape[0] != len(obs):
                 self.reset_noise(len(obs), generator)
             a = mean + torch.bmm(z.unsqueeze(1), self.sde_noise).squeeze(1)
-            return a, gaussian_log_prob(mean, log_std, a)
+            return a, diag_gaussian_log_prob(a, mean, log_std=log_std)
         p, log_std = self.dist_params(obs)
         if self.discrete:
             if deterministic:
@@ -189,7 +149,7 @@ class ActorCritic(nn.Module):
         else:
             noise = torch.randn(p.shape, generator=generator, dtype=p.dtype)
             a = p + noise * log_std.exp()
-        return a, gaussian_log_prob(p, log_std, a)
+        return a, diag_gaussian_log_prob(a, p, log_std=log_std)
 
     def evaluate(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Log-probabilities and entropies ``[B]`` of ``actions`` under the current policy."""
@@ -199,7 +159,7 @@ class ActorCritic(nn.Module):
             logp = F.log_softmax(p, dim=-1)
             log_prob = logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
             return log_prob, -(logp.exp() * logp).sum(-1)
-        return gaussian_log_prob(p, log_std, actions), gaussian_entropy(log_std)
+        return diag_gaussian_log_prob(actions, p, log_std=log_std), gaussian_entropy(log_std)
 
 
 class RunningMeanStd:

@@ -43,10 +43,11 @@ from agents.common import Callback, keep_going, make_env
 from agents.common.envs import EnvKwargs
 from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
-from agents.deep.networks import Activation, RunningMeanStd
+from agents.deep.networks import RunningMeanStd
 from agents.deep.numpy_policy import numpy_mlp, sample_categorical
 from mpgym.checkpoint import CheckpointError
 from mpgym.errors import MpgymError
+from mpgym.nn import Activation
 from mpgym.progress import progress
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from agents.common.envs import EnvKwargs
 from agents.common.returns import reward_to_go
 from agents.deep.base import PolicyAgent, check_step
 from agents.deep.common import standardize
-from agents.deep.networks import Activation
+from mpgym.nn import Activation
 from mpgym.progress import progress
 
 
@@ -139,6 +139,28 @@ class REINFORCE(PolicyAgent):
             "entropy": entropy.mean().item(),
         }
 
+    def episode_returns_to_go(
+        self, rewards: list[float], final_obs: Any, *, time_limit: bool
+    ) -> np.ndarray:
+        """``G_t`` of every step of a finished episode (:func:`reward_to_go`).
+
+        An episode cut by a time limit is bootstrapped with ``V(s_T)`` of its final
+        observation when there is a baseline (``G_t`` then includes ``gamma^(T-t) V(s_T)``).
+
+        Args:
+            rewards: the episode's ``T`` rewards.
+            final_obs: its final (raw) observation ``s_T``.
+            time_limit: whether it was truncated (not terminated).
+
+        Returns:
+            ``[T]`` float64 returns.
+        """
+        tail = 0.0
+        if time_limit and self.policy.critic is not None:
+            with torch.no_grad():
+                tail = float(self.policy.value(torch.from_numpy(self.preprocess(final_obs))))
+        return reward_to_go(np.append(rewards, tail), self.config.gamma)[:-1]
+
     # -- the loop ----------------------------------------------------------------------------
     def learn(
         self,
@@ -186,13 +208,8 @@ class REINFORCE(PolicyAgent):
                 self.num_timesteps += 1
                 bar.update(1)
                 if terminated or truncated:
-                    # A truncated episode is bootstrapped with V(s_T) when there is a baseline.
-                    tail = 0.0
-                    if truncated and not terminated and self.policy.critic is not None:
-                        with torch.no_grad():
-                            tail = float(self.policy.value(torch.from_numpy(self.preprocess(raw))))
-                    ret = reward_to_go(np.append(rewards[ep_start:], tail), cfg.gamma)[:-1]
-                    ret_b.append(ret)
+                    ret_b.append(self.episode_returns_to_go(
+                        rewards[ep_start:], raw, time_limit=truncated and not terminated))
                     self._episodes_done(
                         [(sum(rewards[ep_start:]), len(rewards) - ep_start)], **stats
                     )

@@ -11,10 +11,10 @@ from agents.deep.common import (
     dqn_targets,
     gae,
     gaussian_entropy,
-    gaussian_log_prob,
     ppo_clip_loss,
     rollout_returns,
 )
+from mpgym.nn import diag_gaussian_log_prob
 
 
 def test_rollout_returns_resets_at_episode_end_and_bootstraps():
@@ -117,7 +117,8 @@ def test_gaussian_matches_torch_distributions():
         torch.randn(4, 2, generator=g),
     )
     d = torch.distributions.Normal(mean, log_std.exp())
-    torch.testing.assert_close(gaussian_log_prob(mean, log_std, a), d.log_prob(a).sum(-1))
+    torch.testing.assert_close(diag_gaussian_log_prob(a, mean, log_std=log_std),
+                               d.log_prob(a).sum(-1))
     torch.testing.assert_close(gaussian_entropy(log_std), d.entropy().sum(-1))
 
 

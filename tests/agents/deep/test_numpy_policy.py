@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from agents.deep.networks import mlp
 from agents.deep.numpy_policy import numpy_mlp, plain_mlp_layers, sample_categorical
+from mpgym.nn import mlp
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
