@@ -23,20 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generative.data import DIM, LEVELS, check_images
-
-LOG_2PI = math.log(2 * math.pi)
+from generative.autoregressive import categorical_log_prob, sample_categorical
+from generative.data import DIM, LEVELS, check_images, label_condition, to_unit
+from mpgym.nn import diag_gaussian_log_prob, mlp
 
 
 # ---------------------------------------------------------------------------- pure functions
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """``z = mu + exp(logvar / 2) * eps`` (Kingma & Welling 2014, eq. 10)."""
     return mu + torch.exp(0.5 * logvar) * eps
-
-
-def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``log N(x; mu, diag(exp(logvar)))`` summed over the last dim."""
-    return -0.5 * (LOG_2PI + logvar + (x - mu) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
 def kl_gaussians(
@@ -65,14 +60,6 @@ def vector_quantize(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tens
     return codebook[idx], idx
 
 
-def mlp(sizes: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    """Linear layers with ``act`` between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=False):
-        layers += [nn.Linear(a, b), act()]
-    return nn.Sequential(*layers[:-1])
-
-
 # ---------------------------------------------------------------------------- plain autoencoders
 @dataclass(frozen=True)
 class AEConfig:
@@ -92,12 +79,12 @@ class Autoencoder(nn.Module):
     def __init__(self, config: AEConfig = AEConfig()):
         super().__init__()
         self.config = config
-        self.encoder = mlp([config.input_dim, *config.hidden, config.latent])
-        self.decoder = mlp([config.latent, *reversed(config.hidden), config.input_dim])
+        self.encoder = mlp(config.input_dim, config.hidden, config.latent)
+        self.decoder = mlp(config.latent, tuple(reversed(config.hidden)), config.input_dim)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         """Squared error per example (summed over pixels); integer images are scaled by 1/16."""
-        v = x.float() / (LEVELS - 1) if not x.is_floating_point() else x
+        v = to_unit(x) if not x.is_floating_point() else x
         return (self.decoder(self.encoder(v)) - v).pow(2).sum(-1).mean()
 
 
@@ -168,11 +155,7 @@ class VAE(nn.Module):
         return x, x.float() / (self.levels - 1 if self.config.decoder == "categorical" else 1)
 
     def _cond(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        if self.num_classes == 0:
-            return None
-        if y is None:
-            raise ValueError(f"this VAE is conditional: pass labels y in 0..{self.num_classes - 1}")
-        return F.one_hot(y.long(), self.num_classes).float().view(n, -1)
+        return label_condition(y, self.num_classes, n, model="VAE")
 
     def encode(
         self, x: torch.Tensor, y: torch.Tensor | None = None
@@ -200,14 +183,13 @@ class VAE(nn.Module):
     def log_likelihood(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``log p(x | z)`` summed over dims (``x``: targets, ``out``: decoder outputs)."""
         if self.config.decoder == "categorical":
-            lp = torch.log_softmax(out, -1)
-            return lp.gather(-1, x.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1).sum(-1)
+            return categorical_log_prob(out, x.expand(*out.shape[:-1]))
         if self.config.decoder == "bernoulli":
             return -F.binary_cross_entropy_with_logits(
                 out, x.float().expand_as(out), reduction="none"
             ).sum(-1)
         mu, logvar = out.chunk(2, -1)
-        return gaussian_log_prob(x, mu, logvar.clamp(-10, 5))
+        return diag_gaussian_log_prob(x, mu, log_var=logvar.clamp(-10, 5))
 
     # -- objectives
     def elbo(
@@ -252,8 +234,8 @@ class VAE(nn.Module):
             eps = torch.randn((m, *mu.shape), generator=generator).to(mu.device)
             z = reparameterize(mu, logvar, eps)  # [m, n, latent]
             log_pxz = self.log_likelihood(target, self.decode_logits(z, y))
-            log_pz = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
-            log_qz = gaussian_log_prob(z, mu, logvar)
+            log_pz = diag_gaussian_log_prob(z, torch.zeros_like(z), log_var=torch.zeros_like(z))
+            log_qz = diag_gaussian_log_prob(z, mu, log_var=logvar)
             logw.append(log_pxz + log_pz - log_qz)
         return torch.logsumexp(torch.cat(logw), 0) - math.log(k)
 
@@ -282,19 +264,14 @@ class VAE(nn.Module):
         """Decode latents ``[n, latent]``; ``mean=True`` returns the most likely / mean image."""
         out = self.decode_logits(z, y)
         if self.config.decoder == "categorical":
-            if mean:
-                return out.argmax(-1)
-            probs = torch.softmax(out, -1).reshape(-1, self.levels)
-            return torch.multinomial(probs, 1, generator=generator).view(out.shape[:-1])
+            return out.argmax(-1) if mean else sample_categorical(out, generator)
         if self.config.decoder == "bernoulli":
             p = torch.sigmoid(out)
             return (p > 0.5).long() if mean else torch.bernoulli(p, generator=generator).long()
         mu, logvar = out.chunk(2, -1)
-        return (
-            mu
-            if mean
-            else mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
-        )
+        if mean:
+            return mu
+        return reparameterize(mu, logvar, torch.randn(mu.shape, generator=generator))
 
 
 # ---------------------------------------------------------------------------- VQ-VAE
@@ -376,11 +353,5 @@ class VQVAE(nn.Module):
         """``-log p(x | z_q) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2``."""
         x = check_images(x, self.levels)
         out = self(x)
-        rec = (
-            -torch.log_softmax(out.logits, -1)
-            .gather(-1, x.unsqueeze(-1))
-            .squeeze(-1)
-            .sum(-1)
-            .mean()
-        )
+        rec = -categorical_log_prob(out.logits, x).mean()
         return rec + out.codebook_loss + self.config.commitment * out.commitment_loss

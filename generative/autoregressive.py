@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -39,6 +39,19 @@ def categorical_log_prob(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         ``[n]`` log-probabilities in nats.
     """
     return torch.log_softmax(logits, -1).gather(-1, x.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def sample_categorical(
+    logits: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One draw from ``softmax(logits)`` per row: ``[..., L]`` -> ``[...]`` long.
+
+    The draw is made on the CPU (so a CPU ``generator`` serves a model on any device) and
+    returned on ``logits``' device.
+    """
+    probs = torch.softmax(logits, -1).reshape(-1, logits.shape[-1]).cpu()
+    draw = torch.multinomial(probs, 1, generator=generator)
+    return draw.view(logits.shape[:-1]).to(logits.device)
 
 
 def made_masks(
@@ -115,11 +128,31 @@ def sinusoidal_positions(t: int, d: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- shared base
+class ARConfig(Protocol):
+    """What every autoregressive model's config gives.
+
+    ``dim`` is a field of most configs and a property (``side**2``) of
+    :class:`PixelCNNConfig`.
+    """
+
+    @property
+    def dim(self) -> int:
+        """Sequence length: pixels per image."""
+
+    @property
+    def levels(self) -> int:
+        """Levels per pixel."""
+
+
 class ARModel(nn.Module):
     """Base: one-hot in, logits out; exact ``log_prob`` and pixel-by-pixel ``sample``."""
 
     levels: int = LEVELS
     dim: int = DIM
+
+    def __init__(self, config: ARConfig):
+        super().__init__()
+        self.config, self.levels, self.dim = config, config.levels, config.dim
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """Logits ``[n, D, L]`` from the one-hot input ``h`` ``[n, D, L]``."""
@@ -140,12 +173,7 @@ class ARModel(nn.Module):
         device = next(self.parameters()).device
         x = torch.zeros(n, self.dim, dtype=torch.long, device=device)
         for i in range(self.dim):
-            logits = self(F.one_hot(x, self.levels).float())[:, i]
-            x[:, i] = (
-                torch.multinomial(torch.softmax(logits, -1).cpu(), 1, generator=generator)
-                .squeeze(1)
-                .to(device)
-            )
+            x[:, i] = sample_categorical(self(F.one_hot(x, self.levels).float())[:, i], generator)
         return x
 
 
@@ -176,9 +204,7 @@ class FVSBN(ARModel):
     """``p(x_i | x_<i) = softmax(W_i onehot(x_<i) + b_i)``: one masked linear layer."""
 
     def __init__(self, config: FVSBNConfig = FVSBNConfig()):
-        super().__init__()
-        self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side**2
+        super().__init__(config)
         L = config.levels
         deg = np.repeat(np.arange(1, self.dim + 1), L)
         mask = torch.as_tensor((deg[:, None] > deg[None, :]).astype(np.float32))
@@ -206,9 +232,7 @@ class NADE(ARModel):
     """``a_i = c + sum_{j<i} W_j[x_j]``, ``p(x_i | x_<i) = softmax(V_i sigmoid(a_i) + b_i)``."""
 
     def __init__(self, config: NADEConfig = NADEConfig()):
-        super().__init__()
-        self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side**2
+        super().__init__(config)
         H, L = config.hidden, config.levels
         self.W = nn.Parameter(torch.randn(self.dim, L, H) * 0.01)
         self.c = nn.Parameter(torch.zeros(H))
@@ -251,9 +275,7 @@ class MADE(ARModel):
     """Masked autoencoder; with ``num_masks > 1`` the density is the mixture over masks."""
 
     def __init__(self, config: MADEConfig = MADEConfig()):
-        super().__init__()
-        self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side**2
+        super().__init__(config)
         L = config.levels
         n_in = self.dim * L if config.inputs == "onehot" else self.dim
         sizes = [n_in, *config.hidden, self.dim * L]
@@ -330,9 +352,7 @@ class MADE(ARModel):
             xk = x[rows]
             for i in self.orders[k].tolist():
                 logits = self(F.one_hot(xk, self.levels).float())[:, i]
-                xk[:, i] = torch.multinomial(
-                    torch.softmax(logits, -1), 1, generator=generator
-                ).squeeze(1)
+                xk[:, i] = sample_categorical(logits, generator)
             x[rows] = xk
         self.set_mask(current)
         return x
@@ -419,6 +439,11 @@ class PixelCNNConfig:
         return 2 * half + 1
 
     @property
+    def dim(self) -> int:
+        """Pixels per image, ``side**2`` (the sequence length every AR model config has)."""
+        return self.side**2
+
+    @property
     def reach(self) -> int:
         """Rows up and columns to either side that the output at a pixel depends on."""
         return self.kernel // 2 + (self.layers - 1) * (self.block_kernel // 2)
@@ -444,9 +469,7 @@ class PixelCNN(ARModel):
     """Gated PixelCNN with a 17-way softmax per pixel; input is the one-hot image."""
 
     def __init__(self, config: PixelCNNConfig = PixelCNNConfig()):
-        super().__init__()
-        self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side**2
+        super().__init__(config)
         _check_pixelcnn_config(config)
         C, L, k = config.channels, config.levels, config.block_kernel
         self.first = GatedMaskedConv(C, config.kernel, "A", in_channels=L)
@@ -505,9 +528,7 @@ class CausalConvAR(ARModel):
     """Inputs shifted right by one step, then gated dilated causal residual blocks (WaveNet)."""
 
     def __init__(self, config: CausalConvConfig = CausalConvConfig()):
-        super().__init__()
-        self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side**2
+        super().__init__(config)
         C, L = config.channels, config.levels
         self.inp = CausalConv1d(L, C, config.kernel)
         self.blocks = nn.ModuleList(
@@ -587,9 +608,7 @@ class CausalTransformer(ARModel):
     """Token embedding + sinusoidal positions, shifted right by a learned start token."""
 
     def __init__(self, config: TransformerConfig = TransformerConfig()):
-        super().__init__()
-        self.config, self.levels = config, config.levels
-        self.dim = getattr(config, "dim", 0) or config.side**2
+        super().__init__(config)
         d = config.d_model
         self.embed = nn.Linear(config.levels, d, bias=False)  # one-hot @ E: differentiable lookup
         self.start = nn.Parameter(torch.zeros(1, 1, d))

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mpgym.errors import MpgymError
 
@@ -101,6 +102,27 @@ def check_images(
             f"{name} have values in [{lo}, {hi}]; this model's support is 0..{levels - 1}."
         )
     return x.long()
+
+
+def label_condition(
+    y: torch.Tensor | None, num_classes: int, n: int, *, model: str
+) -> torch.Tensor | None:
+    """One-hot labels ``[n, num_classes]`` for a conditional model; None when unconditional.
+
+    Args:
+        y: ``[n]`` labels in ``0..num_classes-1`` (required when ``num_classes > 0``).
+        num_classes: the model's classes (0: unconditional).
+        n: batch size.
+        model: what the model is, for the message (``"VAE"``, ``"flow"``...).
+
+    Raises:
+        ValueError: a conditional model was given no labels.
+    """
+    if num_classes == 0:
+        return None
+    if y is None:
+        raise ValueError(f"this {model} is conditional: pass labels y in 0..{num_classes - 1}")
+    return F.one_hot(y.long(), num_classes).float().view(n, -1)
 
 
 def to_unit(x: torch.Tensor, levels: int = LEVELS) -> torch.Tensor:

@@ -21,10 +21,17 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from generative.data import DIM, LEVELS, SIDE, check_images, dequantize, quantize
+from generative.data import (
+    DIM,
+    LEVELS,
+    SIDE,
+    check_images,
+    dequantize,
+    label_condition,
+    quantize,
+)
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -301,13 +308,7 @@ class Glow(nn.Module):
         self.level2 = FlowSequence([layer for _ in range(k) for layer in glow_step(8, h, c, g)])
 
     def _cond(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        if self.num_classes == 0:
-            return None
-        if y is None:
-            raise ValueError(
-                f"this flow is conditional: pass labels y in 0..{self.num_classes - 1}"
-            )
-        return F.one_hot(y.long(), self.num_classes).float().view(n, -1)
+        return label_condition(y, self.num_classes, n, model="flow")
 
     def log_prob_continuous(self, v: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(v)`` ``[n]`` of dequantised images ``v`` ``[n, 64]`` in (0, 1)."""
@@ -386,8 +387,7 @@ class RealNVP2D(nn.Module):
 
     def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Exact ``log p(x)`` ``[n]``."""
-        cond = None if self.num_classes == 0 else F.one_hot(y.long(), self.num_classes).float()
-        z, ld = self.flow(x, cond)
+        z, ld = self.flow(x, label_condition(y, self.num_classes, len(x), model="flow"))
         return standard_normal_log_prob(z) + ld
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -399,5 +399,5 @@ class RealNVP2D(nn.Module):
         self, n: int, *, generator: torch.Generator | None = None, y: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``[n, 2]`` points."""
-        cond = None if self.num_classes == 0 else F.one_hot(y.long(), self.num_classes).float()
+        cond = label_condition(y, self.num_classes, n, model="flow")
         return self.flow.inverse(torch.randn(n, 2, generator=generator), cond)

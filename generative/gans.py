@@ -22,7 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generative.data import DIM, LEVELS, SIDE, check_images, dequantize, quantize
+from generative.data import (
+    DIM,
+    LEVELS,
+    SIDE,
+    check_images,
+    dequantize,
+    label_condition,
+    quantize,
+)
 
 
 # ---------------------------------------------------------------------------- losses
@@ -202,11 +210,7 @@ class GAN(nn.Module):
         self.images = images
 
     def _cond(self, y: torch.Tensor | None, n: int) -> torch.Tensor | None:
-        if self.num_classes == 0:
-            return None
-        if y is None:
-            raise ValueError(f"this GAN is conditional: pass labels y in 0..{self.num_classes - 1}")
-        return F.one_hot(y.long(), self.num_classes).float().view(n, -1)
+        return label_condition(y, self.num_classes, n, model="GAN")
 
     def to_data_space(
         self, x: torch.Tensor, generator: torch.Generator | None = None

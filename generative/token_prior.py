@@ -34,8 +34,9 @@ from generative.autoregressive import (
     PixelCNNConfig,
     TransformerConfig,
     categorical_log_prob,
+    sample_categorical,
 )
-from generative.data import DIM, LEVELS, check_images
+from generative.data import LEVELS, check_images
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,4 @@ class TokenPrior(nn.Module):
         """
         z = self.sample_codes(n, generator=generator).view(n, GRID, GRID)
         logits = self.vqvae.decode_indices(z)  # [n, 64, L]
-        if mean:
-            return logits.argmax(-1)
-        probs = torch.softmax(logits, -1).reshape(-1, self.levels)
-        return torch.multinomial(probs, 1, generator=generator).view(n, DIM)
+        return logits.argmax(-1) if mean else sample_categorical(logits, generator)

@@ -10,11 +10,12 @@ A model trains here when it has ``loss(x) -> scalar`` (or ``loss(x, y)`` when it
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -128,17 +129,119 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Te
     return model.loss(x, y) if getattr(model, "num_classes", 0) else model.loss(x)
 
 
-def _save(
-    run: RunDir | None,
-    state: dict[str, torch.Tensor],
-    kind: str,
-    model_config: Any,
-    meta: dict[str, Any],
-) -> None:
-    if run is not None:
-        save_checkpoint(
-            run.file("checkpoint.safetensors"), state, kind=kind, config=model_config, meta=meta
+@dataclass
+class _Validator:
+    """Validation model selection: scores, metrics rows and checkpoints of the best weights."""
+
+    val_fn: Callable[[nn.Module], float]
+    ema: EMA | None
+    select_best: bool
+    run: RunDir | None
+    kind: str
+    model_config: Any
+    meta: dict[str, Any]
+    best_state: dict[str, torch.Tensor]
+    best_val: float = math.inf
+    best_step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def validate(self, model: nn.Module, step: int, train_loss: float, t0: float) -> float:
+        """Score the EMA (or current) weights; log a row; keep and checkpoint the best.
+
+        With ``select_best=False`` every validated step is kept (the last one wins). The
+        model leaves with its own (training) weights.
+
+        Args:
+            model: the model being trained.
+            step: the step just taken.
+            train_loss: the running training loss.
+            t0: ``time.perf_counter()`` when training started (the row's time is taken after
+                scoring).
+
+        Returns:
+            The validation score.
+        """
+        with _evaluation_weights(model, self.ema):
+            val = float(self.val_fn(model))
+            row = {
+                "step": step,
+                "train_loss": train_loss,
+                "val": val,
+                "seconds": time.perf_counter() - t0,
+            }
+            self.history.append(row)
+            if self.run is not None:
+                self.run.metrics.log(**row)
+            if val < self.best_val or not self.select_best:
+                self.best_val, self.best_step = val, step
+                self.best_state = copy.deepcopy(model.state_dict())
+                if self.run is not None:
+                    save_checkpoint(
+                        self.run.file("checkpoint.safetensors"),
+                        self.best_state,
+                        kind=self.kind,
+                        config=self.model_config,
+                        meta={**self.meta, "step": step, "val": val},
+                    )
+        return val
+
+
+def _optimizers(
+    model: nn.Module, config: TrainConfig
+) -> tuple[list[torch.optim.Optimizer], list[torch.optim.lr_scheduler.LambdaLR]]:
+    """The model's own optimisers (``make_optimizers``) or one AdamW, each with its schedule."""
+    opts = (
+        model.make_optimizers(config.lr)
+        if hasattr(model, "train_step")
+        else [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
+    )
+    scheds = [
+        torch.optim.lr_scheduler.LambdaLR(
+            o,
+            (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
+            if config.schedule == "cosine"
+            else (lambda s: 1.0),
         )
+        for o in opts
+    ]
+    return opts, scheds
+
+
+def _take_step(
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor | None,
+    opts: list[torch.optim.Optimizer],
+    grad_clip: float,
+) -> float:
+    """One training step on a minibatch; returns its loss.
+
+    A single-optimiser model whose loss is not finite is left unchanged (no step taken).
+    """
+    if hasattr(model, "train_step"):
+        return float(model.train_step(xb, yb, opts)["loss"])
+    loss = _loss(model, xb, yb)
+    loss_value = float(loss.detach())
+    if math.isfinite(loss_value):
+        opts[0].zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opts[0].step()
+    return loss_value
+
+
+@contextlib.contextmanager
+def _evaluation_weights(model: nn.Module, ema: EMA | None) -> Iterator[None]:
+    """Inside: ``model`` in eval mode with the EMA weights (if any); after: its own weights."""
+    current = copy.deepcopy(model.state_dict())
+    if ema is not None:
+        model.load_state_dict(ema.shadow)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.load_state_dict(current)
 
 
 def train(
@@ -156,6 +259,10 @@ def train(
 ) -> TrainResult:
     """Train ``model`` on ``x_train``; validate on ``x_val``; checkpoint into ``run``.
 
+    Each step: a minibatch (seeded by ``config.seed``), one optimiser step, the schedules and
+    the EMA; every ``eval_every`` steps (and at the last one or the time cap): validation with
+    the EMA weights, a metrics row and, when it is the best so far, a checkpoint.
+
     Args:
         model: a module with ``loss`` (or ``make_optimizers`` + ``train_step``).
         x_train: ``[n, ...]`` training data (digits: ``[n, 64]`` long).
@@ -172,101 +279,87 @@ def train(
         A :class:`TrainResult`. The model ends with the selected (best or EMA) weights.
     """
     check_train_config(config)
-    gen = torch.Generator().manual_seed(config.seed)
-    val_fn = val_fn or (lambda m: _default_val(m, x_val, y_val))
-    multi = hasattr(model, "train_step")
-    opts = (
-        model.make_optimizers(config.lr)
-        if multi
-        else [torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)]
-    )
-    scheds = [
-        torch.optim.lr_scheduler.LambdaLR(
-            o,
-            (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
-            if config.schedule == "cosine"
-            else (lambda s: 1.0),
-        )
-        for o in opts
-    ]
+    opts, scheds = _optimizers(model, config)
     ema = EMA(model, config.ema) if config.ema > 0 else None
-    best_val, best_step, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
+    checks = _Validator(
+        val_fn or (lambda m: _default_val(m, x_val, y_val)),
+        ema,
+        config.select_best,
+        run,
+        kind,
+        model_config,
+        {"train": config},
+        copy.deepcopy(model.state_dict()),
+    )
     result = TrainResult(steps=0, seconds=0.0, best_val=math.inf, best_step=0)
-    meta = {"train": config}
+    result.history = checks.history
     t0 = time.perf_counter()
-    bar = progress(total=config.steps, desc=kind, enable=config.progress, unit="step")
+    _run_steps(model, x_train, y_train, config, opts, scheds, checks, result, t0)
+    model.load_state_dict(checks.best_state)
+    if not math.isfinite(checks.best_val) and result.stopped == "nan":
+        raise MpgymError(
+            f"{kind}: training diverged (NaN loss) before the first validation; "
+            "lower the learning rate (--train.lr) or enable gradient clipping."
+        )
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    result.best_val, result.best_step = checks.best_val, checks.best_step
+    return result
+
+
+def _run_steps(
+    model: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor | None,
+    config: TrainConfig,
+    opts: list[torch.optim.Optimizer],
+    scheds: list[torch.optim.lr_scheduler.LambdaLR],
+    checks: _Validator,
+    result: TrainResult,
+    t0: float,
+) -> None:
+    """The loop of :func:`train`: minibatch, step, schedules, EMA, validation when due.
+
+    Stops early on a non-finite loss (``result.stopped = "nan"``) or the time cap
+    (``"time"``); ``result.steps`` counts the steps taken.
+    """
+    gen = torch.Generator().manual_seed(config.seed)
+    bar = progress(total=config.steps, desc=checks.kind, enable=config.progress, unit="step")
     running = 0.0
     try:
         for step in range(1, config.steps + 1):
             model.train()
             idx = torch.randint(0, len(x_train), (config.batch_size,), generator=gen)
-            xb = x_train[idx]
             yb = None if y_train is None else y_train[idx]
-            if multi:
-                stats = model.train_step(xb, yb, opts)
-                loss_value = float(stats["loss"])
-            else:
-                loss = _loss(model, xb, yb)
-                loss_value = float(loss.detach())
-                if math.isfinite(loss_value):
-                    opts[0].zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                    opts[0].step()
+            loss_value = _take_step(model, x_train[idx], yb, opts, config.grad_clip)
             if not math.isfinite(loss_value):
-                log.error(
-                    "%s: loss became %s at step %d; stopping and keeping the last good checkpoint "
-                    "(step %d). Try a lower --train.lr.",
-                    kind,
-                    loss_value,
-                    step,
-                    best_step,
-                )
+                _log_divergence(checks.kind, loss_value, step, checks.best_step)
                 result.stopped = "nan"
-                break
+                return
             for s in scheds:
                 s.step()
-            if ema is not None:
-                ema.update(model)
+            if checks.ema is not None:
+                checks.ema.update(model)
             running = loss_value if step == 1 else 0.98 * running + 0.02 * loss_value
             bar.update(1)
             result.steps = step
             timed_out = config.max_seconds > 0 and time.perf_counter() - t0 > config.max_seconds
             if step % config.eval_every == 0 or step == config.steps or timed_out:
-                current = copy.deepcopy(model.state_dict())
-                if ema is not None:
-                    model.load_state_dict(ema.shadow)
-                model.eval()
-                val = float(val_fn(model))
-                row = {
-                    "step": step,
-                    "train_loss": running,
-                    "val": val,
-                    "seconds": time.perf_counter() - t0,
-                }
-                result.history.append(row)
-                if run is not None:
-                    run.metrics.log(**row)
+                val = checks.validate(model, step, running, t0)
                 bar.set_postfix(loss=f"{running:.2f}", val=f"{val:.2f}")
-                if val < best_val or not config.select_best:
-                    best_val, best_step = val, step
-                    best_state = copy.deepcopy(model.state_dict())
-                    _save(run, best_state, kind, model_config, {**meta, "step": step, "val": val})
-                model.load_state_dict(current)
             if timed_out:
                 result.stopped = "time"
-                break
+                return
     finally:
         bar.close()
-    if not math.isfinite(best_val) and result.stopped == "nan":
-        model.load_state_dict(best_state)
-        raise MpgymError(
-            f"{kind}: training diverged (NaN loss) before the first validation; "
-            "lower the learning rate (--train.lr) or enable gradient clipping."
-        )
-    model.load_state_dict(best_state)
-    model.eval()
-    result.seconds = time.perf_counter() - t0
-    result.best_val, result.best_step = best_val, best_step
-    return result
+
+
+def _log_divergence(kind: str, loss_value: float, step: int, best_step: int) -> None:
+    log.error(
+        "%s: loss became %s at step %d; stopping and keeping the last good checkpoint "
+        "(step %d). Try a lower --train.lr.",
+        kind,
+        loss_value,
+        step,
+        best_step,
+    )

@@ -20,6 +20,7 @@ from generative.autoregressive import (
     TransformerConfig,
     causal_attention_mask,
     made_masks,
+    sample_categorical,
     sinusoidal_positions,
 )
 
@@ -160,3 +161,19 @@ def test_made_mixture_is_the_log_mean_exp_over_masks_and_the_eval_loss_uses_it()
     model.train()
     model.loss(x)
     assert int(model.mask_index) == 2  # each training step moves to the next mask
+
+
+def test_every_model_reads_its_sequence_length_from_the_config():
+    assert PixelCNNConfig(side=3).dim == 9 and PixelCNNConfig().dim == 64
+    for model in small_models(dim=9, levels=3).values():
+        assert model.dim == 9 and model.levels == 3
+
+
+def test_sample_categorical_shape_and_frequencies():
+    logits = torch.log(torch.tensor([[0.2, 0.8, 0.0], [0.5, 0.25, 0.25]]))
+    x = sample_categorical(logits.expand(20_000, 2, 3), torch.Generator().manual_seed(0))
+    assert x.shape == (20_000, 2) and x.dtype == torch.long
+    freq = F.one_hot(x, 3).float().mean(0)
+    torch.testing.assert_close(freq, logits.exp(), atol=0.01, rtol=0)
+    again = sample_categorical(logits.expand(20_000, 2, 3), torch.Generator().manual_seed(0))
+    assert torch.equal(x, again)

@@ -8,6 +8,7 @@ from generative.data import (
     categorical_baseline_nll,
     check_images,
     dequantize,
+    label_condition,
     load_digits_split,
     quantize,
     sample_toy,
@@ -80,3 +81,11 @@ def test_toy_densities_are_reproducible_and_bounded(name):
 def test_unknown_toy_density():
     with pytest.raises(MpgymError, match="accepted"):
         sample_toy("swissroll", 10)
+
+
+def test_label_condition_one_hot_or_none_and_a_clear_error():
+    assert label_condition(None, 0, 3, model="VAE") is None
+    y = torch.tensor([2, 0])
+    assert torch.equal(label_condition(y, 3, 2, model="VAE"), torch.eye(3)[[2, 0]])
+    with pytest.raises(ValueError, match="this flow is conditional: pass labels y in 0..2"):
+        label_condition(None, 3, 2, model="flow")
