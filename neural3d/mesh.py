@@ -355,39 +355,48 @@ def extract_mesh(
         MpgymError: bad bounds/resolution, NaNs from the field, a grid too large for memory,
             or no surface at ``level`` inside the bounds.
     """
-    import trimesh
-    from skimage.measure import marching_cubes
-
     grid = sample_grid(fn, bounds, resolution, level, hierarchical=hierarchical,
                        coarse_resolution=coarse_resolution, chunk_size=chunk_size,
                        array=array, device=device)
-    vmin, vmax = float(grid.values.min()), float(grid.values.max())
-    if not vmin < level < vmax:
-        raise MpgymError(f"the field has no surface at level {level} inside the bounds (values "
-                         f"range over [{vmin:.4g}, {vmax:.4g}]); choose a level in that range or "
-                         "larger bounds.")
     t0 = time.perf_counter()
-    verts, faces, _, _ = marching_cubes(grid.values, level=level, spacing=tuple(grid.spacing),
-                                        allow_degenerate=False)
-    verts = verts + grid.lo
-    # skimage's faces point towards decreasing values; flip so they face out of the solid
-    if inside == "above":
-        faces = faces[:, ::-1]
+    mesh = _marching_cubes(grid, level, inside)
     mc_seconds = time.perf_counter() - t0
-    mesh = trimesh.Trimesh(verts, np.ascontiguousarray(faces), process=False)
     if simplify is not None and len(mesh.faces) > simplify:
         mesh = simplify_mesh(mesh, simplify)
     if normals == "gradient" and len(mesh.vertices):
         g = field_gradient(fn, np.asarray(mesh.vertices), eps=float(grid.spacing.min()) / 2,
                            array=array, device=device)
         g = g if inside == "below" else -g
-        n = g / np.linalg.norm(g, axis=1, keepdims=True).clip(min=1e-12)
-        mesh.vertex_normals = n
+        mesh.vertex_normals = g / np.linalg.norm(g, axis=1, keepdims=True).clip(min=1e-12)
     mesh.metadata["extraction"] = {
         "queries": int(grid.queries), "eval_seconds": grid.seconds, "mc_seconds": mc_seconds,
         "resolution": resolution, "hierarchical": hierarchical}
     log.debug("extract_mesh: %d queries, %d faces", grid.queries, len(mesh.faces))
     return mesh
+
+
+def _marching_cubes(grid: GridResult, level: float, inside: Literal["below", "above"]):
+    """The ``level`` set of a sampled grid as a ``trimesh.Trimesh`` in world coordinates.
+
+    Faces point out of the solid (``inside`` says which side it is).
+
+    Raises:
+        MpgymError: the grid's values do not straddle ``level``.
+    """
+    import trimesh
+    from skimage.measure import marching_cubes
+
+    vmin, vmax = float(grid.values.min()), float(grid.values.max())
+    if not vmin < level < vmax:
+        raise MpgymError(f"the field has no surface at level {level} inside the bounds (values "
+                         f"range over [{vmin:.4g}, {vmax:.4g}]); choose a level in that range or "
+                         "larger bounds.")
+    verts, faces, _, _ = marching_cubes(grid.values, level=level, spacing=tuple(grid.spacing),
+                                        allow_degenerate=False)
+    # skimage's faces point towards decreasing values; flip so they face out of the solid
+    if inside == "above":
+        faces = faces[:, ::-1]
+    return trimesh.Trimesh(verts + grid.lo, np.ascontiguousarray(faces), process=False)
 
 
 MESH_OUTPUT_SUFFIXES = (".ply", ".obj", ".stl", ".off", ".glb")

@@ -423,28 +423,7 @@ def load_split(root: str | Path, split: str = "train", *, downscale: int = 1,
     images, poses, files, cams = [], [], [], []
     size = None
     for i in chosen:
-        fr = frames[i]
-        f = _frame_file(path.parent, fr, path, i)
-        pose = _frame_pose(fr, path, i)
-        img = _read_image(f)
-        size = size or img.shape
-        if img.shape != size:
-            raise MpgymError(f"{path}: image {f.name} is {img.shape[1]}x{img.shape[0]} but "
-                             f"earlier ones are {size[1]}x{size[0]}; all views must have one "
-                             "size.")
-        intr = _intrinsics(_camera_keys(meta, fr), f"{path}: frames[{i}]", img.shape[1],
-                           img.shape[0])
-        _check_camera(intr, f"{path}: frames[{i}]")
-        if downscale > 1:
-            img = _downscaled(img, downscale, f)
-            intr = _resized(intr, img.shape[1], img.shape[0])
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
-            if ngp is not None:
-                pose[:3, 3] = pose[:3, 3] * ngp.scale + ngp.offset - 0.5
-            finite = bool(np.isfinite(pose.astype(np.float32)).all())
-        if not finite:
-            raise MpgymError(f"{path}: frames[{i}].transform_matrix (after scale and offset) "
-                             "does not fit in float32; expected positions below 3e38.")
+        img, pose, f, intr, size = _load_frame(path, meta, i, size, ngp, downscale)
         images.append(img)
         poses.append(pose)
         files.append(f)
@@ -459,6 +438,40 @@ def load_split(root: str | Path, split: str = "train", *, downscale: int = 1,
                          cameras=None if same else cams,
                          scene_box=None if ngp is None else ngp.scene_box,
                          applied_transform=applied)
+
+
+def _load_frame(path: Path, meta: dict, i: int, size: tuple[int, ...] | None,
+                ngp: _SceneTransform | None, downscale: int
+                ) -> tuple[np.ndarray, np.ndarray, Path, Intrinsics, tuple[int, ...]]:
+    """Frame ``i`` of ``meta``: ``(image, pose, file, intrinsics, size)``, checked.
+
+    ``size`` is the first frame's image shape (None for the first frame); the returned
+    ``size`` is that, or this frame's shape when it is the first. The image is downscaled
+    and the pose moved by the Instant-NGP ``scale``/``offset`` when ``ngp`` is given.
+    """
+    fr = meta["frames"][i]
+    f = _frame_file(path.parent, fr, path, i)
+    pose = _frame_pose(fr, path, i)
+    img = _read_image(f)
+    size = size or img.shape
+    if img.shape != size:
+        raise MpgymError(f"{path}: image {f.name} is {img.shape[1]}x{img.shape[0]} but "
+                         f"earlier ones are {size[1]}x{size[0]}; all views must have one "
+                         "size.")
+    intr = _intrinsics(_camera_keys(meta, fr), f"{path}: frames[{i}]", img.shape[1],
+                       img.shape[0])
+    _check_camera(intr, f"{path}: frames[{i}]")
+    if downscale > 1:
+        img = _downscaled(img, downscale, f)
+        intr = _resized(intr, img.shape[1], img.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused just below
+        if ngp is not None:
+            pose[:3, 3] = pose[:3, 3] * ngp.scale + ngp.offset - 0.5
+        finite = bool(np.isfinite(pose.astype(np.float32)).all())
+    if not finite:
+        raise MpgymError(f"{path}: frames[{i}].transform_matrix (after scale and offset) "
+                         "does not fit in float32; expected positions below 3e38.")
+    return img, pose, f, intr, size
 
 
 def _resized(intr: Intrinsics, width: int, height: int) -> Intrinsics:

@@ -97,3 +97,13 @@ def test_fit_dvr_learns_a_capsule_silhouette_from_renders():
     assert silhouette_iou(start) < 0.6
     assert silhouette_iou(fields) > 0.85
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+
+def test_the_iso_level_moves_the_surface():
+    """``level`` is the iso-value: the field 0.5 - |p| crosses 0.1 on the sphere of radius 0.4."""
+    o = torch.tensor([[0.0, 0.0, 2.0]], dtype=torch.float64)
+    w = torch.tensor([[0.0, 0.0, -1.0]], dtype=torch.float64)
+    for level, radius in ((0.0, 0.5), (0.1, 0.4), (-0.2, 0.7)):
+        s = find_surface(lambda p: 0.5 - p.norm(dim=-1), o, w, near=0.5, far=3.0, n_steps=32,
+                         level=level)
+        assert s.hit.all() and s.depth.item() == pytest.approx(2.0 - radius, abs=1e-10)
