@@ -5,8 +5,9 @@ Inputs are in metres, ``[B, N, 3]`` (joints or vertices); results are per-body `
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+
+from mpgym.geometry import similarity_transform
 
 
 def mpjpe(pred: Tensor, target: Tensor) -> Tensor:
@@ -17,7 +18,8 @@ def mpjpe(pred: Tensor, target: Tensor) -> Tensor:
 def procrustes_align(pred: Tensor, target: Tensor) -> Tensor:
     """Similarity transform (scale, rotation, translation) of ``pred`` that best fits ``target``.
 
-    Umeyama's closed form; a reflection is never used.
+    Umeyama's closed form (:func:`mpgym.geometry.similarity_transform`); a reflection is never
+    used.
 
     Args:
         pred: ``[B, N, 3]``.
@@ -26,14 +28,8 @@ def procrustes_align(pred: Tensor, target: Tensor) -> Tensor:
     Returns:
         ``[B, N, 3]`` aligned ``pred``.
     """
-    mu_p, mu_t = pred.mean(1, keepdim=True), target.mean(1, keepdim=True)
-    p, t = pred - mu_p, target - mu_t
-    U, S, Vh = torch.linalg.svd(p.transpose(1, 2) @ t)  # [B, 3, 3]
-    d = torch.sign(torch.linalg.det(U @ Vh))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = U @ D @ Vh  # p @ R ~ t
-    scale = (S * D.diagonal(dim1=-2, dim2=-1)).sum(-1) / (p * p).sum((1, 2))
-    return scale[:, None, None] * p @ R + mu_t
+    s, R, t = similarity_transform(pred, target)
+    return s[:, None, None] * pred @ R.transpose(1, 2) + t[:, None]
 
 
 def pa_mpjpe(pred: Tensor, target: Tensor) -> Tensor:

@@ -1,4 +1,6 @@
-"""Geometric metrics between point sets, meshes and occupancy grids (KD-trees, scipy).
+"""Geometric metrics between point sets, meshes and occupancy grids.
+
+Nearest neighbours come from :func:`mpgym.geometry.nearest` (scipy KD-trees).
 
 Conventions (stated once, used everywhere; they follow Occupancy Networks' evaluation code):
 
@@ -22,20 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def nearest(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each point of ``src (N, 3)`` its nearest point in ``dst (M, 3)``.
-
-    Returns:
-        ``(distances (N,), indices (N,))``, unsquared Euclidean distances.
-    """
-    from scipy.spatial import cKDTree
-
-    src, dst = np.asarray(src, dtype=np.float64), np.asarray(dst, dtype=np.float64)
-    if len(src) == 0 or len(dst) == 0:
-        raise ValueError("nearest() needs two non-empty point sets")
-    d, i = cKDTree(dst).query(src, k=1, workers=-1)
-    return d, i
+from mpgym.geometry import nearest
 
 
 def chamfer_l1(a: np.ndarray, b: np.ndarray) -> float:

@@ -262,7 +262,7 @@ def fit_metrics(target: Target, x: np.ndarray, r, camera=None) -> dict[str, Any]
     """
     import torch
 
-    from bodies.fit import chamfer_terms_kdtree
+    from mpgym.geometry import nearest_sq_distances
 
     out: dict[str, Any] = {
         "target": target,
@@ -273,7 +273,7 @@ def fit_metrics(target: Target, x: np.ndarray, r, camera=None) -> dict[str, Any]
     }
     if target == "scan":
         pts = torch.as_tensor(x, dtype=r.vertices.dtype)[None]
-        a, b = chamfer_terms_kdtree(r.vertices, pts)
+        a, b = nearest_sq_distances(pts, r.vertices)
         s2b, b2s = 1000 * a.sqrt().mean(1), 1000 * b.sqrt().mean(1)
         per = {"scan_to_body_mm": s2b, "body_to_scan_mm": b2s, "chamfer_mm": (s2b + b2s) / 2}
     else:
