@@ -11,7 +11,10 @@ residuals, so the energy carries their squares (as SMPLify-X's PyTorch code):
 with ``r`` in pixels for keypoints and in millimetres for 3D joints and scans (at SMPLify's
 scale, 1 px ~ 4 mm). Everything is batched over people; L-BFGS (strong Wolfe) or Adam.
 For keypoints the body's depth is initialised from the torso length (similar triangles, as in
-the paper) and a first stage fits only translation and global rotation to the torso joints.
+the paper) and a first stage fits only translation and global rotation to the torso joints;
+optionally (``FitConfig.flip_hypothesis``) the stages also run from that orientation turned
+180 degrees about the body's vertical axis, and each body keeps the fit of lower energy, and
+(``FitConfig.per_body``) each body is optimised as a problem of its own, as in the paper.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -29,8 +33,9 @@ from torch import Tensor
 from bodies.lbs import lbs, rigid_transforms
 from bodies.model import BodyModel, shapes_repr
 from bodies.priors import MaxMixturePrior, bending_prior, shape_prior
-from bodies.rotations import axis_angle_to_matrix
+from bodies.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from mpgym.errors import MpgymError
+from mpgym.geometry import nearest_sq_distances, similarity_transform
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +44,11 @@ TORSO = (1, 2, 16, 17)  # hips and shoulders
 
 @dataclass(frozen=True)
 class FitConfig:
-    """Weights and schedule of SMPLify-style fitting (defaults: the SMPLify paper)."""
+    """Weights and schedule of SMPLify-style fitting (defaults: the SMPLify paper).
+
+    SMPLify's interpenetration term is not implemented: it needs a collision model of the body
+    (the paper's capsules, or a BVH over the mesh's triangles), which the project does not have.
+    """
 
     pose_weights: tuple[float, ...] = (404.0, 404.0, 57.4, 4.78)
     """Pose-prior weight per stage (SMPLify)."""
@@ -57,6 +66,12 @@ class FitConfig:
     """Adam learning rate."""
     scan_weight: float = 50.0
     """Weight of the mean squared Chamfer distance (mm^2) against the joint-sized terms."""
+    flip_hypothesis: bool = False
+    """Keypoints: also fit from the camera stage's orientation turned 180 degrees about the
+    body's vertical axis, and keep, per body, the fit of lower final energy (SMPLify)."""
+    per_body: bool = False
+    """Keypoints: optimise each body on its own (SMPLify) rather than all in one batched
+    problem, whose L-BFGS shares one line search and curvature history across bodies."""
 
 
 PRESETS: dict[str, FitConfig] = {
@@ -120,17 +135,17 @@ class FitResult:
         return shapes_repr(self)
 
 
-def gmof(r: Tensor, sigma: float) -> Tensor:
-    """Geman-McClure ``sigma^2 r^2 / (sigma^2 + r^2)`` (elementwise)."""
-    r2 = r * r
-    return sigma**2 * r2 / (sigma**2 + r2)
+def geman_mcclure(sq_residual: Tensor, sigma: float) -> Tensor:
+    """Geman-McClure ``rho(r) = sigma^2 r^2 / (sigma^2 + r^2)`` of squared residuals ``r^2``.
 
+    Taking ``r^2`` (elementwise, any shape) serves residual components (pass ``r * r``) and
+    squared distances alike, and keeps gradients finite at zero distance (no square root).
 
-def joint_basis(model: BodyModel) -> tuple[Tensor, Tensor]:
-    """Rest joints ``[J, 3]`` and their shape directions ``[J, 3, S]`` (``J_regressor`` applied)."""
-    jt = model.J_regressor @ model.v_template
-    jd = torch.einsum("jv,vcs->jcs", model.J_regressor, model.shapedirs)
-    return jt, jd
+    Example:
+        >>> geman_mcclure(torch.tensor([0.0, 100.0**2]), 100.0)
+        tensor([   0., 5000.])
+    """
+    return sigma**2 * sq_residual / (sigma**2 + sq_residual)
 
 
 def posed_joints(
@@ -141,8 +156,11 @@ def posed_joints(
     transl: Tensor,
     basis: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """Joints only, without skinning the mesh (``[B, J, 3]``): what joint-based fits need."""
-    jt, jd = basis if basis is not None else joint_basis(model)
+    """Joints only, without skinning the mesh (``[B, J, 3]``): what joint-based fits need.
+
+    ``basis`` is :meth:`bodies.model.BodyModel.joint_affine` (default), possibly cast.
+    """
+    jt, jd = basis if basis is not None else model.joint_affine()
     J = jt + torch.einsum("jcs,bs->bjc", jd[..., : betas.shape[1]], betas)
     rot = axis_angle_to_matrix(torch.cat([global_orient, body_pose], 1).reshape(len(betas), -1, 3))
     return rigid_transforms(rot, J, model.parents)[0] + transl[:, None]
@@ -154,22 +172,13 @@ def rigid_init(model: BodyModel, joints: Tensor, conf: Tensor) -> tuple[Tensor, 
     Returns:
         ``(global_orient [B, 3], transl [B, 3])``.
     """
-    from bodies.rotations import matrix_to_axis_angle
-
     idx = [0, 1, 2, 3, 6, 9, 12, 16, 17]
-    src = (model.J_regressor @ model.v_template)[idx].to(joints.dtype)
-    w = conf[:, idx, None]
-    dst = joints[:, idx]
-    mu_s = (w * src).sum(1) / w.sum(1)
-    mu_d = (w * dst).sum(1) / w.sum(1)
-    H = ((src - mu_s[:, None]) * w).transpose(1, 2) @ (dst - mu_d[:, None])
-    U, _, Vh = torch.linalg.svd(H)
-    d = torch.sign(torch.linalg.det(Vh.transpose(1, 2) @ U.transpose(1, 2)))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = Vh.transpose(1, 2) @ D @ U.transpose(1, 2)  # dst ~ R src
-    root = (model.J_regressor @ model.v_template)[0].to(joints.dtype)
+    rest = model.joint_affine()[0].to(joints.dtype)
+    src = rest[idx].expand(len(joints), -1, -1)
+    _, R, t = similarity_transform(src, joints[:, idx], conf[:, idx], scale=False)  # R src + t
+    root = rest[0]
     # rotation about the root joint: x' = R (x - root) + root + transl
-    transl = mu_d - (R @ (mu_s - root)[..., None])[..., 0] - root
+    transl = t + (R @ root[:, None])[..., 0] - root
     return matrix_to_axis_angle(R), transl
 
 
@@ -196,10 +205,9 @@ def swing_init(model: BodyModel, joints: Tensor, global_orient: Tensor) -> Tenso
     Returns:
         ``[B, 3 (J - 1)]`` axis-angle body pose.
     """
-    from bodies.rotations import matrix_to_axis_angle
     from bodies.skeleton import children
 
-    J0 = (model.J_regressor @ model.v_template).to(joints.dtype)
+    J0 = model.joint_affine()[0].to(joints.dtype)
     par = model.parents.tolist()
     main = {0: 3, 9: 12, 13: 16, 14: 17}
     ch = children(tuple(par))
@@ -219,7 +227,9 @@ def swing_init(model: BodyModel, joints: Tensor, global_orient: Tensor) -> Tenso
     return matrix_to_axis_angle(local[:, 1:]).reshape(B, -1)
 
 
-class _Params(torch.nn.Module):
+class _FitParams(torch.nn.Module):
+    """The optimised body parameters, batched; each is zero unless a start is given."""
+
     def __init__(
         self,
         B: int,
@@ -240,9 +250,13 @@ class _Params(torch.nn.Module):
         self.transl = torch.nn.Parameter(z(B, 3) if transl is None else transl.clone())
 
 
-def _params_from(r: FitResult, rows: Tensor, body_pose: Tensor | None = None) -> _Params:
+_FIELDS = ("betas", "body_pose", "global_orient", "transl", "vertices", "joints")
+"""The per-body tensors of a :class:`FitResult`."""
+
+
+def _params_from(r: FitResult, rows: Tensor, body_pose: Tensor | None = None) -> _FitParams:
     """Parameters starting from rows ``rows`` of a fit (with ``body_pose``'s rows if given)."""
-    return _Params(
+    return _FitParams(
         len(rows),
         r.betas.shape[1],
         r.betas.dtype,
@@ -253,6 +267,24 @@ def _params_from(r: FitResult, rows: Tensor, body_pose: Tensor | None = None) ->
     )
 
 
+def _params_from_init(init: FitResult, B: int, S: int, dtype: torch.dtype) -> _FitParams:
+    """Parameters starting from a previous fit of the same ``B`` bodies (``S`` betas)."""
+    if init.betas.shape != (B, S):
+        raise MpgymError(
+            f"init has betas of shape {tuple(init.betas.shape)}; accepted: one row per body "
+            f"({B}) with the model's {S} shape coefficients."
+        )
+    return _FitParams(
+        B,
+        S,
+        dtype,
+        transl=init.transl.to(dtype),
+        global_orient=init.global_orient.to(dtype),
+        body_pose=init.body_pose.to(dtype),
+        betas=init.betas.to(dtype),
+    )
+
+
 def _stages(config: FitConfig, stages: slice) -> FitConfig:
     """``config`` with only some of its stages."""
     return dataclasses.replace(
@@ -260,7 +292,30 @@ def _stages(config: FitConfig, stages: slice) -> FitConfig:
     )
 
 
-def _optimize(params: list[torch.nn.Parameter], closure, config: FitConfig) -> float:
+DataTerm = Callable[[_FitParams, bool], Tensor]
+"""``data(params, per_body)``: the data energy, summed over bodies or per body ``[B]``."""
+
+
+def _energy(
+    params: _FitParams,
+    data: DataTerm,
+    config: FitConfig,
+    prior: MaxMixturePrior,
+    w_pose: float,
+    w_shape: float,
+    *,
+    per_body: bool = False,
+) -> Tensor:
+    """``E = data + w_p^2 GMM + (bend w_p)^2 bending + w_b^2 |beta|^2``: a scalar or ``[B]``."""
+    reduce = (lambda x: x) if per_body else torch.sum
+    e = data(params, per_body)
+    e = e + w_pose**2 * reduce(prior(params.body_pose))
+    e = e + (config.bend_factor * w_pose) ** 2 * reduce(bending_prior(params.body_pose))
+    return e + w_shape**2 * reduce(shape_prior(params.betas))
+
+
+def _optimize(params: list[torch.nn.Parameter], closure, config: FitConfig) -> None:
+    """One stage of L-BFGS (``steps_per_stage`` iterations) or Adam (10x as many steps)."""
     if config.optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
             params,
@@ -277,42 +332,55 @@ def _optimize(params: list[torch.nn.Parameter], closure, config: FitConfig) -> f
             loss.backward()
             return loss
 
-        return float(opt.step(step).detach())
+        opt.step(step)
+        return
     opt = torch.optim.Adam(params, lr=config.adam_lr)
     for _ in range(10 * config.steps_per_stage):
         opt.zero_grad()
         loss = closure()
         loss.backward()
         opt.step()
-    return float(loss.detach())
 
 
 def _staged_fit(
-    model: BodyModel, p: _Params, data_term, config: FitConfig, prior: MaxMixturePrior, t0: float
-) -> FitResult:
-    losses = []
+    model: BodyModel,
+    params: _FitParams,
+    data: DataTerm,
+    config: FitConfig,
+    prior: MaxMixturePrior,
+    t0: float,
+) -> tuple[FitResult, Tensor]:
+    """Run the stages of ``config`` on all parameters.
+
+    Returns:
+        The fit (``losses``: the energy summed over bodies at the end of each stage) and each
+        body's energy at the end of each stage, ``[B, stages]``.
+    """
+    energies = []
     for w_pose, w_shape in zip(config.pose_weights, config.shape_weights, strict=True):
 
         def closure(w_pose=w_pose, w_shape=w_shape):
-            e = data_term(p)
-            e = e + w_pose**2 * prior(p.body_pose).sum()
-            e = e + (config.bend_factor * w_pose) ** 2 * bending_prior(p.body_pose).sum()
-            return e + w_shape**2 * shape_prior(p.betas).sum()
+            return _energy(params, data, config, prior, w_pose, w_shape)
 
-        losses.append(_optimize(list(p.parameters()), closure, config))
-        log.debug("stage w_pose=%g: energy %.4g", w_pose, losses[-1])
+        _optimize(list(params.parameters()), closure, config)
+        with torch.no_grad():
+            energies.append(_energy(params, data, config, prior, w_pose, w_shape, per_body=True))
+        log.debug("stage w_pose=%g: energy %.4g", w_pose, float(energies[-1].sum()))
+    B, dtype = params.betas.shape[0], params.betas.dtype
+    per_stage = torch.stack(energies, 1) if energies else torch.zeros(B, 0, dtype=dtype)
     with torch.no_grad():
-        out = model(p.betas, p.body_pose, p.global_orient, p.transl)
-    return FitResult(
-        p.betas.detach(),
-        p.body_pose.detach(),
-        p.global_orient.detach(),
-        p.transl.detach(),
+        out = model(params.betas, params.body_pose, params.global_orient, params.transl)
+    result = FitResult(
+        params.betas.detach(),
+        params.body_pose.detach(),
+        params.global_orient.detach(),
+        params.transl.detach(),
         out.vertices,
         out.joints,
-        losses,
+        per_stage.sum(0).tolist(),
         time.perf_counter() - t0,
     )
+    return result, per_stage
 
 
 def fit_to_joints(
@@ -339,16 +407,22 @@ def fit_to_joints(
     joints, conf = _observed(joints, confidence, model.num_joints, 3, "joints")
     prior = prior or MaxMixturePrior()
     B, dtype = joints.shape[0], model.v_template.dtype
-    go, transl = rigid_init(model, joints.to(dtype), conf.to(dtype))
-    pose0 = swing_init(model, joints.to(dtype), go) if bool((conf > 0).all()) else None
-    p = _Params(B, model.num_betas, dtype, transl=transl, global_orient=go, body_pose=pose0)
-    basis = joint_basis(model)
+    global_orient, transl = rigid_init(model, joints.to(dtype), conf.to(dtype))
+    pose0 = swing_init(model, joints.to(dtype), global_orient) if bool((conf > 0).all()) else None
+    params = _FitParams(
+        B, model.num_betas, dtype, transl=transl, global_orient=global_orient, body_pose=pose0
+    )
+    basis = model.joint_affine()
 
-    def data(p):
-        pred = posed_joints(model, p.betas, p.body_pose, p.global_orient, p.transl, basis)
-        return (conf[..., None] ** 2 * gmof(1000.0 * (pred - joints), config.sigma)).sum()
+    def data(params: _FitParams, per_body: bool) -> Tensor:
+        pred = posed_joints(
+            model, params.betas, params.body_pose, params.global_orient, params.transl, basis
+        )
+        r = 1000.0 * (pred - joints)  # mm
+        e = conf[..., None] ** 2 * geman_mcclure(r * r, config.sigma)
+        return e.sum((1, 2)) if per_body else e.sum()
 
-    return _staged_fit(model, p, data, config, prior, t0)
+    return _staged_fit(model, params, data, config, prior, t0)[0]
 
 
 def _observed(
@@ -378,29 +452,48 @@ def _observed(
     return torch.nan_to_num(x, nan=0.0), conf
 
 
-def init_from_torso(model: BodyModel, keypoints: Tensor, conf: Tensor, camera: Camera) -> Tensor:
-    """Body translation from the torso's 2D size (similar triangles, SMPLify), ``[B, 3]``.
+def torso_root(
+    model: BodyModel,
+    keypoints: Tensor,
+    conf: Tensor,
+    focal: float,
+    center: Tensor | tuple[float, float],
+) -> tuple[Tensor, Tensor]:
+    """Camera-frame root joint from the torso's 2D size (similar triangles, SMPLify).
 
     Depth ``z = f * L_3D / L_2D`` from the hip-shoulder distances of the template and of the
-    keypoints; the pelvis is placed on the ray through the torso's 2D centre.
+    keypoints (5 m when no hip-shoulder pair is seen); the root is placed on the ray through the
+    2D centre of the visible keypoints.
+
+    Args:
+        model: the body model (its mean-shape rest joints).
+        keypoints: ``[B, J, 2]`` pixels.
+        conf: ``[B, J]`` confidences (0: missing).
+        focal: focal length in pixels.
+        center: ``[2]`` principal point in pixels.
+
+    Returns:
+        ``(root [B, 3]`` in the camera frame (metres), ``uv [B, 2]`` the keypoints' 2D centre).
     """
-    J0 = (model.J_regressor @ model.v_template).to(keypoints.dtype)
+    J0 = model.joint_affine()[0].to(keypoints.dtype)
     pairs = [(1, 16), (2, 17)]
     l3 = torch.stack([(J0[a] - J0[b]).norm() for a, b in pairs]).mean()
     l2 = torch.stack([(keypoints[:, a] - keypoints[:, b]).norm(dim=-1) for a, b in pairs], -1)
     ok = torch.stack([(conf[:, a] > 0) & (conf[:, b] > 0) for a, b in pairs], -1)
-    l2 = torch.where(
-        ok.any(-1), (l2 * ok).sum(-1) / ok.sum(-1).clamp_min(1), l2.new_tensor(float("nan"))
-    )
-    vis = conf > 0
-    uv = (keypoints * vis[..., None]).sum(1) / vis.sum(1, keepdim=True)
-    z = camera.focal * l3 / l2
-    z = torch.where(torch.isfinite(z), z, z.new_tensor(5.0))  # no torso seen: 5 m
-    c = keypoints.new_tensor(camera.center)
-    Xc = torch.cat([(uv - c) / camera.focal * z[:, None], z[:, None]], -1)
+    l2 = (l2 * ok).sum(-1) / ok.sum(-1).clamp_min(1)
+    z = torch.where(ok.any(-1) & (l2 > 1e-6), focal * l3 / l2.clamp_min(1e-6), 5.0)
+    vis = (conf > 0).to(keypoints.dtype)[..., None]
+    uv = (keypoints * vis).sum(1) / vis.sum(1)
+    c = torch.as_tensor(center, dtype=keypoints.dtype)
+    return torch.cat([(uv - c) / focal * z[:, None], z[:, None]], -1), uv
+
+
+def init_from_torso(model: BodyModel, keypoints: Tensor, conf: Tensor, camera: Camera) -> Tensor:
+    """Body translation that puts the root at :func:`torso_root`'s point, ``[B, 3]``."""
+    root, _ = torso_root(model, keypoints, conf, camera.focal, camera.center)
     R = torch.as_tensor(camera.R, dtype=keypoints.dtype)
     t = torch.as_tensor(camera.t, dtype=keypoints.dtype)
-    return (Xc - t) @ R - J0[0]
+    return (root - t) @ R - model.joint_affine()[0][0].to(keypoints.dtype)
 
 
 def fit_to_keypoints(
@@ -417,8 +510,11 @@ def fit_to_keypoints(
 
     Without ``init`` the body starts in the rest pose facing the camera at the depth given by
     its torso's 2D size, and a first stage fits only its translation and rotation to the torso
-    keypoints. With ``init`` (for example :meth:`bodies.learned.LearnedFitter.fit`'s result)
+    keypoints; with ``config.flip_hypothesis`` the stages run from that orientation and from it
+    turned 180 degrees about the body's vertical axis, and each body keeps the fit of lower
+    final energy. With ``init`` (for example :meth:`bodies.learned.LearnedFitter.fit`'s result)
     the stages start from those parameters; ``PRESETS["refine2d"]`` is a schedule for that.
+    ``config.per_body`` fits each body as a problem of its own.
 
     Args:
         model: the body model.
@@ -437,93 +533,141 @@ def fit_to_keypoints(
     prior = prior or MaxMixturePrior()
     dtype = model.v_template.dtype
     kp, conf = kp.to(dtype), conf.to(dtype)
+    if init is not None and init.betas.shape[0] != len(kp):
+        raise MpgymError(
+            f"init has {init.betas.shape[0]} bodies; accepted: one per keypoint set ({len(kp)})."
+        )
+    if not config.per_body:
+        return _fit_keypoints(model, kp, conf, camera, config, prior, init, t0)[0]
+    return _fit_each_body(model, kp, conf, camera, config, prior, init, t0)
+
+
+def _fit_each_body(
+    model: BodyModel,
+    kp: Tensor,
+    conf: Tensor,
+    camera: Camera,
+    config: FitConfig,
+    prior: MaxMixturePrior,
+    init: FitResult | None,
+    t0: float,
+) -> FitResult:
+    """:func:`_fit_keypoints` on one body at a time (``FitConfig.per_body``), results stacked."""
+    fits = []
+    for b in range(len(kp)):
+        rows = slice(b, b + 1)
+        start = None if init is None else _result_rows(init, rows)
+        fits.append(_fit_keypoints(model, kp[rows], conf[rows], camera, config, prior, start, t0))
+    per_stage = torch.cat([e for _, e in fits])  # [B, stages]
+    return FitResult(
+        *(torch.cat([getattr(r, name) for r, _ in fits]) for name in _FIELDS),
+        per_stage.sum(0).tolist(),
+        time.perf_counter() - t0,
+    )
+
+
+def _result_rows(r: FitResult, rows: Tensor | slice) -> FitResult:
+    """Rows ``rows`` of a fit (``losses`` and ``seconds`` as they are)."""
+    return FitResult(*(getattr(r, name)[rows] for name in _FIELDS), list(r.losses), r.seconds)
+
+
+def _keypoint_term(
+    model: BodyModel, camera: Camera, kp: Tensor, conf: Tensor, sigma: float
+) -> DataTerm:
+    """Data term ``sum_j c_j^2 rho(|proj(J_j) - x_j|)`` (Geman-McClure per pixel coordinate)."""
+    basis = model.joint_affine()
+
+    def data(params: _FitParams, per_body: bool) -> Tensor:
+        pred = camera.project(
+            posed_joints(
+                model, params.betas, params.body_pose, params.global_orient, params.transl, basis
+            )
+        )
+        r = pred - kp
+        e = conf[..., None] ** 2 * geman_mcclure(r * r, sigma)
+        return e.sum((1, 2)) if per_body else e.sum()
+
+    return data
+
+
+def _camera_stage(
+    model: BodyModel, kp: Tensor, conf: Tensor, camera: Camera, config: FitConfig
+) -> _FitParams:
+    """SMPLify's first stage: translation and global rotation fitted to the torso keypoints.
+
+    The body starts in the rest pose, facing the camera, at :func:`init_from_torso`'s place.
+    """
+    dtype = kp.dtype
     # the body faces the camera and stands upright in the image
     R = torch.as_tensor(camera.R, dtype=dtype)
-    from bodies.rotations import matrix_to_axis_angle
-
-    basis = joint_basis(model)
-
-    def data_with(c):
-        def data(p):
-            pred = camera.project(
-                posed_joints(model, p.betas, p.body_pose, p.global_orient, p.transl, basis)
-            )
-            return (c[..., None] ** 2 * gmof(pred - kp, config.sigma)).sum()
-
-        return data
-
-    if init is not None:
-        p = _Params(
-            len(kp),
-            model.num_betas,
-            dtype,
-            transl=init.transl.to(dtype),
-            global_orient=init.global_orient.to(dtype),
-            body_pose=init.body_pose.to(dtype),
-        )
-        with torch.no_grad():
-            p.betas.copy_(init.betas.to(dtype))
-        return _staged_fit(model, p, data_with(conf), config, prior, t0)
-    go = matrix_to_axis_angle(R.T @ torch.diag(R.new_tensor([1.0, -1.0, -1.0]))).expand(len(kp), 3)
-    p = _Params(
+    facing = matrix_to_axis_angle(R.T @ torch.diag(R.new_tensor([1.0, -1.0, -1.0])))
+    params = _FitParams(
         len(kp),
         model.num_betas,
         dtype,
         transl=init_from_torso(model, kp, conf, camera),
-        global_orient=go,
+        global_orient=facing.expand(len(kp), 3),
     )
     torso = torch.zeros_like(conf)
     torso[:, list(TORSO)] = conf[:, list(TORSO)]
-    # stage 0: camera-facing pose of the torso (translation and global rotation only)
-    init_closure = data_with(torso)
-    _optimize([p.transl, p.global_orient], lambda: init_closure(p), config)
-    return _staged_fit(model, p, data_with(conf), config, prior, t0)
+    torso_term = _keypoint_term(model, camera, kp, torso, config.sigma)
+    _optimize([params.transl, params.global_orient], lambda: torso_term(params, False), config)
+    return params
 
 
-def chamfer_terms(verts: Tensor, points: Tensor) -> tuple[Tensor, Tensor]:
-    """Squared nearest-neighbour distances: ``([B, N] scan->model, [B, V] model->scan)``.
+def _flipped(params: _FitParams) -> _FitParams:
+    """SMPLify's second hypothesis: the global orientation turned 180 degrees about the body's y.
 
-    Brute force (``[B, N, V]`` distances); :func:`chamfer_terms_kdtree` is the fast path.
+    A fresh start (rest pose, mean shape) with ``params``' translation and ``R' = R R_y(pi)``:
+    the body's vertical axis is its own y.
     """
-    d = torch.cdist(points, verts)  # [B, N, V]
-    return d.min(2).values ** 2, d.min(1).values ** 2
+    R = axis_angle_to_matrix(params.global_orient.detach())
+    turn = torch.diag(R.new_tensor([-1.0, 1.0, -1.0]))  # R_y(pi)
+    B, S = params.betas.shape
+    return _FitParams(
+        B,
+        S,
+        R.dtype,
+        transl=params.transl.detach(),
+        global_orient=matrix_to_axis_angle(R @ turn),
+    )
 
 
-def chamfer_terms_kdtree(
-    verts: Tensor, points: Tensor, scan_trees: list | None = None
-) -> tuple[Tensor, Tensor]:
-    """:func:`chamfer_terms` with nearest neighbours found by KD-trees (scipy ``cKDTree``).
-
-    The neighbours are looked up without gradient (a tree over each body's vertices per call,
-    and one over each scan, built once when ``scan_trees`` is passed); the squared distances to
-    them are differentiable, as with the brute-force minimum. ``O((N + V) log)`` per body
-    instead of ``O(N V)``.
-
-    Args:
-        verts: ``[B, V, 3]`` model vertices.
-        points: ``[B, N, 3]`` scan points.
-        scan_trees: ``cKDTree`` per scan (built here when None).
+def _fit_keypoints(
+    model: BodyModel,
+    kp: Tensor,
+    conf: Tensor,
+    camera: Camera,
+    config: FitConfig,
+    prior: MaxMixturePrior,
+    init: FitResult | None,
+    t0: float,
+) -> tuple[FitResult, Tensor]:
+    """:func:`fit_to_keypoints` on validated inputs as one batched problem.
 
     Returns:
-        ``([B, N] scan->model, [B, V] model->scan)`` squared distances.
+        The fit and each body's energy at the end of each stage, ``[B, stages]``.
     """
-    from scipy.spatial import cKDTree
-
-    vn = verts.detach().cpu().numpy()
-    pn = points.detach().cpu().numpy()
-    trees = scan_trees if scan_trees is not None else [cKDTree(x) for x in pn]
-    i_sm = np.stack([cKDTree(vn[b]).query(pn[b])[1] for b in range(len(vn))])  # [B, N]
-    i_ms = np.stack([trees[b].query(vn[b])[1] for b in range(len(vn))])  # [B, V]
-    i_sm = torch.as_tensor(i_sm, device=verts.device)
-    i_ms = torch.as_tensor(i_ms, device=verts.device)
-    near_v = torch.gather(verts, 1, i_sm[..., None].expand(-1, -1, 3))
-    near_p = torch.gather(points, 1, i_ms[..., None].expand(-1, -1, 3))
-    return (points - near_v).pow(2).sum(-1), (verts - near_p).pow(2).sum(-1)
-
-
-def gmof_squared(r2: Tensor, sigma: float) -> Tensor:
-    """:func:`gmof` of ``r`` given ``r^2`` (no square root, so finite gradients at 0)."""
-    return sigma**2 * r2 / (sigma**2 + r2)
+    data = _keypoint_term(model, camera, kp, conf, config.sigma)
+    if init is not None:
+        params = _params_from_init(init, len(kp), model.num_betas, kp.dtype)
+        return _staged_fit(model, params, data, config, prior, t0)
+    params = _camera_stage(model, kp, conf, camera, config)
+    flipped = _flipped(params) if config.flip_hypothesis else None
+    r, per_stage = _staged_fit(model, params, data, config, prior, t0)
+    if flipped is None or not config.pose_weights:
+        return r, per_stage
+    r_flip, per_stage_flip = _staged_fit(model, flipped, data, config, prior, t0)
+    take = per_stage_flip[:, -1] < per_stage[:, -1]  # [B] the flipped fit ended lower
+    log.debug("flipped hypothesis kept for %d of %d bodies", int(take.sum()), len(take))
+    per_stage = torch.where(take[:, None], per_stage_flip, per_stage)
+    pick = lambda a, b: torch.where(take.view(-1, *[1] * (a.ndim - 1)), b, a)  # noqa: E731
+    result = FitResult(
+        *(pick(getattr(r, name), getattr(r_flip, name)) for name in _FIELDS),
+        per_stage.sum(0).tolist(),
+        time.perf_counter() - t0,
+    )
+    return result, per_stage
 
 
 def fit_to_scan(
@@ -565,7 +709,25 @@ def fit_to_scan(
         :class:`FitResult`.
     """
     t0 = time.perf_counter()
-    points = torch.as_tensor(points, dtype=model.v_template.dtype)
+    points = _checked_scan(points, model.v_template.dtype)
+    prior = prior or MaxMixturePrior()
+    pose_bank = _default_bank(points.dtype) if pose_bank is None else pose_bank
+    if init is None:
+        params = _retrieval_init(model, points, pose_bank, k=hypotheses)
+    else:
+        params = _params_from_init(init, len(points), model.num_betas, points.dtype)
+    if params.betas.shape[0] > len(points):
+        params = _best_hypothesis(model, points, params, config, prior, t0)
+    r, _ = _staged_fit(model, params, _ScanTerm(model, points, config), config, prior, t0)
+    if limb_search:
+        _refit_limbs(model, r, points, pose_bank, config, prior, t0)
+    r.seconds = time.perf_counter() - t0
+    return r
+
+
+def _checked_scan(points: Tensor, dtype: torch.dtype) -> Tensor:
+    """``[B, N, 3]`` (or ``[N, 3]``) finite points with ``N >= 100``, as ``[B, N, 3]``."""
+    points = torch.as_tensor(points, dtype=dtype)
     if points.ndim == 2:
         points = points[None]
     if points.ndim != 3 or points.shape[-1] != 3 or points.shape[1] < 100:
@@ -574,71 +736,92 @@ def fit_to_scan(
         )
     if not torch.isfinite(points).all():
         raise MpgymError("the point cloud contains NaN or infinity; remove those points first.")
-    prior = prior or MaxMixturePrior()
-    pose_bank = _default_bank(points.dtype) if pose_bank is None else pose_bank
-    if init is None:
-        p = _retrieval_init(model, points, pose_bank, k=hypotheses)
-    else:
-        if init.betas.shape != (len(points), model.num_betas):
-            raise MpgymError(
-                f"init has betas of shape {tuple(init.betas.shape)}; accepted: one row per scan "
-                f"({len(points)}) with the model's {model.num_betas} shape coefficients."
-            )
-        p = _Params(
-            len(points),
-            model.num_betas,
-            points.dtype,
-            transl=init.transl.to(points.dtype),
-            global_orient=init.global_orient.to(points.dtype),
-            body_pose=init.body_pose.to(points.dtype),
-            betas=init.betas.to(points.dtype),
-        )
-    sub = torch.arange(0, model.v_template.shape[0], 2)  # every other vertex: half the cost
-    from scipy.spatial import cKDTree
+    return points
 
-    def data_for(points):
-        trees = [cKDTree(x) for x in points.cpu().numpy()]
 
-        def energy(v):  # [B, V', 3] -> [B]
-            a, b = chamfer_terms_kdtree(v, points, trees)  # m^2
-            a, b = 1e6 * a, 1e6 * b  # mm^2
-            return gmof_squared(a, config.sigma).mean(1) + gmof_squared(b, config.sigma).mean(1)
+class _ScanTerm:
+    """Scan data term: ``scan_weight`` x the Geman-McClure Chamfer energy in mm^2.
 
-        def data(p):
-            v = model(p.betas, p.body_pose, p.global_orient, p.transl).vertices[:, sub]
-            return config.scan_weight * energy(v).sum()
+    Every other model vertex takes part (half the cost); the scans' KD-trees are built once.
 
-        return data, energy
+    Args:
+        model: the body model.
+        points: ``[B, N, 3]`` scan points (metres).
+        config: ``sigma`` and ``scan_weight``.
+    """
 
-    if p.betas.shape[0] > len(points):  # several hypotheses: first stage on each, keep the best
-        k = p.betas.shape[0] // len(points)
-        data, energy = data_for(points.repeat_interleave(k, 0))
-        r = _staged_fit(model, p, data, _stages(config, slice(None, 1)), prior, t0)
-        with torch.no_grad():
-            best = energy(r.vertices[:, sub]).view(len(points), k).argmin(1)
-        p = _params_from(r, torch.arange(len(points)) * k + best)
-    data, _ = data_for(points)
-    r = _staged_fit(model, p, data, config, prior, t0)
-    if not limb_search:
-        return r
+    def __init__(self, model: BodyModel, points: Tensor, config: FitConfig):
+        from scipy.spatial import cKDTree
+
+        self.model, self.points = model, points
+        self.sigma, self.weight = config.sigma, config.scan_weight
+        self.subset = torch.arange(0, model.v_template.shape[0], 2)
+        self.trees = [cKDTree(x) for x in points.cpu().numpy()]
+
+    def energy(self, vertices: Tensor) -> Tensor:
+        """Mean robust squared distance both ways, ``[B, V', 3]`` subset vertices -> ``[B]``."""
+        a, b = nearest_sq_distances(self.points, vertices, a_trees=self.trees)  # m^2
+        a, b = 1e6 * a, 1e6 * b  # mm^2
+        return geman_mcclure(a, self.sigma).mean(1) + geman_mcclure(b, self.sigma).mean(1)
+
+    def __call__(self, params: _FitParams, per_body: bool) -> Tensor:
+        """The weighted energy of ``params``' bodies, summed or ``[B]``."""
+        out = self.model(params.betas, params.body_pose, params.global_orient, params.transl)
+        e = self.energy(out.vertices[:, self.subset])
+        return self.weight * e if per_body else self.weight * e.sum()
+
+
+def _best_hypothesis(
+    model: BodyModel,
+    points: Tensor,
+    params: _FitParams,
+    config: FitConfig,
+    prior: MaxMixturePrior,
+    t0: float,
+) -> _FitParams:
+    """Per scan, the start whose first stage ends at the lowest Chamfer energy.
+
+    ``params`` holds ``k`` starts per scan (rows ``b k .. b k + k - 1``).
+    """
+    k = params.betas.shape[0] // len(points)
+    term = _ScanTerm(model, points.repeat_interleave(k, 0), config)
+    r, _ = _staged_fit(model, params, term, _stages(config, slice(None, 1)), prior, t0)
+    with torch.no_grad():
+        best = term.energy(r.vertices[:, term.subset]).view(len(points), k).argmin(1)
+    return _params_from(r, torch.arange(len(points)) * k + best)
+
+
+def _refit_limbs(
+    model: BodyModel,
+    r: FitResult,
+    points: Tensor,
+    pose_bank: Tensor,
+    config: FitConfig,
+    prior: MaxMixturePrior,
+    t0: float,
+) -> None:
+    """:func:`_limb_search`, then the last two stages again from the swapped limbs.
+
+    ``r`` takes (in place) the refit's rows where it ended lower than the first fit.
+    """
     body_pose, better = _limb_search(model, r, points, pose_bank, config.sigma)
     if not better.any():
-        return r
+        return
     idx = better.nonzero()[:, 0]
-    data, energy_sub = data_for(points[idx])
-    r2 = _staged_fit(
-        model, _params_from(r, idx, body_pose), data, _stages(config, slice(-2, None)), prior, t0
+    term = _ScanTerm(model, points[idx], config)
+    r2, _ = _staged_fit(
+        model, _params_from(r, idx, body_pose), term, _stages(config, slice(-2, None)), prior, t0
     )
     with torch.no_grad():  # keep the refit only where it ended lower than the first fit
-        keep = idx[energy_sub(r2.vertices[:, sub]) < energy_sub(r.vertices[idx][:, sub])]
+        keep = idx[
+            term.energy(r2.vertices[:, term.subset]) < term.energy(r.vertices[idx][:, term.subset])
+        ]
     log.debug("limb search: %d of %d bodies refit, %d kept", len(idx), len(points), len(keep))
     if len(keep):
         pos = {int(b): i for i, b in enumerate(idx)}
         rows = torch.tensor([pos[int(b)] for b in keep])
-        for name in ("betas", "body_pose", "global_orient", "transl", "vertices", "joints"):
+        for name in _FIELDS:
             getattr(r, name)[keep] = getattr(r2, name)[rows]
-    r.seconds = time.perf_counter() - t0
-    return r
 
 
 LIMBS: dict[str, tuple[int, ...]] = {
@@ -657,6 +840,48 @@ def _default_bank(dtype: torch.dtype) -> Tensor:
 
     bank = clip_poses("train").reshape(-1, 69)
     return torch.as_tensor(bank[:: max(1, len(bank) // 400)], dtype=dtype)
+
+
+class _Limb(NamedTuple):
+    """One limb of :data:`LIMBS` as the limb search needs it."""
+
+    name: str
+    cols: Tensor  # [3 n] body-pose columns of the limb's joints
+    moving: Tensor  # [V] bool: vertices owned by the limb's joints and their descendants
+    arrays: tuple  # lbs's model arrays cut to every vertex_stride-th moving vertex
+
+
+def _limbs(model: BodyModel, vertex_stride: int) -> list[_Limb]:
+    """:data:`LIMBS` with the vertices each one moves.
+
+    A vertex belongs to the joint of its largest skinning weight; a limb moves its joints'
+    vertices and their descendants'.
+    """
+    from bodies.skeleton import children
+
+    ch = children(tuple(model.parents.tolist()))
+    owner = model.lbs_weights.argmax(1)
+    V = owner.shape[0]
+    limbs = []
+    for name, joints in LIMBS.items():
+        below, todo = set(), list(joints)
+        while todo:
+            j = todo.pop()
+            below.add(j)
+            todo += ch[j]
+        moving = torch.isin(owner, torch.tensor(sorted(below)))
+        vi = moving.nonzero()[:, 0][::vertex_stride]
+        arrays = (
+            model.v_template[vi],
+            model.shapedirs[vi],
+            model.posedirs.view(model.posedirs.shape[0], V, 3)[:, vi].reshape(-1, len(vi) * 3),
+            model.J_regressor,
+            model.parents,
+            model.lbs_weights[vi],
+        )
+        cols = torch.tensor([3 * (j - 1) + c for j in joints for c in range(3)])
+        limbs.append(_Limb(name, cols, moving, arrays))
+    return limbs
 
 
 def _limb_search(
@@ -685,103 +910,102 @@ def _limb_search(
     """
     from scipy.spatial import cKDTree
 
-    from bodies.skeleton import children
-
-    ch = children(tuple(model.parents.tolist()))
-    owner = model.lbs_weights.argmax(1)
-    V = owner.shape[0]
-    limbs = []  # per limb: name, pose columns, moving vertices, the model cut to its vertices
-    for name, joints in LIMBS.items():
-        sub, todo = set(), list(joints)
-        while todo:
-            j = todo.pop()
-            sub.add(j)
-            todo += ch[j]
-        moving = torch.isin(owner, torch.tensor(sorted(sub)))
-        vi = moving.nonzero()[:, 0][::vertex_stride]
-        cut = (
-            model.v_template[vi],
-            model.shapedirs[vi],
-            model.posedirs.view(model.posedirs.shape[0], V, 3)[:, vi].reshape(-1, len(vi) * 3),
-            model.J_regressor,
-            model.parents,
-            model.lbs_weights[vi],
-        )
-        cols = torch.tensor([3 * (j - 1) + c for j in joints for c in range(3)])
-        limbs.append((name, cols, moving, cut))
+    limbs = _limbs(model, vertex_stride)
     body_pose = r.body_pose.clone()
     better = torch.zeros(len(points), dtype=torch.bool)
-    K = len(bank)
     with torch.no_grad():
         for b in range(len(points)):
-            scan = points[b]
-            tree = cKDTree(scan.numpy())
-            for limb_name, cols, moving, cut in limbs:
-                cand = body_pose[b : b + 1].repeat(K + 1, 1)
-                cand[1:, cols] = bank[:, cols].to(cand.dtype)
-                limb, _ = lbs(  # only the limb's vertices, through the cached joint basis
-                    r.betas[b : b + 1].expand(K + 1, -1),
-                    torch.cat([r.global_orient[b : b + 1].expand(K + 1, -1), cand], 1),
-                    *cut,
-                    joint_basis=model.joint_basis,
+            tree = cKDTree(points[b].numpy())
+            for limb in limbs:
+                cand = body_pose[b : b + 1].repeat(len(bank) + 1, 1)  # row 0: the fit's own
+                cand[1:, limb.cols] = bank[:, limb.cols].to(cand.dtype)
+                e = _limb_energies(
+                    model, r, b, limb, cand, points[b], tree, sigma, near, vertex_stride, max_points
                 )
-                limb = (limb + r.transl[b]).float()  # [K+1, Vl, 3]
-                fixed = r.vertices[b, ~moving].numpy()
-                d_fixed = torch.as_tensor(cKDTree(fixed).query(scan.numpy())[0]) ** 2
-                far = (d_fixed > near**2).nonzero()[:, 0]
-                far = far[:: max(1, -(-len(far) // max_points))]
-                P = scan[far].float()
-                d_limb = (
-                    torch.cat(
-                        [torch.cdist(P.expand(len(x), -1, -1), x).amin(2) for x in limb.split(64)]
-                    ).double()
-                    ** 2
-                )  # [K+1, far points]
-                # beyond `reach` the robust cost is nearly flat: capping the search there keeps
-                # the tree from walking far for limbs swung away from the scan
-                reach = 2.5 * sigma / 1000.0
-                to_scan = tree.query(
-                    limb.reshape(-1, 3).double().numpy(),
-                    distance_upper_bound=reach,
-                    workers=torch.get_num_threads(),
-                )[0]
-                to_scan = torch.as_tensor(np.minimum(to_scan, reach))
-                e = _gmof_mm2(torch.minimum(d_fixed[far], d_limb), sigma).mean(1)
-                e *= (d_fixed > near**2).double().mean()  # the far points' share of the scan
-                e += _gmof_mm2(to_scan.view(K + 1, -1) ** 2, sigma).sum(1) * vertex_stride / V
                 best = int(e.argmin())
-                log.debug("limb search, body %d, %s: %.4g -> %.4g", b, limb_name, e[0], e[best])
+                log.debug("limb search, body %d, %s: %.4g -> %.4g", b, limb.name, e[0], e[best])
                 if best and e[best] < e[0] - 1e-3 * abs(float(e[0])):
                     body_pose[b] = cand[best]
                     better[b] = True
     return body_pose, better
 
 
-def _gmof_mm2(d2_m2: Tensor, sigma: float) -> Tensor:
-    """:func:`gmof_squared` of squared distances given in m^2, the residuals taken in mm."""
-    return gmof_squared(1e6 * d2_m2, sigma)
+def _limb_energies(
+    model: BodyModel,
+    r: FitResult,
+    b: int,
+    limb: _Limb,
+    cand: Tensor,
+    scan: Tensor,
+    tree,
+    sigma: float,
+    near: float,
+    vertex_stride: int,
+    max_points: int,
+) -> Tensor:
+    """Chamfer energy ``[K]`` of body ``b`` of ``r`` with each candidate pose ``cand [K, 69]``.
+
+    The candidates differ only in ``limb``'s columns; the energy as :func:`_limb_search`
+    describes it, up to terms common to all candidates.
+    """
+    from scipy.spatial import cKDTree
+
+    K, V = len(cand), model.v_template.shape[0]
+    verts, _ = lbs(  # only the limb's vertices, through the cached joint basis
+        r.betas[b : b + 1].expand(K, -1),
+        torch.cat([r.global_orient[b : b + 1].expand(K, -1), cand], 1),
+        *limb.arrays,
+        joint_basis=model.joint_basis,
+    )
+    verts = (verts + r.transl[b]).float()  # [K, Vl, 3]
+    fixed = r.vertices[b, ~limb.moving].numpy()
+    d_fixed = torch.as_tensor(cKDTree(fixed).query(scan.numpy())[0]) ** 2
+    far = (d_fixed > near**2).nonzero()[:, 0]
+    far = far[:: max(1, -(-len(far) // max_points))]
+    P = scan[far].float()
+    d_limb = (
+        torch.cat(
+            [torch.cdist(P.expand(len(x), -1, -1), x).amin(2) for x in verts.split(64)]
+        ).double()
+        ** 2
+    )  # [K, far points]
+    # beyond `reach` the robust cost is nearly flat: capping the search there keeps the tree
+    # from walking far for limbs swung away from the scan
+    reach = 2.5 * sigma / 1000.0
+    to_scan = tree.query(
+        verts.reshape(-1, 3).double().numpy(),
+        distance_upper_bound=reach,
+        workers=torch.get_num_threads(),
+    )[0]
+    to_scan = torch.as_tensor(np.minimum(to_scan, reach))
+    e = geman_mcclure(1e6 * torch.minimum(d_fixed[far], d_limb), sigma).mean(1)  # mm^2
+    e *= (d_fixed > near**2).double().mean()  # the far points' share of the scan
+    e += geman_mcclure(1e6 * to_scan.view(K, -1) ** 2, sigma).sum(1) * vertex_stride / V
+    return e
 
 
 def _retrieval_init(
     model: BodyModel, points: Tensor, pose_bank: Tensor | None, n_sub: int = 300, k: int = 1
-) -> _Params:
+) -> _FitParams:
     """The ``k`` bank poses and yaws nearest to each scan (Chamfer on subsets), ``B * k`` rows."""
     if pose_bank is None:
         pose_bank = _default_bank(points.dtype)
     yaws = torch.tensor([-0.6, -0.3, 0.0, 0.3, 0.6], dtype=points.dtype)
     K, Y = len(pose_bank), len(yaws)
-    go = torch.zeros(Y, 3, dtype=points.dtype)
-    go[:, 1] = yaws
-    bp = pose_bank.repeat_interleave(Y, 0)
-    gor = go.repeat(K, 1)
+    yaw_orient = torch.zeros(Y, 3, dtype=points.dtype)
+    yaw_orient[:, 1] = yaws
+    bank_pose = pose_bank.repeat_interleave(Y, 0)  # [K*Y, 69]: each pose at each yaw
+    bank_orient = yaw_orient.repeat(K, 1)
     g = torch.Generator().manual_seed(0)
     vi = torch.randperm(model.v_template.shape[0], generator=g)[:n_sub]
     pi = torch.randperm(points.shape[1], generator=g)[:n_sub]
     with torch.no_grad():
         cand = torch.cat(  # [K*Y, n, 3], a few hundred bodies at a time
             [
-                model(body_pose=bp[i : i + 256], global_orient=gor[i : i + 256]).vertices[:, vi]
-                for i in range(0, len(bp), 256)
+                model(
+                    body_pose=bank_pose[i : i + 256], global_orient=bank_orient[i : i + 256]
+                ).vertices[:, vi]
+                for i in range(0, len(bank_pose), 256)
             ]
         )
         cand = cand - cand.mean(1, keepdim=True)
@@ -790,17 +1014,16 @@ def _retrieval_init(
         pts = pts - centre
         best = []
         for b in range(len(points)):
-            d = torch.cdist(pts[b].expand(len(cand), -1, -1), cand)
-            cost = d.min(2).values.pow(2).mean(1) + d.min(1).values.pow(2).mean(1)
-            best.append(cost.topk(k, largest=False).indices)
+            a2, c2 = nearest_sq_distances(pts[b].expand(len(cand), -1, -1), cand, method="brute")
+            best.append((a2.mean(1) + c2.mean(1)).topk(k, largest=False).indices)
         best_t = torch.cat(best)
-        v0 = model(body_pose=bp[best_t], global_orient=gor[best_t]).vertices
+        v0 = model(body_pose=bank_pose[best_t], global_orient=bank_orient[best_t]).vertices
     transl = centre[:, 0].repeat_interleave(k, 0) - v0.mean(1)
-    return _Params(
+    return _FitParams(
         len(best_t),
         model.num_betas,
         points.dtype,
         transl=transl,
-        global_orient=gor[best_t],
-        body_pose=bp[best_t],
+        global_orient=bank_orient[best_t],
+        body_pose=bank_pose[best_t],
     )

@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from bodies.fit import Camera, FitResult, _observed, joint_basis, posed_joints
+from bodies.fit import Camera, FitResult, _observed, posed_joints, torso_root
 from bodies.model import BodyModel
 from bodies.rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from mpgym.errors import MpgymError
@@ -79,7 +79,7 @@ class LearnedConfig:
 
 
 @dataclass
-class _Problem:
+class _KeypointObs:
     """Keypoints in the camera frame and what the fitter derives from them once."""
 
     kp: Tensor  # [B, J, 2] pixels
@@ -96,7 +96,7 @@ def _facing(dtype: torch.dtype) -> Tensor:
 
 
 def camera_joints(
-    model: BodyModel, basis: tuple[Tensor, Tensor], theta: Tensor, p: _Problem
+    model: BodyModel, basis: tuple[Tensor, Tensor], theta: Tensor, obs: _KeypointObs
 ) -> Tensor:
     """Camera-frame joints ``[B, J, 3]`` of parameters ``theta [B, 6 + 69 + S]``."""
     S = theta.shape[1] - 75
@@ -104,32 +104,27 @@ def camera_joints(
     zero = torch.zeros_like(dt)
     J = posed_joints(model, betas, pose, rel, zero, basis)  # R_rel (x - j0) + j0
     j0 = basis[0][0] + torch.einsum("cs,bs->bc", basis[1][0, :, :S], betas)
-    transl = p.t0 + dt * p.z0[:, None]
+    transl = obs.t0 + dt * obs.z0[:, None]
     return (J - j0[:, None]) @ _facing(theta.dtype) + j0[:, None] + transl[:, None]
 
 
-def _reprojection(J_cam: Tensor, p: _Problem) -> Tensor:
+def _reprojection(J_cam: Tensor, obs: _KeypointObs) -> Tensor:
     """Per-body ``sum_j c_j |r_j|^2``, residuals in metres at depth ``z0``, ``[B]``."""
-    uv = p.focal * J_cam[..., :2] / J_cam[..., 2:3].clamp_min(0.1) + p.center
-    r = (uv - p.kp) / p.focal * p.z0[:, None, None]
-    return (p.conf * (r * r).sum(-1)).sum(-1)
+    uv = obs.focal * J_cam[..., :2] / J_cam[..., 2:3].clamp_min(0.1) + obs.center
+    r = (uv - obs.kp) / obs.focal * obs.z0[:, None, None]
+    return (obs.conf * (r * r).sum(-1)).sum(-1)
 
 
-def _problem(model: BodyModel, kp: Tensor, conf: Tensor, focal: float, center: Tensor) -> _Problem:
-    """Initial depth from the torso's 2D size (SMPLify's similar triangles) and inputs ``x``."""
-    J0 = (model.J_regressor @ model.v_template).to(kp.dtype)
-    pairs = [(1, 16), (2, 17)]
-    l3 = torch.stack([(J0[a] - J0[b]).norm() for a, b in pairs]).mean()
-    l2 = torch.stack([(kp[:, a] - kp[:, b]).norm(dim=-1) for a, b in pairs], -1)
-    ok = torch.stack([(conf[:, a] > 0) & (conf[:, b] > 0) for a, b in pairs], -1)
-    l2 = (l2 * ok).sum(-1) / ok.sum(-1).clamp_min(1)
-    z0 = torch.where(ok.any(-1) & (l2 > 1e-6), focal * l3 / l2.clamp_min(1e-6), 5.0)
+def _observe(
+    model: BodyModel, kp: Tensor, conf: Tensor, focal: float, center: Tensor
+) -> _KeypointObs:
+    """Initial depth and root from the torso's 2D size (:func:`bodies.fit.torso_root`), inputs."""
+    root, uv = torso_root(model, kp, conf, focal, center)
+    z0 = root[:, 2]
+    t0 = root - model.joint_affine()[0][0].to(kp.dtype)
     vis = (conf > 0).to(kp.dtype)[..., None]
-    uv = (kp * vis).sum(1) / vis.sum(1)
-    root = torch.cat([(uv - center) / focal * z0[:, None], z0[:, None]], -1)
-    t0 = root - J0[0]
     x = ((kp - uv[:, None]) / focal * z0[:, None, None]) * vis
-    return _Problem(kp, conf, focal, center, z0, t0, x)
+    return _KeypointObs(kp, conf, focal, center, z0, t0, x)
 
 
 class UpdateNet(nn.Module):
@@ -175,20 +170,20 @@ class LearnedFitter(nn.Module):
         n_in = 2 * self.n_theta + 3 * J + config.steps
         self.net = UpdateNet(n_in, self.n_theta, config.hidden, config.layers)
 
-    def _features(self, theta: Tensor, grad: Tensor, p: _Problem, step: int) -> Tensor:
+    def _features(self, theta: Tensor, grad: Tensor, obs: _KeypointObs, step: int) -> Tensor:
         onehot = theta.new_zeros(len(theta), self.config.steps)
         onehot[:, step] = 1.0
-        return torch.cat([grad, theta, p.x.flatten(1), p.conf, onehot], 1)
+        return torch.cat([grad, theta, obs.x.flatten(1), obs.conf, onehot], 1)
 
-    def _gradient(self, model, basis, theta: Tensor, p: _Problem) -> Tensor:
+    def _gradient(self, model, basis, theta: Tensor, obs: _KeypointObs) -> Tensor:
         with torch.enable_grad():
             th = theta.detach().requires_grad_(True)
-            loss = _reprojection(camera_joints(model, basis, th, p), p).sum()
+            loss = _reprojection(camera_joints(model, basis, th, obs), obs).sum()
             return torch.autograd.grad(loss, th)[0]
 
-    def _step(self, model, basis, theta: Tensor, p: _Problem, step: int) -> Tensor:
-        grad = self._gradient(model, basis, theta, p)
-        return theta.detach() + self.net(self._features(theta.detach(), grad, p, step))
+    def _step(self, model, basis, theta: Tensor, obs: _KeypointObs, step: int) -> Tensor:
+        grad = self._gradient(model, basis, theta, obs)
+        return theta.detach() + self.net(self._features(theta.detach(), grad, obs, step))
 
     def fit(
         self,
@@ -221,19 +216,19 @@ class LearnedFitter(nn.Module):
         kp, conf = kp.to(dtype), conf.to(dtype)
         R = torch.as_tensor(camera.R, dtype=dtype)
         t_cam = torch.as_tensor(camera.t, dtype=dtype)
-        p = _problem(model, kp, conf, camera.focal, kp.new_tensor(camera.center))
-        basis = tuple(b.to(dtype) for b in joint_basis(model))
+        obs = _observe(model, kp, conf, camera.focal, kp.new_tensor(camera.center))
+        basis = tuple(b.to(dtype) for b in model.joint_affine())
         theta = kp.new_zeros(len(kp), self.n_theta)
         losses = []
         with torch.no_grad():
             for s in range(self.config.steps):
-                theta = self._step(model, basis, theta, p, s)
-                J = camera_joints(model, basis, theta, p)
-                px = (_reprojection(J, p) / p.conf.sum(-1)).sqrt() * camera.focal / p.z0
+                theta = self._step(model, basis, theta, obs, s)
+                J = camera_joints(model, basis, theta, obs)
+                px = (_reprojection(J, obs) / obs.conf.sum(-1)).sqrt() * camera.focal / obs.z0
                 losses.append(float(px.mean()))
         S = self.num_betas
         rel, pose, betas = theta[:, :3], theta[:, 3:72], theta[:, 72 : 72 + S]
-        t_c = p.t0 + theta[:, 72 + S :] * p.z0[:, None]
+        t_c = obs.t0 + theta[:, 72 + S :] * obs.z0[:, None]
         # camera frame -> world: R_go = R^T F R_rel, t = R^T (t_c + j0 - t_cam) - j0
         go = matrix_to_axis_angle(R.T @ _facing(dtype) @ axis_angle_to_matrix(rel))
         j0 = basis[0][0] + betas @ basis[1][0, :, :S].T
@@ -315,7 +310,7 @@ def _synthetic_batch(model, basis, config: LearnedConfig, sample_pose, g: torch.
     z = u(*config.depth)
     transl = torch.stack([u(-0.4, 0.4) * z / 4, u(-0.4, 0.4) * z / 4, z], 1)
     focal, center = 1000.0, torch.tensor([500.0, 500.0])
-    probe = _Problem(
+    probe = _KeypointObs(
         torch.zeros(n, 24, 2), torch.ones(n, 24), focal, center, torch.ones(n), transl, None
     )
     theta_gt = torch.cat([rel, pose, betas, torch.zeros(n, 3)], 1)
@@ -326,16 +321,16 @@ def _synthetic_batch(model, basis, config: LearnedConfig, sample_pose, g: torch.
 
 
 def _loss(
-    model, basis, theta: Tensor, theta_gt: Tensor, J_gt: Tensor, t_gt: Tensor, p: _Problem
+    model, basis, theta: Tensor, theta_gt: Tensor, J_gt: Tensor, t_gt: Tensor, obs: _KeypointObs
 ) -> Tensor:
     """The training loss of one step's output.
 
     Root-relative joint error (m), translation error (m), pose rotation-matrix error and a small
     shape error.
     """
-    J = camera_joints(model, basis, theta, p)
+    J = camera_joints(model, basis, theta, obs)
     S = theta.shape[1] - 75
-    t = p.t0 + theta[:, 72 + S :] * p.z0[:, None]
+    t = obs.t0 + theta[:, 72 + S :] * obs.z0[:, None]
     transl = ((t - t_gt).pow(2).sum(-1) + 1e-12).sqrt().mean()
     rel_j = (J[:, 1:] - J[:, :1]) - (J_gt[:, 1:] - J_gt[:, :1])  # the root's is always 0
     joint = (rel_j.pow(2).sum(-1) + 1e-12).sqrt().mean()
@@ -362,21 +357,21 @@ def train(
     g = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # network initialisation
     fitter = LearnedFitter(config, num_betas=model.num_betas, J=model.num_joints)
-    basis = tuple(b.float() for b in joint_basis(model))
+    basis = tuple(b.float() for b in model.joint_affine())
     sample_pose = _pose_sampler(config, g)
 
-    def problem(n):
+    def observed_batch(n):
         theta_gt, J_gt, kp, t_gt = _synthetic_batch(model, basis, config, sample_pose, g, n)
         conf = torch.ones(n, model.num_joints)
-        p = _problem(model, kp, conf, 1000.0, torch.tensor([500.0, 500.0]))
-        return theta_gt, J_gt, t_gt, p
+        obs = _observe(model, kp, conf, 1000.0, torch.tensor([500.0, 500.0]))
+        return theta_gt, J_gt, t_gt, obs
 
     # input standardisation from a large batch (fixed afterwards): gradients and keypoints at
     # the start; parameters from the ground truth (they are all zero at the start)
     with torch.no_grad():
-        theta_gt, _, _, p = problem(1024)
+        theta_gt, _, _, obs = observed_batch(1024)
         theta = torch.zeros_like(theta_gt)
-        f = fitter._features(theta, fitter._gradient(model, basis, theta, p), p, 0)
+        f = fitter._features(theta, fitter._gradient(model, basis, theta, obs), obs, 0)
         f[:, fitter.n_theta : 2 * fitter.n_theta] = theta_gt
         fitter.net.in_mean.copy_(f.mean(0))
         fitter.net.in_std.copy_(f.std(0).clamp_min(1e-2))
@@ -386,13 +381,13 @@ def train(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations, config.lr * 0.05)
     fitter.train()
     for it in range(config.iterations):
-        theta_gt, J_gt, t_gt, p = problem(config.batch)
+        theta_gt, J_gt, t_gt, obs = observed_batch(config.batch)
         theta = torch.zeros(config.batch, fitter.n_theta)
         total = 0.0
         opt.zero_grad()
         for s in range(config.steps):
-            theta = fitter._step(model, basis, theta, p, s)
-            loss = _loss(model, basis, theta, theta_gt, J_gt, t_gt, p)
+            theta = fitter._step(model, basis, theta, obs, s)
+            loss = _loss(model, basis, theta, theta_gt, J_gt, t_gt, obs)
             loss.backward()
             total += float(loss.detach())
         nn.utils.clip_grad_norm_(fitter.net.parameters(), 1.0)

@@ -124,6 +124,16 @@ class BodyModel(nn.Module):
             f"num_betas={self.num_betas}, dtype={str(self.v_template.dtype).removeprefix('torch.')}"
         )
 
+    def joint_affine(self) -> tuple[Tensor, Tensor]:
+        """The rest joints as an affine function of the betas, ``J(beta) = J0 + D beta``.
+
+        Returns:
+            ``(J0 [J, 3], D [J, 3, S])``: the ``joint_basis`` buffer
+            (:func:`bodies.lbs.joint_shape_basis`, built once) in joint-major layout.
+        """
+        J, S = self.num_joints, self.num_betas
+        return self.joint_basis[:, S].reshape(J, 3), self.joint_basis[:, :S].reshape(J, 3, S)
+
     @property
     def num_joints(self) -> int:
         """Joints in the tree (24 for SMPL)."""
