@@ -128,13 +128,7 @@ class VAE(nn.Module):
         self.config, self.num_classes, self.levels = config, config.num_classes, config.levels
         c, h, d = config.num_classes, config.hidden, config.input_dim
         out = {"categorical": d * config.levels, "bernoulli": d, "gaussian": 2 * d}[config.decoder]
-        self.encoder = nn.Sequential(
-            nn.Linear(d + c, h),
-            nn.ReLU(),
-            nn.Linear(h, h),
-            nn.ReLU(),
-            nn.Linear(h, 2 * config.latent),
-        )
+        self.encoder = mlp(d + c, (h, h), 2 * config.latent)
         self.decoder = nn.Sequential(
             nn.Linear(config.latent + c, h),
             nn.ReLU(),

@@ -135,6 +135,14 @@ def eps_to_mean(
     return (xt - b / (1 - ab).sqrt() * eps) / a.sqrt()
 
 
+def eps_to_x0(xt: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """``x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``: the forward process solved for x_0.
+
+    ``abar`` is ``abar_t`` broadcastable to ``xt`` (a scalar or ``[n, 1]``).
+    """
+    return (xt - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
 def discretized_gaussian_log_prob(
     x0: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, levels: int = LEVELS
 ) -> torch.Tensor:
@@ -358,8 +366,7 @@ class DDPM(nn.Module):
             t = torch.full((n,), step, dtype=torch.long)
             e = self.eps(x, t, y, guidance)
             if clip:
-                ab = _at(self.sched.abar, t, x)
-                x0 = ((x - (1 - ab).sqrt() * e) / ab.sqrt()).clamp(-1, 1)
+                x0 = eps_to_x0(x, e, _at(self.sched.abar, t, x)).clamp(-1, 1)
                 mean = posterior_mean(x0, x, t, self.sched)
             else:
                 mean = eps_to_mean(x, e, t, self.sched)
@@ -389,7 +396,7 @@ class DDPM(nn.Module):
             e = self.eps(x, t, y, guidance)
             a_t = ab[step - 1]
             a_prev = ab[ts[i + 1] - 1] if i + 1 < len(ts) else torch.tensor(1.0)
-            x0 = (x - (1 - a_t).sqrt() * e) / a_t.sqrt()
+            x0 = eps_to_x0(x, e, a_t)
             if self.config.discrete:
                 x0 = x0.clamp(-1, 1)
             sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
