@@ -390,54 +390,55 @@ class DQN(DeepAgent):
         act_all = torch.from_numpy(buf.actions[idx]).unsqueeze(-1)
         rew_all = torch.from_numpy(buf.rewards[idx])
         term_all = torch.from_numpy(buf.terminated[idx])
-        step = self._gradient_manual if self._mlp_layers() is not None else self._gradient_autograd
+        manual = self._mlp_layers() is not None
+        gradient = self._gradient_manual if manual else self._gradient_autograd
         params = list(self.q.parameters())
-        total = torch.zeros(())
-        g = 0
-        while g < n_steps:
+        loss_sum = torch.zeros(())
+        taken = 0
+        while taken < n_steps:
             # The target net only changes at a target update, so its values for all the steps
             # up to the next update come from one batched forward pass.
-            seg = min(
-                n_steps - g,
+            span = min(
+                n_steps - taken,
                 cfg.target_update_interval - self.num_updates % cfg.target_update_interval,
             )
             with torch.no_grad():
-                nxt_seg = next_all[g : g + seg]
-                target_seg = self.q_target(nxt_seg.reshape(-1, nxt_seg.shape[-1]))
-                target_seg = target_seg.view(seg, nxt_seg.shape[1], -1)
-            for k in range(seg):
-                loss = step(
-                    obs_all[g + k],
-                    next_all[g + k],
-                    act_all[g + k],
-                    rew_all[g + k],
-                    term_all[g + k],
-                    target_seg[k],
+                next_span = next_all[taken : taken + span]
+                next_q_span = self.q_target(next_span.reshape(-1, next_span.shape[-1]))
+                next_q_span = next_q_span.view(span, next_span.shape[1], -1)
+            for k in range(span):
+                loss = gradient(
+                    obs_all[taken + k],
+                    next_all[taken + k],
+                    act_all[taken + k],
+                    rew_all[taken + k],
+                    term_all[taken + k],
+                    next_q_span[k],
                 )
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
                 self.optimizer.step()
-                total += loss
+                loss_sum += loss
                 self.num_updates += 1
             if self.num_updates % cfg.target_update_interval == 0:
                 self.update_target()
-            g += seg
-        return float(total) / max(n_steps, 1)
+            taken += span
+        return float(loss_sum) / max(n_steps, 1)
 
     def _gradient_autograd(
         self,
         obs: Tensor,
-        nxt: Tensor,
-        act: Tensor,
-        rew: Tensor,
-        term: Tensor,
+        next_obs: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        terminated: Tensor,
         next_q_target: Tensor,
     ) -> Tensor:
         """Set ``self.q``'s gradients of the TD loss of one minibatch (autograd); the loss."""
         cfg = self.config
         with torch.no_grad():
-            next_q_online = self.q(nxt) if cfg.double_dqn else None
-        y = dqn_targets(rew, term, next_q_target, cfg.gamma, next_q_online)
-        q_sa = self.q(obs).gather(1, act).squeeze(1)
+            next_q_online = self.q(next_obs) if cfg.double_dqn else None
+        y = dqn_targets(rewards, terminated, next_q_target, cfg.gamma, next_q_online)
+        q_sa = self.q(obs).gather(1, actions).squeeze(1)
         loss_fn = F.smooth_l1_loss if cfg.loss == "huber" else F.mse_loss
         loss = loss_fn(q_sa, y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -453,10 +454,10 @@ class DQN(DeepAgent):
     def _gradient_manual(
         self,
         obs: Tensor,
-        nxt: Tensor,
-        act: Tensor,
-        rew: Tensor,
-        term: Tensor,
+        next_obs: Tensor,
+        actions: Tensor,
+        rewards: Tensor,
+        terminated: Tensor,
         next_q_target: Tensor,
     ) -> Tensor:
         """:meth:`_gradient_autograd` with the backward pass of the MLP written out.
@@ -472,7 +473,7 @@ class DQN(DeepAgent):
         linears = self._mlp_layers()
         assert linears is not None
         b = obs.shape[0]
-        h = torch.cat([obs, nxt]) if cfg.double_dqn else obs
+        h = torch.cat([obs, next_obs]) if cfg.double_dqn else obs
         inputs, pre = [], []
         for i, lin in enumerate(linears):
             inputs.append(h)
@@ -483,8 +484,8 @@ class DQN(DeepAgent):
             else:
                 h = z
         next_q_online = h[b:] if cfg.double_dqn else None
-        y = dqn_targets(rew, term, next_q_target, cfg.gamma, next_q_online)
-        d = h[:b].gather(1, act).squeeze(1) - y
+        y = dqn_targets(rewards, terminated, next_q_target, cfg.gamma, next_q_online)
+        d = h[:b].gather(1, actions).squeeze(1) - y
         if cfg.loss == "huber":  # smooth L1 with beta 1
             ad = d.abs()
             loss = torch.where(ad < 1.0, 0.5 * d * d, ad - 0.5).mean()
@@ -492,7 +493,7 @@ class DQN(DeepAgent):
         else:
             loss = (d * d).mean()
             grad_d = d.mul(2.0 / b)
-        g = torch.zeros(b, h.shape[1]).scatter_(1, act, grad_d.unsqueeze(1))
+        g = torch.zeros(b, h.shape[1]).scatter_(1, actions, grad_d.unsqueeze(1))
         for i in range(len(linears) - 1, -1, -1):
             lin = linears[i]
             lin.weight.grad = g.t() @ inputs[i][:b]

@@ -239,24 +239,24 @@ class OnPolicyAgent(PolicyAgent):
     # -- environments ------------------------------------------------------------------------
     def make_vec_env(self) -> VectorEnv:
         """``n_envs`` copies of the training env (see the module docstring for which kind)."""
-        n, src, kwargs = self.config.n_envs, self._env_source, self.env_kwargs
-        if isinstance(src, str) and self.config.vectorization == "auto":
-            spec = gym.spec(src)
+        n, source, kwargs = self.config.n_envs, self._env_source, self.env_kwargs
+        if isinstance(source, str) and self.config.vectorization == "auto":
+            spec = gym.spec(source)
             if spec.vector_entry_point is not None and not spec.additional_wrappers:
-                return gym.make_vec(src, num_envs=n, vectorization_mode="vector_entry_point",
+                return gym.make_vec(source, num_envs=n, vectorization_mode="vector_entry_point",
                                     **kwargs)
-        if isinstance(src, str):
-            fns = [lambda: make_env(src, **kwargs) for _ in range(n)]
+        if isinstance(source, str):
+            env_fns = [lambda: make_env(source, **kwargs) for _ in range(n)]
         elif n == 1:
-            fns = [lambda: src]
-        elif src.spec is not None:
-            fns = [lambda: src] + [lambda: gym.make(src.spec) for _ in range(n - 1)]
+            env_fns = [lambda: source]
+        elif source.spec is not None:
+            env_fns = [lambda: source] + [lambda: gym.make(source.spec) for _ in range(n - 1)]
         else:
             raise MpgymError(
                 f"cannot copy the unregistered env {self.env_id} into n_envs={n} "
                 "parallel envs; pass its registered id, or set n_envs=1."
             )
-        return SyncVectorEnv(fns, autoreset_mode=AutoresetMode.SAME_STEP)
+        return SyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
 
     def _scale_rewards(self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray):
         if self.ret_rms is None:
@@ -287,10 +287,10 @@ class OnPolicyAgent(PolicyAgent):
         drawn from the same Categorical (inverse CDF with ``self.rng``). Others return None
         and use the PyTorch forward.
         """
-        pol = self.policy
-        if not pol.discrete or pol.critic is None:
+        policy = self.policy
+        if not policy.discrete or policy.critic is None:
             return None
-        actor, critic = numpy_mlp(pol.actor), numpy_mlp(pol.critic)
+        actor, critic = numpy_mlp(policy.actor), numpy_mlp(policy.critic)
         if actor is None or critic is None:
             return None
         rng = self.rng
@@ -457,7 +457,7 @@ class OnPolicyAgent(PolicyAgent):
             while self.num_timesteps < self._total_timesteps:
                 before = self.num_timesteps
                 remaining = self.progress_remaining()  # at the rollout's start
-                go = self.collect_rollout(buf, self._tracker, stats, callback)
+                keep_running = self.collect_rollout(buf, self._tracker, stats, callback)
                 if cfg.lr_schedule == "linear":
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * remaining
@@ -465,7 +465,7 @@ class OnPolicyAgent(PolicyAgent):
                 self.num_updates += 1
                 self.check_finite_state(f"after update {self.num_updates}")
                 bar.update(self.num_timesteps - before)
-                if not go:
+                if not keep_running:
                     break
         return self
 

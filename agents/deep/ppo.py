@@ -147,14 +147,14 @@ class PPO(OnPolicyAgent):
         cfg = self.config
         clip = cfg.clip_range * (progress_remaining if cfg.clip_schedule == "linear" else 1.0)
         n = batch.obs.shape[0]
-        bs = min(cfg.batch_size, n)
+        batch_size = min(cfg.batch_size, n)
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0}
         count = 0
         for _ in range(cfg.n_epochs):
             perm = torch.randperm(n, generator=self.torch_gen)
             kls = []
-            for start in range(0, n - bs + 1, bs):
-                idx = perm[start : start + bs]
+            for start in range(0, n - batch_size + 1, batch_size):
+                idx = perm[start : start + batch_size]
                 stats = self._minibatch_step(batch, idx, clip)
                 for k, v in stats.items():
                     sums[k] += v

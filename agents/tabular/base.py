@@ -145,10 +145,10 @@ class TabularAgent(Agent):
         ``Q(s, a)`` toward :meth:`td_target` (Q-learning, Expected SARSA). SARSA, which must
         pick ``a'`` before its update, and Monte Carlo override this.
         """
-        eps, cap = self.config.epsilon(episode), self.config.max_steps
+        eps, max_steps = self.config.epsilon(episode), self.config.max_steps
         s = int(self.env.reset(seed=seed)[0])
         ret, length, done = 0.0, 0, False
-        while not done and length < cap:
+        while not done and length < max_steps:
             a = self.behave(s, eps)
             s2, r, terminated, truncated, _ = self.env.step(a)
             s2 = int(s2)

@@ -34,11 +34,12 @@ class Sarsa(TabularAgent):
 
     def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
         """One episode of epsilon-greedy interaction with SARSA updates."""
-        eps, gamma, cap = self.config.epsilon(episode), self.config.gamma, self.config.max_steps
+        cfg = self.config
+        eps, gamma, max_steps = cfg.epsilon(episode), cfg.gamma, cfg.max_steps
         s = int(self.env.reset(seed=seed)[0])
         a = self.behave(s, eps)
         ret, length, done = 0.0, 0, False
-        while not done and length < cap:
+        while not done and length < max_steps:
             s2, r, terminated, truncated, _ = self.env.step(a)
             s2 = int(s2)
             a2 = self.behave(s2, eps)

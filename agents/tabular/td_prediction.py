@@ -21,10 +21,10 @@ class TD0Prediction(TabularPredictionAgent):
 
     def run_episode(self, episode: int, seed: int | None) -> tuple[float, int]:
         """One episode under the target policy with TD(0) updates."""
-        gamma, cap = self.config.gamma, self.config.max_steps
+        gamma, max_steps = self.config.gamma, self.config.max_steps
         s = int(self.env.reset(seed=seed)[0])
         ret, length, done = 0.0, 0, False
-        while not done and length < cap:
+        while not done and length < max_steps:
             s2, r, terminated, truncated, _ = self.env.step(self.act(s))
             s2 = int(s2)
             target = td0_target(float(r), self.v[s2], gamma, terminated)
