@@ -21,8 +21,9 @@ ModelDict = dict[int, dict[int, list[Transition]]]
 class DiscreteModelEnv(gym.Env[np.int64, np.int64]):
     """Base class: Discrete states and actions, transitions sampled from ``self.P``.
 
-    Subclasses build ``P`` and the initial state distribution ``isd`` (shape ``(n_states,)``)
-    and call ``super().__init__(P, isd, render_mode)``.
+    Subclasses build ``P`` and the initial state distribution ``isd`` (shape ``(n_states,)``),
+    call ``super().__init__(P, isd, render_mode)`` and draw the frames of :meth:`render`
+    (``_render_text`` and ``_render_rgb``).
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
@@ -63,3 +64,19 @@ class DiscreteModelEnv(gym.Env[np.int64, np.int64]):
         p, s, r, terminated = transitions[min(i, len(transitions) - 1)]
         self.s, self.lastaction = int(s), int(action)
         return np.int64(s), float(r), bool(terminated), False, {"prob": float(p)}
+
+    def render(self) -> str | np.ndarray | None:
+        """The state as text (``ansi``) or an RGB image (``rgb_array``); None without a mode."""
+        if self.render_mode == "ansi":
+            return self._render_text()
+        if self.render_mode == "rgb_array":
+            return self._render_rgb()
+        return None
+
+    def _render_text(self) -> str:
+        """The ``ansi`` frame (the subclass draws it)."""
+        raise NotImplementedError
+
+    def _render_rgb(self) -> np.ndarray:
+        """The ``rgb_array`` frame, uint8 ``(height, width, 3)`` (the subclass draws it)."""
+        raise NotImplementedError

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from io import StringIO
-
 import numpy as np
 
 from envs.discrete import DiscreteModelEnv
@@ -70,14 +68,12 @@ class GamblersProblemEnv(DiscreteModelEnv):
         return [(self.p_heads, win, float(win == self.goal), win == self.goal),
                 (1.0 - self.p_heads, lose, 0.0, lose == 0)]
 
-    def render(self) -> str | np.ndarray | None:
-        """``ansi``: the capital; ``rgb_array``: a (16, goal + 1, 3) bar of the capital."""
-        if self.render_mode == "ansi":
-            out = StringIO()
-            out.write(f"capital {self.s} / {self.goal}\n")
-            return out.getvalue()
-        if self.render_mode == "rgb_array":
-            img = np.full((16, self.goal + 1, 3), 235, dtype=np.uint8)
-            img[:, : self.s + 1] = (120, 210, 120)
-            return img
-        return None
+    def _render_text(self) -> str:
+        """``ansi``: the capital."""
+        return f"capital {self.s} / {self.goal}\n"
+
+    def _render_rgb(self) -> np.ndarray:
+        """``rgb_array``: a (16, goal + 1, 3) bar of the capital."""
+        img = np.full((16, self.goal + 1, 3), 235, dtype=np.uint8)
+        img[:, : self.s + 1] = (120, 210, 120)
+        return img

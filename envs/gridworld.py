@@ -161,15 +161,8 @@ class GridWorldEnv(DiscreteModelEnv):
             merged[key] = merged.get(key, 0.0) + p
         return [(p, *key) for key, p in merged.items()]
 
-    def render(self) -> str | np.ndarray | None:
-        """The map as text with the agent as ``@`` (ansi), or an RGB image (rgb_array)."""
-        if self.render_mode == "ansi":
-            return self._render_text()
-        if self.render_mode == "rgb_array":
-            return self.render_rgb()
-        return None
-
     def _render_text(self) -> str:
+        """``ansi``: the last action and the map with the agent as ``@``."""
         grid = self.desc.copy()
         row, col = divmod(self.s, self.ncol)
         grid[row, col] = "@"
@@ -178,6 +171,10 @@ class GridWorldEnv(DiscreteModelEnv):
             out.write(f"  ({['Left', 'Down', 'Right', 'Up'][self.lastaction]})\n")
         out.write("\n".join("".join(r) for r in grid) + "\n")
         return out.getvalue()
+
+    def _render_rgb(self) -> np.ndarray:
+        """``rgb_array``: :meth:`render_rgb` with its defaults."""
+        return self.render_rgb()
 
     def render_rgb(self, cell: int = 32, path: Sequence[int] = ()) -> np.ndarray:
         """Draw the grid (uint8 ``(rows*cell, cols*cell, 3)``), the agent, and an optional path."""

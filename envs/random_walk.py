@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from io import StringIO
-
 import numpy as np
 
 from envs.discrete import DiscreteModelEnv
@@ -67,18 +65,16 @@ class RandomWalkEnv(DiscreteModelEnv):
         isd[(n + 1) // 2] = 1.0
         super().__init__(P, isd, render_mode)
 
-    def render(self) -> str | np.ndarray | None:
-        """``ansi``: ``[..@..]``; ``rgb_array``: a (32, 32 * (n + 2), 3) strip."""
-        if self.render_mode == "ansi":
-            cells = ["|"] + ["."] * self.n_states + ["|"]
-            cells[self.s] = "@"
-            out = StringIO()
-            out.write("".join(cells) + "\n")
-            return out.getvalue()
-        if self.render_mode == "rgb_array":
-            img = np.full((32, 32 * (self.n_states + 2), 3), 235, dtype=np.uint8)
-            img[:, :32] = img[:, -32:] = 160
-            img[8:24, self.s * 32 + 8:self.s * 32 + 24] = (200, 30, 30)
-            img[:, ::32] = 150
-            return img
-        return None
+    def _render_text(self) -> str:
+        """``ansi``: ``|..@..|``."""
+        cells = ["|"] + ["."] * self.n_states + ["|"]
+        cells[self.s] = "@"
+        return "".join(cells) + "\n"
+
+    def _render_rgb(self) -> np.ndarray:
+        """``rgb_array``: a (32, 32 * (n + 2), 3) strip."""
+        img = np.full((32, 32 * (self.n_states + 2), 3), 235, dtype=np.uint8)
+        img[:, :32] = img[:, -32:] = 160
+        img[8:24, self.s * 32 + 8:self.s * 32 + 24] = (200, 30, 30)
+        img[:, ::32] = 150
+        return img

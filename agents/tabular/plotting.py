@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpgym.plots import _plt
+from mpgym.plots import _plt, save_figure
 
 ARROWS = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}  # LEFT, DOWN, RIGHT, UP as (dx, dy)
 
@@ -46,12 +46,7 @@ def plot_grid_values(path: str | Path, V: np.ndarray, policy: np.ndarray | None,
     ax.set_yticks([])
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def greedy_path(agent, env, *, seed: int = 0, max_steps: int = 200) -> tuple[list[int], float]:
