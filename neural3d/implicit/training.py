@@ -44,9 +44,10 @@ def optimize(step_loss: StepLoss, opt: torch.optim.Optimizer, iterations: int, *
 
     Each step: ``loss, terms = step_loss(step)``; a non-finite loss stops the loop with one
     error; else ``zero_grad``, ``backward``, ``opt.step()`` and ``scheduler.step()``. Every
-    ``log_every`` steps and at the last one a row ``step, loss, [lr,] seconds, **terms`` goes
-    to ``run.metrics`` (``lr`` when there is a scheduler), and every ``save_every`` such rows'
-    steps (``step % save_every == 0``) ``save()`` writes a checkpoint; Ctrl-C also calls it.
+    ``log_every`` steps and at the last one a row ``step, loss, [lr,] seconds, cpu_seconds,
+    **terms`` goes to ``run.metrics`` (``lr`` when there is a scheduler); on those logged steps
+    that are multiples of ``save_every``, ``save()`` writes a checkpoint. Ctrl-C also calls
+    ``save()`` before the interrupt propagates.
 
     Args:
         step_loss: one step's loss and extra terms.
