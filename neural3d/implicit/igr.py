@@ -231,13 +231,12 @@ def fit_igr(points: np.ndarray, normals: np.ndarray | None = None,
         MpgymError: empty or non-finite input, or the loss became NaN (the run keeps the
             metrics and the last finite checkpoint).
     """
+    from mpgym import check_finite
     from mpgym.devices import get_device
 
     points = np.asarray(points, np.float32)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < 2:
         raise MpgymError(f"points must be an (N, 3) array with N >= 2, got shape {points.shape}.")
-    from mpgym import check_finite
-
     check_finite("the input points", points)
     device = get_device(config.device)
     model = build_igr(config).to(device)
