@@ -30,11 +30,10 @@ References:
 from __future__ import annotations
 
 import os
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -218,32 +217,42 @@ def _pool(n: int) -> ThreadPoolExecutor:
     return _POOLS[key]
 
 
+class _Arrays(NamedTuple):
+    """A model's arrays as :func:`lbs` takes them (layouts: module docstring)."""
+
+    v_template: Tensor  # [V, 3]
+    shapedirs: Tensor  # [V, 3, S]
+    posedirs: Tensor  # [9 (J-1), V*3]
+    J_regressor: Tensor  # [J, V]
+    parents: Tensor  # [J]
+    lbs_weights: Tensor  # [V, J]
+
+
 def _lbs_compiled(
-    betas, rot_mats, feat, joints, parents, v_template, shapedirs, posedirs, lbs_weights, chunk
-):
+    betas: Tensor,
+    rot_mats: Tensor,
+    feat: Tensor,
+    joints: Tensor,
+    m: _Arrays,
+    wt: np.ndarray,
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
     """Steps 1, 3 and 4 without autograd; returns ``(vertices, posed_joints)``.
 
-    Blend shapes by numpy's BLAS; kinematic chain and skinning by numba kernels.
+    Blend shapes by numpy's BLAS; kinematic chain and skinning by numba kernels; ``wt`` is the
+    skinning weights joint-major, ``[J, V]`` contiguous (:func:`joint_major_weights`).
 
     numpy's BLAS, not torch's: the pose-corrective product ``[B, 207] @ [207, 20670]`` is most of
     the arithmetic, and torch's CPU wheels multiply through MKL, which on AMD processors took
     2.4x as long as numpy's OpenBLAS here (156 vs 65 ms at batch 1024).
-
-    Each of torch's ``get_num_threads()`` worker threads takes whole chunks of bodies: it blends
-    a chunk into its own buffer, still in cache when the (serial, GIL-free) skinning kernel reads
-    it. BLAS runs single-threaded inside. Parallel over chunks rather than inside each call
-    because two thread pools that take turns (OpenBLAS's and numba's OpenMP workers, which
-    spin-wait after each call) stalled each other: 4 ms per switch at batch 1, where the whole
-    computation takes 0.5 ms. A single body is blended by torch instead, whose matrix-vector
-    product reads ``posedirs`` (17 MB) on all threads.
     """
     k = _numba_kernel()
     B, J = rot_mats.shape[:2]
-    V, S = v_template.shape[0], betas.shape[1]
-    par = parents.tolist() if isinstance(parents, Tensor) else list(parents)
+    V = m.v_template.shape[0]
+    par = m.parents.tolist() if isinstance(m.parents, Tensor) else list(m.parents)
     if par[0] != -1 or any(not 0 <= p < i for i, p in enumerate(par[1:], 1)):
         raise ValueError(f"parents must list each joint after its parent (got {par}).")
-    posed = torch.empty(B, J, 3, dtype=v_template.dtype)
+    posed = torch.empty(B, J, 3, dtype=m.v_template.dtype)
     A12 = np.empty((B, J, 12), dtype=posed.numpy().dtype)
     k.chain(
         rot_mats.contiguous().numpy(),
@@ -252,18 +261,51 @@ def _lbs_compiled(
         posed.numpy(),
         A12,
     )
-    wt = _joint_major(lbs_weights)
-    out = torch.empty(B, V, 3, dtype=v_template.dtype)
-    o_np = out.numpy()
-    if B == 1:  # one body: torch's matrix-vector product reads posedirs on all threads
-        sd = shapedirs[..., :S].reshape(V * 3, S)
-        v = torch.addmm(F.linear(betas, sd, v_template.reshape(-1)), feat, posedirs)
-        k.skin(v.numpy().reshape(1, V, 3), wt, A12, o_np)
-        return out, posed
-    sd_t = shapedirs[..., :S].reshape(V * 3, S).numpy().T  # [S, V*3] view
-    vt = v_template.reshape(-1).numpy()
-    pd = posedirs.numpy()
-    b_np, f_np = betas.numpy(), feat.numpy()
+    out = torch.empty(B, V, 3, dtype=m.v_template.dtype)
+    if B == 1:
+        _blend_and_skin_one(betas, feat, m, wt, A12, out)
+    else:
+        _blend_and_skin_chunks(betas, feat, m, wt, A12, out, chunk)
+    return out, posed
+
+
+def _blend_and_skin_one(
+    betas: Tensor, feat: Tensor, m: _Arrays, wt: np.ndarray, A12: np.ndarray, out: Tensor
+) -> None:
+    """One body into ``out [1, V, 3]``: blend shapes by torch, then the skinning kernel.
+
+    Torch's matrix-vector product reads ``posedirs`` (17 MB) on all threads.
+    """
+    V, S = m.v_template.shape[0], betas.shape[1]
+    sd = m.shapedirs[..., :S].reshape(V * 3, S)
+    v = torch.addmm(F.linear(betas, sd, m.v_template.reshape(-1)), feat, m.posedirs)
+    _numba_kernel().skin(v.numpy().reshape(1, V, 3), wt, A12, out.numpy())
+
+
+def _blend_and_skin_chunks(
+    betas: Tensor,
+    feat: Tensor,
+    m: _Arrays,
+    wt: np.ndarray,
+    A12: np.ndarray,
+    out: Tensor,
+    chunk: int,
+) -> None:
+    """Blend shapes (numpy's BLAS) and skinning (numba) of chunks of bodies into ``out``.
+
+    Each of torch's ``get_num_threads()`` worker threads takes whole chunks of bodies: it blends
+    a chunk into its own buffer, still in cache when the (serial, GIL-free) skinning kernel reads
+    it. BLAS runs single-threaded inside. Parallel over chunks rather than inside each call
+    because two thread pools that take turns (OpenBLAS's and numba's OpenMP workers, which
+    spin-wait after each call) stalled each other: 4 ms per switch at batch 1, where the whole
+    computation takes 0.5 ms.
+    """
+    k = _numba_kernel()
+    B, V, S = betas.shape[0], m.v_template.shape[0], betas.shape[1]
+    sd_t = m.shapedirs[..., :S].reshape(V * 3, S).numpy().T  # [S, V*3] view
+    vt = m.v_template.reshape(-1).numpy()
+    pd = m.posedirs.numpy()
+    b_np, f_np, o_np = betas.numpy(), feat.numpy(), out.numpy()
     n_threads = torch.get_num_threads()
     step = max(1, min(chunk, -(-B // n_threads)))
 
@@ -281,24 +323,32 @@ def _lbs_compiled(
                 blend_and_skin(i)
         else:
             list(_pool(n_threads).map(blend_and_skin, range(0, B, step)))
-    return out, posed
 
 
-_WEIGHTS_T: list = [None, -1, None]  # (weakref to the weights, their version, transposed copy)
+def joint_major_weights(lbs_weights: Tensor) -> Tensor:
+    """``lbs_weights.t()`` as a contiguous ``[J, V]`` tensor: the layout the skinning kernel reads.
 
-
-def _joint_major(weights: Tensor) -> np.ndarray:
-    """``weights.t()`` as a contiguous ``[J, V]`` array, kept for the tensor last passed in.
-
-    The same model's weights come back call after call; copying them (0.2 ms) would be a tenth
-    of the whole batch-1 pose. The entry is matched by identity and in-place version, so a
-    different tensor, or the same one modified, is copied afresh.
+    Copying it takes 0.2 ms, a tenth of a whole batch-1 pose, so a caller that poses the same
+    model again and again keeps it and passes it to :func:`lbs` (``joint_major=``), as
+    :class:`bodies.BodyModel` does.
     """
-    ref, version, wt = _WEIGHTS_T
-    if ref is None or ref() is not weights or version != weights._version:
-        wt = weights.t().contiguous().numpy()
-        _WEIGHTS_T[:] = [weakref.ref(weights), weights._version, wt]
-    return wt
+    return lbs_weights.t().contiguous()
+
+
+def _resolve_backend(
+    backend: Literal["auto", "compiled", "torch"], tensors: tuple[Tensor, ...]
+) -> Literal["compiled", "torch"]:
+    """The backend that serves ``tensors``; ValueError for one that cannot or an unknown name."""
+    if backend == "auto":
+        return "compiled" if _compiled_path_applies(*tensors) else "torch"
+    if backend == "compiled" and not _compiled_path_applies(*tensors):
+        raise ValueError(
+            "backend 'compiled' needs numba and CPU float32/float64 inputs that need no gradient "
+            "(or torch.no_grad()); accepted otherwise: 'auto', 'torch'."
+        )
+    if backend not in ("compiled", "torch"):
+        raise ValueError(f"unknown backend {backend!r}; accepted: 'auto', 'compiled', 'torch'.")
+    return backend
 
 
 def lbs(
@@ -313,6 +363,7 @@ def lbs(
     pose2rot: bool = True,
     *,
     joint_basis: Tensor | None = None,  # [J*3, S+1] from joint_shape_basis
+    joint_major: Tensor | None = None,  # [J, V] from joint_major_weights
     chunk: int | None = None,
     backend: Literal["auto", "compiled", "torch"] = "auto",
 ) -> tuple[Tensor, Tensor]:
@@ -341,6 +392,9 @@ def lbs(
             :class:`bodies.BodyModel` does); otherwise joints are regressed from the shaped
             vertices for small batches and through the precontracted basis for large ones,
             whichever takes fewer multiplications.
+        joint_major: the model's :func:`joint_major_weights` when the caller caches it (as
+            :class:`bodies.BodyModel` does); the compiled backend copies the weights into that
+            layout otherwise.
         chunk: bodies per chunk of blend shapes and skinning (default 128 compiled, 64 torch).
         backend: ``"auto"``, ``"compiled"`` or ``"torch"`` (see above).
 
@@ -348,60 +402,67 @@ def lbs(
         ``(vertices [B, V, 3], joints [B, J, 3])``, both without global translation.
     """
     B = max(betas.shape[0], pose.shape[0])
-    V = v_template.shape[0]
-    S = betas.shape[1]
     if betas.shape[0] != B:
         betas = betas.expand(B, -1)
     tensors = (betas, pose, v_template, shapedirs, posedirs, J_regressor, lbs_weights)
-    if backend == "auto":
-        backend = "compiled" if _compiled_path_applies(*tensors) else "torch"
-    elif backend == "compiled" and not _compiled_path_applies(*tensors):
-        raise ValueError(
-            "backend 'compiled' needs numba and CPU float32/float64 inputs that need no gradient "
-            "(or torch.no_grad()); accepted otherwise: 'auto', 'torch'."
-        )
-    elif backend not in ("compiled", "torch"):
-        raise ValueError(f"unknown backend {backend!r}; accepted: 'auto', 'compiled', 'torch'.")
-    chunk = chunk or (128 if backend == "compiled" else 64)
-    sd = shapedirs[..., :S].reshape(V * 3, S)
-    vt = v_template.reshape(-1)
+    backend = _resolve_backend(backend, tensors)
     rot_mats = (
         axis_angle_to_matrix(pose.reshape(B, -1, 3)) if pose2rot else pose.reshape(B, -1, 3, 3)
     )
     feat = pose_feature(rot_mats)  # [B, 9 (J-1)]
+    m = _Arrays(v_template, shapedirs, posedirs, J_regressor, parents, lbs_weights)
     if backend == "compiled":
+        # 2. Joint regression, then 1., 3. and 4. in the kernels
         joints = _rest_joints(betas, v_template, shapedirs, J_regressor, joint_basis)
+        wt = joint_major_weights(lbs_weights) if joint_major is None else joint_major
         return _lbs_compiled(
-            betas.contiguous(),
-            rot_mats,
-            feat,
-            joints,
-            parents,
-            v_template,
-            shapedirs,
-            posedirs,
-            lbs_weights,
-            chunk,
+            betas.contiguous(), rot_mats, feat, joints, m, wt.numpy(), chunk or 128
         )
-    if B <= chunk:  # one chunk: straight through (the batch-1 path)
-        # 1. Shape blend shapes
-        v_shaped = F.linear(betas, sd, vt)  # [B, V*3]
-        # 2. Joint regression
-        joints = _rest_joints(betas, v_template, shapedirs, J_regressor, joint_basis, v_shaped)
-        # 3. Pose blend shapes, 4. kinematic chain and skinning
-        v_posed = torch.addmm(v_shaped, feat, posedirs).view(B, V, 3)
-        posed_joints, A = rigid_transforms(rot_mats, joints, parents)
-        return skin(v_posed, lbs_weights, A), posed_joints
+    if B <= (chunk or 64):
+        return _lbs_torch_whole(betas, rot_mats, feat, m, joint_basis)
+    return _lbs_torch_chunked(betas, rot_mats, feat, m, joint_basis, chunk or 64)
+
+
+def _lbs_torch_whole(
+    betas: Tensor, rot_mats: Tensor, feat: Tensor, m: _Arrays, joint_basis: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The torch backend for one chunk of bodies (the batch-1 path), step by step."""
+    B, S = betas.shape
+    V = m.v_template.shape[0]
+    # 1. Shape blend shapes
+    v_shaped = F.linear(betas, m.shapedirs[..., :S].reshape(V * 3, S), m.v_template.reshape(-1))
+    # 2. Joint regression
+    joints = _rest_joints(betas, m.v_template, m.shapedirs, m.J_regressor, joint_basis, v_shaped)
+    # 3. Pose blend shapes
+    v_posed = torch.addmm(v_shaped, feat, m.posedirs).view(B, V, 3)
+    # 4. Kinematic chain and skinning
+    posed_joints, A = rigid_transforms(rot_mats, joints, m.parents)
+    return skin(v_posed, m.lbs_weights, A), posed_joints
+
+
+def _lbs_torch_chunked(
+    betas: Tensor,
+    rot_mats: Tensor,
+    feat: Tensor,
+    m: _Arrays,
+    joint_basis: Tensor | None,
+    chunk: int,
+) -> tuple[Tensor, Tensor]:
+    """The torch backend for many bodies: blend shapes and skinning a chunk at a time."""
+    B, S = betas.shape
+    V = m.v_template.shape[0]
+    sd, vt = m.shapedirs[..., :S].reshape(V * 3, S), m.v_template.reshape(-1)
     # 2. Joints through the precontracted basis (cheaper than regressing B shaped meshes)
-    joints = _rest_joints(betas, v_template, shapedirs, J_regressor, joint_basis)
-    posed_joints, A = rigid_transforms(rot_mats, joints, parents)
-    out = torch.empty(B, V, 3, dtype=v_template.dtype, device=v_template.device)
-    wt = lbs_weights.t()
+    joints = _rest_joints(betas, m.v_template, m.shapedirs, m.J_regressor, joint_basis)
+    # 4a. Kinematic chain
+    posed_joints, A = rigid_transforms(rot_mats, joints, m.parents)
+    out = torch.empty(B, V, 3, dtype=m.v_template.dtype, device=m.v_template.device)
+    wt = m.lbs_weights.t()
     for i in range(0, B, chunk):
         # 1. + 3. shape and pose blend shapes of the chunk, in place
         v_posed = F.linear(betas[i : i + chunk], sd, vt)
-        v_posed = v_posed.addmm_(feat[i : i + chunk], posedirs).view(-1, V, 3)
-        # 4. skinning, in sub-chunks whose blended transforms stay in cache (see skin)
+        v_posed = v_posed.addmm_(feat[i : i + chunk], m.posedirs).view(-1, V, 3)
+        # 4b. skinning, in sub-chunks whose blended transforms stay in cache (see skin)
         n = len(v_posed)
         for k in range(0, n, SKIN_CHUNK):
             e = min(k + SKIN_CHUNK, n)

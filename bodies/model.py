@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from bodies.io import load_model_arrays
-from bodies.lbs import joint_shape_basis, lbs
+from bodies.lbs import joint_major_weights, joint_shape_basis, lbs
 from mpgym.errors import MpgymError
 
 
@@ -104,6 +104,10 @@ class BodyModel(nn.Module):
         # joints are affine in the betas: precontract J_regressor with the shape basis once
         self.register_buffer(
             "joint_basis", joint_shape_basis(self.J_regressor, self.v_template, self.shapedirs)
+        )
+        # and lay the skinning weights out joint-major once, as the compiled skinning reads them
+        self.register_buffer(
+            "lbs_weights_jm", joint_major_weights(self.lbs_weights), persistent=False
         )
         parents = torch.as_tensor(a["kintree_table"][0].astype(np.int64))
         parents[0] = -1
@@ -230,6 +234,7 @@ class BodyModel(nn.Module):
             self.lbs_weights,
             pose2rot=False,
             joint_basis=self.joint_basis,
+            joint_major=self.lbs_weights_jm,
         )
         if transl is not None:
             if transl.shape[-1] != 3:

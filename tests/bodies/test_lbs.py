@@ -148,10 +148,11 @@ def test_every_lbs_path_equals_reference(B, chunk, backend):
     betas = torch.randn(B, 10, generator=g, dtype=torch.float64)
     pose = torch.randn(B, 72, generator=g, dtype=torch.float64) * 0.6
     vr, jr = lbs_reference(betas, pose, vt, sd, pd, Jr, par, W)
-    basis = L.joint_shape_basis(Jr, vt, sd)
-    for jb in (None, basis):
+    basis, jm = L.joint_shape_basis(Jr, vt, sd), L.joint_major_weights(W)
+    for jb, jmw in ((None, None), (basis, None), (None, jm), (basis, jm)):
         v, j = L.lbs(
-            betas, pose, vt, sd, pd, Jr, par, W, joint_basis=jb, chunk=chunk, backend=backend
+            betas, pose, vt, sd, pd, Jr, par, W, joint_basis=jb, joint_major=jmw, chunk=chunk,
+            backend=backend,
         )
         torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
         torch.testing.assert_close(j, jr, atol=1e-10, rtol=0)
@@ -201,20 +202,40 @@ def test_compiled_rejects_a_parent_after_its_child():
 
 
 @needs_numba
-def test_compiled_sees_weights_changed_in_place():
-    """The transposed weights are cached per tensor; an in-place edit must not be missed."""
+def test_compiled_keeps_no_hidden_state_between_calls():
+    """Weights edited in place are seen by the next call (no module-level cache to go stale);
+    the joint-major copy a caller passes is what the kernel reads."""
     vt, sd, pd, Jr, par, W = _random_model(V=30)
     betas = torch.zeros(2, 10, dtype=torch.float64)
     pose = torch.randn(2, 72, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     args = (betas, pose, vt, sd, pd, Jr, par)
-    L.lbs(*args, W, backend="compiled")
+    v_old, _ = L.lbs(*args, W, backend="compiled")
+    jm_old = L.joint_major_weights(W)
     W[:, 0] += 1.0
     W /= W.sum(1, keepdim=True)
     v, _ = L.lbs(*args, W, backend="compiled")
     vr, _ = lbs_reference(*args, W)
     torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
-    v, _ = L.lbs(*args, W.clone(), backend="compiled")  # a new tensor: a new entry
-    torch.testing.assert_close(v, vr, atol=1e-10, rtol=0)
+    v, _ = L.lbs(*args, W, backend="compiled", joint_major=jm_old)  # the caller's copy rules
+    torch.testing.assert_close(v, v_old, atol=1e-10, rtol=0)
+
+
+def test_body_model_owns_its_joint_major_weights(model_path):
+    from bodies.model import BodyModel
+
+    model = BodyModel(model_path, dtype=torch.float64)
+    assert model.lbs_weights_jm.shape == model.lbs_weights.t().shape
+    assert model.lbs_weights_jm.is_contiguous()
+    assert "lbs_weights_jm" not in model.state_dict()  # derived, not saved
+    pose = 0.3 * torch.randn(3, 69, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = model(body_pose=pose)
+        full = torch.cat([torch.zeros(3, 3, dtype=torch.float64), pose], 1)
+        v, _ = L.lbs(
+            torch.zeros(3, 10, dtype=torch.float64), full, model.v_template, model.shapedirs,
+            model.posedirs, model.J_regressor, model.parents, model.lbs_weights,
+        )
+    torch.testing.assert_close(out.vertices, v, atol=1e-12, rtol=0)
 
 
 @needs_numba
