@@ -494,6 +494,25 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ) from None
 
 
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write plain arrays as an ``.npz`` atomically (temp file + rename).
+
+    The file reads back with :func:`load_npz` and ``numpy.load(..., allow_pickle=False)``.
+
+    Args:
+        path: the ``.npz`` file to write.
+        arrays: name -> array (no object arrays).
+
+    Returns:
+        ``path``.
+    """
+    from mpgym.checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 # ------------------------------------------------------------------ validation
 _INDEX_KEYS = ("f", "kintree_table")
 

@@ -95,16 +95,34 @@ def _facing(dtype: torch.dtype) -> Tensor:
     return torch.diag(torch.tensor(FACING, dtype=dtype))
 
 
+def _unpack(theta: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Split ``theta [B, 3 + 69 + S + 3]`` as the module docstring lays it out.
+
+    Returns:
+        ``(rel [B, 3], body_pose [B, 69], betas [B, S], dt [B, 3])``.
+    """
+    S = theta.shape[1] - 75
+    return theta[:, :3], theta[:, 3:72], theta[:, 72 : 72 + S], theta[:, 72 + S :]
+
+
+def _camera_transl(dt: Tensor, obs: _KeypointObs) -> Tensor:
+    """Camera-frame root translation ``[B, 3]`` from the offset ``dt``, in units of depth."""
+    return obs.t0 + dt * obs.z0[:, None]
+
+
+def _rest_root(basis: tuple[Tensor, Tensor], betas: Tensor) -> Tensor:
+    """The root joint of shape ``betas`` in the rest pose, ``[B, 3]``."""
+    return basis[0][0] + torch.einsum("cs,bs->bc", basis[1][0, :, : betas.shape[1]], betas)
+
+
 def camera_joints(
     model: BodyModel, basis: tuple[Tensor, Tensor], theta: Tensor, obs: _KeypointObs
 ) -> Tensor:
     """Camera-frame joints ``[B, J, 3]`` of parameters ``theta [B, 6 + 69 + S]``."""
-    S = theta.shape[1] - 75
-    rel, pose, betas, dt = theta[:, :3], theta[:, 3:72], theta[:, 72 : 72 + S], theta[:, 72 + S :]
-    zero = torch.zeros_like(dt)
-    J = posed_joints(model, betas, pose, rel, zero, basis)  # R_rel (x - j0) + j0
-    j0 = basis[0][0] + torch.einsum("cs,bs->bc", basis[1][0, :, :S], betas)
-    transl = obs.t0 + dt * obs.z0[:, None]
+    rel, pose, betas, dt = _unpack(theta)
+    J = posed_joints(model, betas, pose, rel, torch.zeros_like(dt), basis)  # R_rel (x - j0) + j0
+    j0 = _rest_root(basis, betas)
+    transl = _camera_transl(dt, obs)
     return (J - j0[:, None]) @ _facing(theta.dtype) + j0[:, None] + transl[:, None]
 
 
@@ -226,23 +244,22 @@ class LearnedFitter(nn.Module):
                 J = camera_joints(model, basis, theta, obs)
                 px = (_reprojection(J, obs) / obs.conf.sum(-1)).sqrt() * camera.focal / obs.z0
                 losses.append(float(px.mean()))
-        S = self.num_betas
-        rel, pose, betas = theta[:, :3], theta[:, 3:72], theta[:, 72 : 72 + S]
-        t_c = obs.t0 + theta[:, 72 + S :] * obs.z0[:, None]
+        rel, pose, betas, dt = _unpack(theta)
+        t_c = _camera_transl(dt, obs)
         # camera frame -> world: R_go = R^T F R_rel, t = R^T (t_c + j0 - t_cam) - j0
-        go = matrix_to_axis_angle(R.T @ _facing(dtype) @ axis_angle_to_matrix(rel))
-        j0 = basis[0][0] + betas @ basis[1][0, :, :S].T
+        orient = matrix_to_axis_angle(R.T @ _facing(dtype) @ axis_angle_to_matrix(rel))
+        j0 = _rest_root(basis, betas)
         transl = ((t_c + j0 - t_cam) @ R) - j0
         md = model.v_template.dtype
-        if S < model.num_betas:
-            betas = torch.nn.functional.pad(betas, (0, model.num_betas - S))
-        go, pose, betas, transl = (x.to(md) for x in (go, pose, betas, transl))
+        if self.num_betas < model.num_betas:
+            betas = torch.nn.functional.pad(betas, (0, model.num_betas - self.num_betas))
+        orient, pose, betas, transl = (x.to(md) for x in (orient, pose, betas, transl))
         with torch.no_grad():
-            out = model(betas, pose, go, transl)
+            out = model(betas, pose, orient, transl)
         return FitResult(
             betas,
             pose,
-            go,
+            orient,
             transl,
             out.vertices,
             out.joints,
@@ -330,7 +347,7 @@ def _loss(
     """
     J = camera_joints(model, basis, theta, obs)
     S = theta.shape[1] - 75
-    t = obs.t0 + theta[:, 72 + S :] * obs.z0[:, None]
+    t = _camera_transl(_unpack(theta)[3], obs)
     transl = ((t - t_gt).pow(2).sum(-1) + 1e-12).sqrt().mean()
     rel_j = (J[:, 1:] - J[:, :1]) - (J_gt[:, 1:] - J_gt[:, :1])  # the root's is always 0
     joint = (rel_j.pow(2).sum(-1) + 1e-12).sqrt().mean()

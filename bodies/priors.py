@@ -57,7 +57,7 @@ def fit_pose_gmm(
 
 def load_pose_gmm(path: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
     """The mixture fitted on the training split of the clips (cached after the first fit)."""
-    from mpgym.checkpoint import atomic_write_bytes
+    from bodies.io import save_npz
 
     path = Path(path) if path is not None else gmm_path()
     if path.exists():
@@ -66,11 +66,7 @@ def load_pose_gmm(path: str | os.PathLike | None = None) -> dict[str, np.ndarray
     from bodies.motion import clip_poses
 
     gmm = fit_pose_gmm(clip_poses("train").reshape(-1, 69))
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **gmm)
-    atomic_write_bytes(path, buf.getvalue())
+    save_npz(path, gmm)
     return gmm
 
 

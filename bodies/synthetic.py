@@ -409,18 +409,13 @@ def build(path: str | os.PathLike | None = None, *, force: bool = False) -> Path
     Returns:
         The path of the ``.npz`` (plain arrays only: loads with ``allow_pickle=False``).
     """
-    from mpgym.checkpoint import atomic_write_bytes
+    from bodies.io import save_npz
 
     path = Path(path) if path is not None else default_path()
     if path.exists() and not force:
         return path
     log.info("building the SMPL-compatible body model into %s ...", path)
-    arrays = make_arrays()
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    save_npz(path, make_arrays())
     return path
 
 

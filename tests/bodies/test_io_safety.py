@@ -381,3 +381,15 @@ def test_fuzz_protocol5_pkl_model(tiny):
     report = fuzz_loader("bodies.io:load_model_arrays", {"m.pkl": data}, cases=fuzz_cases(100),
                          seed=2)
     report.assert_ok()
+
+
+def test_save_npz_round_trips_plain_arrays_atomically(tmp_path):
+    from bodies.io import save_npz
+
+    arrays = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "f": np.array([[0, 1, 2]])}
+    path = save_npz(tmp_path / "x.npz", arrays)
+    back = load_npz(path)
+    assert sorted(back) == ["a", "f"]
+    np.testing.assert_array_equal(back["a"], arrays["a"])
+    assert back["a"].dtype == np.float32
+    assert [p.name for p in tmp_path.iterdir()] == ["x.npz"]  # no temporary file left behind
