@@ -419,6 +419,7 @@ def merge(parts: list[dict], expected: list[tuple[str, int]]) -> tuple[list[dict
             "worst_novelty_ratio": {m: agg[m]["seeds"] for m in FD_GOAL_MODELS if m in agg},
         },
         "fd_floor": floors[0] if floors else math.nan,
+        "goals_on_all_seeds": {},
         "classifier": parts[0].get("classifier"),
         "n_samples": sorted({p["n_samples"] for p in parts}),
         "ddpm_fd_sampler": sorted({p["ddpm_fd_sampler"] for p in parts}),
@@ -429,6 +430,13 @@ def merge(parts: list[dict], expected: list[tuple[str, int]]) -> tuple[list[dict
             for p in parts
         ],
     }
+    seeds = extra["seeds"]
+    exact_expected = [m for m in EXACT if any(m == e for e, _ in expected)]
+    for name, cover in extra["goal_seeds"].items():
+        wanted = {"worst_exact_nll_nats": exact_expected, "best_nll_nats": list(dict.fromkeys(
+            m for m, _ in expected))}.get(name, list(FD_GOAL_MODELS))
+        extra["goals_on_all_seeds"][name] = all(cover.get(m) == seeds for m in wanted)
+    extra["goals_on_all_seeds"]["vae_iwae_nll_nats"] = agg.get("vae", {}).get("seeds") == seeds
     return rows, goals, extra
 
 
@@ -507,6 +515,8 @@ def main() -> None:
         report("generative", rows, goals, args.json, columns=COLUMNS, extra=extra)
         if extra["missing_parts"]:
             print("missing parts: " + ", ".join(extra["missing_parts"]))
+            partial = [g for g, done in extra["goals_on_all_seeds"].items() if not done]
+            print("goals measured on fewer seeds or models than stated: " + ", ".join(partial))
 
 
 def run_parts(args, expected: list[tuple[str, int]]) -> None:

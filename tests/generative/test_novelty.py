@@ -150,6 +150,13 @@ def test_merge_takes_seed_means_keeps_glow_out_of_the_exact_set_and_lists_missin
     assert "not exact" in glow["bound"]
     assert extra["missing_parts"] == ["pixelcnn seed 2", "glow seed 2", "vae seed 2"]
     assert extra["goal_seeds"]["worst_exact_nll_nats"] == {"nade": [1, 2], "pixelcnn": [1]}
+    assert extra["goals_on_all_seeds"] == {
+        "worst_exact_nll_nats": False,
+        "best_nll_nats": False,
+        "diffusion_fd_over_floor": True,
+        "worst_novelty_ratio": True,
+        "vae_iwae_nll_nats": False,
+    }
 
 
 def test_memorising_samples_fail_the_novelty_goal():
@@ -159,6 +166,7 @@ def test_memorising_samples_fail_the_novelty_goal():
     goal = {g.name: g for g in goals}
     assert goal["diffusion_fd_over_floor"].met and not goal["worst_novelty_ratio"].met
     assert extra["missing_parts"] == []
+    assert extra["goals_on_all_seeds"]["worst_novelty_ratio"]
 
 
 def test_merge_refuses_an_empty_folder_and_a_mix_of_quick_and_full_parts(tmp_path):
