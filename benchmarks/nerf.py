@@ -463,6 +463,7 @@ def plot_train_curves(path: Path, parts: dict[str, dict], info: dict) -> Path:
     snapshot that first reaches it.
     """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -480,6 +481,11 @@ def plot_train_curves(path: Path, parts: dict[str, dict], info: dict) -> Path:
         if info.get("vanilla_final_psnr") is not None:
             ax.axhline(info["vanilla_final_psnr"], ls="--", lw=1, color="gray")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xticks([t for t in (1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+                       if any(p[key] >= t / 2 for part in parts.values()
+                              for p in curve_of(part))])
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3, which="both")
     crossing = info.get("hash_seconds_to_vanilla_final_psnr")
