@@ -18,11 +18,14 @@ Four kinds of figures, each a resumable part (``--part``) that writes its own JS
 Every run is its own Python process with ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and
 ``MKL_NUM_THREADS`` set to 1 before NumPy loads (and ``threadpoolctl`` limiting the BLAS pools
 and ``torch.set_num_threads(1)`` inside), so both libraries get one core; each row gives the
-process CPU time over the wall time of training (``cpu_over_wall``, ~1 at one core) and the
-BLAS threads seen. Wall and CPU time exclude the periodic evaluations. A timing run holds the
-machine-wide lock ``/tmp/mpgym-timing.lock`` (so timing runs never overlap) and records the
-1-minute load average before and after. A part's JSON is rewritten after every run and a rerun
-skips the runs it already holds; ``--merge`` combines the parts into one JSON with the goals.
+process CPU time over the wall time of training (``cpu_over_wall``, ~1 at one core on an idle
+machine), the BLAS threads seen, and -- a check that does not depend on the load -- how many of
+the process's OS threads used more than 5% of its CPU time (``busy_threads``) and the busiest
+one's share (``top_thread_cpu_share``). Wall and CPU time exclude the periodic evaluations.
+A timing run holds the machine-wide lock ``/tmp/mpgym-timing.lock`` (so timing runs never
+overlap) and records the 1-minute load average before and after. A part's JSON is rewritten
+after every run and a rerun skips the runs it already holds; ``--merge`` combines the parts
+into one JSON with the goals.
 
 Solved: the mean return of 20 evaluation episodes (deterministic policy, episode ``i`` reset with
 seed ``20000 + seed + i``) reaches CartPole-v1's ``reward_threshold`` of 475, the success rule
@@ -299,6 +302,17 @@ def _blas_threads() -> int:
                default=0)
 
 
+def _thread_cpu() -> list[float]:
+    """CPU seconds of each OS thread of this process so far (Linux ``/proc``; else empty)."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        stats = [(t / "stat").read_text() for t in Path("/proc/self/task").iterdir()]
+    except (OSError, ValueError):
+        return []
+    # fields after the ")" closing the name: utime and stime are the 12th and 13th
+    return [sum(int(f) for f in st.rsplit(")", 1)[1].split()[11:13]) / ticks for st in stats]
+
+
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one spec in this process (one thread everywhere); its row."""
     import torch
@@ -316,6 +330,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     policy = train(spec, probe)
     wall = time.perf_counter() - t0 - probe.eval_seconds
     cpu = time.process_time() - c0 - probe.eval_cpu_seconds
+    per_thread = _thread_cpu()  # whole process so far: imports and evaluations too
     vec, env_steps = _stepping(policy)
     final = evaluate_policy(policy, spec["env"], EVAL_EPISODES, seed=20_000 + spec["seed"])
     return {
@@ -323,6 +338,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "seed": spec["seed"], "steps": spec["steps"], "env_steps": env_steps, "vec": vec,
         "wall_s": wall, "cpu_s": cpu, "cpu_over_wall": cpu / wall if wall > 0 else math.nan,
         "blas_threads": _blas_threads(), "torch_threads": torch.get_num_threads(),
+        "busy_threads": sum(c > 0.05 * sum(per_thread) for c in per_thread),
+        "top_thread_cpu_share": max(per_thread) / sum(per_thread) if per_thread else math.nan,
         "steps_to_threshold": probe.solved_at, "final_return": final.mean_return,
         "success_rate": final.success_rate,
     }
@@ -382,6 +399,19 @@ def run_part(part: str, path: Path, quick: bool, extra_sb3: bool,
                        for k, v in row.items()), flush=True)
         rows.append(row)
         write_json(path, rows, [], {"part": part})
+    return rows
+
+
+def merge_rows(dirs: list[Path]) -> list[dict[str, Any]]:
+    """The rows of every part's JSON in ``dirs``, each run once (the first directory wins)."""
+    rows, seen = [], set()
+    for d in dirs:
+        for part in PARTS:
+            path = d / f"{part}.json"
+            for r in json.loads(path.read_text())["rows"] if path.exists() else []:
+                if _key(r) not in seen:
+                    seen.add(_key(r))
+                    rows.append(r)
     return rows
 
 
@@ -453,6 +483,33 @@ def summary_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def ratios_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per algorithm: median wall and CPU of mpgym (own, zoo) over SB3's, and the seeds used.
+
+    At one thread a run's CPU time is about its wall time on an idle core, so the CPU ratio is
+    the figure that survives a loaded machine; the goals use wall time as they always have.
+    """
+    out = []
+    for algo in ("dqn", "ppo", "a2c"):
+        timing = [r for r in _select(rows, algo=algo, env="CartPole-v1") if r.get("timing_lock")]
+        sb3 = _select(timing, lib="sb3")
+        for hparams in ("own", "zoo"):
+            ours = _select(timing, lib="mpgym", hparams=hparams)
+            if not ours or not sb3:
+                continue
+            out.append({
+                "algo": algo, "mpgym_hparams": hparams,
+                "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in ours})),
+                "mpgym_wall_s": _median(ours, "wall_s"), "sb3_wall_s": _median(sb3, "wall_s"),
+                "wall_ratio": _median(ours, "wall_s") / _median(sb3, "wall_s"),
+                "mpgym_cpu_s": _median(ours, "cpu_s"), "sb3_cpu_s": _median(sb3, "cpu_s"),
+                "cpu_ratio": _median(ours, "cpu_s") / _median(sb3, "cpu_s"),
+                "load": f"{min(r['load_before'] for r in ours + sb3):.1f}-"
+                        f"{max(r['load_after'] for r in ours + sb3):.1f}",
+            })
+    return out
+
+
 COLUMNS = ["algo", "env", "lib", "hparams", "seed", "steps", "env_steps", "vec", "wall_s",
            "cpu_s", "cpu_over_wall", "blas_threads", "steps_to_threshold", "final_return",
            "load_before", "load_after"]
@@ -469,6 +526,8 @@ def main() -> None:
     p.add_argument("--parts-dir", type=Path, default=None,
                    help=f"where parts write (default: benchmarks/results/{NAME}/; with --quick "
                         f"runs/bench/{NAME}-quick/; with --json PATH, PATH's stem + '-parts/')")
+    p.add_argument("--merge-also", type=Path, nargs="+", default=[],
+                   help="more parts directories to merge (a part run in another process)")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="run only these of each part's seeds (the rest can follow later)")
     p.add_argument("--extra-sb3", action="store_true", help="train SB3 on the extra envs too")
@@ -486,14 +545,16 @@ def main() -> None:
         rows = run_part(part, parts_dir / f"{part}.json", args.quick, args.extra_sb3, args.seeds)
         report(NAME, rows, goals_of(rows), None, columns=COLUMNS)
     if args.merge:
-        rows = [r for part in PARTS if (parts_dir / f"{part}.json").exists()
-                for r in json.loads((parts_dir / f"{part}.json").read_text())["rows"]]
+        rows = merge_rows([parts_dir, *args.merge_also])
         out = args.json or (parts_dir / f"{NAME}.json" if args.quick else RESULTS / f"{NAME}.json")
-        summary, goals = summary_of(rows), goals_of(rows)
+        summary, ratios, goals = summary_of(rows), ratios_of(rows), goals_of(rows)
         report(NAME, rows, [], None, columns=COLUMNS)
         print()
-        report(NAME, summary, goals, None)
-        write_json(out, rows, goals, {"summary": summary, "parts_dir": str(parts_dir)})
+        report(NAME, summary, [], None)
+        print()
+        report(NAME, ratios, goals, None)
+        write_json(out, rows, goals, {"summary": summary, "ratios": ratios,
+                                      "parts_dirs": [str(parts_dir), *map(str, args.merge_also)]})
         print(f"\nwrote {out}")
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def test_goals_from_rows(bench):
     rows += [row("mpgym", "own", s, 1.0, ret=400.0 if s == 7 else 500.0, timing=False)
              for s in range(5, 15)]
     rows += [row("mpgym", "own", s, 1.0, ret=r, algo="ppo", env="Pendulum-v1", timing=False)
-             for s, r in zip(range(5, 10), (-150.0, -300.0, -200.0, -900.0, -240.0))]
+             for s, r in zip(range(5, 10), (-150.0, -300.0, -200.0, -900.0, -240.0), strict=True)]
     goals = {g.name: g for g in bench.goals_of(rows)}
     assert goals["dqn_wall_ratio_vs_sb3"].value == pytest.approx(5.0 / 20.0)
     assert goals["dqn_wall_ratio_same_hparams"].value == pytest.approx(12.0 / 20.0)
@@ -108,3 +108,20 @@ def test_goals_from_rows(bench):
     assert goals["dqn_solved_heldout_seeds"].value == 9.0 and goals["dqn_solved_heldout_seeds"].met
     assert goals["ppo_pendulum_return_median"].value == -240.0
     assert "dqn_acrobot_return_median" not in goals  # no rows, no goal
+
+
+def test_merge_keeps_each_run_once(bench, tmp_path):
+    import json
+
+    def row(seed, ret):
+        return {"lib": "mpgym", "algo": "ppo", "env": "Pendulum-v1", "seed": seed,
+                "steps": 100_000, "hparams": "own", "final_return": ret}
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "extras.json").write_text(json.dumps({"rows": [row(5, -180.0), row(6, -150.0)]}))
+    (b / "extras.json").write_text(json.dumps({"rows": [row(6, -999.0), row(8, -170.0)]}))
+    rows = bench.merge_rows([a, b])
+    assert sorted((r["seed"], r["final_return"]) for r in rows) == [
+        (5, -180.0), (6, -150.0), (8, -170.0)]
