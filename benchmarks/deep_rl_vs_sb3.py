@@ -462,15 +462,17 @@ def goals_of(rows: list[dict[str, Any]]) -> list[Goal]:
 
 
 def summary_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (algo, env, lib, hparams): seeds, median wall/CPU, CPU/wall, solved, median return."""
+    """Per timing/held-out set, algo, env, lib, hparams: seeds, median wall and CPU, the highest
+    CPU/wall, solved seeds (mean return >= threshold), median return, load range."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["algo"], r["env"], r["lib"], r["hparams"]), []).append(r)
+        part = "timing" if r.get("timing_lock") else "held-out seeds"
+        groups.setdefault((part, r["algo"], r["env"], r["lib"], r["hparams"]), []).append(r)
     out = []
-    for (algo, env, lib, hparams), rs in groups.items():
+    for (part, algo, env, lib, hparams), rs in groups.items():
         seeds = sorted(r["seed"] for r in rs)
         out.append({
-            "algo": algo, "env": env, "lib": lib, "hparams": hparams,
+            "runs_of": part, "algo": algo, "env": env, "lib": lib, "hparams": hparams,
             "seeds": f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0]),
             "runs": len(rs), "median_wall_s": _median(rs, "wall_s"),
             "median_cpu_s": _median(rs, "cpu_s"),
