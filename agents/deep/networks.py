@@ -26,6 +26,23 @@ Activation = Literal["relu", "tanh"]
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
+def orthogonal_(weight: Tensor, gain: float) -> Tensor:
+    """``nn.init.orthogonal_`` on one thread, so a seed gives the same weights at any thread count.
+
+    The QR decomposition behind it rounds differently when LAPACK runs on several threads: with
+    ``torch.set_num_threads(2)`` a 64x64 layer got other weights for the same seed (and PPO's
+    Pendulum-v1 preset another result). The thread count is put back afterwards.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return nn.init.orthogonal_(weight, gain)
+    torch.set_num_threads(1)
+    try:
+        return nn.init.orthogonal_(weight, gain)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def mlp(
     in_dim: int,
     hidden: Sequence[int],
@@ -56,7 +73,7 @@ def mlp(
     if out_gain is not None:
         linears = [m for m in layers if isinstance(m, nn.Linear)]
         for i, lin in enumerate(linears):
-            nn.init.orthogonal_(lin.weight, out_gain if i == len(linears) - 1 else math.sqrt(2))
+            orthogonal_(lin.weight, out_gain if i == len(linears) - 1 else math.sqrt(2))
             nn.init.zeros_(lin.bias)
     return nn.Sequential(*layers)
 
