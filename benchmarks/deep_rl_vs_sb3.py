@@ -436,11 +436,22 @@ def _median(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.median(vals) if vals else math.nan
 
 
+def _timing_rows(rows: list[dict[str, Any]], algo: str) -> list[dict[str, Any]]:
+    """Timing rows of ``algo`` on the seeds that have all three runs (mpgym own, zoo; SB3)."""
+    timing = [r for r in _select(rows, algo=algo, env="CartPole-v1") if r.get("timing_lock")]
+    kinds = {"own", "zoo", "sb3"}
+    by_seed: dict[int, set[str]] = {}
+    for r in timing:
+        by_seed.setdefault(r["seed"], set()).add("sb3" if r["lib"] == "sb3" else r["hparams"])
+    return [r for r in timing if by_seed[r["seed"]] == kinds]
+
+
 def goals_of(rows: list[dict[str, Any]]) -> list[Goal]:
-    """The goals the rows allow (a goal whose runs are missing is left out)."""
+    """The goals the rows allow (a goal whose runs are missing is left out); wall ratios are
+    medians over the seeds with all three timing runs."""
     goals = []
     for algo in ("dqn", "ppo", "a2c"):
-        timing = [r for r in _select(rows, algo=algo, env="CartPole-v1") if r.get("timing_lock")]
+        timing = _timing_rows(rows, algo)
         sb3 = _median(_select(timing, lib="sb3"), "wall_s")
         for hparams, name, target in (("own", "wall_ratio_vs_sb3", 0.5),
                                       ("zoo", "wall_ratio_same_hparams", 0.6)):
@@ -486,14 +497,15 @@ def summary_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ratios_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per algorithm: median wall and CPU of mpgym (own, zoo) over SB3's, and the seeds used.
+    """Per algorithm: median wall and CPU of mpgym (own, zoo) over SB3's, on the seeds with all
+    three timing runs.
 
     At one thread a run's CPU time is about its wall time on an idle core, so the CPU ratio is
     the figure that survives a loaded machine; the goals use wall time as they always have.
     """
     out = []
     for algo in ("dqn", "ppo", "a2c"):
-        timing = [r for r in _select(rows, algo=algo, env="CartPole-v1") if r.get("timing_lock")]
+        timing = _timing_rows(rows, algo)
         sb3 = _select(timing, lib="sb3")
         for hparams in ("own", "zoo"):
             ours = _select(timing, lib="mpgym", hparams=hparams)

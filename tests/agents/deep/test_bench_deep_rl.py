@@ -97,6 +97,7 @@ def test_goals_from_rows(bench):
     rows = [row("sb3", "zoo", s, w) for s, w in ((0, 10.0), (1, 30.0), (2, 20.0))]
     rows += [row("mpgym", "own", s, w) for s, w in ((0, 4.0), (1, 6.0), (2, 5.0))]
     rows += [row("mpgym", "zoo", s, w) for s, w in ((0, 13.0), (1, 12.0), (2, 11.0))]
+    rows += [row("mpgym", "own", 3, 100.0)]  # seed 3 has no SB3 run yet: not in the ratio
     rows += [row("mpgym", "own", s, 1.0, ret=400.0 if s == 7 else 500.0, timing=False)
              for s in range(5, 15)]
     rows += [row("mpgym", "own", s, 1.0, ret=r, algo="ppo", env="Pendulum-v1", timing=False)
