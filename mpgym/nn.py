@@ -13,13 +13,30 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LOG_2PI", "Activation", "diag_gaussian_log_prob", "mlp"]
+__all__ = ["LOG_2PI", "Activation", "diag_gaussian_log_prob", "mlp", "orthogonal_"]
 
 LOG_2PI = math.log(2 * math.pi)
 _LOG_SQRT_2PI = 0.5 * LOG_2PI
 
 Activation = Literal["relu", "tanh"]
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def orthogonal_(weight: Tensor, gain: float) -> Tensor:
+    """``nn.init.orthogonal_`` on one thread, so a seed gives the same weights at any thread count.
+
+    The QR decomposition behind it rounds differently when LAPACK runs on several threads: with
+    ``torch.set_num_threads(2)`` a 64x64 layer got other weights for the same seed (and PPO's
+    Pendulum-v1 preset another result). The thread count is put back afterwards.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return nn.init.orthogonal_(weight, gain)
+    torch.set_num_threads(1)
+    try:
+        return nn.init.orthogonal_(weight, gain)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def mlp(
@@ -52,7 +69,7 @@ def mlp(
     if out_gain is not None:
         linears = [m for m in layers if isinstance(m, nn.Linear)]
         for i, lin in enumerate(linears):
-            nn.init.orthogonal_(lin.weight, out_gain if i == len(linears) - 1 else math.sqrt(2))
+            orthogonal_(lin.weight, out_gain if i == len(linears) - 1 else math.sqrt(2))
             nn.init.zeros_(lin.bias)
     return nn.Sequential(*layers)
 
