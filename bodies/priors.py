@@ -29,8 +29,12 @@ BEND_SIGN = (1.0, -1.0, -1.0, -1.0)
 
 
 def gmm_path() -> Path:
-    """Cache file of the fitted mixture, beside the body model."""
-    return default_path().parent / "pose_gmm_v1.npz"
+    """Cache file of the fitted mixture, beside the body model.
+
+    v2: fitted on the clips' train split; v1 caches came from an earlier split that overlapped
+    today's test poses, so they are not read.
+    """
+    return default_path().parent / "pose_gmm_v2.npz"
 
 
 def fit_pose_gmm(

@@ -45,14 +45,15 @@ def test_fewer_than_four_visible_joints_is_an_error(model64):
 
 
 def _held_out_body(model, i, seed=0, n=100):
-    """Body ``i`` of the benchmark's held-out set (benchmarks/bodies.py) and a 5k-point scan."""
+    """Body ``i`` drawn as the benchmark draws its bodies, but from the validation poses (the
+    tuning set; the benchmark's test poses are not used by tests), and a 5k-point scan."""
     import numpy as np
     import trimesh
 
     from bodies.motion import clip_poses
 
     g = torch.Generator().manual_seed(seed)
-    te = clip_poses("test", mirror=False).reshape(-1, 69)
+    te = clip_poses("val", mirror=False).reshape(-1, 69)
     idx = np.random.default_rng(seed).choice(len(te), n, replace=False)
     betas = torch.randn(n, 10, generator=g).to(torch.float64)[i : i + 1]
     pose = torch.as_tensor(te[idx[i : i + 1]], dtype=torch.float64)
