@@ -1,4 +1,4 @@
-"""Multi-view datasets (NeRF-synthetic, nerfstudio, Instant-NGP layouts): read, write, render.
+"""Multi-view datasets (NeRF-synthetic, nerfstudio, Instant-NGP, COLMAP): read, write, render.
 
 Layouts read by :func:`load_split` (``file_path`` relative to the JSON file; it may omit the
 extension, as NeRF-synthetic's does; backslashes are read as ``/``, as Instant-NGP does)::
@@ -9,6 +9,9 @@ extension, as NeRF-synthetic's does; backslashes are read as ``/``, as Instant-N
     DIR/train/r_0.png ...        RGBA PNGs (alpha = coverage)
 
     DIR/transforms.json         one file with every frame (nerfstudio, Instant-NGP, colmap2nerf)
+
+    DIR/images/*, DIR/sparse/0/ a COLMAP capture (no transforms JSON): read by
+                                :func:`neural3d.data.colmap.load_colmap`
 
 With a single ``transforms.json`` (or a JSON file given directly), frames are sorted by
 ``file_path`` (natural order) and every 8th from the first (index ``% 8 == 0``) is held out as
@@ -109,6 +112,14 @@ class MultiviewData:
     applied_transform: np.ndarray | None = None
     """``(4, 4)`` nerfstudio's ``applied_transform`` (original data -> these poses; already
     contained in ``c2w``), or None."""
+    points: np.ndarray | None = None
+    """``(M, 3)`` float32 sparse 3D points in the poses' world (COLMAP's ``points3D``), or None."""
+    point_colors: np.ndarray | None = None
+    """``(M, 3)`` float32 colours of ``points`` in [0, 1], or None."""
+    world_transform: np.ndarray | None = None
+    """``(4, 4)`` similarity from the source's world to this one, ``p' = T[:3, :3] p + T[:3, 3]``
+    with ``T[:3, :3] = s R`` (COLMAP captures: :class:`neural3d.data.colmap.SceneNormalization`);
+    already applied to ``c2w`` and ``points``. None: the poses are used as the files give them."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -140,7 +151,8 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise MpgymError(f"missing {path.name} in {path.parent}; a dataset folder has "
                          "transforms_train.json and transforms_test.json (NeRF-synthetic) or "
-                         "one transforms.json (nerfstudio, Instant-NGP).")
+                         "one transforms.json (nerfstudio, Instant-NGP), or images/ and "
+                         "sparse/0/ (COLMAP).")
     try:
         meta = json.loads(path.read_bytes())
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, digits
@@ -392,11 +404,12 @@ def _downscaled(img: np.ndarray, factor: int, f: Path) -> np.ndarray:
 
 def load_split(root: str | Path, split: str = "train", *, downscale: int = 1,
                max_views: int | None = None) -> MultiviewData:
-    """Read one split of a dataset (NeRF-synthetic, nerfstudio or Instant-NGP layout).
+    """Read one split of a dataset (NeRF-synthetic, nerfstudio, Instant-NGP or COLMAP layout).
 
     Args:
         root: the folder holding ``transforms_<split>.json`` or one ``transforms.json``, or a
-            ``.json`` file holding every frame.
+            ``.json`` file holding every frame, or a COLMAP capture (``images/`` and
+            ``sparse/0/``, no transforms JSON; see :func:`neural3d.data.colmap.load_colmap`).
         split: ``"train"``, ``"val"`` or ``"test"`` (from one file: every 8th sorted frame is
             ``test`` and ``val``, the others ``train``).
         downscale: integer factor to shrink images by (area averaging), e.g. 4 for 800 -> 200.
@@ -409,6 +422,10 @@ def load_split(root: str | Path, split: str = "train", *, downscale: int = 1,
     if max_views is not None:
         check_positive("max_views", max_views)
     path, single = _find_json(Path(root), split)
+    if not path.is_file() and Path(root).is_dir() and (Path(root) / "sparse").is_dir():
+        from neural3d.data.colmap import load_colmap
+
+        return load_colmap(root, split, downscale=downscale, max_views=max_views)
     meta = _read_json(path)
     frames = meta["frames"]
     chosen = _holdout(frames, split, path) if single else list(range(len(frames)))
