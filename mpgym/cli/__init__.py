@@ -43,6 +43,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "render a multi-view dataset (NeRF-synthetic layout)",
     ),
     "nerf": ("mpgym.cli.nerf", "main", "train / render NeRFs: mpgym nerf train DATA_DIR"),
+    "splat": (
+        "mpgym.cli.splat",
+        "main",
+        "train / render / export Gaussian splats: mpgym splat train DATA_DIR",
+    ),
     "fit-smpl": (
         "mpgym.cli.bodies",
         "fit_smpl_main",
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except MpgymError as exc:
         print(f"mpgym: error: {exc}", file=sys.stderr)
         return 2
-    if argv and argv[0] != "nerf":  # nerf's own config has a threads field: leave it the flag
+    if argv and argv[0] not in ("nerf", "splat"):  # their configs have a threads field
         argv = stripped
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())

@@ -21,7 +21,8 @@ from mpgym.report import Section, write_report
 
 log = logging.getLogger("mpgym.demo")
 
-STOPS: tuple[str, ...] = ("tabular", "deep_rl", "implicit", "nerf", "bodies", "generative")
+STOPS: tuple[str, ...] = ("tabular", "deep_rl", "implicit", "nerf", "splat", "bodies",
+                          "generative")
 
 
 @dataclass

@@ -1,0 +1,489 @@
+"""Gaussian splatting benchmark: splat vs hash NeRF over training time; the CPU rasterizer's speed.
+
+Part ``train`` -- the built-in ``tabletop`` scene at 128x128 with the NeRF benchmark's split
+(100 train / 16 test views, ``benchmarks/nerf.py``'s dataset folder): the splat ``cpu`` preset
+and the hash NeRF preset, each unchanged, each trained for 600 s of optimisation time (30 s with
+``--quick``), one after the other in this run under the machine-wide timing lock
+(``/tmp/mpgym-timing.lock``) with ``uptime`` read before and after each. Both are snapshotted at
+the first step past each time of the NeRF benchmark's fine grid (every 2 s to 10 s, 5 s to 30 s,
+10 s to 120 s, 30 s to 300 s, 60 s to 600 s) off the clock, and every snapshot is rendered on all
+16 test views (PSNR, SSIM, white background), the JSON rewritten after each snapshot so that
+``--stage eval`` resumes. The splat curve also records the number of Gaussians.
+
+Goals: ``splat_minus_hash_psnr_600s`` >= +1.0 dB (16-view PSNR at 600 s); and
+``splat_time_to_hash_psnr_ratio`` <= 0.3: the training time of the first splat snapshot whose
+16-view PSNR reaches the hash NeRF's 600-s PSNR, over 600 s (read off the grid, an upper bound
+within one grid step; the interpolation between the bracketing snapshots is reported beside it).
+
+Part ``speed`` -- 100,000 Gaussians from the 3DGS random initialisation (uniform in a box of
+half side 1, isotropic scales from the 3 nearest neighbours, opacity 0.1, SH degree 3 with
+random coefficients), seen from 4 m with NeRF-synthetic's field of view at 256x256, 2 threads:
+``splat_render_fps_256_100k`` >= 30 (forward render: projection, SH colours, binning and
+sorting, rasterization; best of 10 after a warm-up); per-stage times of the forward and the
+backward; ``splat_step_ms_per_mpixel_vs_forward`` (a training step -- render, L1 + SSIM loss,
+backward -- over the forward render, both per megapixel) reported without a goal. The same is
+timed on the PyTorch reference path at a smaller size as a row.
+
+    python benchmarks/splat.py --json runs/bench/splat.json [--quick]      # every part
+    python benchmarks/splat.py --part speed --json benchmarks/results/splat-speed.json
+    python benchmarks/splat.py --part train --json benchmarks/results/splat-train.json
+    python benchmarks/splat.py --part train --stage eval --json (same file)  # resume evaluation
+    python benchmarks/splat.py --merge benchmarks/results/splat-speed.json
+        benchmarks/results/splat-train.json --json benchmarks/results/splat.json
+
+Threads: ``--threads 1`` for the training part by default (torch, numba, BLAS), as the NeRF
+benchmark; the speed part uses 2 (``--speed-threads``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, _HERE)  # the NeRF benchmark's grid, snapshots and evaluation are reused
+
+import nerf as nerf_bench  # noqa: E402
+
+from mpgym.bench import Goal, bench_parser, machine_info, report  # noqa: E402
+from mpgym.checkpoint import atomic_write_text, to_jsonable  # noqa: E402
+from mpgym.errors import MpgymError, check_positive  # noqa: E402
+
+log = logging.getLogger("splat-bench")
+
+PARTS = ("speed", "train")
+TRAIN_PRESETS = ("splat", "hash")
+SPEED_N, SPEED_SIZE = 100_000, 256
+
+
+# ----------------------------------------------------------------------------------- speed
+
+
+def speed_scene(n: int, size: int, seed: int = 0):
+    """``n`` Gaussians of the 3DGS random init and a camera 4 m away looking at them."""
+    from neural3d.cameras import Intrinsics, look_at
+    from neural3d.data.multiview import NERF_SYNTHETIC_ANGLE
+    from neural3d.splat.model import GaussianModel
+
+    model = GaussianModel.random(n, 1.0, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # view-dependent colour, so the SH evaluation costs what it does
+        model.params["sh_rest"].copy_(0.1 * torch.randn(model.params["sh_rest"].shape,
+                                                        generator=gen))
+    model.sh_degree = model.max_sh_degree
+    eye = np.array([1.0, -1.0, 0.8])
+    c2w = torch.as_tensor(look_at(4.0 * eye / np.linalg.norm(eye)), dtype=torch.float32)
+    intr = Intrinsics.from_fov(NERF_SYNTHETIC_ANGLE, size, size)
+    return model, c2w, intr
+
+
+def _best(fn, repeats: int) -> tuple[float, float]:
+    """Best wall and best process-CPU seconds of ``repeats`` calls after one warm-up call."""
+    fn()
+    best, best_cpu = math.inf, math.inf
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu,
+                                                                   time.process_time() - c0)
+    return best, best_cpu
+
+
+def speed_rows(backend: str, n: int, size: int, repeats: int) -> dict:
+    """Forward render and training-step times of one backend (one row)."""
+    from neural3d.splat.render import render
+
+    from neural3d.splat.trainer import ssim_map_loss
+
+    model, c2w, intr = speed_scene(n, size)
+    bg = torch.ones(3)
+    target = torch.rand(size, size, 3, generator=torch.Generator().manual_seed(1))
+
+    def forward():
+        with torch.no_grad():
+            return render(model, c2w, intr, background=bg, backend=backend)
+
+    def train_step():
+        model.zero_grad(set_to_none=True)
+        out = render(model, c2w, intr, background=bg, backend=backend)
+        loss = 0.8 * (out.image - target).abs().mean() + 0.2 * (
+            1 - ssim_map_loss(out.image, target))
+        loss.backward()
+
+    fwd, fwd_cpu = _best(forward, repeats)
+    step, step_cpu = _best(train_step, max(1, repeats // 2))
+    out = forward()
+    mpix = size * size / 1e6
+    return {
+        "part": "speed", "backend": backend, "gaussians": n, "size": size,
+        "visible": int(out.visible.sum()), "threads": torch.get_num_threads(),
+        "forward ms": 1e3 * fwd, "forward CPU ms": 1e3 * fwd_cpu, "fps": 1.0 / fwd,
+        "step ms": 1e3 * step, "step CPU ms": 1e3 * step_cpu,
+        "forward ms/Mpix": 1e3 * fwd / mpix, "step ms/Mpix": 1e3 * step / mpix,
+        "step / forward": step / fwd,
+    }
+
+
+def stage_times(n: int, size: int, repeats: int) -> dict:
+    """Per-stage forward times of the compiled path (projection, colours, rasterization)."""
+    from neural3d.splat.project import project_gaussians
+    from neural3d.splat.rasterize import rasterize_gaussians
+
+    model, c2w, intr = speed_scene(n, size)
+    with torch.no_grad():
+        proj = project_gaussians(model.params["means"], model.scales(), model.rotations(), c2w,
+                                 intr)
+        colors = model.colors(c2w[:3, 3])
+        opac = model.opacities()
+        t_proj = _best(lambda: project_gaussians(model.params["means"], model.scales(),
+                                                 model.rotations(), c2w, intr), repeats)[0]
+        t_col = _best(lambda: model.colors(c2w[:3, 3]), repeats)[0]
+        t_ras = _best(lambda: rasterize_gaussians(
+            proj.means2d, proj.conics, colors, opac, proj.depths, proj.radii, size, size,
+            background=torch.ones(3), backend="numba"), repeats)[0]
+    return {"part": "speed stages", "backend": "numba", "gaussians": n, "size": size,
+            "project ms": 1e3 * t_proj, "colours ms": 1e3 * t_col,
+            "binning + rasterize ms": 1e3 * t_ras}
+
+
+def speed_part(threads: int, quick: bool, lock: str | None) -> dict:
+    """Rows and goals of the speed part, timed under the lock at ``threads`` threads."""
+    from mpgym.devices import set_threads
+
+    set_threads(threads)
+    n, size, repeats = (20_000, 128, 3) if quick else (SPEED_N, SPEED_SIZE, 10)
+    with nerf_bench.timing_lock(lock) as waited:
+        before = nerf_bench.machine_load()
+        rows = [speed_rows("numba", n, size, repeats), stage_times(n, size, repeats)]
+        small = (5_000, 64) if quick else (20_000, 128)
+        rows.append(speed_rows("torch", *small, 2))
+        after = nerf_bench.machine_load()
+    main = rows[0]
+    goals = [Goal("splat_render_fps_256_100k", main["fps"], 30.0, ">=")]
+    return {"rows": rows, "goals": [g.to_dict() for g in goals], "lock_wait_s": waited,
+            "load_before": before, "load_after": after, "threads": threads,
+            "splat_step_ms_per_mpixel_vs_forward": main["step / forward"]}
+
+
+# ----------------------------------------------------------------------------------- train
+
+
+class SplatSnapshots(nerf_bench.Snapshots):
+    """The NeRF benchmark's snapshot callback, keeping the Gaussians and counting them."""
+
+    def _take(self, trainer, targets: list[float]) -> None:
+        model = trainer.snapshot()
+        state = {k: v.detach().clone() for k, v in model.params.items()}
+        for t in targets:
+            self.taken.append({"target_s": t, "seconds": trainer.train_seconds,
+                               "step": trainer.step_count, "cpu_s": time.process_time() - self.cpu0,
+                               "state": state, "num_gaussians": model.num_gaussians,
+                               "sh_degree": model.sh_degree})
+
+
+def splat_train_part(data: Path, *, seconds: float, threads: int, grid: list[float],
+                     test_views: int, lock: str | None, snapshot_dir: Path) -> dict:
+    """Train the splat ``cpu`` preset under the lock, snapshotting at the ``grid`` times."""
+    from safetensors.torch import save_file
+
+    from neural3d.data.multiview import load_split
+    from neural3d.splat.presets import preset
+    from neural3d.splat.trainer import SplatTrainer
+
+    train, test = load_split(data, "train"), load_split(data, "test")
+    cfg = preset("cpu", max_seconds=seconds, threads=threads, eval_every=0)
+    SplatTrainer(cfg, train).step()  # warm-up off the clock: numba's cached kernels load
+    trainer = SplatTrainer(cfg, train)
+    snaps = SplatSnapshots(grid)
+    with nerf_bench.timing_lock(lock) as waited:
+        before = nerf_bench.machine_load()
+        t0, snaps.cpu0 = time.perf_counter(), time.process_time()
+        try:
+            _train_quietly(trainer, snaps)
+        except nerf_bench._BudgetReached:
+            pass
+        wall = time.perf_counter() - t0
+        after = nerf_bench.machine_load()
+    snaps.finish(trainer)
+    log.info("splat: %d steps in %.1f s of training (%.1f s wall), %d Gaussians; load %s -> %s",
+             trainer.step_count, trainer.train_seconds, wall, trainer.model.num_gaussians,
+             before["loadavg"][0], after["loadavg"][0])
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    records, files = [], {}
+    for snap in snaps.taken:
+        key = id(snap["state"])
+        if key not in files:
+            files[key] = snapshot_dir / f"splat-step{snap['step']:06d}.safetensors"
+            save_file({k: v.contiguous() for k, v in snap["state"].items()}, str(files[key]))
+        records.append({k: snap[k] for k in ("target_s", "seconds", "step", "cpu_s",
+                                             "num_gaussians", "sh_degree")}
+                       | {"file": str(files[key])})
+    return {
+        "preset": "splat", "config": asdict(cfg), "threads": threads,
+        "steps": trainer.step_count, "train_seconds": trainer.train_seconds,
+        "train_wall_s": wall, "train_cpu_s": time.process_time() - snaps.cpu0,
+        "test_views": len(test) if test_views <= 0 else min(test_views, len(test)),
+        "data": str(data), "lock": lock, "lock_wait_s": waited, "load_before": before,
+        "load_after": after, "grid_s": grid, "snapshots": records, "evals": {},
+    }
+
+
+def _train_quietly(trainer, snaps) -> None:
+    """``trainer.train`` without its final full evaluation (the benchmark evaluates snapshots):
+    the budget's snapshot raises before the trainer's own end-of-run check."""
+    trainer.train(progress_bar=False, callback=snaps)
+
+
+def evaluate_splat(part: dict, save) -> dict:
+    """Render every splat snapshot on the test views (resumable, ``save(part)`` per snapshot)."""
+    from neural3d.splat.render import render
+    from safetensors.torch import load_file
+
+    from neural3d.data.multiview import load_split
+    from neural3d.image_metrics import psnr, ssim
+    from neural3d.splat.model import GaussianModel
+
+    test = load_split(Path(part["data"]), "test")
+    n = part["test_views"]
+    targets = torch.as_tensor(test.rgb("white")[:n])
+    for snap in nerf_bench.eval_order(part, None):
+        ev = part["evals"].setdefault(snap["file"],
+                                      {"psnr_views": [], "ssim_views": [], "eval_s": 0.0})
+        if len(ev["psnr_views"]) >= n:
+            continue
+        model = GaussianModel.from_tensors(load_file(snap["file"]))
+        model.sh_degree = snap["sh_degree"]
+        t0 = time.perf_counter()
+        ev["psnr_views"], ev["ssim_views"] = [], []
+        with torch.no_grad():
+            for i in range(n):
+                out = render(model, torch.as_tensor(test.c2w[i]), test.camera(i),
+                             background=torch.ones(3))
+                pred = out.image.clamp(0, 1)
+                ev["psnr_views"].append(float(psnr(pred, targets[i])))
+                ev["ssim_views"].append(float(ssim(pred, targets[i])))
+        ev["eval_s"] = time.perf_counter() - t0
+        save(part)
+        log.info("splat: %.1f s (step %d, %d Gaussians): PSNR %.2f dB on %d views",
+                 snap["seconds"], snap["step"], snap["num_gaussians"],
+                 float(np.mean(ev["psnr_views"])), n)
+    return part
+
+
+def train_goals(parts: dict[str, dict]) -> tuple[list[Goal], dict]:
+    """``splat_minus_hash_psnr_600s`` and ``splat_time_to_hash_psnr_ratio`` off the grids."""
+    splat, hash_part = parts.get("splat"), parts.get("hash")
+    if splat is None or hash_part is None:
+        return [], {}
+    budget = hash_part["snapshots"][-1]["target_s"]
+    s_final, h_final = nerf_bench.psnr_at(splat, budget), nerf_bench.psnr_at(hash_part, budget)
+    diff = None if s_final is None or h_final is None else s_final - h_final
+    grid_s, interp_s = (None, None) if h_final is None else nerf_bench.time_to_reach(
+        nerf_bench.curve_of(splat), h_final)
+    ratio = None if grid_s is None else grid_s / budget
+    goals = [Goal("splat_minus_hash_psnr_600s", diff, 1.0, ">="),
+             Goal("splat_time_to_hash_psnr_ratio", ratio, 0.3, "<=")]
+    info = {"budget_s": budget, "splat_final_psnr": s_final, "hash_final_psnr": h_final,
+            "splat_seconds_to_hash_final_psnr": grid_s,
+            "splat_seconds_to_hash_final_psnr_interpolated": interp_s,
+            "time_ratio_interpolated": None if interp_s is None else interp_s / budget,
+            "time_ratio_method": "first splat snapshot whose 16-view PSNR reaches the hash "
+            "NeRF's 16-view PSNR at the budget, over the budget (an upper bound within one grid "
+            "step); the interpolated value is linear in PSNR between it and the snapshot before"}
+    return goals, info
+
+
+def train_rows(parts: dict[str, dict]) -> list[dict]:
+    rows = []
+    for name, part in parts.items():
+        curve = nerf_bench.curve_of(part, complete=False)
+        counts = {s["file"]: s.get("num_gaussians") for s in part["snapshots"]}
+        rows.append({"part": "train", "method": name, "steps": part["steps"],
+                     "train s": part["train_seconds"], "train CPU s": part["train_cpu_s"],
+                     **{f"PSNR {t}s": nerf_bench.psnr_at(part, t)
+                        for t in nerf_bench.CURVE_POINTS},
+                     "load before": part["load_before"]["loadavg"][0],
+                     "load after": part["load_after"]["loadavg"][0]})
+        for p, snap in zip(curve, [s for s in part["snapshots"] if s["file"] in part["evals"]],
+                           strict=False):
+            rows.append({"part": "curve", "method": name, "grid s": p["target_s"],
+                         "train s": p["seconds"], "steps": p["step"], "test PSNR": p["psnr"],
+                         "test SSIM": p["ssim"], "test views": p["views"],
+                         "gaussians": counts.get(snap["file"])})
+    return rows
+
+
+def plot_curves(path: Path, parts: dict[str, dict], info: dict) -> Path:
+    """PSNR (and the number of Gaussians) against training seconds, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from mpgym.plots import save_figure
+
+    fig, (ax, ax_n) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
+    for name, part in parts.items():
+        curve = nerf_bench.curve_of(part)
+        load = f"{part['load_before']['loadavg'][0]:.1f}-{part['load_after']['loadavg'][0]:.1f}"
+        ax.plot([p["seconds"] for p in curve], [p["psnr"] for p in curve], marker="o", ms=3,
+                label=f"{name} ({part['steps']} steps, load {load})")
+        if name == "splat":
+            snaps = [s for s in part["snapshots"] if s["file"] in part["evals"]]
+            ax_n.plot([s["seconds"] for s in snaps], [s["num_gaussians"] for s in snaps],
+                      marker="o", ms=3)
+    if info.get("hash_final_psnr") is not None:
+        ax.axhline(info["hash_final_psnr"], ls="--", lw=1, color="gray")
+    for a in (ax, ax_n):
+        a.set_xscale("log")
+        a.set_xlabel("training seconds (evaluation excluded)")
+        a.grid(alpha=0.3, which="both")
+    ax.set_ylabel("test PSNR (dB, 16 views)")
+    ax_n.set_ylabel("Gaussians")
+    ax.legend(fontsize=8)
+    fig.suptitle("tabletop 128x128, 1 thread: splatting vs hash NeRF; dashed: hash NeRF at "
+                 "the budget", fontsize=10)
+    return save_figure(fig, path)
+
+
+# ------------------------------------------------------------------------------------- cli
+
+
+def parse_args(argv: list[str] | None = None):
+    p = bench_parser(__doc__.splitlines()[0])
+    p.add_argument("--part", dest="parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--stage", choices=["all", "train", "eval"], default="all",
+                   help="train part: train (snapshots), eval (continue evaluating), or both")
+    p.add_argument("--threads", type=int, default=1, help="threads of the train part")
+    p.add_argument("--speed-threads", type=int, default=2, help="threads of the speed part")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="training seconds per method (default 600; 30 with --quick)")
+    p.add_argument("--data", type=Path, default=Path("runs/bench/nerf_tabletop"))
+    p.add_argument("--snapshots", type=Path, default=Path("runs/bench/splat-snapshots"))
+    p.add_argument("--timing-lock", default=nerf_bench.TIMING_LOCK)
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="combine --json files of single parts into one report")
+    p.add_argument("--hash-from", type=Path, default=None,
+                   help="take the hash NeRF part from a benchmarks/nerf.py --part hash JSON (same "
+                   "dataset, grid and threads) instead of training it again; the report says so")
+    args = p.parse_args(argv)
+    try:
+        check_positive("--threads", args.threads)
+        check_positive("--speed-threads", args.speed_threads)
+        if args.seconds is not None:
+            check_positive("--seconds", args.seconds, integer=False)
+        for path in args.merge or []:
+            if not path.is_file():
+                raise MpgymError(f"--merge: {path} does not exist; give part JSON files.")
+        if args.stage == "eval" and (args.json is None or not args.json.is_file()):
+            raise MpgymError("--stage eval continues an existing --json file of the train part; "
+                             f"got {args.json}.")
+        if args.stage != "all" and args.parts != ["train"]:
+            raise MpgymError("--stage train|eval goes with --part train.")
+    except MpgymError as e:
+        p.error(str(e))
+    return args
+
+
+def load_docs(paths: list[Path]) -> dict:
+    """Speed rows/goals and train parts of earlier ``--json`` files, merged."""
+    doc: dict = {"rows": [], "goals": [], "train_parts": {}}
+    for path in paths:
+        try:
+            d = json.loads(Path(path).read_text())
+            doc["rows"] += [r for r in d["rows"] if str(r.get("part", "")).startswith("speed")]
+            doc["goals"] += [g for g in d["goals"] if g["name"] == "splat_render_fps_256_100k"]
+            for k in ("speed", "splat_step_ms_per_mpixel_vs_forward"):
+                if k in d:
+                    doc[k] = d[k]
+            for name, part in d.get("train_parts", {}).items():
+                if name in doc["train_parts"]:
+                    raise MpgymError(f"--merge: two files hold the {name} part; give one.")
+                doc["train_parts"][name] = part
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MpgymError(f"{path} is not a JSON file of this benchmark ({e!r}).") from e
+    return doc
+
+
+def write(args, doc: dict, *, quiet: bool = False) -> None:
+    """Goals and table of everything in ``doc``; the PNG once both methods are trained."""
+    parts = doc["train_parts"]
+    goals, info = train_goals(parts)
+    rows = [*doc["rows"], *train_rows(parts)]
+    all_goals = [Goal(g["name"], g["value"], g["target"], g["direction"]) for g in doc["goals"]]
+    all_goals += goals
+    extra = {k: v for k, v in doc.items() if k not in ("rows", "goals")} | info
+    if quiet:
+        if args.json is not None:
+            atomic_write_text(args.json, json.dumps(to_jsonable(
+                {"benchmark": "splat", "machine": machine_info(), "rows": rows,
+                 "goals": [g.to_dict() for g in all_goals], **extra}), indent=2))
+        return
+    report("splat", rows, all_goals, args.json, extra=extra)
+    if args.json is not None and set(TRAIN_PRESETS) <= set(parts):
+        print(f"wrote {plot_curves(args.json.with_suffix('.png'), parts, info)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.merge:
+        doc = load_docs(args.merge)
+        doc["merged_from"] = [str(p) for p in args.merge]
+        return write(args, doc)
+    doc = load_docs([args.json]) if args.stage == "eval" else {"rows": [], "goals": [],
+                                                                "train_parts": {}}
+    lock = args.timing_lock or None
+    if "speed" in args.parts:
+        speed = speed_part(args.speed_threads, args.quick, lock)
+        doc["rows"] += speed.pop("rows")
+        doc["goals"] += speed.pop("goals")
+        doc["splat_step_ms_per_mpixel_vs_forward"] = speed["splat_step_ms_per_mpixel_vs_forward"]
+        doc["speed"] = speed
+    if "train" in args.parts:
+        run_train(args, doc, lock)
+    write(args, doc)
+
+
+def run_train(args, doc: dict, lock: str | None) -> None:
+    """Train both methods (unless evaluating only), then evaluate every snapshot."""
+    from mpgym.devices import set_threads
+
+    set_threads(args.threads)
+    seconds = args.seconds or (30.0 if args.quick else 600.0)
+    views = 2 if args.quick else 0
+    parts = doc["train_parts"]
+    if args.stage != "eval":
+        data = nerf_bench.ensure_dataset(args.data, args.quick)
+        grid = nerf_bench.grid_within(nerf_bench.HASH_GRID, seconds)
+        parts["splat"] = splat_train_part(data, seconds=seconds, threads=args.threads, grid=grid,
+                                          test_views=views, lock=lock,
+                                          snapshot_dir=args.snapshots)
+        write(args, doc, quiet=True)
+        if args.hash_from is not None:
+            parts["hash"] = nerf_bench.load_parts([args.hash_from])[2]["hash"]
+            doc["hash_from"] = str(args.hash_from)
+        else:
+            parts["hash"] = nerf_bench.train_part("hash", data, seconds=seconds,
+                                                  threads=args.threads, grid=grid,
+                                                  test_views=views, lock=lock,
+                                                  snapshot_dir=args.snapshots)
+        doc["train_seconds"] = seconds
+        write(args, doc, quiet=True)
+    if args.stage != "train":
+        evaluate_splat(parts["splat"], save=lambda _: write(args, doc, quiet=True))
+        nerf_bench.evaluate_part(parts["hash"], points=None,  # (nothing left when reused)
+                                 save=lambda _: write(args, doc, quiet=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,475 @@
+"""Numba kernels of the tile rasterizer (CPU). Imported lazily by :mod:`neural3d.splat.rasterize`.
+
+The pipeline, all of it compiled:
+
+1. :func:`prepare` (parallel over Gaussians): each Gaussian's parameters packed in one row, its
+   tile rectangle (the tiles its radius square touches, as 3DGS and gsplat bin) and a pixel box
+   outside which its alpha is below 1/255 whatever the pixel -- so the binning and the blending
+   loops may skip those tiles and pixels without changing the result.
+2. :func:`depth_order`: the binned Gaussians sorted front to back by an LSD radix sort of their
+   float32 depth bits (stable, so equal depths keep index order).
+3. :func:`tile_ranges` + :func:`fill` (parallel over bands of tile rows): a counting sort of the
+   (Gaussian, tile) pairs by tile that visits Gaussians in depth order, so each tile's list comes
+   out front to back -- the order the 3DGS radix sort of ``tile << 32 | depth`` keys gives.
+   Only indices are written; the blending reads each entry's packed per-Gaussian row.
+4. :func:`forward` (parallel over tiles, handed out one at a time): front-to-back compositing.
+   A tile's pixels live in rows padded to ``_L = 16`` lanes; each Gaussian is blended into the
+   16-pixel blocks of its box's rows by a branch-free loop that LLVM turns into vector code
+   (:func:`_blend_lanes`), skipping rows whose pixels have all stopped and leaving the tile once
+   all of them have. Stores the final transmittance and the last contributing entry per pixel.
+5. :func:`backward` (parallel over tiles): walks each tile's list back to front, recovering each
+   pixel's transmittance by division and the colour "behind" by the running recurrence, in three
+   vectorised passes per 16-pixel block. The gradient of each (Gaussian, tile) entry is summed
+   per lane and written to its own row, so no two threads write the same memory;
+   :func:`reduce_entries` (parallel over Gaussians) sums each Gaussian's rows. The result does
+   not depend on the number of threads.
+
+All blending arithmetic is float32 with float32 constants (numba would promote Python float
+literals to float64), in the reference's operation order; ``exp`` is a vectorisable polynomial
+(:func:`_exp`, within ~1 ulp of libm's), so images agree with
+:mod:`neural3d.splat._reference` to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+_HALF = np.float32(0.5)
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
+_MAX_ALPHA = np.float32(0.99)
+_MIN_ALPHA = np.float32(1.0 / 255.0)
+_MIN_T = np.float32(1e-4)
+_L = 16
+"""Pixels a kernel loop handles at once (one AVX-512 register of float32; tile rows are padded
+to a multiple of it)."""
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
+          np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1))
+_EXP_LO = np.float32(-87.0)
+_REL_MARGIN = 1.0 + 1e-3
+_ABS_MARGIN = 0.01
+"""Widening (relative, pixels) of the boxes and row spans where a Gaussian's alpha >= 1/255."""
+NUM_PARAMS = 6
+"""Per-entry scalars before the colour: ``mx, my, a, b, c, opacity``."""
+
+
+@njit(inline="always")
+def _alpha_threshold(o):  # pragma: no cover - compiled
+    """``t = 2 ln(255 o)``: a pixel's alpha reaches 1/255 only where ``q = d^T conic d <= t``.
+
+    Negative when the Gaussian never reaches 1/255.
+    """
+    return 2.0 * math.log(255.0 * o) if o > 0 else -1.0
+
+
+@njit(parallel=True, cache=True)
+def prepare(means2d, conics, opac, radii, width, height, tile, gparams, rects, boxes,
+            counts):  # pragma: no cover
+    """Per Gaussian: packed row ``gparams [N, 8]``, tiles ``rects [N, 4]``, pixels ``boxes [N, 4]``.
+
+    ``gparams[g] = (mx, my, a, b, c, opacity, t, det)`` with ``t`` from :func:`_alpha_threshold`
+    and ``det = ac - b^2`` (the last two pad the row to 32 bytes). ``boxes[g] = (x0, x1, y0,
+    y1)`` are the pixels (half-open ranges) whose centres lie in the box around the ellipse
+    ``q <= t``: over that ellipse ``|dx| <= sqrt(t Sigma_xx)`` (``Sigma`` the 2D covariance). The
+    margin ``_REL_MARGIN``, ``_ABS_MARGIN`` is far above float32 rounding of ``q`` and ``exp``
+    (~1e-6 relative), so no pixel the blending would keep is ever cut. ``rects[g] = (tx0, tx1,
+    ty0, ty1)`` are the tiles its radius square touches (the binning rule) that also hold pixels
+    of its box.
+    ``counts[g]`` is the number of tiles (0: not drawn).
+    """
+    tiles_x = (width + tile - 1) // tile
+    tiles_y = (height + tile - 1) // tile
+    for g in prange(means2d.shape[0]):
+        counts[g] = 0
+        mx, my = float(means2d[g, 0]), float(means2d[g, 1])
+        a, b, c = float(conics[g, 0]), float(conics[g, 1]), float(conics[g, 2])
+        det = a * c - b * b
+        t = _alpha_threshold(float(opac[g]))
+        gparams[g, 0], gparams[g, 1], gparams[g, 2] = means2d[g, 0], means2d[g, 1], conics[g, 0]
+        gparams[g, 3], gparams[g, 4], gparams[g, 5] = conics[g, 1], conics[g, 2], opac[g]
+        gparams[g, 6], gparams[g, 7] = t, det
+        r = float(radii[g])
+        if r <= 0 or not (a > 0 and det > 0) or t < 0:
+            continue
+        ex = math.sqrt(t * c / det) * _REL_MARGIN + _ABS_MARGIN
+        ey = math.sqrt(t * a / det) * _REL_MARGIN + _ABS_MARGIN
+        x0 = int(max(0.0, math.ceil(min(mx - ex - 0.5, width))))
+        x1 = int(min(float(width), max(math.floor(mx + ex - 0.5) + 1.0, 0.0)))
+        y0 = int(max(0.0, math.ceil(min(my - ey - 0.5, height))))
+        y1 = int(min(float(height), max(math.floor(my + ey - 0.5) + 1.0, 0.0)))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        tx0 = max(int(min(max(math.floor((mx - r) / tile), 0.0), tiles_x)), x0 // tile)
+        tx1 = min(int(min(max(math.ceil((mx + r) / tile), 0.0), tiles_x)), (x1 - 1) // tile + 1)
+        ty0 = max(int(min(max(math.floor((my - r) / tile), 0.0), tiles_y)), y0 // tile)
+        ty1 = min(int(min(max(math.ceil((my + r) / tile), 0.0), tiles_y)), (y1 - 1) // tile + 1)
+        if tx0 >= tx1 or ty0 >= ty1:
+            continue
+        rects[g, 0], rects[g, 1], rects[g, 2], rects[g, 3] = tx0, tx1, ty0, ty1
+        boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3] = x0, x1, y0, y1
+        counts[g] = (tx1 - tx0) * (ty1 - ty0)
+
+
+@njit(cache=True)
+def depth_order(depth_bits, counts):  # pragma: no cover
+    """Indices of the Gaussians with ``counts > 0``, front to back (stable LSD radix sort).
+
+    ``depth_bits [N]`` uint32 is the float32 depth reinterpreted; it is mapped to an unsigned
+    key whose order is the float order (negative depths included), sorted 11 bits at a time.
+    """
+    n = 0
+    for g in range(counts.shape[0]):
+        n += counts[g] > 0
+    idx = np.empty(n, np.int64)
+    key = np.empty(n, np.uint32)
+    j = 0
+    for g in range(counts.shape[0]):
+        if counts[g] > 0:
+            bits = depth_bits[g]
+            key[j] = bits ^ np.uint32(0xFFFFFFFF) if bits >> 31 else bits ^ np.uint32(0x80000000)
+            idx[j] = g
+            j += 1
+    idx2, key2 = np.empty_like(idx), np.empty_like(key)
+    for shift in (0, 11, 22):
+        hist = np.zeros(2049, np.int64)
+        for i in range(n):
+            hist[((key[i] >> shift) & 2047) + 1] += 1
+        for d in range(2048):
+            hist[d + 1] += hist[d]
+        for i in range(n):
+            d = (key[i] >> shift) & 2047
+            pos = hist[d]
+            hist[d] = pos + 1
+            idx2[pos], key2[pos] = idx[i], key[i]
+        idx, idx2, key, key2 = idx2, idx, key2, key
+    return idx
+
+
+@njit(cache=True)
+def tile_ranges(order, rects, counts, n_tiles, tiles_x):  # pragma: no cover
+    """Tile ``t``'s entries ``ranges[t]:ranges[t+1]`` and each Gaussian's first pair index.
+
+    Returns ``ranges [n_tiles + 1]`` and ``pair_start [N + 1]`` (pairs listed Gaussian by
+    Gaussian, each Gaussian's tiles row-major in its rectangle).
+    """
+    ranges = np.zeros(n_tiles + 1, np.int64)
+    pair_start = np.zeros(counts.shape[0] + 1, np.int64)
+    total = 0
+    for g in range(counts.shape[0]):
+        pair_start[g] = total
+        total += counts[g]
+    pair_start[counts.shape[0]] = total
+    for i in range(order.shape[0]):
+        g = order[i]
+        for ty in range(rects[g, 2], rects[g, 3]):
+            for tx in range(rects[g, 0], rects[g, 1]):
+                ranges[ty * tiles_x + tx + 1] += 1
+    for t in range(n_tiles):
+        ranges[t + 1] += ranges[t]
+    return ranges, pair_start
+
+
+@njit(parallel=True, cache=True)
+def fill(order, rects, ranges, pair_start, tiles_x, tiles_y, n_bands, ent_gauss,
+         pair_slot):  # pragma: no cover
+    """Write every (Gaussian, tile) entry's Gaussian ``ent_gauss [P]`` in tile-then-depth order.
+
+    Band ``j`` of tile rows is filled by one thread that walks all Gaussians front to back, so
+    each tile's entries come out in depth order without a sort. ``pair_slot[pair_start[g] + k]``
+    records where the ``k``-th tile (row-major in its rectangle) of Gaussian ``g`` went.
+    Only indices are written: the kernels read each entry's Gaussian from the packed
+    per-Gaussian rows, which is cheaper than copying them per entry (the copies cost more memory
+    traffic than the blending's reads save).
+    """
+    for j in prange(n_bands):
+        r0, r1 = tiles_y * j // n_bands, tiles_y * (j + 1) // n_bands
+        cursor = ranges[r0 * tiles_x:r1 * tiles_x].copy()
+        for i in range(order.shape[0]):
+            g = order[i]
+            tx0, tx1, ty0, ty1 = rects[g, 0], rects[g, 1], rects[g, 2], rects[g, 3]
+            for ty in range(max(ty0, r0), min(ty1, r1)):
+                for tx in range(tx0, tx1):
+                    local = (ty - r0) * tiles_x + tx
+                    e = cursor[local]
+                    cursor[local] = e + 1
+                    pair_slot[pair_start[g] + (ty - ty0) * (tx1 - tx0) + tx - tx0] = e
+                    ent_gauss[e] = g
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):  # pragma: no cover - compiled
+    """The float32 whose bit pattern is the int32 ``bits`` (a register move, vectorisable)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.int32)
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(inline="always")
+def _exp(x):  # pragma: no cover - compiled
+    """``exp(x)`` in float32 for ``x <= 0`` (within ~1 ulp) from operations LLVM vectorises.
+
+    libm's ``expf`` is a call LLVM cannot vectorise; this is the usual Cody-Waite reduction
+    ``x = n ln2 + r`` with a degree-7 polynomial for ``e^r`` (Cephes ``expf`` coefficients) and
+    ``2^n`` built in the exponent bits.
+    """
+    x = max(x, _EXP_LO)
+    n = np.floor(x * _LOG2E + _HALF)
+    r = x - n * _LN2_HI - n * _LN2_LO
+    p = _EXP_P[0] * r + _EXP_P[1]
+    for c in _EXP_P[2:]:
+        p = p * r + c
+    p = p * r * r + r + _ONE
+    return p * _bits_to_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+
+
+@njit(inline="always")
+def _tile_setup(t, width, height, tile):  # pragma: no cover - compiled
+    """Pixel bounds ``x0, x1, y0, y1`` of tile ``t`` and its row stride padded to lanes."""
+    tiles_x = (width + tile - 1) // tile
+    x0 = (t % tiles_x) * tile
+    y0 = (t // tiles_x) * tile
+    return x0, min(x0 + tile, width), y0, min(y0 + tile, height), (tile + _L - 1) // _L * _L
+
+
+@njit(inline="always")
+def _entry_span(boxes, g, x0, x1, y0, y1):  # pragma: no cover - compiled
+    """Rows ``[by0, by1)`` and lane blocks ``[c0, c1)`` of the tile inside Gaussian g's box."""
+    by0, by1 = max(boxes[g, 2], y0), min(boxes[g, 3], y1)
+    c0 = (max(boxes[g, 0], x0) - x0) // _L
+    c1 = (min(boxes[g, 1], x1) - x0 + _L - 1) // _L
+    return by0, by1, c0, c1
+
+
+@njit(inline="always")
+def _blend_lanes(px, gp, dy, ei, Tr, live, lst, w):  # pragma: no cover - compiled
+    """Blend one Gaussian into ``_L`` pixels of a row; returns how many of them stopped.
+
+    ``px``: pixel centres; ``Tr``, ``live``, ``lst``: those pixels' transmittance, not-stopped
+    flag and last entry (updated); ``w``: out, each pixel's blend weight ``alpha T`` (0 if
+    skipped). Branch-free, so LLVM turns the loop into vector code.
+    """
+    mx, a, b, c, o = gp[0], gp[2], gp[3], gp[4], gp[5]
+    cdy, bdy = c * dy * dy, b * dy
+    stops = 0
+    for i in range(_L):
+        dx = px[i] - mx
+        power = -_HALF * (a * dx * dx + cdy) - bdy * dx
+        alpha = min(_MAX_ALPHA, o * _exp(min(power, _ZERO)))
+        tk = Tr[i]
+        test = tk * (_ONE - alpha)
+        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (live[i] != 0)
+        stop = ok & (test < _MIN_T)  # stop before this Gaussian
+        use = ok & (test >= _MIN_T)
+        w[i] = alpha * tk if use else _ZERO
+        Tr[i] = test if use else tk
+        lst[i] = ei if use else lst[i]
+        live[i] = 0 if stop else live[i]
+        stops += np.int32(stop)
+    return stops
+
+
+@njit(parallel=True, cache=True)
+def forward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, image, trans,
+            last):  # pragma: no cover
+    """Composite every tile front to back.
+
+    Writes ``image [H, W, C]`` (without background), final transmittance ``trans [H, W]`` and
+    the last contributing entry ``last [H, W]`` (-1: none) of each pixel. Each tile keeps its
+    pixels in rows padded to ``_L`` lanes; padding pixels start stopped.
+    """
+    C = colors.shape[1]
+    for t in prange(ranges.shape[0] - 1):
+        x0, x1, y0, y1, wpad = _tile_setup(t, width, height, tile)
+        rows, tw = y1 - y0, x1 - x0
+        T = np.ones(rows * wpad, np.float32)
+        acc = np.zeros((C, rows * wpad), np.float32)
+        lst = np.full(rows * wpad, -1, np.int32)
+        live = np.zeros(rows * wpad, np.int32)
+        for r in range(rows):
+            live[r * wpad:r * wpad + tw] = 1
+        alive = np.full(rows, tw, np.int32)  # pixels of each row still blending
+        px = np.float32(x0) + _HALF + np.arange(wpad).astype(np.float32)
+        w = np.empty(_L, np.float32)
+        n_live = rows * tw
+        for e in range(ranges[t], ranges[t + 1]):
+            g = ent_gauss[e]
+            by0, by1, c0, c1 = _entry_span(boxes, g, x0, x1, y0, y1)
+            for py in range(by0, by1):
+                r = py - y0
+                if alive[r] == 0:
+                    continue
+                dy = np.float32(py) + _HALF - gparams[g, 1]
+                for blk in range(c0, c1):
+                    k = r * wpad + blk * _L
+                    stops = _blend_lanes(px[blk * _L:], gparams[g], dy, np.int32(e),
+                                         T[k:k + _L], live[k:k + _L], lst[k:k + _L], w)
+                    alive[r] -= stops
+                    n_live -= stops
+                    for ch in range(C):
+                        cc, row_acc = colors[g, ch], acc[ch, k:k + _L]
+                        for i in range(_L):
+                            row_acc[i] += cc * w[i]
+            if n_live == 0:  # every pixel of the tile has stopped
+                break
+        for py in range(y0, y1):
+            for px_ in range(x0, x1):
+                k = (py - y0) * wpad + px_ - x0
+                trans[py, px_], last[py, px_] = T[k], lst[k]
+                for ch in range(C):
+                    image[py, px_, ch] = acc[ch, k]
+
+
+@njit(inline="always")
+def _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image, grad_alpha, C):  # pragma: no cover
+    """One tile's backward inputs in padded rows, and each row's last entry.
+
+    Padding pixels get ``last = -1`` (no contributor) and zero output gradients.
+    """
+    n = (y1 - y0) * wpad
+    t_final, lst = np.ones(n, np.float32), np.full(n, -1, np.int32)
+    d_img, d_alpha = np.zeros((C, n), np.float32), np.zeros(n, np.float32)
+    row_last = np.full(y1 - y0, -1, np.int32)
+    for py in range(y0, y1):
+        for px in range(x0, x1):
+            k = (py - y0) * wpad + px - x0
+            t_final[k], lst[k], d_alpha[k] = trans[py, px], last[py, px], grad_alpha[py, px]
+            row_last[py - y0] = max(row_last[py - y0], lst[k])
+            for ch in range(C):
+                d_img[ch, k] = grad_image[py, px, ch]
+    return t_final, lst, row_last, d_img, d_alpha
+
+
+@njit(inline="always")
+def _unblend_lanes(px, gp, dy, ei, T, lst, lane):  # pragma: no cover - compiled
+    """Pass 1 of one Gaussian over ``_L`` pixels, back to front: alpha, skip mask, T recovered.
+
+    ``T``, ``lst``: the pixels' transmittance (divided back to its value in front of this
+    Gaussian) and last entry; ``lane = (alpha, ok, w, gauss, dx, dl_dalpha)`` gets each pixel's
+    values for the passes that follow.
+    """
+    l_alpha, l_ok, l_w, l_gauss, l_dx, l_dla = lane
+    mx, a, b, c, o = gp[0], gp[2], gp[3], gp[4], gp[5]
+    cdy, bdy = c * dy * dy, b * dy
+    for i in range(_L):
+        dx = px[i] - mx
+        power = -_HALF * (a * dx * dx + cdy) - bdy * dx
+        gauss = _exp(min(power, _ZERO))
+        alpha = min(_MAX_ALPHA, o * gauss)
+        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (lst[i] >= ei)
+        tk = T[i] / (_ONE - alpha) if ok else T[i]
+        T[i] = tk
+        l_alpha[i], l_gauss[i], l_dx[i] = alpha, gauss, dx
+        l_ok[i] = _ONE if ok else _ZERO
+        l_w[i] = alpha * tk if ok else _ZERO
+        l_dla[i] = _ZERO
+
+
+@njit(inline="always")
+def _colour_lanes(cc, last_alpha, behind, last_col, d_img, lane, g_col):  # pragma: no cover
+    """Pass 2, one channel of colour ``cc``: its gradient and the "colour behind" recurrence.
+
+    ``behind = a' c' + (1 - a') behind'`` from the previous (farther) Gaussian's alpha ``a'`` and
+    colour ``c'``; ``dL/dalpha += (c - behind) dL/dpixel``. Arrays are the ``_L`` pixels' values.
+    """
+    l_ok, l_w, l_dla = lane[1], lane[2], lane[5]
+    for i in range(_L):
+        ok = l_ok[i] != _ZERO
+        la = last_alpha[i]
+        nb = la * last_col[i] + (_ONE - la) * behind[i]
+        di = d_img[i]
+        behind[i] = nb if ok else behind[i]
+        last_col[i] = cc if ok else last_col[i]
+        l_dla[i] += (cc - nb) * di if ok else _ZERO
+        g_col[i] += l_w[i] * di
+
+
+@njit(inline="always")
+def _param_lanes(gp, dy, T, last_alpha, d_alpha, t_final, lane, g):  # pragma: no cover
+    """Pass 3: ``dL/dalpha`` to opacity, mean and conic, into per-lane sums ``g [6, _L]``."""
+    l_alpha, l_ok, l_gauss, l_dx, l_dla = lane[0], lane[1], lane[3], lane[4], lane[5]
+    a, b, c, o = gp[2], gp[3], gp[4], gp[5]
+    g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
+    for i in range(_L):
+        ok = l_ok[i] != _ZERO
+        alpha, gauss, dx = l_alpha[i], l_gauss[i], l_dx[i]
+        # pixel alpha 1 - prod(1 - alpha_j) has d/dalpha_i = T_final / (1 - alpha_i)
+        d = l_dla[i] * T[i] + d_alpha[i] * t_final[i] / (_ONE - alpha)
+        last_alpha[i] = alpha if ok else last_alpha[i]
+        d = d if ok & (o * gauss <= _MAX_ALPHA) else _ZERO  # clamped alpha: no gradient
+        d_pow = o * gauss * d
+        g5[i] += gauss * d
+        g0[i] += d_pow * (a * dx + b * dy)  # d power / d mx, with dx = px - mx
+        g1[i] += d_pow * (c * dy + b * dx)
+        g2[i] -= _HALF * d_pow * dx * dx
+        g3[i] -= d_pow * dx * dy
+        g4[i] -= _HALF * d_pow * dy * dy
+
+
+@njit(parallel=True, cache=True)
+def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, trans, last,
+             grad_image, grad_alpha, entry_grads):  # pragma: no cover
+    """``entry_grads [P, 6 + C]``: ``dL/d(mx, my, a, b, c, opacity, colour...)`` of every entry.
+
+    ``grad_image [H, W, C]`` and ``grad_alpha [H, W]`` are the loss gradients of the outputs of
+    :func:`forward` (background excluded: it enters through ``grad_alpha``). Each entry's sums
+    run per lane over its rows, then across lanes.
+    """
+    C = colors.shape[1]
+    for t in prange(ranges.shape[0] - 1):
+        x0, x1, y0, y1, wpad = _tile_setup(t, width, height, tile)
+        t_final, lst, row_last, d_img, d_alpha = _load_tile(x0, x1, y0, y1, wpad, trans, last,
+                                                            grad_image, grad_alpha, C)
+        n = lst.shape[0]
+        T, last_alpha = t_final.copy(), np.zeros(n, np.float32)
+        behind, last_col = np.zeros((C, n), np.float32), np.zeros((C, n), np.float32)
+        lane = (np.empty(_L, np.float32), np.empty(_L, np.float32), np.empty(_L, np.float32),
+                np.empty(_L, np.float32), np.empty(_L, np.float32), np.empty(_L, np.float32))
+        px = np.float32(x0) + _HALF + np.arange(wpad).astype(np.float32)
+        sums = np.empty((NUM_PARAMS + C, _L), np.float32)
+        e_max = row_last.max() if row_last.shape[0] > 0 else -1
+        for e in range(ranges[t + 1] - 1, ranges[t] - 1, -1):
+            sums[:] = _ZERO
+            g = ent_gauss[e]
+            by0, by1, c0, c1 = _entry_span(boxes, g, x0, x1, y0, y1)
+            if e > e_max:  # behind every pixel's last contributor: zero gradient
+                by1 = by0
+            for py in range(by0, by1):
+                if row_last[py - y0] < e:  # no pixel of this row got this far
+                    continue
+                dy = np.float32(py) + _HALF - gparams[g, 1]
+                for blk in range(c0, c1):
+                    k, k1 = (py - y0) * wpad + blk * _L, (py - y0) * wpad + blk * _L + _L
+                    _unblend_lanes(px[blk * _L:], gparams[g], dy, np.int32(e), T[k:k1],
+                                   lst[k:k1], lane)
+                    for ch in range(C):
+                        _colour_lanes(colors[g, ch], last_alpha[k:k1], behind[ch, k:k1],
+                                      last_col[ch, k:k1], d_img[ch, k:k1], lane,
+                                      sums[NUM_PARAMS + ch])
+                    _param_lanes(gparams[g], dy, T[k:k1], last_alpha[k:k1], d_alpha[k:k1],
+                                 t_final[k:k1], lane, sums)
+            for q in range(NUM_PARAMS + C):
+                entry_grads[e, q] = sums[q].sum()
+
+
+@njit(parallel=True, cache=True)
+def reduce_entries(entry_grads, pair_start, pair_slot, out):  # pragma: no cover
+    """``out[g] = sum of entry_grads over Gaussian g's entries`` (one writer per row)."""
+    for g in prange(out.shape[0]):
+        for q in range(out.shape[1]):
+            out[g, q] = _ZERO
+        for p in range(pair_start[g], pair_start[g + 1]):
+            e = pair_slot[p]
+            for q in range(out.shape[1]):
+                out[g, q] += entry_grads[e, q]

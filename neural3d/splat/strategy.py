@@ -1,0 +1,310 @@
+"""Adaptive density control of 3D Gaussian splatting as a strategy object.
+
+The training loop calls two hooks and knows nothing else about densification::
+
+    out = render(model, c2w, intr)
+    strategy.step_pre_backward(out)                 # keep the 2D means' gradient
+    loss.backward(); optimizer.step()
+    strategy.step_post_backward(step, model, optimizer, out)
+
+:class:`DensityControl` follows 3DGS (Kerbl et al. 2023, Sec. 5.2 and the reference's
+``densify_and_prune``): while ``step < densify_until`` it accumulates, per Gaussian, the norm of
+the view-space positional gradient -- the gradient w.r.t. the 2D mean in NDC, i.e. the pixel
+gradient times ``(W/2, H/2)`` -- and counts the steps the Gaussian was visible. Every
+``densify_every`` steps after ``densify_from`` a Gaussian whose mean gradient reaches
+``densify_grad_threshold`` is *cloned* when small (largest scale <= ``percent_dense`` x scene
+extent) and *split* into two when large (children sampled from the parent's Gaussian, scales /
+1.6); then Gaussians with opacity below ``prune_opacity`` are removed, and after the first opacity
+reset also those larger than ``prune_world_fraction`` x extent or whose 2D radius exceeded
+``prune_screen_px`` (the reference zeroes its radius record just before that test, so there it
+never fires; gsplat turns it off by default -- ``prune_screen_px=0`` does the same here). Every
+``opacity_reset_every`` steps opacities drop to at most 0.01.
+
+Every parameter edit rebuilds the ``model.params`` entry as a new ``nn.Parameter`` *and* the
+Adam moments of the optimizer's param group of the same ``name`` (:func:`edit_gaussians`): rows
+of kept Gaussians keep their moments, new rows (clones, split children) start at zero, and an
+opacity reset zeroes the opacity moments, as in the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from neural3d.splat.model import GaussianModel, quat_to_rotmat
+from neural3d.splat.presets import SplatConfig
+
+if TYPE_CHECKING:
+    from neural3d.splat.render import RenderOutput
+
+__all__ = ["DensityControl", "DensityReport", "camera_extent", "duplicate", "edit_gaussians",
+           "remove", "reset_opacity", "split"]
+
+SPLIT_CHILDREN = 2
+"""Children per split Gaussian (3DGS's ``N``)."""
+SPLIT_SCALE_DIVISOR = 0.8 * SPLIT_CHILDREN
+"""A split child's scales are its parent's divided by this (1.6)."""
+RESET_OPACITY = 0.01
+"""Opacity reset: every Gaussian's opacity becomes ``min(opacity, 0.01)``."""
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+@dataclass
+class DensityReport:
+    """What one :meth:`DensityControl.step_post_backward` did (all zero on most steps)."""
+
+    cloned: int = 0
+    """Gaussians cloned."""
+    split: int = 0
+    """Gaussians split (each replaced by two children)."""
+    pruned: int = 0
+    """Gaussians removed."""
+    reset: bool = False
+    """Whether opacities were reset."""
+
+
+def camera_extent(c2w: Tensor | np.ndarray) -> float:
+    """3DGS's scene extent: 1.1 x the largest distance of a camera centre from their mean.
+
+    Args:
+        c2w: ``[V, 4, 4]`` camera-to-world matrices.
+
+    Example: cameras at ``(+-4, 0, 0)`` give ``1.1 * 4 = 4.4``.
+    """
+    centres = torch.as_tensor(c2w, dtype=torch.float64)[:, :3, 3]  # [V, 3]
+    radius = float((centres - centres.mean(0)).norm(dim=-1).max())
+    return 1.1 * radius if radius > 0 else 1.0
+
+
+# --- parameter edits that keep the optimizer consistent ---------------------------------------
+
+
+def _group_by_name(optimizer: torch.optim.Optimizer | None) -> dict[str, dict]:
+    if optimizer is None:
+        return {}
+    return {g["name"]: g for g in optimizer.param_groups if "name" in g}
+
+
+def _replace(model: GaussianModel, optimizer: torch.optim.Optimizer | None, name: str,
+             tensor: Tensor, moment_fn: Callable[[Tensor], Tensor]) -> None:
+    """Put ``tensor`` in ``model.params[name]`` as a new Parameter, and in its Adam group."""
+    old = model.params[name]
+    new = nn.Parameter(tensor, requires_grad=old.requires_grad)
+    group = _group_by_name(optimizer).get(name)
+    if optimizer is not None and group is not None:
+        state = optimizer.state.pop(group["params"][0], None)
+        group["params"][0] = new
+        if state:
+            for k in _MOMENTS:
+                if k in state:
+                    state[k] = moment_fn(state[k])
+            optimizer.state[new] = state
+    model.params[name] = new
+
+
+def edit_gaussians(model: GaussianModel, optimizer: torch.optim.Optimizer | None,
+                   param_fn: Callable[[str, Tensor], Tensor],
+                   moment_fn: Callable[[Tensor], Tensor]) -> None:
+    """Replace every ``model.params[name]`` by ``param_fn(name, old)`` and its Adam moments.
+
+    Args:
+        model: a :class:`~neural3d.splat.model.GaussianModel` (``params`` [N, ...] tensors).
+        optimizer: Adam whose param groups carry ``name`` = the params key and hold that one
+            tensor (or None: parameters only).
+        param_fn: ``(name, old [N, ...]) -> new [M, ...]`` (old is detached).
+        moment_fn: ``old moment [N, ...] -> new [M, ...]``, the same row edit for ``exp_avg`` and
+            ``exp_avg_sq`` (Adam's ``step`` count is kept).
+    """
+    for name in list(model.params.keys()):
+        _replace(model, optimizer, name, param_fn(name, model.params[name].detach()), moment_fn)
+
+
+def duplicate(model: GaussianModel, optimizer: torch.optim.Optimizer | None, mask: Tensor) -> None:
+    """Append a copy of each Gaussian in ``mask [N] bool``; the copies' moments start at zero."""
+    edit_gaussians(model, optimizer, lambda _, p: torch.cat([p, p[mask]]),
+                   lambda m: torch.cat([m, torch.zeros_like(m[mask])]))
+
+
+def split(model: GaussianModel, optimizer: torch.optim.Optimizer | None, mask: Tensor,
+          generator: torch.Generator | None = None) -> None:
+    """Replace each Gaussian in ``mask [N] bool`` by two children sampled from it.
+
+    Children go after the kept Gaussians (order: all first children, then all second ones).
+    Their means are ``mu + R (s * eps)``, ``eps ~ N(0, I)``; their scales ``s / 1.6``; rotation,
+    opacity and colour are the parent's; their moments start at zero.
+    """
+    keep, k = ~mask, SPLIT_CHILDREN
+    scales = model.params["log_scales"].detach()[mask].exp().repeat(k, 1)  # [k*S, 3]
+    rots = quat_to_rotmat(model.params["quats"].detach()[mask]).repeat(k, 1, 1)  # [k*S, 3, 3]
+    eps = torch.randn(scales.shape, generator=generator, dtype=scales.dtype, device="cpu")
+    offsets = (rots @ (scales * eps.to(scales.device))[..., None])[..., 0]  # [k*S, 3]
+
+    def children(name: str, p: Tensor) -> Tensor:
+        rep = p[mask].repeat(k, *([1] * (p.dim() - 1)))
+        if name == "means":
+            rep = rep + offsets
+        elif name == "log_scales":
+            rep = (scales / SPLIT_SCALE_DIVISOR).log()
+        return torch.cat([p[keep], rep])
+
+    edit_gaussians(model, optimizer, children,
+                   lambda m: torch.cat([m[keep], torch.zeros_like(m[mask]).repeat(
+                       k, *([1] * (m.dim() - 1)))]))
+
+
+def remove(model: GaussianModel, optimizer: torch.optim.Optimizer | None, mask: Tensor) -> None:
+    """Delete the Gaussians in ``mask [N] bool`` (parameters and moments)."""
+    keep = ~mask
+    edit_gaussians(model, optimizer, lambda _, p: p[keep], lambda m: m[keep])
+
+
+def reset_opacity(model: GaussianModel, optimizer: torch.optim.Optimizer | None,
+                  value: float = RESET_OPACITY) -> None:
+    """Opacities to ``min(opacity, value)`` (as logits); the opacity moments restart at zero."""
+    logits = model.params["opacity_logits"].detach()
+    new = torch.minimum(logits, torch.logit(torch.tensor(value, dtype=logits.dtype)))
+    _replace(model, optimizer, "opacity_logits", new.clone(), torch.zeros_like)
+
+
+# --- the strategy ------------------------------------------------------------------------------
+
+
+class DensityControl:
+    """3DGS's adaptive density control (clone, split, prune, opacity reset).
+
+    Args:
+        config: the run's :class:`SplatConfig` (its ``densify_*``, ``prune_*``, ``percent_dense``,
+            ``opacity_reset_every``, ``max_gaussians`` and ``background`` fields).
+        scene_extent: the scene's size (:func:`camera_extent`), which the world-size thresholds
+            scale with.
+        generator: randomness of the split children (kept in :meth:`state_dict` via the caller).
+
+    Attributes:
+        state: ``grad2d [N]`` (summed NDC gradient norms), ``count [N]`` (visible steps),
+            ``max_radii [N]`` (largest 2D radius in pixels), reset after each densification.
+    """
+
+    def __init__(self, config: SplatConfig, scene_extent: float, *,
+                 generator: torch.Generator | None = None):
+        self.config, self.scene_extent, self.generator = config, float(scene_extent), generator
+        self.state: dict[str, Tensor] = {}
+
+    def _ensure_state(self, n: int, device: torch.device) -> None:
+        if not self.state or len(self.state["grad2d"]) != n:
+            self.state = {"grad2d": torch.zeros(n, device=device),
+                          "count": torch.zeros(n, device=device),
+                          "max_radii": torch.zeros(n, device=device)}
+
+    def step_pre_backward(self, out: RenderOutput) -> None:
+        """Ask autograd to keep the gradient of ``out.means2d [N, 2]`` (a non-leaf tensor)."""
+        if out.means2d.requires_grad:
+            out.means2d.retain_grad()
+
+    @torch.no_grad()
+    def accumulate(self, out: RenderOutput) -> None:
+        """Add this step's NDC gradient norm, visibility and 2D radius to :attr:`state`.
+
+        Args:
+            out: the :class:`~neural3d.splat.render.RenderOutput` after backward (``means2d.grad
+                [N, 2]`` in pixels, ``radii [N]``, ``visible [N]``, ``image [H, W, 3]``).
+        """
+        n = out.means2d.shape[0]
+        self._ensure_state(n, out.means2d.device)
+        grad = out.means2d.grad
+        if grad is None:
+            return
+        h, w = out.image.shape[:2]
+        ndc = grad * grad.new_tensor([w / 2.0, h / 2.0])  # d/d(NDC) = d/d(pixel) * (W/2, H/2)
+        vis = out.visible
+        s = self.state
+        s["grad2d"][vis] += ndc[vis].norm(dim=-1)
+        s["count"][vis] += 1
+        s["max_radii"][vis] = torch.maximum(s["max_radii"][vis], out.radii[vis].to(torch.float32))
+
+    def step_post_backward(self, step: int, model: GaussianModel,
+                           optimizer: torch.optim.Optimizer | None,
+                           out: RenderOutput) -> DensityReport:
+        """Accumulate statistics; densify, prune and reset opacities when ``step`` says so.
+
+        Args:
+            step: the step just taken, counted from 1 (3DGS's ``iteration``).
+            model: the :class:`~neural3d.splat.model.GaussianModel` (edited in place).
+            optimizer: its Adam, one param group per ``model.params`` key (``name`` = the key).
+            out: this step's render output, after backward.
+        """
+        c, report = self.config, DensityReport()
+        if step >= c.densify_until:
+            return report
+        self.accumulate(out)
+        if step > c.densify_from and step % c.densify_every == 0:
+            report = self.densify(model, optimizer, prune_big=step > c.opacity_reset_every)
+        if step % c.opacity_reset_every == 0 or (c.background == "white"
+                                                  and step == c.densify_from):
+            reset_opacity(model, optimizer)
+            report.reset = True
+        return report
+
+    @torch.no_grad()
+    def densify(self, model: GaussianModel, optimizer: torch.optim.Optimizer | None, *,
+                prune_big: bool) -> DensityReport:
+        """Clone, split, then prune, from the statistics gathered so far; reset the statistics."""
+        c, s = self.config, self.state
+        n = model.params["means"].shape[0]
+        self._ensure_state(n, model.params["means"].device)
+        grads = s["grad2d"] / s["count"].clamp_min(1)  # never-seen Gaussians: 0
+        max_scale = model.params["log_scales"].detach().exp().amax(-1)  # [N]
+        big = max_scale > c.percent_dense * self.scene_extent
+        want = self._capped(grads >= c.densify_grad_threshold, grads, n)
+        clone_mask, split_mask = want & ~big, want & big
+        n_clone, n_split = int(clone_mask.sum()), int(split_mask.sum())
+        # statistics follow their Gaussians so that the screen-size test below sees them
+        self._edit_state(lambda t: torch.cat([t, t[clone_mask]]))
+        duplicate(model, optimizer, clone_mask)
+        split_mask = torch.cat([split_mask, split_mask.new_zeros(n_clone)])
+        self._edit_state(
+            lambda t: torch.cat([t[~split_mask], t[split_mask].repeat(SPLIT_CHILDREN)]))
+        split(model, optimizer, split_mask, self.generator)
+        prune = self._prune_mask(model, prune_big)
+        remove(model, optimizer, prune)
+        self.state = {}
+        self._ensure_state(model.params["means"].shape[0], model.params["means"].device)
+        return DensityReport(cloned=n_clone, split=n_split, pruned=int(prune.sum()))
+
+    def _capped(self, want: Tensor, grads: Tensor, n: int) -> Tensor:
+        """``want`` limited to the largest gradients that keep N within ``max_gaussians``."""
+        cap = self.config.max_gaussians
+        if cap <= 0 or n + int(want.sum()) <= cap:
+            return want
+        room = max(cap - n, 0)  # a clone or a split each add one Gaussian
+        keep = torch.zeros_like(want)
+        if room > 0:
+            order = torch.argsort(torch.where(want, grads, -1.0), descending=True, stable=True)
+            keep[order[:room]] = True
+        return keep & want
+
+    def _edit_state(self, fn: Callable[[Tensor], Tensor]) -> None:
+        self.state = {k: fn(v) for k, v in self.state.items()}
+
+    def _prune_mask(self, model: GaussianModel, prune_big: bool) -> Tensor:
+        """``[N] bool``: too transparent; after the first reset also too large (world or screen)."""
+        c = self.config
+        mask = torch.sigmoid(model.params["opacity_logits"].detach()) < c.prune_opacity
+        if prune_big:
+            max_scale = model.params["log_scales"].detach().exp().amax(-1)
+            mask |= max_scale > c.prune_world_fraction * self.scene_extent
+            if c.prune_screen_px > 0:
+                mask |= self.state["max_radii"] > c.prune_screen_px
+        return mask
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The accumulated statistics (for checkpoints)."""
+        return {k: v.clone() for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`state_dict` (the three ``[N]`` statistics, or nothing)."""
+        self.state = {k: state[k].clone() for k in ("grad2d", "count", "max_radii") if k in state}
