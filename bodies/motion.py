@@ -325,14 +325,16 @@ def check_test_split(threshold_mm: float = NEAR_MM) -> dict[str, SplitCheck]:
         d = d_all[start : start + len(test)]
         start += len(test)
         checks[name] = SplitCheck(name, d, d >= threshold_mm)
-        log.info(
-            "test poses of %s: %d of %d dropped (within %g mm of a training or validation pose "
-            "or its mirror)",
-            name,
-            checks[name].dropped,
-            len(test),
-            threshold_mm,
-        )
+    # one line for the whole split, the clips that lost poses named (walk and run lose all)
+    per_clip = ", ".join(f"{n} {c.dropped}/{len(tests[n])}" for n, c in checks.items() if c.dropped)
+    log.info(
+        "test split: %d of %d poses dropped (within %g mm of a training or validation pose or its "
+        "mirror): %s",
+        sum(c.dropped for c in checks.values()),
+        sum(len(t) for t in tests.values()),
+        threshold_mm,
+        per_clip,
+    )
     return checks
 
 
