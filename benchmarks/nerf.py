@@ -261,6 +261,23 @@ class Snapshots:
             self.times = []
 
 
+def write_snapshots(taken: list[dict], folder: Path, stem: str, suffix: str, save,
+                    keys: tuple[str, ...] = ()) -> list[dict]:
+    """Write each distinct snapshot state once (``save(state, path)``) as
+    ``<stem>-step<step><suffix>``; one record per grid time: ``target_s``, ``seconds``,
+    ``step``, ``cpu_s``, the extra ``keys`` and ``file`` (grid times that share a step share a
+    file)."""
+    records, files = [], {}
+    for snap in taken:
+        key = id(snap["state"])
+        if key not in files:
+            files[key] = folder / f"{stem}-step{snap['step']:06d}{suffix}"
+            save(snap["state"], files[key])
+        records.append({k: snap[k] for k in ("target_s", "seconds", "step", "cpu_s", *keys)}
+                       | {"file": str(files[key])})
+    return records
+
+
 def train_part(
     name: str, data: Path, *, seconds: float, threads: int, grid: list[float], test_views: int,
     lock: str | None, snapshot_dir: Path,
@@ -297,14 +314,7 @@ def train_part(
              trainer.step_count, trainer.train_seconds, wall, before["loadavg"][0],
              after["loadavg"][0])
     snapshot_dir.mkdir(parents=True, exist_ok=True)
-    records, files = [], {}
-    for snap in snaps.taken:
-        key = id(snap["state"])
-        if key not in files:
-            files[key] = snapshot_dir / f"{name}-step{snap['step']:06d}.pt"
-            torch.save(snap["state"], files[key])
-        records.append({k: snap[k] for k in ("target_s", "seconds", "step", "cpu_s")}
-                       | {"file": str(files[key])})
+    records = write_snapshots(snaps.taken, snapshot_dir, name, ".pt", torch.save)
     return {
         "preset": name, "config": asdict(cfg), "threads": threads, "steps": trainer.step_count,
         "train_seconds": trainer.train_seconds, "train_wall_s": wall,

@@ -100,9 +100,8 @@ def _best(fn, repeats: int) -> tuple[float, float]:
 
 def speed_rows(backend: str, n: int, size: int, repeats: int) -> dict:
     """Forward render and training-step times of one backend (one row)."""
+    from neural3d.image_metrics import ssim_tensor
     from neural3d.splat.render import render
-
-    from neural3d.splat.trainer import ssim_map_loss
 
     model, c2w, intr = speed_scene(n, size)
     bg = torch.ones(3)
@@ -116,7 +115,7 @@ def speed_rows(backend: str, n: int, size: int, repeats: int) -> dict:
         model.zero_grad(set_to_none=True)
         out = render(model, c2w, intr, background=bg, backend=backend)
         loss = 0.8 * (out.image - target).abs().mean() + 0.2 * (
-            1 - ssim_map_loss(out.image, target))
+            1 - ssim_tensor(out.image, target, padding="same"))
         loss.backward()
 
     fwd, fwd_cpu = _best(forward, repeats)
@@ -208,7 +207,7 @@ def splat_train_part(data: Path, *, seconds: float, threads: int, grid: list[flo
         before = nerf_bench.machine_load()
         t0, snaps.cpu0 = time.perf_counter(), time.process_time()
         try:
-            _train_quietly(trainer, snaps)
+            trainer.train(progress_bar=False, callback=snaps)  # the last snapshot ends it
         except nerf_bench._BudgetReached:
             pass
         wall = time.perf_counter() - t0
@@ -218,15 +217,10 @@ def splat_train_part(data: Path, *, seconds: float, threads: int, grid: list[flo
              trainer.step_count, trainer.train_seconds, wall, trainer.model.num_gaussians,
              before["loadavg"][0], after["loadavg"][0])
     snapshot_dir.mkdir(parents=True, exist_ok=True)
-    records, files = [], {}
-    for snap in snaps.taken:
-        key = id(snap["state"])
-        if key not in files:
-            files[key] = snapshot_dir / f"splat-step{snap['step']:06d}.safetensors"
-            save_file({k: v.contiguous() for k, v in snap["state"].items()}, str(files[key]))
-        records.append({k: snap[k] for k in ("target_s", "seconds", "step", "cpu_s",
-                                             "num_gaussians", "sh_degree")}
-                       | {"file": str(files[key])})
+    records = nerf_bench.write_snapshots(
+        snaps.taken, snapshot_dir, "splat", ".safetensors",
+        lambda state, path: save_file({k: v.contiguous() for k, v in state.items()}, str(path)),
+        keys=("num_gaussians", "sh_degree"))
     return {
         "preset": "splat", "config": asdict(cfg), "threads": threads,
         "steps": trainer.step_count, "train_seconds": trainer.train_seconds,
@@ -237,20 +231,14 @@ def splat_train_part(data: Path, *, seconds: float, threads: int, grid: list[flo
     }
 
 
-def _train_quietly(trainer, snaps) -> None:
-    """``trainer.train`` without its final full evaluation (the benchmark evaluates snapshots):
-    the budget's snapshot raises before the trainer's own end-of-run check."""
-    trainer.train(progress_bar=False, callback=snaps)
-
-
 def evaluate_splat(part: dict, save) -> dict:
     """Render every splat snapshot on the test views (resumable, ``save(part)`` per snapshot)."""
-    from neural3d.splat.render import render
     from safetensors.torch import load_file
 
     from neural3d.data.multiview import load_split
     from neural3d.image_metrics import psnr, ssim
     from neural3d.splat.model import GaussianModel
+    from neural3d.splat.render import render
 
     test = load_split(Path(part["data"]), "test")
     n = part["test_views"]

@@ -18,7 +18,8 @@ The rule:
   allows ``None``.
 
 Range checks (a count must be positive, a probability in [0, 1]) belong to each package's own
-``check_config``, run on the result.
+``check_config``, run on the result; :func:`check_ranges` does the common kinds, naming each
+field as its command-line flag.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from mpgym.errors import MpgymError
+from mpgym.errors import MpgymError, check_positive
 
-__all__ = ["BOOKKEEPING_KEYS", "MAX_INT", "MAX_ITEMS", "check_types", "config_from_dict"]
+__all__ = ["BOOKKEEPING_KEYS", "MAX_INT", "MAX_ITEMS", "check_ranges", "check_types",
+           "config_from_dict", "flag"]
 
 BOOKKEEPING_KEYS = frozenset({"kind", "algo"})
 """Keys a run directory writes beside a config's fields; skipped when reading the config."""
@@ -223,3 +226,42 @@ def check_types(config: Any) -> Any:
             raise MpgymError(f"config field {type(config).__name__}.{f.name} must be "
                              f"{_describe(hints[f.name])}; got {_shown(value)}.") from None
     return config
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a config field: ``max_seconds`` -> ``--max-seconds``."""
+    return "--" + name.replace("_", "-")
+
+
+def check_ranges(config: Any, *, ints: Mapping[str, tuple[int, int]] = {},
+                 positive: Iterable[str] = (), unit: Iterable[str] = (),
+                 choices: Mapping[str, tuple[str, ...]] = {}) -> None:
+    """Refuse fields outside their ranges, each with one message naming its flag.
+
+    Args:
+        config: a dataclass config.
+        ints: field -> ``(lowest, highest)``: a whole number in that range (a lowest of 1 or
+            more marks a budget or size, refused by :func:`mpgym.errors.check_positive`).
+        positive: fields that must be positive finite numbers.
+        unit: fields that must be numbers in ``[0, 1]``.
+        choices: field -> the accepted values.
+
+    Raises:
+        MpgymError: the first field out of range.
+    """
+    for name, (lo, hi) in ints.items():
+        v = getattr(config, name)
+        if lo >= 1:
+            check_positive(flag(name), v)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise MpgymError(f"{flag(name)} must be a whole number in {lo}..{hi}; got {v!r}.")
+    for name in positive:
+        check_positive(flag(name), getattr(config, name), integer=False)
+    for name in unit:
+        v = getattr(config, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise MpgymError(f"{flag(name)} must be a number in [0, 1]; got {v!r}.")
+    for name, accepted in choices.items():
+        if getattr(config, name) not in accepted:
+            raise MpgymError(f"{flag(name)} is {getattr(config, name)!r}; accepted: "
+                             f"{', '.join(accepted)}.")

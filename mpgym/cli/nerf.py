@@ -127,14 +127,15 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-def _save_pictures(folder: Path, images: dict) -> None:
+def _save_pictures(folder: Path, images: dict, third: str = "depth") -> None:
+    """``test_view.png``: the target, the prediction and ``images[third]`` side by side."""
     import numpy as np
 
     from mpgym.plots import save_image_grid
 
     if images:
         save_image_grid(folder / "test_view.png",
-                        np.stack([images["target"], images["pred"], images["depth"]]), scale=2)
+                        np.stack([images["target"], images["pred"], images[third]]), scale=2)
 
 
 @dataclass

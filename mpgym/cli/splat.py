@@ -102,20 +102,10 @@ def train_main(argv: list[str]) -> int:
         trainer = SplatTrainer(config, train, test, run_dir=run,
                                run_info={"data": str(Path(args.data).resolve())})
         result = trainer.train(progress_bar=True)  # Ctrl-C: saves a checkpoint, then raises
-        _save_pictures(run.path, result.images)
+        nerf_cli._save_pictures(run.path, result.images, third="alpha")
     print(f"test PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f} with {result.num_gaussians} "
           f"Gaussians after {result.steps} steps ({result.seconds:.0f} s); run: {path}")
     return 0
-
-
-def _save_pictures(folder: Path, images: dict) -> None:
-    import numpy as np
-
-    from mpgym.plots import save_image_grid
-
-    if images:
-        save_image_grid(folder / "test_view.png",
-                        np.stack([images["target"], images["pred"], images["alpha"]]), scale=2)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from mpgym import configs
-from mpgym.errors import MpgymError, check_positive
+from mpgym.errors import MpgymError
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,6 @@ _CHOICES = {"field": ("hash", "vanilla"), "sampler": ("occupancy", "hierarchical
             "background": ("white", "black", "random")}
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def check_config(config: NerfConfig) -> None:
     """Refuse, before any work, a config no run can use (budgets, sizes, choices, bounds).
 
@@ -146,22 +142,8 @@ def check_config(config: NerfConfig) -> None:
     Raises:
         MpgymError: naming the option and what is accepted.
     """
-    for name, (lo, hi) in _INT_RANGES.items():
-        v = getattr(config, name)
-        if lo >= 1:
-            check_positive(_flag(name), v)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise MpgymError(f"{_flag(name)} must be a whole number in {lo}..{hi}; got {v!r}.")
-    for name in _POSITIVE_FLOATS:
-        check_positive(_flag(name), getattr(config, name), integer=False)
-    for name in _UNIT_FLOATS:
-        v = getattr(config, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-            raise MpgymError(f"{_flag(name)} must be a number in [0, 1]; got {v!r}.")
-    for name, accepted in _CHOICES.items():
-        if getattr(config, name) not in accepted:
-            raise MpgymError(f"{_flag(name)} is {getattr(config, name)!r}; accepted: "
-                             f"{', '.join(accepted)}.")
+    configs.check_ranges(config, ints=_INT_RANGES, positive=_POSITIVE_FLOATS, unit=_UNIT_FLOATS,
+                         choices=_CHOICES)
     b = config.betas
     if not (isinstance(b, tuple) and len(b) == 2 and all(
             isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from mpgym.errors import MpgymError, check_positive
+from neural3d.splat.project import quat_to_rotmat as unit_quat_to_rotmat
 from neural3d.splat.sh import MAX_SH_DEGREE, eval_sh, num_sh_bases, rgb_to_sh, sh_to_rgb
 
 __all__ = ["PARAM_NAMES", "GaussianModel", "build_covariance", "knn_log_scales",
@@ -68,11 +69,7 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
         >>> quat_to_rotmat(torch.tensor([2.0, 0.0, 0.0, 0.0])).tolist()
         [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    rows = [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]
-    return torch.stack(rows, -1).reshape(*quats.shape[:-1], 3, 3)
+    return unit_quat_to_rotmat(torch.nn.functional.normalize(quats, dim=-1))
 
 
 def build_covariance(scales: Tensor, quats: Tensor) -> Tensor:

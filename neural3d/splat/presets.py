@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from mpgym import configs
-from mpgym.errors import MpgymError, check_positive
+from mpgym.errors import MpgymError
 
 __all__ = ["PRESETS", "SplatConfig", "check_config", "config_from_dict", "preset"]
 
@@ -170,10 +170,6 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -187,28 +183,15 @@ def check_config(config: SplatConfig) -> None:
     Raises:
         MpgymError: naming the option and what is accepted.
     """
-    for name, (lo, hi) in _INT_RANGES.items():
-        v = getattr(config, name)
-        if lo >= 1:
-            check_positive(_flag(name), v)
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise MpgymError(f"{_flag(name)} must be a whole number in {lo}..{hi}; got {v!r}.")
-    for name in _POSITIVE_FLOATS:
-        check_positive(_flag(name), getattr(config, name), integer=False)
-    for name in _UNIT_FLOATS:
-        v = getattr(config, name)
-        if not _is_number(v) or not 0 <= v <= 1:
-            raise MpgymError(f"{_flag(name)} must be a number in [0, 1]; got {v!r}.")
+    configs.check_ranges(config, ints=_INT_RANGES, positive=_POSITIVE_FLOATS, unit=_UNIT_FLOATS,
+                         choices=_CHOICES)
     for name in ("max_seconds", "prune_screen_px"):
         v = getattr(config, name)
         if not _is_number(v) or v < 0:
-            raise MpgymError(f"{_flag(name)} must be a finite number >= 0 (0: off); got {v!r}.")
+            raise MpgymError(f"{configs.flag(name)} must be a finite number >= 0 (0: off); "
+                             f"got {v!r}.")
     if not _is_number(config.init_opacity) or not 0 < config.init_opacity < 1:
         raise MpgymError(f"--init-opacity must be in (0, 1); got {config.init_opacity!r}.")
-    for name, accepted in _CHOICES.items():
-        if getattr(config, name) not in accepted:
-            raise MpgymError(f"{_flag(name)} is {getattr(config, name)!r}; accepted: "
-                             f"{', '.join(accepted)}.")
     if config.init in ("mesh", "nerf") and not config.init_path:
         what = "a mesh file" if config.init == "mesh" else "a NeRF run directory"
         raise MpgymError(f"--init {config.init} needs --init-path: {what}.")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mpgym.errors import MpgymError
 from neural3d.splat.model import GaussianModel, quat_to_rotmat
 from neural3d.splat.presets import SplatConfig
 
@@ -305,6 +306,20 @@ class DensityControl:
         """The accumulated statistics (for checkpoints)."""
         return {k: v.clone() for k, v in self.state.items()}
 
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore :meth:`state_dict` (the three ``[N]`` statistics, or nothing)."""
-        self.state = {k: state[k].clone() for k in ("grad2d", "count", "max_radii") if k in state}
+    def load_state_dict(self, state: dict[str, Tensor], n: int) -> None:
+        """Restore :meth:`state_dict`: the three ``[N]`` statistics of ``n`` Gaussians, or none.
+
+        Raises:
+            MpgymError: some but not all statistics, or one that is not ``n`` finite floats.
+        """
+        keys = ("grad2d", "count", "max_radii")
+        if not state:
+            self.state = {}
+            return
+        for k in keys:
+            v = state.get(k)
+            if (v is None or v.ndim != 1 or len(v) != n or not v.is_floating_point()
+                    or not bool(torch.isfinite(v).all())):
+                raise MpgymError(f"density statistic {k!r} must be {n} finite floats (one per "
+                                 f"Gaussian); got {None if v is None else tuple(v.shape)}.")
+        self.state = {k: state[k].clone() for k in keys}

@@ -40,7 +40,7 @@ from mpgym.devices import set_threads
 from mpgym.errors import MpgymError
 from neural3d.cameras import Intrinsics
 from neural3d.data.multiview import MultiviewData
-from neural3d.image_metrics import psnr, ssim
+from neural3d.image_metrics import psnr, ssim, ssim_tensor
 from neural3d.splat.model import PARAM_NAMES, GaussianModel
 from neural3d.splat.presets import SplatConfig, check_config, config_from_dict
 from neural3d.splat.render import render
@@ -48,7 +48,7 @@ from neural3d.splat.strategy import DensityControl, camera_extent
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalResult", "SplatTrainer", "TrainResult", "expon_lr", "load_splat", "ssim_map_loss"]
+__all__ = ["EvalResult", "SplatTrainer", "TrainResult", "expon_lr", "load_splat"]
 
 KIND = "splat"
 """``kind`` of the run directory and checkpoint."""
@@ -118,48 +118,6 @@ def expon_lr(step: int, lr_init: float, lr_final: float, max_steps: int, *,
             0.5 * math.pi * min(max(step / delay_steps, 0.0), 1.0))
     t = min(max(step / max_steps, 0.0), 1.0)
     return delay * math.exp((1 - t) * math.log(lr_init) + t * math.log(lr_final))
-
-
-def _blur_matrix(n: int, g: Tensor, padding: Literal["same", "valid"]) -> Tensor:
-    """``[m, n]`` matrix applying the 1D window ``g [w]`` along an axis of length ``n``.
-
-    ``"same"``: ``m = n``, zero padding; ``"valid"``: ``m = n - w + 1``. A banded matmul is
-    tens of times faster on CPU than PyTorch's depthwise ``conv2d`` at these sizes.
-    """
-    w = len(g)
-    m = n if padding == "same" else n - w + 1
-    shift = w // 2 if padding == "same" else 0
-    rows = torch.arange(m, device=g.device)[:, None]
-    cols = rows - shift + torch.arange(w, device=g.device)[None]  # [m, w] input index per tap
-    ok = (cols >= 0) & (cols < n)
-    mat = torch.zeros(m, n, dtype=g.dtype, device=g.device)
-    mat[rows.expand(-1, w)[ok], cols[ok]] = g.expand(m, w)[ok]
-    return mat
-
-
-def ssim_map_loss(pred: Tensor, target: Tensor, *, window: int = 11, sigma: float = 1.5,
-                  padding: Literal["same", "valid"] = "same") -> Tensor:
-    """Differentiable mean SSIM of two images ``[H, W, C]`` in [0, 1] (a 0-dim tensor).
-
-    Wang et al. 2004 with a separable Gaussian window (``C1 = 0.01^2``, ``C2 = 0.03^2``).
-    ``"same"`` zero-pads the window at the borders as 3DGS's training loss does; ``"valid"``
-    averages only where the window fits and equals :func:`neural3d.image_metrics.ssim`.
-    """
-    x, y = pred.permute(2, 0, 1), target.permute(2, 0, 1)  # [C, H, W]
-    g = torch.arange(window, dtype=x.dtype, device=x.device) - (window - 1) / 2
-    g = torch.exp(-(g**2) / (2 * sigma**2))
-    g = g / g.sum()
-    bh = _blur_matrix(x.shape[1], g, padding)  # [H', H]
-    bw = _blur_matrix(x.shape[2], g, padding)  # [W', W]
-
-    def blur(z: Tensor) -> Tensor:  # separable Gaussian filter, per channel: [C, H', W']
-        return bh @ z @ bw.T
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.mean()
 
 
 def composite(rgba: Tensor, background: Tensor) -> Tensor:
@@ -324,7 +282,8 @@ class SplatTrainer:
                      background=bg.to(self.device), backend=c.backend)
         self.strategy.step_pre_backward(out)
         l1 = (out.image - target).abs().mean()
-        loss = (1 - c.lambda_dssim) * l1 + c.lambda_dssim * (1 - ssim_map_loss(out.image, target))
+        dssim = 1 - ssim_tensor(out.image, target, padding="same")  # 3DGS: zero-padded window
+        loss = (1 - c.lambda_dssim) * l1 + c.lambda_dssim * dssim
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -512,18 +471,24 @@ class SplatTrainer:
         self.optimizer = self._make_optimizer()
         for g in self.optimizer.param_groups:
             p, name = g["params"][0], g["name"]
-            state = {k: sd[f"adam.{name}.{k}"].clone() for k in ("step", "exp_avg", "exp_avg_sq")
-                     if f"adam.{name}.{k}" in sd}
+            state = _adam_state(sd, name, p, where)
             if state:
-                for k in ("exp_avg", "exp_avg_sq"):
-                    if k not in state or state[k].shape != p.shape:
-                        raise MpgymError(f"{where}: Adam state {name}.{k} is missing or does not "
-                                         f"match the {tuple(p.shape)} parameter.")
                 self.optimizer.state[p] = {k: v.to(self.device) for k, v in state.items()}
-        self.strategy.load_state_dict({k[8:]: v.to(self.device) for k, v in sd.items()
-                                       if k.startswith("density.")})
+        try:
+            self.strategy.load_state_dict({k[8:]: v.to(self.device) for k, v in sd.items()
+                                           if k.startswith("density.")}, self.model.num_gaussians)
+        except MpgymError as exc:
+            raise MpgymError(f"{where}: {exc}") from None
         if "rng.torch" in sd:
-            self.gen.set_state(sd["rng.torch"].to(torch.uint8))
+            rng = sd["rng.torch"]
+            expected = tuple(self.gen.get_state().shape)
+            if rng.dtype != torch.uint8 or tuple(rng.shape) != expected:
+                raise MpgymError(f"{where}: rng.torch must be the {expected} uint8 state of a "
+                                 f"torch generator; got {rng.dtype} {tuple(rng.shape)}.")
+            try:
+                self.gen.set_state(rng)
+            except RuntimeError as exc:
+                raise MpgymError(f"{where}: rng.torch is not a valid generator state.") from exc
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint (default: ``<run_dir>/checkpoint.safetensors``), atomically.
@@ -565,13 +530,51 @@ class SplatTrainer:
                       run_info=run_info)
         trainer.load_state_dict(ck.state_dict, where=where)
         meta = ck.meta
-        trainer.step_count = int(meta.get("steps", 0))
-        trainer.train_seconds = float(meta.get("seconds", 0.0))
-        trainer.scene_extent = float(meta.get("scene_extent", trainer.scene_extent))
+        trainer.step_count = _meta_number(meta, "steps", 0, where, whole=True)
+        trainer.train_seconds = _meta_number(meta, "seconds", 0.0, where)
+        trainer.scene_extent = _meta_number(meta, "scene_extent", trainer.scene_extent, where)
         trainer.strategy.scene_extent = trainer.scene_extent
-        trainer.model.sh_degree = min(int(meta.get("sh_degree", 0)), trainer.model.max_sh_degree)
+        trainer.model.sh_degree = min(_meta_number(meta, "sh_degree", 0, where, whole=True),
+                                      trainer.model.max_sh_degree)
         trainer.saved_step = trainer.step_count if run_dir is not None else None
         return trainer
+
+
+def _meta_number(meta: dict, key: str, default: float, where: str, *, whole: bool = False):
+    """``meta[key]`` as a finite non-negative number (a whole one with ``whole``), else refused."""
+    v = meta.get(key, default)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    if not ok or (whole and v != int(v)) or (whole and v >= 2**62):
+        raise MpgymError(f"{where}: checkpoint meta {key!r} must be a "
+                         f"{'whole ' if whole else ''}number >= 0; got {v!r}.")
+    return int(v) if whole else float(v)
+
+
+def _adam_state(sd: dict[str, Tensor], name: str, p: Tensor, where: str) -> dict[str, Tensor]:
+    """The Adam moments and step of parameter group ``name`` from a checkpoint, checked.
+
+    Returns:
+        ``{}`` when the checkpoint holds none (a run saved before its first step).
+
+    Raises:
+        MpgymError: moments missing, of another shape or dtype than the parameter, not finite,
+            or a step that is not one non-negative finite number.
+    """
+    state = {k: sd[f"adam.{name}.{k}"].clone() for k in ("step", "exp_avg", "exp_avg_sq")
+             if f"adam.{name}.{k}" in sd}
+    if not state:
+        return state
+    for k in ("exp_avg", "exp_avg_sq"):
+        v = state.get(k)
+        if (v is None or v.shape != p.shape or v.dtype != p.dtype
+                or not bool(torch.isfinite(v).all())):
+            raise MpgymError(f"{where}: Adam state {name}.{k} is missing or is not the finite "
+                             f"{p.dtype} {tuple(p.shape)} moment of its parameter.")
+    step = state.get("step")
+    if step is None or step.numel() != 1 or not step.is_floating_point() or not (
+            math.isfinite(float(step)) and float(step) >= 0):
+        raise MpgymError(f"{where}: Adam state {name}.step must be one non-negative number.")
+    return state
 
 
 def model_from_state(sd: dict[str, Tensor], sh_degree: int, where: str) -> GaussianModel:
@@ -620,3 +623,23 @@ def dataset_points(data: MultiviewData) -> tuple[np.ndarray, np.ndarray | None]:
         raise MpgymError("--init points needs a dataset with a point cloud (a COLMAP capture's "
                          "points3D, at least 2 points); this one has none. Use --init random.")
     return np.asarray(xyz), getattr(data, "point_colors", None)
+
+
+def _fuzz_load(path: str) -> None:
+    """Fuzzing entry (tests): load, render, resume and step a splat run.
+
+    Loads the run as ``mpgym splat render`` does and renders 4x4 pixels, then resumes it on a
+    2-view 8x8 dataset and takes one step, as a continued training run does.
+    """
+    from neural3d.cameras import turntable_poses
+    from neural3d.splat.render import render
+
+    model, config = load_splat(path)
+    pose = torch.as_tensor(turntable_poses(1, 4.0, math.radians(30))[0], dtype=torch.float32)
+    with torch.no_grad():
+        render(model, pose, Intrinsics.from_fov(0.7, 4), backend="torch")
+    poses = turntable_poses(2, 3.0).astype(np.float32)
+    data = MultiviewData(np.full((2, 8, 8, 4), 0.5, np.float32), poses,
+                         Intrinsics.from_fov(0.7, 8))
+    trainer = SplatTrainer.resume(path, data, backend="torch", threads=0)
+    trainer.step()
