@@ -91,7 +91,7 @@ def _benchmark():
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bodies.py"
+    path = Path(__file__).resolve().parents[3] / "benchmarks" / "bodies.py"
     spec = importlib.util.spec_from_file_location("_bodies_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     saved = list(sys.path)
