@@ -100,21 +100,36 @@ def save_image_grid(
     return path
 
 
-def save_gif(path: str | Path, frames: Sequence[np.ndarray], *, fps: int = 20) -> Path:
-    """Write ``frames`` (uint8 ``(h, w, 3)`` or floats in [0, 1]) as an animated GIF."""
+def save_gif(path: str | Path, frames: Sequence, *, fps: float = 20) -> Path:
+    """Write ``frames`` (uint8 ``(h, w, 3)``, floats in [0, 1] or ``PIL.Image``) as a looping GIF.
+
+    Written atomically (a temporary file beside ``path``, then a rename).
+    """
+    import os
+
     from PIL import Image
 
     if len(frames) == 0:
         raise ValueError("save_gif needs at least one frame")
     ims = []
     for f in frames:
+        if isinstance(f, Image.Image):
+            ims.append(f)
+            continue
         f = np.asarray(f)
         if f.dtype != np.uint8:
             f = (np.clip(f, 0, 1) * 255).round().astype(np.uint8)
         ims.append(Image.fromarray(f))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial.gif")
     ims[0].save(
-        path, save_all=True, append_images=ims[1:], duration=int(1000 / fps), loop=0, optimize=False
+        tmp,
+        save_all=True,
+        append_images=ims[1:],
+        duration=int(round(1000 / fps)),
+        loop=0,
+        optimize=False,
     )
+    os.replace(tmp, path)
     return path
