@@ -12,6 +12,10 @@ The names of :mod:`bodies.motion.clips` are re-exported here, so ``from bodies.m
 clip_poses`` keeps working.
 """
 
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
 from bodies.motion.clips import (
     CLIP_NAMES,
     M_DM_TO_SMPL,
@@ -33,6 +37,9 @@ from bodies.motion.clips import (
 
 __all__ = [
     "CLIP_NAMES",
+    "GENERATORS",
+    "GeneratorAPI",
+    "generator_api",
     "M_DM_TO_SMPL",
     "NEAR_MM",
     "SPLIT_BLOCKS",
@@ -49,3 +56,49 @@ __all__ = [
     "retarget",
     "split_frames",
 ]
+
+GENERATORS: dict[str, tuple[str, str]] = {
+    "mdm": ("bodies.motion.mdm", "motion diffusion, Tevet et al. 2023"),
+    "mvae": ("bodies.motion.mvae", "motion VAE, Ling et al. 2020"),
+    "genmm": ("bodies.motion.genmm", "generative motion matching, Li et al. 2023"),
+}
+"""Motion generators by name: ``(module, one-line title)``."""
+
+
+@dataclass(frozen=True)
+class GeneratorAPI:
+    """What the command line and the benchmark need of one generator module."""
+
+    name: str
+    title: str
+    config_cls: type
+    presets: dict[str, Any]
+    train_presets: dict[str, Any] | None
+    """Per preset, the :class:`generative.trainer.TrainConfig` (``None``: nothing to train)."""
+    fit: Any
+    """``fit(config, *, train=None, run=None, seed=0) -> model``."""
+    model_cls: type
+
+
+def generator_api(name: str) -> GeneratorAPI:
+    """The config class, presets, fit function and model class of a generator by name.
+
+    Raises:
+        MpgymError: an unknown name (the accepted ones are listed).
+    """
+    if name not in GENERATORS:
+        from mpgym.errors import MpgymError
+
+        raise MpgymError(f"unknown motion generator {name!r}; accepted: {', '.join(GENERATORS)}.")
+    module_name, title = GENERATORS[name]
+    module = importlib.import_module(module_name)
+    upper = {"mdm": "MDM", "mvae": "MVAE", "genmm": "GenMM"}[name]
+    return GeneratorAPI(
+        name=name,
+        title=title,
+        config_cls=getattr(module, f"{upper}Config"),
+        presets=module.PRESETS,
+        train_presets=getattr(module, "TRAIN_PRESETS", None),
+        fit=getattr(module, f"fit_{name}"),
+        model_cls=getattr(module, upper),
+    )

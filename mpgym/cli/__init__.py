@@ -53,6 +53,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "fit_smpl_main",
         "fit the body model to joints, keypoints or a scan",
     ),
+    "motion": (
+        "mpgym.cli.motion",
+        "main",
+        "train / sample / evaluate human-motion generators: mpgym motion train mdm",
+    ),
     "gen": ("mpgym.cli.gen", "main", "train / sample / evaluate generative models"),
 }
 
