@@ -8,6 +8,10 @@ Ids: ``mpgym/GridWorld-v0`` (Sutton & Barto's 4x4 grid by default; any ASCII map
 (Example 6.6), ``mpgym/RandomWalk-v0`` (Example 6.2), ``mpgym/GamblersProblem-v0``
 (Example 4.3). Each exposes ``env.unwrapped.P``; :class:`TabularModel` turns it into sparse
 matrices for dynamic programming.
+
+``mpgym/HumanoidImitate-v0`` (:mod:`envs.imitation`, needs ``mujoco``): DeepMimic's motion
+imitation on a MuJoCo humanoid built from ``bodies``; its module is imported only when the env
+is made.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -29,13 +33,21 @@ _SPECS = [
     ("mpgym/GamblersProblem-v0", "envs.gambler:GamblersProblemEnv", {}, 1000, None),
 ]
 
-for _id, _entry, _kwargs, _steps, _threshold in _SPECS:
+_PHYSICS_SPECS = [
+    # 300 steps = 10 s at 30 Hz; optimum 300 (reward 1 per step on the reference)
+    ("mpgym/HumanoidImitate-v0", "envs.imitation:HumanoidImitateEnv", {"motion": "walk"}, 300,
+     None),
+]
+
+for _id, _entry, _kwargs, _steps, _threshold in _SPECS + _PHYSICS_SPECS:
     if _id not in registry:
         register(id=_id, entry_point=_entry, kwargs=_kwargs, max_episode_steps=_steps,
                  reward_threshold=_threshold)
 
 ENV_IDS: tuple[str, ...] = tuple(spec[0] for spec in _SPECS)
-"""The ids this package registers."""
+"""The tabular ids this package registers (each env has ``P``)."""
+PHYSICS_ENV_IDS: tuple[str, ...] = tuple(spec[0] for spec in _PHYSICS_SPECS)
+"""The physics-simulated ids (MuJoCo) this package registers."""
 
-__all__ = ["ENV_IDS", "MAPS", "DiscreteModelEnv", "GamblersProblemEnv", "GridWorldEnv",
-           "RandomWalkEnv", "TabularModel"]
+__all__ = ["ENV_IDS", "MAPS", "PHYSICS_ENV_IDS", "DiscreteModelEnv", "GamblersProblemEnv",
+           "GridWorldEnv", "RandomWalkEnv", "TabularModel"]

@@ -72,7 +72,7 @@ def list_envs(include_all: bool = False) -> list[tuple[str, str, str]]:
 
     import envs
 
-    rows = [(i, _space_kind(i), "mpgym") for i in envs.ENV_IDS]
+    rows = [(i, _space_kind(i), "mpgym") for i in (*envs.ENV_IDS, *envs.PHYSICS_ENV_IDS)]
     for env_id, spec in sorted(gym.registry.items()):
         entry = str(spec.entry_point)
         if env_id.startswith("mpgym/") or "toy_text" not in entry and not include_all:
