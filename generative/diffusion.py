@@ -18,9 +18,11 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,6 +143,94 @@ def eps_to_x0(xt: torch.Tensor, eps: torch.Tensor, abar: torch.Tensor) -> torch.
     ``abar`` is ``abar_t`` broadcastable to ``xt`` (a scalar or ``[n, 1]``).
     """
     return (xt - (1 - abar).sqrt() * eps) / abar.sqrt()
+
+
+def x0_to_eps(xt: torch.Tensor, x0: torch.Tensor, abar: torch.Tensor) -> torch.Tensor:
+    """``eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)``: the noise that ``x_0`` implies.
+
+    The inverse of :func:`eps_to_x0` (x0-predicting models such as MDM step with it).
+    """
+    return (xt - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
+# ---------------------------------------------------------------------------- DDIM
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` evenly spaced steps from ``T`` down to 1 (rounded).
+
+    E.g. ``(1000, 3)``: ``[1000, 500, 1]``; ``(1000, 1)``: ``[1000]``.
+
+    Raises:
+        MpgymError: ``steps`` is not an integer in ``1..T``.
+    """
+    if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= T):
+        raise MpgymError(f"DDIM steps must be an integer in 1..{T}; got {steps!r}.")
+    return torch.linspace(T, 1, steps).round().long().tolist()
+
+
+def ddim_step(
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    a_t: torch.Tensor,
+    a_prev: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One DDIM update ``x_t -> x_{t'}`` from predicted ``x_0`` and ``eps`` (Song et al. eq. 12).
+
+    ``x_{t'} = sqrt(abar_{t'}) x_0 + sqrt(1 - abar_{t'} - sigma^2) eps + sigma z`` with
+    ``sigma = eta sqrt((1 - abar_{t'}) / (1 - abar_t) (1 - abar_t / abar_{t'}))``. At the last
+    step ``abar_{t'} = 1``, so the result is ``x_0`` exactly.
+
+    Args:
+        x0: ``[n, ...]`` predicted clean data.
+        eps: ``[n, ...]`` predicted noise.
+        a_t: ``abar_t`` (scalar tensor, float32).
+        a_prev: ``abar_{t'}`` of the next (smaller) step, 1 after the last.
+        eta: 0 is deterministic DDIM, 1 matches DDPM's posterior variance.
+        noise: ``z``, same shape as ``x0`` (needed when ``eta > 0``; ignored otherwise).
+    """
+    sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
+    x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
+    if eta > 0 and noise is not None:
+        x = x + sigma * noise
+    return x
+
+
+def ddim_sample(
+    predict: Callable[
+        [torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+    ],
+    x: torch.Tensor,
+    sched: Schedule,
+    timesteps: list[int],
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The DDIM loop from ``x = x_T`` over ``timesteps`` (decreasing), returning ``x_0``.
+
+    Args:
+        predict: ``(x_t [n, ...], t [n] long, abar_t scalar) -> (x0, eps)``, each ``[n, ...]``;
+            an epsilon model returns its ``eps`` and :func:`eps_to_x0`, an x0 model its ``x0``
+            and :func:`x0_to_eps` (where inpainting, clipping or guidance happen).
+        x: ``[n, ...]`` the starting noise ``x_T``.
+        sched: the schedule the model was trained with.
+        timesteps: e.g. :func:`ddim_timesteps`; one step returns ``predict``'s ``x0``.
+        eta: DDIM's stochasticity (0: deterministic).
+        generator: random numbers for ``eta > 0``.
+    """
+    ab = sched.abar.float()
+    n = x.shape[0]
+    for i, step in enumerate(timesteps):
+        t = torch.full((n,), step, dtype=torch.long)
+        a_t = ab[step - 1]
+        a_prev = ab[timesteps[i + 1] - 1] if i + 1 < len(timesteps) else torch.tensor(1.0)
+        x0, e = predict(x, t, a_t)
+        last = i + 1 == len(timesteps)
+        noise = torch.randn(x.shape, generator=generator) if eta > 0 and not last else None
+        x = ddim_step(x0, e, a_t, a_prev, eta=eta, noise=noise)
+    return x
 
 
 def discretized_gaussian_log_prob(
@@ -388,21 +478,21 @@ class DDPM(nn.Module):
         guidance: float = 0.0,
     ) -> torch.Tensor:
         """DDIM on ``steps`` evenly spaced steps; ``eta = 0`` is deterministic (Song et al.)."""
-        ts = torch.linspace(self.config.T, 1, steps).round().long().tolist()
-        x = torch.randn(n, self.config.dim, generator=generator)
-        ab = self.sched.abar.float()
-        for i, step in enumerate(ts):
-            t = torch.full((n,), step, dtype=torch.long)
+
+        def predict(x: torch.Tensor, t: torch.Tensor, a_t: torch.Tensor):
             e = self.eps(x, t, y, guidance)
-            a_t = ab[step - 1]
-            a_prev = ab[ts[i + 1] - 1] if i + 1 < len(ts) else torch.tensor(1.0)
             x0 = eps_to_x0(x, e, a_t)
-            if self.config.discrete:
-                x0 = x0.clamp(-1, 1)
-            sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt()
-            x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * e
-            if eta > 0 and i + 1 < len(ts):
-                x = x + sigma * torch.randn(x.shape, generator=generator)
+            return (x0.clamp(-1, 1) if self.config.discrete else x0), e
+
+        x = torch.randn(n, self.config.dim, generator=generator)
+        x = ddim_sample(
+            predict,
+            x,
+            self.sched,
+            ddim_timesteps(self.config.T, steps),
+            eta=eta,
+            generator=generator,
+        )
         return self._finish(x)
 
     @torch.no_grad()

@@ -22,7 +22,7 @@ from mpgym.report import Section, write_report
 log = logging.getLogger("mpgym.demo")
 
 STOPS: tuple[str, ...] = ("tabular", "deep_rl", "implicit", "nerf", "splat", "bodies",
-                          "generative")
+                          "motion", "generative")
 
 
 @dataclass
