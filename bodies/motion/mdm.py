@@ -22,21 +22,26 @@ What follows MDM (its paper and its repository, ``GuyTevet/motion-diffusion-mode
 - Action conditioning: a learned embedding per label added to the timestep token; for
   classifier-free guidance the embedding is zeroed with probability 0.1 in training (MDM's
   ``mask_cond``), and sampling mixes ``x0_c + w (x0_c - x0_u)``. MDM writes the scale as
-  ``s = 1 + w`` (its default ``s = 2.5`` is our ``w = 1.5``); ``w = 0`` is the conditional
-  model. (MDM's released action-to-motion models train with ``cond_mask_prob 0``, i.e.
-  without guidance; its text models use 0.1 and 2.5. Guidance here follows the latter.)
-- Geometric losses with MDM's action-to-motion weights ``lambda_rcxyz = lambda_vel =
-  lambda_fc = 1``, computed on the de-normalised predicted ``x_0``: joint positions (the
-  ``POSITIONS`` slice, metres), joint velocities (per-frame displacements of the joints, as in
-  the paper's eq. 4; MDM's code takes them on the representation instead) and foot contact
+  ``s = 1 + w`` (its default ``s = 2.5`` is our ``w = 1.5``; ours is 0.5, see
+  :data:`PRESETS`); ``w = 0`` is the conditional model. (MDM's released action-to-motion
+  models train with ``cond_mask_prob 0``, i.e. without guidance; its text models use 0.1 and
+  2.5. Guidance here follows the latter.)
+- Geometric losses (MDM's action-to-motion weights are ``lambda_rcxyz = lambda_vel =
+  lambda_fc = 1``; ours are 1, 10, 30, see :data:`PRESETS`), computed on the de-normalised
+  predicted ``x_0``: joint positions (the ``POSITIONS`` slice, metres), joint velocities
+  (per-frame displacements of the joints, as in the paper's eq. 4; MDM's code takes them on
+  the representation instead) and foot contact
   (velocity of the ``FOOT_JOINTS`` where the ground truth's contact label is 1 should be zero;
   MDM thresholds the ground-truth foot speed at 1 cm/frame, our features carry the label).
   MDM's positions are global; ours are heading-relative, so velocities are the world
   displacements that the root velocity and yaw rate imply (:func:`joint_displacements`).
 - Editing: at every step the known part of the predicted ``x_0`` is replaced by the given
   frames (MDM's ``inpainting_mask``); DDIM's last step returns that ``x_0``, so the given
-  frames come back exactly.
-
+  frames come back exactly. Known limitation: the first frames after a given prefix jump
+  (chained motion, default model: mean |second difference| 0.12 in normalised units at the
+  joins against 0.02 inside windows); showing the prefix clean to the denoiser in training
+  (as MDM's prefix-completion model and DiP do), a warm start from the prefix, 50 DDIM steps
+  and more training did not reduce it; a 6-frame prefix barely did (-10%).
 - Speed: MDM's "50 steps" models are retrained with ``T = 50`` and sampled ancestrally; we
   keep ``T = 1000`` and sample with deterministic DDIM (``eta = 0``) on few steps instead,
   which needs no retraining because DDIM only uses the model's ``x_0`` prediction.
@@ -85,6 +90,7 @@ from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.errors import MpgymError
 
 if TYPE_CHECKING:
+    from bodies.motion.dataset import Normalizer
     from mpgym import RunDir
 
 log = logging.getLogger(__name__)
@@ -124,8 +130,8 @@ class MDMConfig:
     """Weight of the foot-contact loss in (m/frame)^2 (MDM's ``lambda_fc``: 1)."""
     ddim_steps: int = 10
     """DDIM steps when sampling (MDM samples 1000 ancestral steps, or 50 after retraining)."""
-    guidance: float = 1.5
-    """Classifier-free guidance ``w`` (MDM's ``s = 1 + w = 2.5``); 0 is the conditional model."""
+    guidance: float = 0.5
+    """Classifier-free guidance ``w``; 0 is the conditional model (MDM: ``s = 1 + w = 2.5``)."""
     prefix: int = 4
     """Frames each window of a long motion takes from the previous one (prefix completion)."""
     balance: bool = True
@@ -179,13 +185,37 @@ PRESETS: dict[str, MDMConfig] = {
     "default": MDMConfig(),
     "tiny": MDMConfig(latent=64, layers=2, ff=128, ddim_steps=5),
 }
-"""``default``: latent 256, 4 layers (chosen on the fit/val splits); ``tiny``: tests, demo."""
+"""``default``: chosen on the "fit" split, scored on "val" (52 windows of 9 clips) and, for
+all 15 labels, by the motion classifier trained on "fit" (never on "test"); 10 DDIM steps:
+
+- size: latent 128, 4 layers, feed-forward 512 (0.89M parameters). MDM's 512 x 8 does 0.6
+  steps/s here, too slow for the 15-minute budget and 10 s of motion in 2 s (its forward pass
+  is 22 ms against 2 ms). With MDM's loss weights, latent 256 x 4 (3.4M) reached val loss
+  0.241 in 900 steps (the time cap), 128 x 4 0.236 (its best, at 1,250 steps), and the latter
+  sampled closer to "val" (FD over the
+  floor 1.24 against 1.73 at ``w = 1.5``); 256 x 2 had a lower loss but skated more (0.54 of
+  contact steps against 0.29, data 0.27).
+- losses: at MDM's weights of 1 the geometric terms are ~1e-3 of the simple loss (metres);
+  velocity 10 and foot 30 brought the skating of generated windows from 0.67 to 0.32 of their
+  contact steps (data 0.27) at equal FD (1.17, 1.20 over the floor, ``w = 0.5``); 100 and
+  more lifted the feet off the ground (contact steps 0.25 -> 0).
+- label balance: without it run and walk (6 and 24 "fit" windows) were recognised in 0% and
+  6% of their samples; with it in 100%; all labels 0.77 -> 0.93 at ``w = 0``.
+- guidance ``w = 0.5``: recognition of all labels 0.93 -> 0.98 and of the "val" labels 0.87
+  -> 0.97, FD over the floor 1.03 -> 1.18, skating 0.34 -> 0.42 (``w = 1.5``: 0.99, 1.52,
+  0.63). 5 DDIM steps raised the FD over the floor by 0.06-0.13, 20 lowered it by
+  0.02-0.06 at twice the time.
+- ``tiny``: tests and demos (trains in seconds).
+"""
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(steps=1500, batch_size=64, lr=5e-4, ema=0.995, eval_every=250),
     "tiny": TrainConfig(steps=150, batch_size=32, lr=1e-3, ema=0.0, eval_every=50),
 }
-"""Training budgets for :data:`PRESETS` (MDM: batch 64, lr 1e-4, EMA 0.9999 over 600k steps)."""
+"""Training budgets for :data:`PRESETS`. ``default``: 1,500 steps (~3 min on one core); the
+"val" loss was lowest at 1,250 of 1,500 (0.261) and of 3,000 steps (0.257), so longer runs only
+overfit. MDM: batch 64, lr 1e-4, EMA 0.9999 over 600k steps; we use lr 5e-4 (cosine decay)
+and EMA 0.995 for the short run."""
 
 
 # ---------------------------------------------------------------------------- pure functions
@@ -383,8 +413,15 @@ class MDM(nn.Module):
         self.register_buffer("norm_std", std.clone())
 
     # ------------------------------------------------------------------ normalisation
+    @property
+    def normalizer(self) -> Normalizer:
+        """The model's statistics as a :class:`bodies.motion.dataset.Normalizer` (a copy)."""
+        from bodies.motion.dataset import Normalizer
+
+        return Normalizer(self.norm_mean.numpy(), self.norm_std.numpy())
+
     def normalize(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw features ``(..., D)`` to the model's normalised space."""
+        """Raw features ``(..., D)`` to the normalised space (``Normalizer.normalize``)."""
         return (raw - self.norm_mean) / self.norm_std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -566,9 +603,11 @@ class MDM(nn.Module):
         self, labels: Sequence[str], *, generator: torch.Generator | None = None
     ) -> np.ndarray:
         """One window per label: ``(len(labels), W, D)`` float32 raw features."""
+        if labels is None or isinstance(labels, str) or len(labels) == 0:
+            raise MpgymError(f"generate_windows takes a non-empty list of labels; got {labels!r}.")
         self.eval()
         y = self.label_ids(labels)
-        n = len(labels) if y is None else len(y)
+        n = len(labels)
         return self.denormalize(self.sample_normalized(n, y=y, generator=generator)).numpy()
 
     @torch.no_grad()

@@ -352,3 +352,16 @@ def test_fit_mdm_refuses_the_test_split():
 
     with pytest.raises(MpgymError, match="'train' or 'fit'"):
         fit_mdm(PRESETS["tiny"], split="test")
+
+
+def test_normalizer_matches_the_datasets():
+    m = tiny_model()
+    raw = torch.randn(2, W, D, generator=gen(10)) * 3
+    torch.testing.assert_close(m.normalizer.normalize(raw), m.normalize(raw))
+    torch.testing.assert_close(m.denormalize(m.normalize(raw)), raw, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("labels", [None, [], "walk"])
+def test_generate_windows_needs_a_list_of_labels(labels):
+    with pytest.raises(MpgymError, match="non-empty list of labels"):
+        tiny_model().generate_windows(labels)

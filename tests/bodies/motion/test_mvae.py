@@ -173,7 +173,9 @@ def test_step_rejects_wrong_shapes() -> None:
 
 def test_generate_shapes_labels_and_generator() -> None:
     model = _trained()
+    threads = torch.get_num_threads()
     x = model.generate(4, 0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.get_num_threads() == threads  # rollout runs on one thread, then restores
     y = model.generate(4, 0.5, generator=torch.Generator().manual_seed(0))
     assert x.shape == (4, round(0.5 * FPS), D) and x.dtype == np.float32
     np.testing.assert_array_equal(x, y)
