@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Annotated, Any
 
 from mpgym.errors import MpgymError
 
@@ -69,6 +70,13 @@ def _usage() -> str:
     lines += ["", "Run 'mpgym COMMAND --help' for a command's options.",
               "Every command also takes --threads N (CPU threads for torch, numba and BLAS)."]
     return "\n".join(lines)
+
+
+def helped(tp: Any, text: str) -> Any:
+    """``tp`` with ``--help`` text, for fields of dataclasses a command builds at run time."""
+    import tyro
+
+    return Annotated[tp, tyro.conf.arg(help=text)]
 
 
 def pop_flag(argv: list[str], name: str) -> tuple[list[str], str | None]:

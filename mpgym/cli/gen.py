@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 import tyro
 
+from mpgym.cli import helped
 from mpgym.errors import MpgymError, check_positive
 
 log = logging.getLogger("mpgym.gen")
@@ -158,9 +159,6 @@ def train_main(argv: list[str]) -> int:
         raise MpgymError(f"unknown model {name!r}; accepted: {_models_line()}.")
     _, cfg_cls = model_classes(name)
     from generative.trainer import TrainConfig
-
-    def helped(tp: Any, text: str) -> Any:
-        return Annotated[tp, tyro.conf.arg(help=text)]
 
     args_cls = dataclasses.make_dataclass(
         "GenTrainArgs",

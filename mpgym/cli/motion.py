@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import tyro
 
-from mpgym.cli import pop_flag
+from mpgym.cli import helped, pop_flag
 from mpgym.errors import MpgymError, check_positive
 
 log = logging.getLogger("mpgym.motion")
@@ -67,9 +67,6 @@ def train_main(argv: list[str]) -> int:
     preset = preset or "default"
     if preset not in api.presets:
         raise MpgymError(f"unknown {name} preset {preset!r}; accepted: {', '.join(api.presets)}.")
-
-    def helped(tp: Any, text: str) -> Any:
-        return Annotated[tp, tyro.conf.arg(help=text)]
 
     fields: list[tuple[str, Any, Any]] = [
         ("model", api.config_cls, dataclasses.field(default=api.presets[preset])),
