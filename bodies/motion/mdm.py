@@ -139,6 +139,12 @@ class MDMConfig:
     windows and 138 spin windows with mirrors); MDM samples its data uniformly."""
     mirror: bool = True
     """Train on mirrored copies of the training windows too."""
+    foot_lock: bool = True
+    """Post-process sampled motion with :func:`bodies.motion.cleanup.foot_lock` (feet that the
+    generated contact channels mark as planted stop sliding; only the root velocity changes).
+    Chosen on "val" (trained on "fit", seed 0): skating 0.467 -> 0.116 of contact steps
+    (data 0.207), FD over the floor 1.235 -> 1.220, recognition and novelty unchanged (0.976
+    -> 0.971, 0.68). Checkpoints saved without this key load with it on."""
     labels: tuple[str, ...] = ()
     """Label names, in label-id order (set by :func:`fit_mdm` from the data)."""
 
@@ -172,6 +178,8 @@ class MDMConfig:
             raise MpgymError(
                 f"MDMConfig.prefix must be an integer in 1..{self.window - 1}; got {self.prefix!r}."
             )
+        if not isinstance(self.foot_lock, bool):
+            raise MpgymError(f"MDMConfig.foot_lock must be True or False; got {self.foot_lock!r}.")
         for name in ("dropout", "cond_drop"):
             if not 0 <= getattr(self, name) < 1:
                 raise MpgymError(f"MDMConfig.{name} must be in [0, 1); got {getattr(self, name)}.")
@@ -608,7 +616,7 @@ class MDM(nn.Module):
         self.eval()
         y = self.label_ids(labels)
         n = len(labels)
-        return self.denormalize(self.sample_normalized(n, y=y, generator=generator)).numpy()
+        return self._cleanup(self.denormalize(self.sample_normalized(n, y=y, generator=generator)))
 
     @torch.no_grad()
     def generate(
@@ -651,7 +659,15 @@ class MDM(nn.Module):
             known[:, :k] = x[:, -k:]
             x = self.sample_normalized(n, y=y, known=known, mask=mask, generator=generator)
             parts.append(x[:, k:])
-        return self.denormalize(torch.cat(parts, 1)[:, :frames]).numpy()
+        return self._cleanup(self.denormalize(torch.cat(parts, 1)[:, :frames]))
+
+    def _cleanup(self, raw: torch.Tensor) -> np.ndarray:
+        """Sampled raw features ``(n, T, D)`` as float32 numpy, foot-locked if configured."""
+        if not self.config.foot_lock:
+            return raw.numpy()
+        from bodies.motion.cleanup import foot_lock
+
+        return foot_lock(raw.numpy())
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
@@ -702,6 +718,8 @@ def config_from_dict(data: dict[str, Any], *, where: str = "config") -> MDMConfi
         MpgymError: missing or unknown keys, or values :meth:`MDMConfig.check` refuses.
     """
     names = {f.name for f in dataclasses.fields(MDMConfig)}
+    if isinstance(data, dict) and "foot_lock" not in data:  # saved before the option existed
+        data = {**data, "foot_lock": MDMConfig.foot_lock}
     if not isinstance(data, dict) or set(data) != names:
         got = set(data) if isinstance(data, dict) else set()
         raise CheckpointError(
