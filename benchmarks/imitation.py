@@ -20,7 +20,23 @@ stubbed (:func:`pybullet_deepmimic_walk`): ``gym`` by Gymnasium's ``Env``, ``spa
 single process, and the ``pybullet_envs`` packages by empty packages so their ``__init__``
 files are not run; the env's own code runs unchanged (old 4-tuple ``step``).
 
+Part ``train`` -- PPO's ``imitate-walk`` preset (:data:`agents.deep.ppo.PPO_PRESETS`: residual
+PD targets, 16 envs in an async vector env, observation normalisation; chosen with seed 0) per
+report seed (:data:`TRAIN_SEEDS`) for at most :data:`TRAIN_HOURS` of wall time on the 2 cores,
+in chunks of :data:`CHUNK_STEPS` steps, each under the timing lock and followed by a
+checkpoint and a short held-out evaluation (the learning curve), so a rerun continues where an
+interrupted one stopped (``runs/imitation-bench/walk-s{seed}``). At the end each seed's policy
+is evaluated on :data:`EVAL_EPISODES` 10-s episodes from reference-state starts that training
+never drew (``reset(seed=1_000_000 + i)``), deterministic actions, and exported (networks and
+normalisation statistics, no optimiser) to ``results/imitation-policies/walk-s{seed}/``, which
+``mpgym eval`` reads. Part ``report`` turns the seeds' evaluations into the goals
+``walk_survival_10s`` >= 0.9 (fraction of episodes not terminated early) and
+``walk_mpjpe_mm`` <= 100 (root-relative mean joint-position error), means over seeds, and
+plots the learning curves (``results/imitation-walk-curves.png``).
+
     python benchmarks/imitation.py --json benchmarks/results/imitation-speed.json [--quick]
+    python benchmarks/imitation.py --part train --seeds 1          # resumable; repeat to continue
+    python benchmarks/imitation.py --part report --json benchmarks/results/imitation-walk.json
 """
 
 from __future__ import annotations
@@ -53,7 +69,7 @@ from mpgym.errors import MpgymError, check_positive  # noqa: E402
 
 log = logging.getLogger("imitation-bench")
 
-PARTS = ("speed",)
+PARTS = ("speed", "train")
 ENV_ID = "mpgym/HumanoidImitate-v0"
 PYBULLET_NAME = "pybullet HumanoidDeepMimicWalkBulletEnv (Bullet 1/240 s x 8, stable PD)"
 
@@ -243,12 +259,230 @@ def speed_part(seconds: float, rounds: int, lock: str | None) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------------- train
+TRAIN_SEEDS = (1, 2, 3)
+"""Report seeds of the walk policies (the preset was chosen with seed 0)."""
+TRAIN_HOURS = 2.0
+"""Wall-clock training budget per seed (2 cores)."""
+CHUNK_STEPS = 262_144
+"""Environment steps between checkpoints (a few minutes; an interrupted run loses at most one)."""
+EVAL_EPISODES = 20
+"""Held-out evaluation episodes per seed (10 s each, reference-state starts)."""
+EVAL_SEED = 1_000_000
+"""Evaluation episode ``i`` starts from ``reset(seed=EVAL_SEED + i)`` (never trained on)."""
+TRAIN_RUNS = Path(_HERE).parent / "runs" / "imitation-bench"
+"""Resumable training runs (full checkpoints with the optimiser; not committed)."""
+POLICIES = Path(_HERE) / "results" / "imitation-policies"
+"""Committed policies: ``walk-s{seed}/`` run directories that ``mpgym eval`` reads."""
+
+
+def _progress_file(run: Path) -> Path:
+    return run / "progress.json"
+
+
+def _read_progress(run: Path) -> dict:
+    import json
+
+    f = _progress_file(run)
+    if not f.exists():
+        return {"wall_s": 0.0, "chunks": []}
+    data = json.loads(f.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("wall_s"), (int, float)):
+        raise MpgymError(f"{f} is not a training progress file; remove {run} to start over.")
+    return data
+
+
+def _trim_metrics(run: Path, timesteps: int) -> None:
+    """Drop ``metrics.csv`` rows logged after the checkpoint (a run killed mid-chunk)."""
+    import csv
+
+    f = run / "metrics.csv"
+    if not f.exists():
+        return
+    with f.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, rows = reader.fieldnames or [], list(reader)
+    keep = [r for r in rows if float(r.get("timestep") or 0) <= timesteps]
+    if len(keep) != len(rows):
+        with f.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(keep)
+
+
+def evaluate_walk(policy, *, episodes: int = EVAL_EPISODES, motion: str = "walk") -> dict:
+    """Survival over 10-s episodes and mean MPJPE (mm) of a deterministic policy."""
+    from agents.common import evaluate_policy
+
+    agent_kwargs = dict(getattr(policy, "env_kwargs", None) or {})
+    agent_kwargs["motion"] = motion
+    result = evaluate_policy(policy, ENV_ID, episodes, seed=EVAL_SEED, env_kwargs=agent_kwargs)
+    return {
+        "survival_10s": float(result.success_rate),
+        "mpjpe_mm": 1000.0 * float(np.mean(result.metrics["mpjpe"])),
+        "mean_return": result.mean_return,
+        "mean_length": float(np.mean(result.lengths)),
+        "episodes": episodes,
+    }
+
+
+def train_part(seed: int, hours: float, lock: str | None, quick: bool) -> dict:
+    """Train (or continue) the ``imitate-walk`` preset for one seed; evaluate; export.
+
+    Resumable: the run's checkpoint and ``progress.json`` (wall seconds and steps so far,
+    one entry per chunk with its held-out evaluation) are written after every chunk of
+    :data:`CHUNK_STEPS`; a rerun continues from them until ``hours`` of training or the
+    preset's step budget, whichever comes first.
+    """
+    import dataclasses
+    import json
+    import shutil
+
+    import torch
+
+    import envs  # noqa: F401  (registers the mpgym/ ids)
+    from agents.deep.ppo import PPO, PPO_PRESETS
+    from mpgym.checkpoint import atomic_write_text
+    from mpgym.runs import RunDir
+
+    # one torch thread: the env threads use the other core during rollouts, and two OpenMP
+    # threads spin-waiting beside them (or beside any other process) slowed training 7x here
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(PPO_PRESETS["imitate-walk"], seed=seed)
+    chunk, eval_episodes = CHUNK_STEPS, EVAL_EPISODES
+    if quick:
+        cfg = dataclasses.replace(cfg, n_envs=4, n_steps=64, total_timesteps=2048)
+        chunk, eval_episodes, hours = 1024, 2, min(hours, 0.05)
+    run = TRAIN_RUNS / (f"walk-s{seed}" + ("-quick" if quick else ""))
+    run.mkdir(parents=True, exist_ok=True)
+    state = _read_progress(run)
+    if (run / "checkpoint.safetensors").exists():
+        agent = PPO.load(run)
+        _trim_metrics(run, agent.num_timesteps)
+        log.info("seed %d: continuing at %d steps, %.2f h", seed, agent.num_timesteps,
+                 state["wall_s"] / 3600)
+    else:
+        agent = PPO(cfg.env_id, cfg)
+        RunDir(run).write_config(cfg, algo="ppo", kind="ppo")
+    agent.run = RunDir(run)
+    budget_s = hours * 3600.0
+    while state["wall_s"] < budget_s and agent.num_timesteps < cfg.total_timesteps:
+        steps = min(chunk, cfg.total_timesteps - agent.num_timesteps)
+        with nerf_bench.timing_lock(lock) as waited:
+            before = nerf_bench.machine_load()
+            t0 = time.perf_counter()
+            agent.learn(steps, reset_num_timesteps=agent.num_timesteps == 0, progress_bar=False)
+            wall = time.perf_counter() - t0
+            after = nerf_bench.machine_load()
+        agent.save(run)
+        ev = evaluate_walk(agent, episodes=max(2, eval_episodes // 4))
+        state["wall_s"] += wall
+        state["chunks"].append({"timesteps": agent.num_timesteps, "wall_s": state["wall_s"],
+                                "lock_wait_s": waited, "load_before": before["loadavg"],
+                                "load_after": after["loadavg"], **ev})
+        atomic_write_text(_progress_file(run), json.dumps(state, indent=1))
+        log.info("seed %d: %d steps, %.2f h, %.0f steps/s; eval survival %.2f mpjpe %.0f mm",
+                 seed, agent.num_timesteps, state["wall_s"] / 3600, steps / wall,
+                 ev["survival_10s"], ev["mpjpe_mm"])
+    agent.close()
+    final = evaluate_walk(agent, episodes=eval_episodes)
+    out = POLICIES / (f"walk-s{seed}" + ("-quick" if quick else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    RunDir(out).write_config(agent.config, algo="ppo", kind="ppo")
+    agent.save(out, resume=False)
+    shutil.copyfile(_progress_file(run), out / "progress.json")
+    if (run / "metrics.csv").exists():
+        shutil.copyfile(run / "metrics.csv", out / "metrics.csv")
+    row = {"part": "train", "seed": seed, "timesteps": agent.num_timesteps,
+           "hours": state["wall_s"] / 3600, **final}
+    atomic_write_text(out / "eval.json", json.dumps(row, indent=1))
+    log.info("seed %d: %s", seed, row)
+    return row
+
+
 # ------------------------------------------------------------------------------------- cli
+
+
+def report_part(quick: bool) -> dict:
+    """Goals over the seeds' exported evaluations, and the learning curves (PNG)."""
+    import json
+
+    rows, missing = [], []
+    for seed in TRAIN_SEEDS:
+        f = POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")) / "eval.json"
+        if f.exists():
+            rows.append(json.loads(f.read_text()))
+        else:
+            missing.append(seed)
+    if missing:
+        log.warning("no trained walk policy for seeds %s yet: the goals cover %s", missing,
+                    [r["seed"] for r in rows] or "none")
+    goals = []
+    if rows:
+        goals = [
+            Goal("walk_survival_10s", float(np.mean([r["survival_10s"] for r in rows])), 0.9,
+                 ">="),
+            Goal("walk_mpjpe_mm", float(np.mean([r["mpjpe_mm"] for r in rows])), 100.0, "<="),
+            Goal("walk_train_hours_max", float(max(r["hours"] for r in rows)), TRAIN_HOURS,
+                 "<="),
+        ]
+        _plot_curves(quick)
+        _walk_gif(rows[0]["seed"], quick)
+    return {"rows": rows, "goals": goals, "missing_seeds": missing}
+
+
+def _walk_gif(seed: int, quick: bool) -> None:
+    """``imitation-walk.gif``: the first evaluation episode (5 s) beside the reference ghost."""
+    from agents.common import evaluate_policy
+    from agents.deep.ppo import PPO
+    from mpgym.plots import save_gif
+
+    agent = PPO.load(POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")))
+    kwargs = {**dict(agent.env_kwargs), "width": 320, "height": 240}
+    result = evaluate_policy(agent, ENV_ID, 1, seed=EVAL_SEED, render=True, env_kwargs=kwargs,
+                             max_frames=150)
+    save_gif(Path(_HERE) / "results" / ("imitation-walk" + ("-quick" if quick else "") + ".gif"),
+             result.frames, fps=30)
+
+
+def _plot_curves(quick: bool) -> None:
+    """``imitation-walk-curves.png``: held-out survival and MPJPE against training hours."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for seed in TRAIN_SEEDS:
+        f = POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")) / "progress.json"
+        if not f.exists():
+            continue
+        chunks = json.loads(f.read_text())["chunks"]
+        h = [c["wall_s"] / 3600 for c in chunks]
+        a.plot(h, [c["survival_10s"] for c in chunks], label=f"seed {seed}")
+        b.plot(h, [c["mpjpe_mm"] for c in chunks], label=f"seed {seed}")
+    a.set(xlabel="training hours (2 cores)", ylabel="10-s survival", ylim=(-0.02, 1.02))
+    b.set(xlabel="training hours (2 cores)", ylabel="MPJPE (mm)")
+    a.axhline(0.9, ls=":", c="k")
+    b.axhline(100, ls=":", c="k")
+    a.legend()
+    fig.suptitle("PPO imitating the walk clip (held-out reference-state starts)")
+    fig.tight_layout()
+    fig.savefig(Path(_HERE) / "results" / ("imitation-walk-curves" + ("-quick" if quick else "")
+                                          + ".png"), dpi=100)
+    plt.close(fig)
 
 
 def parse_args(argv: list[str] | None = None):
     p = bench_parser(__doc__.splitlines()[0])
-    p.add_argument("--part", dest="parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--part", dest="parts", nargs="+", choices=PARTS + ("report",),
+                   default=["speed"])
+    p.add_argument("--seeds", nargs="+", type=int, default=list(TRAIN_SEEDS),
+                   help="seeds of the train part (default 1 2 3)")
+    p.add_argument("--hours", type=float, default=TRAIN_HOURS,
+                   help=f"training budget per seed (default {TRAIN_HOURS})")
     p.add_argument(
         "--seconds",
         type=float,
@@ -267,6 +501,10 @@ def parse_args(argv: list[str] | None = None):
             check_positive("--seconds", args.seconds, integer=False)
         if args.rounds is not None:
             check_positive("--rounds", args.rounds)
+        check_positive("--hours", args.hours, integer=False)
+        for seed in args.seeds:
+            if seed < 0:
+                raise MpgymError(f"--seeds must be >= 0; got {seed}.")
     except MpgymError as e:
         p.error(str(e))
     return args
@@ -283,7 +521,16 @@ def main(argv: list[str] | None = None) -> None:
         rows += speed.pop("rows")
         goals += speed.pop("goals")
         extra["speed"] = speed
-    columns = ["env", "steps/s", "steps/CPU s", "resets", "mean episode steps", "timestep"]
+    if "train" in args.parts:
+        for seed in args.seeds:
+            rows.append(train_part(seed, args.hours, args.timing_lock or None, args.quick))
+    if "report" in args.parts:
+        rep = report_part(args.quick)
+        rows += rep.pop("rows")
+        goals += rep.pop("goals")
+        extra["report"] = rep
+    columns = ["env", "seed", "steps/s", "steps/CPU s", "resets", "mean episode steps",
+               "timestep", "timesteps", "hours", "survival_10s", "mpjpe_mm"]
     report("imitation", rows, goals, args.json, columns=columns, extra=extra)
 
 

@@ -157,7 +157,9 @@ class HumanoidImitateEnv(gym.Env):
     ``0.65 r_pose + 0.1 r_vel + 0.15 r_end + 0.1 r_com`` in [0, 1], 1 exactly on the reference;
     each term is in ``info`` (``r_pose``, ``r_vel``, ``r_end``, ``r_com``) with the mean world
     distance of the 24 bodies from the reference's (``joint_error``, m) and the root-relative
-    one (``mpjpe``, m).
+    one (``mpjpe``, m); ``is_success`` is true while the episode has not been terminated (so at
+    its last step: the character followed the motion to the end without falling), and
+    ``metadata["episode_metrics"]`` names ``mpjpe`` and ``joint_error`` for evaluation.
 
     ## Episode End
     Terminates when the head or the torso drops ``fall_drop`` below the reference's height
@@ -176,7 +178,8 @@ class HumanoidImitateEnv(gym.Env):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": FPS}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": FPS,
+                "episode_metrics": ("mpjpe", "joint_error")}
 
     def __init__(
         self,
@@ -273,7 +276,9 @@ class HumanoidImitateEnv(gym.Env):
         )
         terminated = unstable or dropped or info["joint_error"] > self.config.max_joint_error
         truncated = not self.ref.loops and k >= self.ref.n_frames - 1
-        info.update(frame=k, fell=dropped, unstable=unstable)
+        # success (evaluation): the episode has not been terminated -- at a time limit or the
+        # end of a non-looping reference, the character has followed the whole motion
+        info.update(frame=k, fell=dropped, unstable=unstable, is_success=not terminated)
         return obs, float(0.0 if unstable else reward), bool(terminated), truncated, info
 
     def render(self) -> np.ndarray | None:

@@ -242,15 +242,17 @@ class Agent(abc.ABC):
             path = path / "checkpoint.safetensors"
         return path
 
-    def save(self, path: str | Path | RunDir) -> Path:
+    def save(self, path: str | Path | RunDir, *, resume: bool = True) -> Path:
         """Write ``{config, state_dict}`` to ``path`` (a run dir gets checkpoint.safetensors).
 
         The checkpoint also holds what continuing needs (optimiser state, counters, generator
         states, the env's state where it can be snapshotted): ``Cls.load(path).learn(n,
-        reset_num_timesteps=False)`` continues the run.
+        reset_num_timesteps=False)`` continues the run. ``resume=False`` leaves that out: a
+        smaller file for acting and evaluating (networks and normalisation statistics), from
+        which learning starts with a fresh optimiser.
         """
         path = self.checkpoint_path(path)
-        tensors, info = self.resume_state()
+        tensors, info = self.resume_state() if resume else ({}, {})
         state = self.state_dict()
         clash = set(tensors) & set(state)
         if clash:  # pragma: no cover - a programming error in a subclass

@@ -10,12 +10,18 @@ so a checkpoint rebuilds the same env, and can snapshot an env's state
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from gymnasium.vector.utils import concatenate, iterate
 
 from envs.make import env_id_of, registered_ids
 from mpgym.errors import MpgymError
@@ -76,6 +82,73 @@ EnvKwargs = Annotated[dict[str, Any], _env_kwargs_constructor()]
 ``--env-kwargs '{"is_slippery": false}'``."""
 
 
+# -- vector envs ------------------------------------------------------------------------------
+class ThreadedVectorEnv(SyncVectorEnv):
+    """A ``SyncVectorEnv`` whose sub-envs step on a pool of threads (same-step autoreset).
+
+    For envs whose step is mostly a simulator call that releases the GIL (MuJoCo's
+    ``mj_step``): contiguous slices of the sub-envs step on ``n_threads`` threads, so the
+    physics of a vector step runs on every core while the Python around it takes turns.
+    Gymnasium has no such vector env; its ``AsyncVectorEnv`` (one process per sub-env) spends
+    more on pipes and pickling than it saves when a step costs ~150 us (``HumanoidImitate-v0``
+    with 16 copies on 2 cores: 1,318 steps/s async, 2,008 sync, in PPO's rollouts). Each sub-env
+    sees the same calls in the same order as in ``SyncVectorEnv``, so results are identical.
+    """
+
+    def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], n_threads: int | None = None,
+                 **kwargs: Any):
+        kwargs.setdefault("autoreset_mode", AutoresetMode.SAME_STEP)
+        if kwargs["autoreset_mode"] != AutoresetMode.SAME_STEP:
+            raise MpgymError("ThreadedVectorEnv supports autoreset_mode=SAME_STEP only.")
+        super().__init__(env_fns, **kwargs)
+        n = max(1, min(n_threads or os.cpu_count() or 1, self.num_envs))
+        bounds = np.linspace(0, self.num_envs, n + 1).round().astype(int)
+        self._slices = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self._pool = ThreadPoolExecutor(n, thread_name_prefix="vector-env") if n > 1 else None
+
+    def _step_slice(self, envs: range, actions: list[Any]) -> list[tuple]:
+        out = []
+        for i in envs:
+            obs, reward, terminated, truncated, info = self.envs[i].step(actions[i])
+            final = None
+            if terminated or truncated:
+                final = {"final_obs": obs, "final_info": info}
+                obs, info = self.envs[i].reset()
+            out.append((obs, reward, terminated, truncated, info, final))
+        return out
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step every sub-env (on the threads), resetting those whose episode ended."""
+        acts = list(iterate(self.action_space, actions))
+        if self._pool is None:
+            parts = [self._step_slice(sl, acts) for sl in self._slices]
+        else:
+            parts = list(self._pool.map(lambda sl: self._step_slice(sl, acts), self._slices))
+        infos: dict[str, Any] = {}
+        i = 0
+        for part in parts:  # bookkeeping in sub-env order, as SyncVectorEnv does it
+            for obs, reward, terminated, truncated, info, final in part:
+                self._env_obs[i] = obs
+                self._rewards[i], self._terminations[i], self._truncations[i] = (
+                    reward, terminated, truncated)
+                if final is not None:
+                    infos = self._add_info(infos, final, i)
+                infos = self._add_info(infos, info, i)
+                i += 1
+        self._observations = concatenate(self.single_observation_space, self._env_obs,
+                                         self._observations)
+        obs = copy.deepcopy(self._observations) if self.copy else self._observations
+        return (obs, np.copy(self._rewards), np.copy(self._terminations),
+                np.copy(self._truncations), infos)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close the sub-envs and stop the threads."""
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        super().close_extras(**kwargs)
+
+
 # -- env state snapshots ----------------------------------------------------------------------
 _SCALARS = (bool, int, type(None))
 _ARRAY_KINDS = "biuf"
@@ -118,6 +191,22 @@ def env_state(env: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                 scalars[attr] = value.item()
         info[name] = {"class": type(layer).__name__, "scalars": scalars}
     return arrays, info
+
+
+def snapshot_supported(env: Any) -> bool:
+    """Whether :func:`env_state` captures all of ``env``'s state.
+
+    Not for envs stepped in other processes (``AsyncVectorEnv``) or holding a simulator's
+    state outside NumPy arrays (MuJoCo's ``MjData``): an agent continuing from a checkpoint
+    starts new episodes in those instead of restoring half a state.
+    """
+    for _, layer in _layers(env):
+        if isinstance(layer, gym.vector.AsyncVectorEnv):
+            return False
+        for value in vars(layer).values():
+            if type(value).__module__.split(".")[0] == "mujoco":
+                return False
+    return True
 
 
 def restore_env_state(env: Any, arrays: dict[str, Any], info: Any) -> None:

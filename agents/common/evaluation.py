@@ -10,6 +10,10 @@ goal -- every termination when all terminating moves are alike (CliffWalking end
 goal, Taxi only on a drop-off), a termination with positive reward when terminal states differ
 (FrozenLake: 1 at the goal, 0 in a hole); else ``return >= spec.reward_threshold`` (CartPole:
 475). Otherwise there is no success rate (``None``) rather than a wrong one.
+
+An env may also name ``info`` keys to average over each episode's steps in
+``metadata["episode_metrics"]`` (``HumanoidImitate-v0``: the joint-position error ``mpjpe``);
+the result holds them per episode (:attr:`EvalResult.metrics`) and their means in its summary.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class EvalResult:
         successes: (n_episodes,) bool, whether each episode succeeded, or None when the env
             gives no success signal.
         success_rule: how success was decided (see :func:`success_rule`), or None.
+        metrics: per-episode means over the steps of the ``info`` keys the env names in
+            ``metadata["episode_metrics"]`` (key -> (n_episodes,) float).
+        fps: the env's ``metadata["render_fps"]`` (frames per second of ``frames``), or None.
     """
 
     returns: np.ndarray
@@ -53,6 +60,8 @@ class EvalResult:
     frames: list[np.ndarray] = field(default_factory=list)
     successes: np.ndarray | None = None
     success_rule: str | None = None
+    metrics: dict[str, np.ndarray] = field(default_factory=dict)
+    fps: float | None = None
 
     @property
     def mean_return(self) -> float:
@@ -75,7 +84,8 @@ class EvalResult:
         """Mean/std return, mean length, success rate and its rule, for logs and tables."""
         return {"mean_return": self.mean_return, "std_return": self.std_return,
                 "mean_length": float(np.mean(self.lengths)), "success_rate": self.success_rate,
-                "success_rule": self.success_rule, "episodes": len(self.returns)}
+                "success_rule": self.success_rule, "episodes": len(self.returns),
+                **{f"mean_{k}": float(np.mean(v)) for k, v in self.metrics.items()}}
 
 
 PolicyLike = Callable[[Any], Any] | Any
@@ -186,27 +196,32 @@ def _play_episode(
     max_steps: int,
     frames: list | None,
     max_frames: int,
-) -> tuple[float, int, bool, float, dict[str, Any]]:
+    metric_keys: tuple[str, ...] = (),
+) -> tuple[float, int, bool, float, dict[str, Any], dict[str, float]]:
     """One episode from ``env.reset(seed=seed)``, at most ``max_steps`` steps.
 
     Appends rendered frames to ``frames`` (when given) up to ``max_frames``.
 
     Returns:
-        ``(return, length, terminated, last reward, last info)``.
+        ``(return, length, terminated, last reward, last info, mean of each metric key)``.
     """
     obs, info = env.reset(seed=seed)
     if frames is not None:
         frames.append(env.render())
     terminated = truncated = False
     total, steps, reward = 0.0, 0, 0.0
+    sums = dict.fromkeys(metric_keys, 0.0)
     while not (terminated or truncated) and steps < max_steps:
         action = _to_env_action(act(obs), env.action_space)
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         steps += 1
+        for k in metric_keys:
+            sums[k] += float(info[k])
         if frames is not None and len(frames) < max_frames:
             frames.append(env.render())
-    return total, steps, bool(terminated), float(reward), info
+    means = {k: v / max(steps, 1) for k, v in sums.items()}
+    return total, steps, bool(terminated), float(reward), info, means
 
 
 def evaluate_policy(
@@ -256,14 +271,22 @@ def evaluate_policy(
     returns, lengths, frames = np.zeros(n_episodes), np.zeros(n_episodes, dtype=int), []
     successes = np.zeros(n_episodes, dtype=bool)
     rule: str | None = None
+    metadata = env.metadata or {}
+    keys = tuple(metadata.get("episode_metrics", ()))
+    metrics = {k: np.zeros(n_episodes) for k in keys}
     with quiet_pygame(env.render_mode):
         for i in range(n_episodes):
-            total, steps, terminated, reward, info = _play_episode(
-                env, act, seed + i, max_steps, frames if render and i == 0 else None, max_frames)
+            total, steps, terminated, reward, info, means = _play_episode(
+                env, act, seed + i, max_steps, frames if render and i == 0 else None, max_frames,
+                keys)
             if i == 0:
                 rule = success_rule(env, info)
             returns[i], lengths[i] = total, steps
+            for k, v in means.items():
+                metrics[k][i] = v
             if rule is not None:
                 successes[i] = _succeeded(rule, env, total, terminated, reward, info)
+    fps = metadata.get("render_fps")
     return EvalResult(returns=returns, lengths=lengths, frames=frames,
-                      successes=successes if rule is not None else None, success_rule=rule)
+                      successes=successes if rule is not None else None, success_rule=rule,
+                      metrics=metrics, fps=float(fps) if fps else None)

@@ -3,7 +3,10 @@
 An :class:`OnPolicyAgent` steps ``n_envs`` copies of the env at once. With
 ``vectorization="auto"`` (the default) an env id whose registration has a vector entry point
 (Gymnasium's NumPy-vectorised CartPole, for one) is made by that entry point; any other env runs
-in a ``SyncVectorEnv`` of copies. Both autoreset conventions of Gymnasium 1.x are handled:
+in a ``SyncVectorEnv`` of copies. ``vectorization="thread"`` steps the copies on a thread per
+core (:class:`~agents.common.envs.ThreadedVectorEnv`: for simulators that release the GIL, as
+MuJoCo does) and ``"async"`` in Gymnasium's ``AsyncVectorEnv``, one worker process each. Both
+autoreset conventions of Gymnasium 1.x are handled:
 
 - ``SAME_STEP`` (our ``SyncVectorEnv``): when an episode ends, ``step`` returns the first
   observation of the next one and the true final observation in ``info["final_obs"]``; the
@@ -36,11 +39,11 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 
 from agents.common import Callback, keep_going, make_env
-from agents.common.envs import EnvKwargs
+from agents.common.envs import EnvKwargs, ThreadedVectorEnv, snapshot_supported
 from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
 from agents.deep.networks import RunningMeanStd
@@ -68,9 +71,14 @@ class OnPolicyConfig:
     """Environment steps (summed over the parallel envs) of ``learn()`` without a budget."""
     n_envs: int = 8
     """Parallel environments."""
-    vectorization: Literal["auto", "sync"] = "auto"
+    vectorization: Literal["auto", "sync", "thread", "async"] = "auto"
     """'auto': the env's own vector entry point when its registration has one (NumPy-vectorised
-    CartPole), else a ``SyncVectorEnv``; 'sync': always a ``SyncVectorEnv`` of copies."""
+    CartPole), else a ``SyncVectorEnv``; 'sync': always a ``SyncVectorEnv`` of copies; 'thread':
+    the copies step on one thread per core (``ThreadedVectorEnv``; for simulators that release
+    the GIL, such as MuJoCo; identical results to 'sync'); 'async': an ``AsyncVectorEnv``, one
+    worker process per copy (for envs whose step costs far more than a pipe message).
+    Continuing from a checkpoint starts new episodes where the env state cannot be saved
+    (async workers, MuJoCo)."""
     n_steps: int = 32
     """Steps per environment between updates (rollout length)."""
     learning_rate: float = 1e-3
@@ -206,8 +214,9 @@ class OnPolicyAgent(PolicyAgent):
 
     # -- continuing --------------------------------------------------------------------------
     def _rollout_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        if self._obs is None:
-            return {}, {}
+        if self._obs is None or (self.vec_env is not None
+                                 and not snapshot_supported(self.vec_env)):
+            return {}, {}  # nothing to continue from, or envs whose state cannot be saved
         tensors = {"rollout.obs": self._obs.copy(), "rollout.prev_done": self._prev_done.copy(),
                    "rollout.ret": self._ret.copy(), **self._tracker.state_dict("rollout.tracker")}
         info: dict[str, Any] = {"rollout": True}
@@ -247,6 +256,15 @@ class OnPolicyAgent(PolicyAgent):
                                     **kwargs)
         if isinstance(source, str):
             env_fns = [lambda: make_env(source, **kwargs) for _ in range(n)]
+            if self.config.vectorization == "async":
+                return AsyncVectorEnv(env_fns, autoreset_mode=AutoresetMode.SAME_STEP)
+            if self.config.vectorization == "thread":
+                return ThreadedVectorEnv(env_fns)
+        elif self.config.vectorization in ("async", "thread"):
+            raise MpgymError(
+                f"vectorization={self.config.vectorization!r} makes its envs from a registered "
+                f"id; pass {self.env_id!r} by id (with env_kwargs), or use vectorization='sync'."
+            )
         elif n == 1:
             env_fns = [lambda: source]
         elif source.spec is not None:
@@ -412,6 +430,16 @@ class OnPolicyAgent(PolicyAgent):
             self._ret[:] = 0.0
             self._prev_done[:] = False
             self._tracker = EpisodeTracker(cfg.n_envs)
+
+    def close(self) -> None:
+        """Close the training envs (threads, an async vector env's worker processes).
+
+        A later ``learn`` makes new ones, starting new episodes.
+        """
+        if self.vec_env is not None:
+            self.vec_env.close()
+            self.vec_env = None
+            self._obs = None
 
     def _can_continue(self) -> bool:
         return self._obs is not None and (self.vec_env is not None

@@ -398,11 +398,13 @@ def eval_main(argv: list[str]) -> int:
     print(f"{loaded.name} on {loaded.env_id}: return {s['mean_return']:.3f} "
           f"+- {s['std_return']:.3f}, length {s['mean_length']:.1f} over {s['episodes']} "
           f"episodes, {_success_text(s)}")
+    for key, values in result.metrics.items():
+        print(f"  {key}: {float(values.mean()):.4g} (mean over steps, then episodes)")
     if args.gif is not None:
         from mpgym.plots import save_gif
 
-        try:
-            save_gif(args.gif, result.frames, fps=8)
+        try:  # at the env's own frame rate (8 fps when it names none), at most 30
+            save_gif(args.gif, result.frames, fps=min(result.fps or 8, 30))
         except OSError as exc:
             raise MpgymError(f"cannot write {args.gif}: {exc.strerror or exc}.") from None
         print(f"gif: {args.gif}")

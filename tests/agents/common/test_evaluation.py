@@ -86,6 +86,30 @@ def test_info_is_success_is_preferred():
     assert success_rule(_Coin(), {"is_success": False}) == RULE_INFO
 
 
+class _Counter(gym.Env):
+    """Three steps; ``info["k"]`` is the step number, named as an episode metric."""
+
+    metadata = {"episode_metrics": ("k",), "render_fps": 12}
+    observation_space = gym.spaces.Discrete(1)
+    action_space = gym.spaces.Discrete(1)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return 0, {}
+
+    def step(self, action):
+        self.t += 1
+        return 0, 1.0, False, self.t == 3, {"k": float(self.t)}
+
+
+def test_episode_metrics_average_the_named_info_keys_over_steps():
+    result = evaluate_policy(lambda o: 0, _Counter(), 2)
+    assert result.metrics["k"].tolist() == [2.0, 2.0]  # mean of 1, 2, 3
+    assert result.summary()["mean_k"] == 2.0 and result.fps == 12.0
+    assert evaluate_policy(cliff_optimal, "CliffWalking-v1", 1).metrics == {}
+
+
 def test_bad_episode_counts_and_seeds_are_refused():
     from mpgym.errors import MpgymError
 

@@ -17,6 +17,7 @@ from agents.deep.a2c import A2C
 from agents.deep.base import EpisodeTracker
 from agents.deep.buffers import RolloutBuffer
 from agents.deep.ppo import PPO
+from mpgym.errors import MpgymError
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +100,35 @@ def test_sync_vectorisation_keeps_every_step():
     agent, buf, _ = cartpole_rollout(PPO, "sync")
     assert isinstance(agent.vec_env, SyncVectorEnv)
     assert buf.valid.all() and agent.num_timesteps == buf.valid.size
+
+
+@pytest.mark.parametrize("kind", ["async", "thread"])
+def test_async_and_threaded_vectorisation_step_exactly_as_sync(kind):
+    sync, sbuf, _ = cartpole_rollout(PPO, "sync", n_steps=100)
+    asy, abuf, _ = cartpole_rollout(PPO, kind, n_steps=100)
+    try:
+        assert type(asy.vec_env).__name__ == {"async": "AsyncVectorEnv",
+                                              "thread": "ThreadedVectorEnv"}[kind]
+        np.testing.assert_array_equal(abuf.obs, sbuf.obs)
+        np.testing.assert_array_equal(abuf.dones, sbuf.dones)
+        np.testing.assert_array_equal(abuf.next_values, sbuf.next_values)  # finals bootstrapped
+        # worker state cannot be checkpointed: continuing starts new episodes
+        from agents.common.envs import snapshot_supported
+
+        assert snapshot_supported(sync.vec_env)
+        if kind == "async":
+            assert not snapshot_supported(asy.vec_env) and asy._rollout_state() == ({}, {})
+    finally:
+        asy.close()
+    assert asy.vec_env is None
+
+
+@pytest.mark.parametrize("kind", ["async", "thread"])
+def test_async_and_threaded_vectorisation_need_a_registered_id(kind):
+    cfg = dataclasses.replace(PPO.PRESETS["CartPole-v1"], vectorization=kind, n_envs=2)
+    agent = PPO(gym.make("CartPole-v1").unwrapped, cfg)
+    with pytest.raises(MpgymError, match="registered id"):
+        agent.make_vec_env()
 
 
 @pytest.mark.parametrize("cls", [PPO, A2C])
