@@ -38,6 +38,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "fit_shape_main",
         "fit an implicit shape to a mesh or point cloud",
     ),
+    "shapes": (
+        "mpgym.cli.shapes",
+        "shapes_main",
+        "shape collections: mpgym shapes prepare --source pybullet|procedural|PATH",
+    ),
     "render-dataset": (
         "mpgym.cli.nerf",
         "render_dataset_main",

@@ -1,16 +1,18 @@
-"""``mpgym mesh RUN_DIR`` and ``mpgym fit-shape INPUT --method igr|occnet|deepsdf``.
+"""``mpgym mesh RUN_DIR``, ``mpgym fit-shape INPUT --method igr|occnet|deepsdf``, ``mpgym shapes``.
 
 ``mpgym mesh`` loads a run's field with :func:`neural3d.implicit.fields.load_field` (igr,
 occnet, deepsdf or nerf, by the run's ``kind``) and extracts its surface with
 :func:`neural3d.mesh.extract_mesh`. ``mpgym fit-shape`` fits one method to a mesh or a
 point cloud (``.obj .ply .stl .off .glb`` or ``.npy`` of ``(N, 3)`` points or ``(N, 6)``
 points + normals) and writes ``mesh.ply``, ``metrics.csv``, ``results.json``, ``mesh.png``.
+``mpgym shapes prepare [--source pybullet|procedural|PATH] [--limit N]`` normalises, splits,
+samples and caches a shape collection (:func:`neural3d.data.collections.prepare_collection`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +20,7 @@ import numpy as np
 import tyro
 
 from mpgym.errors import MpgymError
+from neural3d.data.collections import CollectionConfig  # light: numpy only, for the flags
 
 log = logging.getLogger("mpgym.shapes")
 
@@ -249,3 +252,60 @@ def _finish(args: FitShapeArgs, run, fn, cfg, points, normals, mesh, out: Path) 
                     nrow=args.views)
     print(f"{args.method}: Chamfer-L1 {m.chamfer_l1:.5f}, F-score@{m.threshold} "
           f"{m.fscore:.4f}, normal consistency {m.normal_consistency:.4f} -> {out}")
+
+
+# -- mpgym shapes prepare ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrepareArgs:
+    """Normalise, split (train/val/test), sample and cache a shape collection."""
+
+    source: str = "pybullet"
+    """pybullet (the wheel's 1,000 objects), procedural (neural3d.shapes families) or a folder."""
+    limit: int | None = None
+    """Keep this many shapes, taken from every split in proportion (>= 3)."""
+    cache: Path = Path("runs/cache/shapes")
+    """Parent folder of the caches (one subfolder per source and settings)."""
+    config: Annotated[CollectionConfig, tyro.conf.arg(name="")] = field(
+        default_factory=CollectionConfig)
+    """What is sampled per shape."""
+
+
+SHAPES_USAGE = """usage: mpgym shapes prepare [--source pybullet|procedural|PATH] [--limit N] [...]
+
+subcommands:
+  prepare   normalise, split and cache a shape collection (mpgym shapes prepare --help)"""
+
+
+def prepare_main(argv: list[str]) -> int:
+    """Entry point of ``mpgym shapes prepare``."""
+    from neural3d.data.collections import check_config, prepare_collection
+
+    args = tyro.cli(PrepareArgs, args=argv, prog="mpgym shapes prepare",
+                    config=(tyro.conf.OmitArgPrefixes,))
+    check_config(args.config)
+    if args.limit is not None and args.limit < 3:
+        raise MpgymError(f"--limit must be a whole number >= 3 (one shape per split); got "
+                         f"{args.limit}.")
+    if args.source not in ("pybullet", "procedural") and not Path(args.source).is_dir():
+        raise MpgymError(f"--source {args.source!r} is neither pybullet, procedural nor a "
+                         "folder of meshes.")
+    coll = prepare_collection(args.source, args.config, limit=args.limit, cache_dir=args.cache)
+    print(coll.summary())
+    if coll.skipped:
+        reasons: dict[str, int] = {}
+        for _, why in coll.skipped:
+            reasons[why.split(";")[0][:80]] = reasons.get(why.split(";")[0][:80], 0) + 1
+        for why, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:5]:
+            print(f"  skipped {n}: {why}")
+    return 0
+
+
+def shapes_main(argv: list[str]) -> int:
+    """Entry point of ``mpgym shapes``."""
+    commands = {"prepare": prepare_main}
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(SHAPES_USAGE)
+        return 0
+    if argv[0] not in commands:
+        raise MpgymError(f"unknown subcommand {argv[0]!r}; accepted: {', '.join(commands)}.")
+    return commands[argv[0]](argv[1:])
