@@ -187,3 +187,108 @@ class DeepSDFDecoder(nn.Module):
                 h = torch.cat([h, inp], dim=-1)
             h = self.dropout(torch.relu(lin(h)))
         return torch.tanh(self.out(h)).squeeze(-1)
+
+
+class ResnetPointNetEncoder(nn.Module):
+    """Occupancy Networks' ``ResnetPointnet`` (``pointnet_resnet``) point-cloud encoder.
+
+    ``fc_pos`` lifts each point to ``2 * hidden`` features; five :class:`ResnetBlockFC`
+    (``2 * hidden -> hidden``), each after the first fed ``[h, maxpool(h)]``; the code is
+    ``fc_c(relu(maxpool(h)))``. Max-pooling makes it invariant to the order of the points.
+    OccNet's point-cloud completion config (``configs/pointcloud/onet.yaml``) uses
+    ``hidden_dim: 512``, ``c_dim: 512``; :class:`PointNetEncoder` is the 4-block variant.
+
+    Args:
+        c_dim: code size (OccNet: 512).
+        hidden: width (OccNet: 512).
+        blocks: ResNet blocks (OccNet: 5).
+    """
+
+    def __init__(self, c_dim: int = 512, hidden: int = 512, blocks: int = 5):
+        super().__init__()
+        self.c_dim = c_dim
+        self.fc_pos = nn.Linear(3, 2 * hidden)
+        self.blocks = nn.ModuleList([ResnetBlockFC(2 * hidden, hidden) for _ in range(blocks)])
+        self.fc_c = nn.Linear(hidden, c_dim)
+
+    def forward(self, points: Tensor) -> Tensor:
+        """Code ``[B, c_dim]`` of point clouds ``[B, T, 3]``."""
+        h = self.blocks[0](self.fc_pos(points))  # [B, T, hidden]
+        for block in self.blocks[1:]:
+            pooled = h.max(dim=1, keepdim=True).values.expand_as(h)  # [B, T, hidden]
+            h = block(torch.cat([h, pooled], dim=-1))
+        return self.fc_c(torch.relu(h.max(dim=1).values))
+
+
+class CBatchNorm(nn.Module):
+    """Conditional batch norm (OccNet's ``CBatchNorm1d``): ``gamma(c) * BN(x) + beta(c)``.
+
+    Batch statistics over the batch and the points (``BatchNorm1d(affine=False)``), scale and
+    shift predicted from the code; the predictors start at ``gamma = 1``, ``beta = 0``.
+
+    Args:
+        c_dim: code size.
+        features: feature size of ``x``.
+    """
+
+    def __init__(self, c_dim: int, features: int):
+        super().__init__()
+        self.gamma, self.beta = nn.Linear(c_dim, features), nn.Linear(c_dim, features)
+        self.bn = nn.BatchNorm1d(features, affine=False)
+        nn.init.zeros_(self.gamma.weight)
+        nn.init.ones_(self.gamma.bias)
+        nn.init.zeros_(self.beta.weight)
+        nn.init.zeros_(self.beta.bias)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """Normalised ``x`` ``[B, N, F]`` conditioned on ``c`` ``[B, c_dim]``."""
+        h = self.bn(x.reshape(-1, x.shape[-1])).view(x.shape)  # [B, N, F], stats over B*N
+        return self.gamma(c)[:, None, :] * h + self.beta(c)[:, None, :]
+
+
+class CResnetBlockFC(nn.Module):
+    """OccNet's ``CResnetBlockConv1d``: ``x + fc1(relu(cbn1(fc0(relu(cbn0(x, c))), c)))``.
+
+    ``fc1`` starts at zero, so the block starts as the identity.
+    """
+
+    def __init__(self, c_dim: int, size: int):
+        super().__init__()
+        self.bn_0, self.bn_1 = CBatchNorm(c_dim, size), CBatchNorm(c_dim, size)
+        self.fc_0, self.fc_1 = nn.Linear(size, size), nn.Linear(size, size)
+        nn.init.zeros_(self.fc_1.weight)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """``[B, N, size]`` conditioned on ``c`` ``[B, c_dim]``."""
+        h = self.fc_0(torch.relu(self.bn_0(x, c)))
+        return x + self.fc_1(torch.relu(self.bn_1(h, c)))
+
+
+class CBatchNormDecoder(nn.Module):
+    """OccNet's ``DecoderCBatchNorm`` (``decoder: cbatchnorm``, ``z_dim: 0``): ``f(x, c) -> logit``.
+
+    ``fc_p`` lifts points to ``hidden``; :class:`CResnetBlockFC` blocks conditioned on the
+    code by conditional batch norm; a last CBN, ReLU and ``fc_out``. Batch statistics mix the
+    shapes of a batch in training; ``eval()`` uses running statistics, so each shape's
+    prediction is then independent of the others.
+
+    Args:
+        c_dim: code size (OccNet point clouds: 512).
+        hidden: width (OccNet: 256).
+        blocks: ResNet blocks (OccNet: 5).
+    """
+
+    def __init__(self, c_dim: int = 512, hidden: int = 256, blocks: int = 5):
+        super().__init__()
+        self.c_dim = c_dim
+        self.fc_p = nn.Linear(3, hidden)
+        self.blocks = nn.ModuleList([CResnetBlockFC(c_dim, hidden) for _ in range(blocks)])
+        self.bn = CBatchNorm(c_dim, hidden)
+        self.fc_out = nn.Linear(hidden, 1)
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        """Logits ``[B, N]`` (positive inside) for points ``[B, N, 3]`` and codes ``[B, c_dim]``."""
+        h = self.fc_p(x)  # [B, N, hidden]
+        for block in self.blocks:
+            h = block(h, c)
+        return self.fc_out(torch.relu(self.bn(h, c))).squeeze(-1)
