@@ -1,4 +1,4 @@
-"""Deep RL agents in PyTorch: DQN, REINFORCE, A2C and PPO (one file per algorithm).
+"""Deep RL agents in PyTorch: DQN, REINFORCE, A2C, PPO, SAC and TD3 (one file per algorithm).
 
 ``ALGORITHMS`` maps registry names to ``"module:Class"``; :mod:`agents.registry` merges it with
 the tabular agents, and classes are imported only when asked for.
@@ -9,4 +9,6 @@ ALGORITHMS: dict[str, str] = {
     "reinforce": "agents.deep.reinforce:REINFORCE",
     "a2c": "agents.deep.a2c:A2C",
     "ppo": "agents.deep.ppo:PPO",
+    "sac": "agents.deep.sac:SAC",
+    "td3": "agents.deep.td3:TD3",
 }

@@ -1,4 +1,4 @@
-"""Experience storage in preallocated arrays: a replay buffer (DQN) and a rollout buffer (A2C, PPO).
+"""Experience storage in preallocated arrays: replay (DQN, SAC, TD3) and rollout (A2C, PPO) buffers.
 
 Nothing here holds Python objects per transition: each field is one NumPy array written in
 place, and sampling is one fancy-indexing gather per field.
@@ -17,7 +17,7 @@ from agents.deep.common import gae
 
 @dataclass
 class ReplayBatch:
-    """A sampled minibatch, as tensors: ``obs``/``next_obs`` ``[B, obs_dim]``, the rest ``[B]``."""
+    """A sampled minibatch: observations ``[B, obs_dim]``, actions ``[B, *shape]``, rest ``[B]``."""
 
     obs: Tensor
     actions: Tensor
@@ -35,15 +35,19 @@ class ReplayBuffer:
     Args:
         capacity: number of transitions kept; the oldest are overwritten.
         obs_dim: length of an observation vector.
+        action_shape: shape of one action: ``()`` for Discrete indices (DQN), ``(act_dim,)``
+            for Box actions (SAC, TD3).
+        action_dtype: ``np.int64`` for indices, ``np.float32`` for Box actions.
     """
 
-    def __init__(self, capacity: int, obs_dim: int):
+    def __init__(self, capacity: int, obs_dim: int, action_shape: tuple[int, ...] = (),
+                 action_dtype: type = np.int64):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self.obs = np.zeros((capacity, obs_dim), np.float32)
         self.next_obs = np.zeros((capacity, obs_dim), np.float32)
-        self.actions = np.zeros(capacity, np.int64)
+        self.actions = np.zeros((capacity, *action_shape), action_dtype)
         self.rewards = np.zeros(capacity, np.float32)
         self.terminated = np.zeros(capacity, np.float32)
         self.pos = 0
@@ -53,7 +57,8 @@ class ReplayBuffer:
         return self.size
 
     def add(
-        self, obs: np.ndarray, action: int, reward: float, next_obs: np.ndarray, terminated: bool
+        self, obs: np.ndarray, action: int | np.ndarray, reward: float, next_obs: np.ndarray,
+        terminated: bool
     ) -> None:
         """Store one transition, overwriting the oldest when full."""
         i = self.pos
