@@ -30,7 +30,10 @@ unweighted sum; the code, which trained the paper's figures, uses this weighted 
 last frame to the first, in root-relative joint positions, is at most three times the 90th
 percentile of its frame-to-frame steps, and the heading changes by less than 15 degrees)
 loops, shifted horizontally each cycle by the root's displacement over a cycle (DeepMimic's
-cycle offset); any other motion ends the episode (``truncated``) at its last frame. Of the
+cycle offset), and at each new cycle the reference is moved horizontally onto the character's
+root (:attr:`ImitationConfig.sync_root`, DeepMimic's ``sync_char_root_pos``), so the pose error
+bound limits drift within a cycle, not over a whole episode; any other motion ends the episode
+(``truncated``) at its last frame. Of the
 DeepMimic clips, backflip, cartwheel, dance_a, dance_b, jump, roll, run, spinkick and walk loop;
 crawl, getup_facedown, getup_faceup, kick, punch and spin do not.
 """
@@ -112,6 +115,11 @@ class ImitationConfig:
     """Terminate when the head or the torso (``spine3``) is this far (m) below the reference's."""
     max_joint_error: float = 0.5
     """Terminate when the mean distance (m) of the 24 bodies from the reference's exceeds this."""
+    sync_root: bool = True
+    """At each new cycle of a looping reference, move the reference horizontally onto the
+    character's root (DeepMimic's ``sync_char_root_pos``, on in its walk settings), so that
+    drift in place does not accumulate into ``joint_error`` over cycles; ``False`` keeps the
+    reference on its own path (cycle offsets only)."""
     reference_state_init: bool = True
     """Start each episode at a random reference frame (RSI); otherwise at frame 0."""
     future_frames: tuple[int, ...] = (1,)
@@ -226,6 +234,7 @@ class HumanoidImitateEnv(gym.Env):
         self._n_obs = 1 + 6 + 15 * 9 + 16 * 6 + 2 + len(cfg.future_frames) * 16 * 9
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self._n_obs,), np.float32)
         self._frame = 0
+        self._delta = np.zeros(3)  # the reference's shift beyond its cycle offsets (sync_root)
         self._renderer: Any = None
         self._size = (int(height), int(width))
         self._warn_count = 0
@@ -248,6 +257,7 @@ class HumanoidImitateEnv(gym.Env):
                 f"{self.ref.n_frames - 1}]; got {frame!r}."
             )
         self._frame = int(frame)
+        self._delta = np.zeros(3)
         mujoco.mj_resetData(self.model, self.data)
         self.set_reference_state(self._frame)
         self._warn_count = self.data.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
@@ -266,6 +276,12 @@ class HumanoidImitateEnv(gym.Env):
             self._warn_count = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
             log.warning("the simulation diverged at frame %d; ending the episode", k)
         self._kinematics()
+        if self.config.sync_root and self.ref.loops and k % self.ref.n_frames == 0:
+            # a new cycle: the reference's root at its first frame onto the character's root
+            root = self.data.xpos[self._ids[0], :2]
+            self._delta[:2] = root - self.ref.xpos[0, 0, :2] - (k // self.ref.n_frames) * (
+                self.ref.cycle_shift[:2]
+            )
         obs, info, dropped = self._evaluate()
         wt = self.config.weights
         reward = (
@@ -287,7 +303,7 @@ class HumanoidImitateEnv(gym.Env):
             return None
         if self._renderer is None:
             self._renderer = _make_renderer(self.model, *self._size)
-        f, shift = self.ref.locate(self._frame)
+        f, shift = self._locate(self._frame)
         ghost = self.ref.ghost_ids
         self.data.mocap_pos[ghost] = self.ref.xpos[f] + shift
         self.data.mocap_quat[ghost] = self.ref.xquat[f]
@@ -303,9 +319,14 @@ class HumanoidImitateEnv(gym.Env):
             self._renderer = None
 
     # ------------------------------------------------------------------ state and scoring
+    def _locate(self, k: int) -> tuple[int, np.ndarray]:
+        """Reference frame of step ``k`` and its shift: cycle offsets plus the root sync."""
+        f, shift = self.ref.locate(k)
+        return f, (shift + self._delta) if self.ref.loops else shift
+
     def set_reference_state(self, frame: int) -> None:
         """Put the humanoid in the reference's state at ``frame`` (positions and velocities)."""
-        f, shift = self.ref.locate(frame)
+        f, shift = self._locate(frame)
         d = self.data
         d.qpos[:] = self.ref.qpos[f]
         d.qpos[:3] += shift
@@ -375,6 +396,7 @@ class HumanoidImitateEnv(gym.Env):
             self._frame,
             ref.loops,
             ref.cycle_shift,
+            self._delta,
             self._future,
             self.config.fall_drop,
             obs,
@@ -401,7 +423,7 @@ class HumanoidImitateEnv(gym.Env):
 
     def _evaluate_numpy(self) -> tuple[np.ndarray, dict[str, float], bool]:
         s = self._sim()
-        f, shift = self.ref.locate(self._frame)
+        f, shift = self._locate(self._frame)
         terms = self._terms_numpy(s, f, shift)
         watch = self.ref.watch
         z, z_ref = s["xpos"][watch, 2], self.ref.xpos[f, watch, 2]
@@ -446,7 +468,7 @@ class HumanoidImitateEnv(gym.Env):
             self.ref.phase(self._frame),
         ]
         for dk in self.config.future_frames:
-            f, shift = self.ref.locate(self._frame + dk)
+            f, shift = self._locate(self._frame + dk)
             rx, rR = self.ref.xpos[f, sim] + shift, self.ref.xmat[f, sim]
             parts += [((rx - root) @ H.T).ravel(), _six_d(H @ rR).ravel()]
         return np.concatenate(parts).astype(np.float32)
@@ -711,6 +733,7 @@ def _evaluate_loops(
     step,
     loops,
     cycle_shift,
+    delta,
     future,
     fall_drop,
     obs,
@@ -719,7 +742,7 @@ def _evaluate_loops(
     """Observation into ``obs`` and reward terms into ``terms`` at ``step`` (see above)."""
     X, R, W, V = _gather(xpos, xmat, cvel, subtree_com, ids)
     T = len(rxpos)
-    f, shift = _locate(step, T, loops, cycle_shift)
+    f, shift = _locate(step, T, loops, cycle_shift, delta)
     yaw = math.atan2(R[0, 1, 0], R[0, 0, 0])
     c, s = math.cos(yaw), math.sin(yaw)  # heading frame: rows (c, s, 0), (-s, c, 0), (0, 0, 1)
     _score(
@@ -747,7 +770,7 @@ def _evaluate_loops(
     obs[o], obs[o + 1] = math.sin(phi), math.cos(phi)
     o += 2
     for i in range(len(future)):
-        g, gs = _locate(step + future[i], T, loops, cycle_shift)
+        g, gs = _locate(step + future[i], T, loops, cycle_shift, delta)
         o = _observe_reference(X, rxpos[g], rxmat[g], gs, static[: len(w)], c, s, obs, o)
 
 
@@ -887,10 +910,10 @@ def _observe_reference(X, rx, rR, shift, sim, c, s, obs, o):  # pragma: no cover
     return o
 
 
-def _locate(k, T, loops, cycle_shift):  # pragma: no cover - compiled by numba
-    """:meth:`Reference.locate` for the kernel: ``(frame, shift (3,))``."""
+def _locate(k, T, loops, cycle_shift, delta):  # pragma: no cover - compiled by numba
+    """:meth:`HumanoidImitateEnv._locate` for the kernel: ``(frame, shift (3,))``."""
     if loops:
-        return k % T, (k // T) * cycle_shift
+        return k % T, (k // T) * cycle_shift + delta
     return min(k, T - 1), 0.0 * cycle_shift
 
 

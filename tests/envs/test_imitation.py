@@ -175,6 +175,38 @@ def test_looping_and_ending_references():
     assert truncated
 
 
+def test_root_sync_moves_the_reference_onto_the_character_at_each_new_cycle():
+    rng = np.random.default_rng(1)
+    synced, free = (
+        HumanoidImitateEnv("walk", config={"sync_root": on, "reference_state_init": False})
+        for on in (True, False)
+    )
+    T = synced.ref.n_frames
+    for env in (synced, free):
+        env.reset(seed=0, options={"frame": T - 6})
+    actions = rng.uniform(-0.3, 0.3, (5, 37))
+    for a in actions:  # the same state on both, up to the last frame of the cycle
+        for env in (synced, free):
+            *_, info = env.step(a)
+    assert synced.reward_terms() == free.reward_terms()
+    for env in (synced, free):
+        *_, info = env.step(actions[-1])
+        env.info = info
+    root = synced.data.xpos[synced._ids[0]]
+    f, shift = synced._locate(T)
+    assert f == 0
+    np.testing.assert_allclose(synced.ref.xpos[0, 0, :2] + shift[:2], root[:2], atol=1e-12)
+    assert shift[2] == 0.0
+    np.testing.assert_allclose(free._locate(T)[1], free.ref.cycle_shift)  # the cycle offset only
+    assert synced.info["joint_error"] != free.info["joint_error"]
+    assert synced.info["mpjpe"] == pytest.approx(free.info["mpjpe"])
+    # within the cycle the synced reference moves with its own velocity from there
+    f, later = synced._locate(T + 5)
+    np.testing.assert_allclose(later, shift)
+    synced.reset(seed=0)
+    np.testing.assert_allclose(synced._delta, 0.0)
+
+
 def test_motion_files_and_objects(tmp_path):
     from bodies.motion.dataset import deepmimic_motion, resample, save_amass
 
