@@ -12,6 +12,10 @@ matrices for dynamic programming.
 ``mpgym/HumanoidImitate-v0`` (:mod:`envs.imitation`, needs ``mujoco``): DeepMimic's motion
 imitation on a MuJoCo humanoid built from ``bodies``; its module is imported only when the env
 is made.
+
+``mpgym/NextBestView-v0`` (:mod:`envs.nbv`, needs ``open3d``): choosing the next depth view of
+an object from the shape collection to cover its surface, on ``neural3d``'s ray casting and
+voxel fusion.
 """
 
 from gymnasium.envs.registration import register, registry
@@ -39,7 +43,12 @@ _PHYSICS_SPECS = [
      None),
 ]
 
-for _id, _entry, _kwargs, _steps, _threshold in _SPECS + _PHYSICS_SPECS:
+_VISION_SPECS = [
+    # the view budget (NBVConfig.budget, 10) ends episodes, so no TimeLimit; no fixed optimum
+    ("mpgym/NextBestView-v0", "envs.nbv:NextBestViewEnv", {"shapes": "procedural"}, None, None),
+]
+
+for _id, _entry, _kwargs, _steps, _threshold in _SPECS + _PHYSICS_SPECS + _VISION_SPECS:
     if _id not in registry:
         register(id=_id, entry_point=_entry, kwargs=_kwargs, max_episode_steps=_steps,
                  reward_threshold=_threshold)
@@ -48,6 +57,8 @@ ENV_IDS: tuple[str, ...] = tuple(spec[0] for spec in _SPECS)
 """The tabular ids this package registers (each env has ``P``)."""
 PHYSICS_ENV_IDS: tuple[str, ...] = tuple(spec[0] for spec in _PHYSICS_SPECS)
 """The physics-simulated ids (MuJoCo) this package registers."""
+VISION_ENV_IDS: tuple[str, ...] = tuple(spec[0] for spec in _VISION_SPECS)
+"""The 3D-vision ids (Open3D ray casting) this package registers."""
 
-__all__ = ["ENV_IDS", "MAPS", "PHYSICS_ENV_IDS", "DiscreteModelEnv", "GamblersProblemEnv",
-           "GridWorldEnv", "RandomWalkEnv", "TabularModel"]
+__all__ = ["ENV_IDS", "MAPS", "PHYSICS_ENV_IDS", "VISION_ENV_IDS", "DiscreteModelEnv",
+           "GamblersProblemEnv", "GridWorldEnv", "RandomWalkEnv", "TabularModel"]
