@@ -1,7 +1,7 @@
 # mpgym: `make demo` and `make test` each set up everything they need on a fresh machine.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
-EXTRAS ?= 3d,bodies,rl,gen,dev
+EXTRAS ?= 3d,bodies,rl,gen,dev,scale
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip

@@ -21,6 +21,14 @@ from mpgym.errors import MpgymError
 def _ensure_registered(env_id: str) -> None:
     if env_id.startswith("mpgym/") and env_id not in gym.registry:
         import envs  # noqa: F401  (registers the mpgym/ ids)
+    if env_id.startswith("MinAtar/") and env_id not in gym.registry:
+        # MinAtar registers its Gymnasium ids only when asked (minatar.gym.register_envs).
+        try:
+            from minatar.gym import register_envs
+        except ImportError:
+            raise MpgymError(f"{env_id!r} needs the minatar package: pip install minatar "
+                             "(or the project's 'rl' extra).") from None
+        register_envs()
 
 
 def make_env(env: str | gym.Env, *, render_mode: str | None = None, **kwargs: Any) -> gym.Env:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 def _plt():
@@ -18,9 +19,9 @@ def _plt():
     return plt
 
 
-def moving_average(y: Sequence[float], window: int) -> np.ndarray:
+def moving_average(values: ArrayLike, window: int) -> np.ndarray:
     """Trailing moving average; the first ``window - 1`` points average what exists so far."""
-    y = np.asarray(y, dtype=float)
+    y = np.asarray(values, dtype=float)
     if window <= 1 or len(y) == 0:
         return y
     c = np.cumsum(np.insert(y, 0, 0.0))
@@ -47,6 +48,37 @@ def plot_curves(
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, (x, y) in curves.items():
         ax.plot(np.asarray(x), moving_average(y, smooth), label=name, lw=1.5)
+    _finish_axes(ax, xlabel, ylabel, title, hlines, ylim, legend=bool(curves))
+    return save_figure(fig, path)
+
+
+def plot_bands(
+    path: str | Path,
+    bands: Mapping[str, tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike]],
+    *,
+    xlabel: str = "step",
+    ylabel: str = "return",
+    title: str = "",
+    hlines: Mapping[str, float] | None = None,
+) -> Path:
+    """Plot named ``(x, mean, low, high)`` curves, each ``(n,)``, as lines in shaded bands.
+
+    For a mean over seeds with its spread (:func:`agents.common.sweep.mean_band`).
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, (x, mean, low, high) in bands.items():
+        (line,) = ax.plot(np.asarray(x), np.asarray(mean), label=name, lw=1.5)
+        ax.fill_between(np.asarray(x), np.asarray(low), np.asarray(high),
+                        color=line.get_color(), alpha=0.2, lw=0)
+    _finish_axes(ax, xlabel, ylabel, title, hlines, None, legend=bool(bands))
+    return save_figure(fig, path)
+
+
+def _finish_axes(ax: Any, xlabel: str, ylabel: str, title: str,
+                 hlines: Mapping[str, float] | None, ylim: tuple[float, float] | None, *,
+                 legend: bool) -> None:
+    """Reference lines, labels, limits, title, legend and grid of a curve plot."""
     for name, v in (hlines or {}).items():
         ax.axhline(v, ls="--", lw=1, color="gray")
         ax.text(ax.get_xlim()[0], v, f" {name}", va="bottom", fontsize=8, color="gray")
@@ -56,10 +88,9 @@ def plot_curves(
         ax.set_ylim(*ylim)
     if title:
         ax.set_title(title)
-    if curves:
+    if legend:
         ax.legend()
     ax.grid(alpha=0.3)
-    return save_figure(fig, path)
 
 
 def save_figure(fig: Any, path: str | Path) -> Path:

@@ -2,14 +2,19 @@
 
 Every training loop writes its config once, appends metrics as it goes, and leaves its
 pictures, meshes and checkpoint beside them, so a run can be inspected, resumed or loaded.
+With ``tensorboard`` on, TensorBoard event files (``events.out.tfevents.*``) lie beside
+``metrics.csv`` too (:meth:`RunDir.scalars`; the ``tensorboard`` package is imported only then).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import importlib.util
 import json
 import logging
+import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -63,16 +68,34 @@ class MetricsLogger:
 class RunDir:
     """A run's directory: ``<root>/<kind>/<name>/``.
 
+    ``RunDir(path, tensorboard=True)`` also writes TensorBoard scalars (:meth:`scalars`);
+    it raises :class:`~mpgym.errors.MpgymError` when the ``tensorboard`` package is missing.
+
     Example:
         >>> run = RunDir.create("tabular", "q-learning-FrozenLake-v1")  # doctest: +SKIP
         >>> run.write_config(cfg); run.metrics.log(episode=1, ret=0.0)  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, tensorboard: bool = False):
+        if tensorboard:
+            require_tensorboard()  # before anything is made
         self.path = Path(path)
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         self._metrics: MetricsLogger | None = None
+        self._writer: Any = None
+        self.tensorboard = tensorboard
+
+    @property
+    def tensorboard(self) -> bool:
+        """Also write TensorBoard event files into the run directory (:meth:`scalars`)."""
+        return self._tensorboard
+
+    @tensorboard.setter
+    def tensorboard(self, on: bool) -> None:
+        if on:
+            require_tensorboard()
+        self._tensorboard = bool(on)
 
     @classmethod
     def create(cls, kind: str, name: str | None = None, root: str | Path = "runs") -> RunDir:
@@ -110,6 +133,42 @@ class RunDir:
                 self.path.rmdir()  # do not leave behind the directory a mistyped path made
             raise
 
+    def scalars(self, prefix: str, step: int, values: dict[str, Any]) -> None:
+        """Write ``values`` as TensorBoard scalars ``<prefix>/<name>`` at ``step``.
+
+        Does nothing unless :attr:`tensorboard` is on. Values that are not finite numbers
+        (None, strings, NaN) are left out. The event files (``events.out.tfevents.*``) lie
+        beside ``metrics.csv``; ``tensorboard --logdir runs`` shows every run.
+        """
+        if not self._tensorboard:
+            return
+        writer = self._writer or self._open_writer()
+        if writer is None:
+            return
+        for name, value in values.items():
+            if isinstance(value, numbers.Real) and math.isfinite(value):
+                writer.add_scalar(f"{prefix}/{name}", float(value), step)
+
+    def _open_writer(self) -> Any:
+        """The ``SummaryWriter`` of the run (None once the directory is gone: never remade)."""
+        if not self.path.is_dir():
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(log_dir=str(self.path))
+        return self._writer
+
+    def flush(self) -> None:
+        """Write pending TensorBoard events to disk."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer (a later scalar opens a new event file)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
     def write_json(self, name: str, data: Any) -> Path:
         """Write any JSON file (``results.json``...) into the run, atomically."""
         return atomic_write_text(self.path / name, json.dumps(to_jsonable(data), indent=2))
@@ -119,6 +178,15 @@ class RunDir:
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+
+def require_tensorboard() -> None:
+    """Raise :class:`MpgymError` unless the ``tensorboard`` package can be imported."""
+    if importlib.util.find_spec("tensorboard") is None:
+        from mpgym.errors import MpgymError
+
+        raise MpgymError("TensorBoard logging (tensorboard=True, --tensorboard) needs the "
+                         "tensorboard package; install it with: pip install tensorboard")
 
 
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -186,25 +254,33 @@ def check_run_target(path: str | Path, *, kind: str, overwrite: bool = False) ->
 
 
 @contextlib.contextmanager
-def staged_run(path: str | Path, *, kind: str, overwrite: bool = False) -> Iterator[RunDir]:
+def staged_run(path: str | Path, *, kind: str, overwrite: bool = False,
+               tensorboard: bool = False) -> Iterator[RunDir]:
     """Build a run in a hidden sibling directory and move it into place when it completes.
 
     The target is checked first (:func:`check_run_target`). The block writes into a temporary
     ``.<name>.partial-*`` directory beside ``path``. On success, and on Ctrl-C (so an interrupted
     run's checkpoint is kept), it replaces ``path``; on any other error it is deleted, so a
-    refused or failed run leaves nothing behind.
+    refused or failed run leaves nothing behind. ``tensorboard`` is the yielded
+    :class:`RunDir`'s; its writer is closed before the move.
 
     Example:
         >>> with staged_run("runs/rl/dqn-CartPole-v1-s0", kind="dqn") as run:  # doctest: +SKIP
         ...     run.write_config(cfg, kind="dqn")
     """
     path = check_run_target(path, kind=kind, overwrite=overwrite)
+    if tensorboard:
+        require_tensorboard()
     made = [p for p in reversed(path.parents) if not p.exists()]  # outermost first
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
+    run = RunDir(tmp, tensorboard=tensorboard)
     try:
-        yield RunDir(tmp)
+        try:
+            yield run
+        finally:
+            run.close()
     except KeyboardInterrupt:
         _move_into_place(tmp, path)
         raise

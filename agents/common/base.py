@@ -19,9 +19,9 @@ from __future__ import annotations
 import abc
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union
 
 import gymnasium as gym
 import numpy as np
@@ -33,10 +33,16 @@ from mpgym.configs import check_types, config_from_dict
 from mpgym.errors import MpgymError
 from mpgym.runs import RunDir
 
+if TYPE_CHECKING:
+    from agents.common.callbacks import BaseCallback
+
 log = logging.getLogger(__name__)
 
-Callback = Callable[[dict[str, Any]], "bool | None"]
-"""``callback(locals()) -> bool | None``; returning ``False`` stops learning (as in SB3)."""
+Callback = Union[  # noqa: UP007 - "BaseCallback" is a forward reference
+    Callable[[dict[str, Any]], "bool | None"], "BaseCallback", Sequence[Any]]
+"""What ``learn(callback=...)`` takes: ``callback(locals()) -> bool | None`` (returning
+``False`` stops learning, as in SB3), a :class:`~agents.common.callbacks.BaseCallback`, or a
+list of these (see :mod:`agents.common.callbacks`)."""
 
 METRIC_X = ("timestep", "episode")
 """Column names agents log the learning-curve x axis under (first present is plotted)."""
@@ -197,10 +203,29 @@ class Agent(abc.ABC):
 
     # -- shared plumbing --------------------------------------------------------------------
     def log(self, **metrics: Any) -> None:
-        """Record one metrics row (in ``history`` and the run's ``metrics.csv``)."""
+        """Record one metrics row (in ``history`` and the run's ``metrics.csv``).
+
+        An episode row (one with ``return``) also gives the TensorBoard scalars
+        ``episode/return`` and ``episode/length`` at its ``timestep`` (else ``episode``) when
+        the run directory has ``tensorboard`` on.
+        """
         self.history.append(metrics)
         if self.run is not None:
             self.run.metrics.log(**metrics)
+            if self.run.tensorboard and METRIC_RETURN in metrics:
+                step = next((metrics[x] for x in METRIC_X if x in metrics), self.num_timesteps)
+                self.run.scalars("episode", int(step), {
+                    k: metrics[k] for k in (METRIC_RETURN, "length") if k in metrics})
+
+    def log_update(self, **stats: Any) -> None:
+        """Record one update's statistics (losses, entropy, KL...) for TensorBoard.
+
+        They become scalars ``train/<name>`` at ``num_timesteps`` when the run directory has
+        ``tensorboard`` on; otherwise this does nothing (``metrics.csv`` keeps the latest
+        values on its episode rows).
+        """
+        if self.run is not None and self.run.tensorboard:
+            self.run.scalars("train", self.num_timesteps, stats)
 
     def meta(self) -> dict[str, Any]:
         """Counters and RNG state stored beside the weights in a checkpoint (JSON)."""

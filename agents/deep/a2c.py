@@ -112,8 +112,7 @@ class A2C(OnPolicyAgent):
         adv = batch.advantages
         if cfg.normalize_advantage:
             adv = standardize(adv)
-        log_prob, entropy = self.policy.evaluate(batch.obs, batch.actions)
-        values = self.policy.value(batch.obs)
+        log_prob, entropy, values = self.policy.evaluate_value(batch.obs, batch.actions)
         policy_loss = -(log_prob * adv).mean()
         value_loss = F.mse_loss(values, batch.returns)
         return self._gradient_step(policy_loss, value_loss, entropy.mean())

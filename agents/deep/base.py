@@ -24,6 +24,7 @@ from torch import nn
 
 from agents.common import Agent, env_id_of, plot_learning_curve
 from agents.common.envs import env_state, restore_env_state
+from agents.deep.features import DictEncoder, ImageEncoder, make_extractor, resolve_policy
 from agents.deep.networks import ActorCritic
 from mpgym.checkpoint import CheckpointError
 from mpgym.errors import MpgymError, check_positive
@@ -34,7 +35,10 @@ log = logging.getLogger(__name__)
 
 
 class ObsEncoder:
-    """Gymnasium observations -> float32 vectors ``[B, dim]`` for MLPs.
+    """Gymnasium observations -> float32 vectors ``[B, dim]`` for MLPs (``policy="mlp"``).
+
+    Images and ``Dict`` observations have their encoders in :mod:`agents.deep.features`
+    (:func:`make_encoder` picks one).
 
     Accepts ``Box`` spaces of shape ``(n,)`` (passed through) and ``Discrete(n)`` (one-hot,
     so the project's grid worlds and toy-text envs work). Anything else -- images, dicts,
@@ -50,7 +54,8 @@ class ObsEncoder:
             raise MpgymError(
                 f"{who} uses an MLP policy, which needs vector observations (Box of shape (n,)) "
                 f"or Discrete ones, but the env's observation_space is {space}. Flatten it with "
-                "gymnasium.wrappers.FlattenObservation, or use an image encoder (not provided)."
+                "gymnasium.wrappers.FlattenObservation, or use policy='cnn' (images) or "
+                "'multi_input' (Dict) where the agent has that option."
             )
         self.space = space
 
@@ -66,6 +71,21 @@ class ObsEncoder:
             out[np.arange(idx.shape[0]), idx] = 1.0
             return out
         return np.asarray(obs, dtype=np.float32).reshape(-1, self.dim)
+
+
+def make_encoder(space: gym.Space, policy: str, who: str) -> Any:
+    """The observation encoder of a ``policy`` kind (``"auto"`` picks one from ``space``).
+
+    ``"mlp"``: :class:`ObsEncoder`; ``"cnn"``: :class:`~agents.deep.features.ImageEncoder`;
+    ``"multi_input"``: :class:`~agents.deep.features.DictEncoder`. All give ``[B, dim]``
+    float32 rows.
+    """
+    kind = resolve_policy(policy, space)
+    if kind == "cnn":
+        return ImageEncoder(space, who)
+    if kind == "multi_input":
+        return DictEncoder(space, who)
+    return ObsEncoder(space, who)
 
 
 def check_step(env_id: str, obs: Any, reward: Any) -> None:
@@ -209,7 +229,8 @@ class DeepAgent(Agent):
         self.rng = self.gens.np
         self.torch_gen: torch.Generator = self.gens.torch  # type: ignore[assignment]
         self.env_id = env_id_of(self.env)
-        self.encoder = ObsEncoder(self.env.observation_space, type(self).__name__)
+        self.encoder = make_encoder(self.env.observation_space,
+                                    getattr(self.config, "policy", "mlp"), type(self).__name__)
         self.episode_returns: list[float] = []
         self.episode_timesteps: list[int] = []
         self.num_updates = 0
@@ -471,6 +492,8 @@ class PolicyAgent(DeepAgent):
             critic=critic,
             std=cfg.std,
             log_std_init=cfg.log_std_init,
+            features=make_extractor(self.encoder, getattr(cfg, "features", "nature"),
+                                    type(self).__name__, orthogonal=True),
         )
         return self.policy
 

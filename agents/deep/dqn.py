@@ -34,11 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.common import Callback, keep_going, linear_schedule
+from agents.common import Callback, linear_schedule
+from agents.common.callbacks import learning_hooks
 from agents.common.envs import EnvKwargs, env_state
 from agents.deep.base import DeepAgent, EpisodeTracker, _array_like, check_step
 from agents.deep.buffers import ReplayBuffer
 from agents.deep.common import dqn_targets
+from agents.deep.features import Features, Policy, make_extractor
 from agents.deep.networks import QNetwork
 from agents.deep.numpy_policy import numpy_mlp, plain_mlp_layers
 from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -110,7 +112,14 @@ class DQNConfig:
     max_grad_norm: float = 10.0
     """Gradient-norm clip (SB3's default for DQN)."""
     hidden: tuple[int, ...] = (128, 128)
-    """Hidden layer widths of the Q-network (zoo: [256, 256])."""
+    """Hidden layer widths of the Q-network (zoo: [256, 256]); after the CNN with images."""
+    policy: Policy = "mlp"
+    """'mlp' (vectors), 'cnn' (images), 'multi_input' (Dict of images and vectors), or 'auto':
+    picked from the observation space (see :mod:`agents.deep.features`)."""
+    features: Features = "nature"
+    """The CNN of 'cnn'/'multi_input': Nature-DQN's (images of 36x36 and more) or MinAtar's."""
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    """Adam, or centered RMSprop (alpha 0.95, eps 0.01; MinAtar's DQN)."""
 
 
 _BASE = DQNConfig()
@@ -165,6 +174,54 @@ DQN_PRESETS: dict[str, DQNConfig] = {
     ),
 }
 
+# MinAtar's DQN (Young & Tian 2019, "MinAtar: An Atari-Inspired Testbed for Thorough and
+# Reproducible Reinforcement Learning Experiments", arXiv:1903.03176), from the constants of
+# the authors' examples/dqn.py (github.com/kenjyoung/MinAtar, as it was before 2024-12):
+# replay 100,000; batch 32; one gradient step per frame; target copied every 1,000 gradient
+# steps; gamma 0.99; Huber loss; no Double DQN, no gradient clipping; centered RMSprop
+# (squared-gradient momentum 0.95, min squared gradient 0.01, no momentum); 5,000 frames of
+# uniform actions before learning, then epsilon 1 -> 0.1 over 100,000 frames (here one linear
+# decay over the first 105,000 frames: 0.96 at frame 5,000 instead of 1); 5M frames; network
+# conv 16 3x3 stride 1 -> fc 128 -> actions (features="minatar", no hidden layers). The
+# paper's agents act in all 6 actions: the '-v0' ids (the '-v1' ids have the minimal sets).
+# Step size: the best of the paper's sweep (powers of 2, its step-size sensitivity figure)
+# per game: 2^-9 on Breakout, 2^-12 (about the script's default 2.5e-4) on Space Invaders.
+# exploration_fraction is of the budget of learn(): 105,000 frames of the 5M.
+#
+# REFERENCE (the paper's learning curves, Figure "learning_curves" of the repository's README:
+# mean over 30 runs of the return averaged over the last 100 training episodes, at 5M frames,
+# read off the plot): DQN Breakout ~10, Space Invaders ~43.
+MINATAR_DQN_REFERENCE: dict[str, float] = {"MinAtar/Breakout-v0": 10.0,
+                                           "MinAtar/SpaceInvaders-v0": 43.0}
+"""Final training returns of the MinAtar paper's DQN (approximate, read off its plot)."""
+_MINATAR = dataclasses.replace(
+    _BASE,
+    total_timesteps=5_000_000,
+    lr_schedule="constant",
+    optimizer="rmsprop",
+    buffer_size=100_000,
+    learning_starts=5_000,
+    batch_size=32,
+    gamma=0.99,
+    train_freq=1,
+    gradient_steps=1,
+    target_update_interval=1_000,
+    tau=1.0,
+    exploration_fraction=105_000 / 5_000_000,
+    exploration_initial_eps=1.0,
+    exploration_final_eps=0.1,
+    double_dqn=False,
+    loss="huber",
+    max_grad_norm=1e6,  # no clipping in effect (the config takes finite numbers only)
+    hidden=(),
+    policy="cnn",
+    features="minatar",
+)
+DQN_PRESETS["minatar-breakout"] = dataclasses.replace(
+    _MINATAR, env_id="MinAtar/Breakout-v0", learning_rate=2.0**-9)
+DQN_PRESETS["minatar-space-invaders"] = dataclasses.replace(
+    _MINATAR, env_id="MinAtar/SpaceInvaders-v0", learning_rate=2.0**-12)
+
 
 class DQN(DeepAgent):
     """Deep Q-learning for Discrete action spaces.
@@ -191,11 +248,18 @@ class DQN(DeepAgent):
         cfg = self.config
         self.n_actions = int(space.n)
         self.action_start = int(space.start)
-        self.q = QNetwork(self.encoder.dim, self.n_actions, cfg.hidden, dueling=cfg.dueling)
-        self.q_target = QNetwork(self.encoder.dim, self.n_actions, cfg.hidden, dueling=cfg.dueling)
+        self.q, self.q_target = (
+            QNetwork(self.encoder.dim, self.n_actions, cfg.hidden, dueling=cfg.dueling,
+                     features=make_extractor(self.encoder, cfg.features, "DQN"))
+            for _ in range(2))
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate, fused=True)
+        if cfg.optimizer == "rmsprop":
+            self.optimizer = torch.optim.RMSprop(self.q.parameters(), lr=cfg.learning_rate,
+                                                 alpha=0.95, eps=0.01, centered=True, foreach=True)
+        else:
+            self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate,
+                                              fused=True)
         self.buffer = ReplayBuffer(min(cfg.buffer_size, 10**8), self.encoder.dim)
         self.num_updates = 0
         self._obs: np.ndarray | None = None
@@ -216,9 +280,9 @@ class DQN(DeepAgent):
         A single observation through a small MLP costs tens of microseconds in PyTorch's
         dispatcher and a few in NumPy. The NumPy forward (:func:`numpy_mlp`) reads views of the
         parameters (the optimiser and target copies update them in place), so it always
-        matches ``self.q``. Dueling networks keep the PyTorch forward.
+        matches ``self.q``. Dueling networks and CNNs keep the PyTorch forward.
         """
-        forward = None if self.q.dueling else numpy_mlp(self.q.net)
+        forward = numpy_mlp(self.q.plain_mlp)
         if forward is None:
 
             def torch_greedy(obs: np.ndarray) -> int:
@@ -446,8 +510,8 @@ class DQN(DeepAgent):
         return loss.detach()
 
     def _mlp_layers(self) -> list[nn.Linear] | None:
-        """The Linear layers of a plain ReLU MLP Q-network, else None (dueling)."""
-        layers = None if self.q.dueling else plain_mlp_layers(self.q.net, (nn.ReLU,))
+        """The Linear layers of a plain ReLU MLP Q-network, else None (dueling, CNN)."""
+        layers = plain_mlp_layers(self.q.plain_mlp, (nn.ReLU,))
         return None if layers is None else [m for m in layers if isinstance(m, nn.Linear)]
 
     @torch.no_grad()
@@ -526,6 +590,7 @@ class DQN(DeepAgent):
             self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (
                 1.0 - t / self._total_timesteps)
         self._loss = self.train_round(cfg.gradient_steps)
+        self.log_update(loss=self._loss, learning_rate=self.optimizer.param_groups[0]["lr"])
         self.check_finite_state(f"after {self.num_updates} gradient steps")
 
     def learn(
@@ -539,7 +604,9 @@ class DQN(DeepAgent):
 
         Args:
             total_timesteps: environment steps (default ``config.total_timesteps``).
-            callback: ``callback(locals()) -> bool | None`` after every env step; False stops.
+            callback: called after every env step (see :mod:`agents.common.callbacks`): a
+                function ``callback(locals()) -> bool | None``, a ``BaseCallback`` or a list;
+                False stops.
             progress_bar: show a progress bar on a terminal.
             reset_num_timesteps: True (SB3's default) starts counters, schedules and the
                 episode afresh (the replay buffer is kept); False continues them (also after
@@ -562,12 +629,12 @@ class DQN(DeepAgent):
         greedy = self.greedy_action_fn()
         assert self._obs is not None
         bar = progress(total=total, desc=f"dqn {self.env_id}", enable=progress_bar, unit="step")
-        with self._training(), bar:
+        with self._training(), bar, learning_hooks(self, callback) as hooks:
             for step in range(total):  # noqa: B007 - ``step`` is visible to callbacks
                 t = self.num_timesteps  # index of this env step over all calls
                 eps = self.epsilon(t, self._total_timesteps)
                 action = self._epsilon_greedy(greedy, eps)
-                raw, reward, terminated, truncated, _ = env.step(action)
+                raw, reward, terminated, truncated, info = env.step(action)
                 check_step(self.env_id, raw, reward)
                 next_obs = self.preprocess(raw)[0]
                 self.buffer.add(self._obs, action - self.action_start, float(reward), next_obs,
@@ -584,7 +651,7 @@ class DQN(DeepAgent):
                         and self.num_timesteps % cfg.train_freq == 0):
                     self._scheduled_train_round(t)
                 bar.update(1)
-                if not keep_going(callback, locals()):
+                if hooks is not None and not hooks.step(locals(), done, [info]):
                     break
         return self
 

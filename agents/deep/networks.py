@@ -4,7 +4,9 @@ They are built from :func:`mpgym.nn.mlp`, the project's one MLP.
 
 Observations reach the networks as float32 vectors ``[B, obs_dim]`` (see
 :func:`agents.deep.base.ObsEncoder`); actions leave them as ``[B]`` integers (Discrete) or
-``[B, act_dim]`` floats (Box).
+``[B, act_dim]`` floats (Box). Image and ``Dict`` observations arrive flattened the same way
+and pass a feature extractor first (``features``, from :mod:`agents.deep.features`): the MLPs
+then run on its ``[B, features.out_dim]`` output. Without one (MLP policies) nothing changes.
 """
 
 from __future__ import annotations
@@ -18,20 +20,26 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from agents.deep.common import categorical_log_prob, gaussian_entropy
+from agents.deep.features import FeatureExtractor
 from mpgym.nn import Activation, diag_gaussian_log_prob, mlp
 
 
 class QNetwork(nn.Module):
     """``Q(s, .)`` for Discrete actions, optionally with a dueling head (Wang et al. 2016).
 
-    Dueling: ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')`` on a shared torso.
+    Dueling: ``Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')`` on a shared torso. With a
+    feature extractor (``features``, for images) the MLP runs on its output.
     """
 
     def __init__(
-        self, obs_dim: int, n_actions: int, hidden: Sequence[int], *, dueling: bool = False
+        self, obs_dim: int, n_actions: int, hidden: Sequence[int], *, dueling: bool = False,
+        features: FeatureExtractor | None = None,
     ):
         super().__init__()
         self.dueling = dueling
+        self.features = features
+        if features is not None:
+            obs_dim = features.out_dim
         if dueling:
             self.torso = mlp(obs_dim, hidden[:-1], hidden[-1]) if hidden else nn.Identity()
             width = hidden[-1] if hidden else obs_dim
@@ -40,8 +48,19 @@ class QNetwork(nn.Module):
         else:
             self.net = mlp(obs_dim, hidden, n_actions)
 
+    @property
+    def plain_mlp(self) -> nn.Module | None:
+        """``self.net`` when it is the whole network (a plain MLP), else None.
+
+        None with a feature extractor or a dueling head; for the NumPy forward pass and the
+        hand-written backward pass, which only MLPs have.
+        """
+        return None if self.dueling or self.features is not None else self.net
+
     def forward(self, obs: Tensor) -> Tensor:
         """``[B, obs_dim]`` -> ``[B, n_actions]`` action values."""
+        if self.features is not None:
+            obs = self.features(obs)
         if not self.dueling:
             return self.net(obs)
         h = self.torso(obs)
@@ -60,6 +79,10 @@ class ActorCritic(nn.Module):
     ``E [latent, D]`` has entries ``N(0, sigma_jd^2)``, drawn by :meth:`reset_noise` and held
     for several steps, so exploration is smooth in time. Given ``z(s)`` the action is Gaussian
     with variance ``sum_j z_j(s)^2 sigma_jd^2``, which gives its log-probability and entropy.
+
+    With a feature extractor (``features``, for images) both MLPs run on its output, computed
+    once per call and shared by actor and critic (stable-baselines3's default for A2C/PPO);
+    :meth:`act_value` and :meth:`evaluate_value` give the policy and the value from one pass.
     """
 
     def __init__(
@@ -73,9 +96,13 @@ class ActorCritic(nn.Module):
         critic: bool = True,
         std: Literal["param", "state", "sde"] = "param",
         log_std_init: float = 0.0,
+        features: FeatureExtractor | None = None,
     ):
         super().__init__()
         self.discrete = discrete
+        self.features = features
+        if features is not None:
+            obs_dim = features.out_dim
         self.state_std = (not discrete) and std == "state"
         self.sde = (not discrete) and std == "sde"
         out = action_dim * (2 if self.state_std else 1)
@@ -109,10 +136,14 @@ class ActorCritic(nn.Module):
 
     def dist_params(self, obs: Tensor) -> tuple[Tensor, Tensor | None]:
         """Logits ``[B, A]`` (and None), or Gaussian mean and log std ``[B, D]`` each."""
+        return self._dist_params(obs if self.features is None else self.features(obs))
+
+    def _dist_params(self, h: Tensor) -> tuple[Tensor, Tensor | None]:
+        """:meth:`dist_params` of extracted features ``h`` (the observations for MLPs)."""
         if self.sde:
-            mean, log_std, _ = self._sde_params(obs)
+            mean, log_std, _ = self._sde_params(h)
             return mean, log_std
-        out = self.actor(obs)
+        out = self.actor(h)
         if self.discrete:
             return out, None
         if self.state_std:
@@ -122,22 +153,40 @@ class ActorCritic(nn.Module):
 
     def value(self, obs: Tensor) -> Tensor:
         """``[B, obs_dim]`` -> ``[B]`` state values."""
+        return self._value(obs if self.features is None else self.features(obs))
+
+    def _value(self, h: Tensor) -> Tensor:
         if self.critic is None:
             raise RuntimeError("this policy has no critic")
-        return self.critic(obs).squeeze(-1)
+        return self.critic(h).squeeze(-1)
 
     @torch.no_grad()
     def act(
         self, obs: Tensor, generator: torch.Generator | None, deterministic: bool = False
     ) -> tuple[Tensor, Tensor]:
         """Sample (or take the mode of) the policy: actions and their log-probabilities ``[B]``."""
+        return self._act(obs if self.features is None else self.features(obs), generator,
+                         deterministic)
+
+    @torch.no_grad()
+    def act_value(
+        self, obs: Tensor, generator: torch.Generator | None, deterministic: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`act` and :meth:`value` through one pass of the feature extractor."""
+        h = obs if self.features is None else self.features(obs)
+        actions, log_probs = self._act(h, generator, deterministic)
+        return actions, log_probs, self._value(h)
+
+    def _act(
+        self, h: Tensor, generator: torch.Generator | None, deterministic: bool
+    ) -> tuple[Tensor, Tensor]:
         if self.sde and not deterministic:
-            mean, log_std, z = self._sde_params(obs)
-            if self.sde_noise is None or self.sde_noise.shape[0] != len(obs):
-                self.reset_noise(len(obs), generator)
+            mean, log_std, z = self._sde_params(h)
+            if self.sde_noise is None or self.sde_noise.shape[0] != len(h):
+                self.reset_noise(len(h), generator)
             a = mean + torch.bmm(z.unsqueeze(1), self.sde_noise).squeeze(1)
             return a, diag_gaussian_log_prob(a, mean, log_std=log_std)
-        p, log_std = self.dist_params(obs)
+        p, log_std = self._dist_params(h)
         if self.discrete:
             if deterministic:
                 a = p.argmax(-1)
@@ -153,7 +202,16 @@ class ActorCritic(nn.Module):
 
     def evaluate(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
         """Log-probabilities and entropies ``[B]`` of ``actions`` under the current policy."""
-        p, log_std = self.dist_params(obs)
+        return self._evaluate(obs if self.features is None else self.features(obs), actions)
+
+    def evaluate_value(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`evaluate` and :meth:`value` through one pass of the feature extractor."""
+        h = obs if self.features is None else self.features(obs)
+        log_prob, entropy = self._evaluate(h, actions)
+        return log_prob, entropy, self._value(h)
+
+    def _evaluate(self, h: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+        p, log_std = self._dist_params(h)
         if self.discrete:
             # categorical_log_prob and categorical_entropy, sharing one log-softmax
             logp = F.log_softmax(p, dim=-1)

@@ -5,7 +5,10 @@ NumPy, which dominates an env step of CartPole-sized problems. The arrays built 
 of the parameters (``weight.detach().numpy()`` shares memory), and optimisers update parameters
 in place, so a NumPy forward always matches its module without copying. Only plain MLPs qualify:
 an ``nn.Sequential`` of biased ``nn.Linear`` layers and the activations in
-:data:`NUMPY_ACTIVATIONS`; anything else keeps the PyTorch forward (callers get None).
+:data:`NUMPY_ACTIVATIONS`; anything else keeps the PyTorch forward (callers get None). That
+includes every network with a CNN feature extractor (:mod:`agents.deep.features`): a
+convolution's forward pass costs more than PyTorch's dispatch, so pixel policies act through
+PyTorch, exactly as they train.
 
 Used by DQN's greedy action (:meth:`agents.deep.dqn.DQN.greedy_action_fn`, and its hand-written
 backward pass for ReLU MLPs) and by the rollouts of A2C and PPO
@@ -27,12 +30,12 @@ NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
 
 
 def plain_mlp_layers(
-    net: nn.Module, activations: tuple[type[nn.Module], ...] = tuple(NUMPY_ACTIVATIONS)
+    net: nn.Module | None, activations: tuple[type[nn.Module], ...] = tuple(NUMPY_ACTIVATIONS)
 ) -> list[nn.Module] | None:
     """The layers of ``net`` when it is a plain MLP, else None.
 
     Args:
-        net: the module to inspect.
+        net: the module to inspect (None gives None).
         activations: the activation types allowed between the Linear layers (exact types).
 
     Returns:
@@ -51,15 +54,16 @@ def plain_mlp_layers(
     return layers
 
 
-def numpy_mlp(net: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
+def numpy_mlp(net: nn.Module | None) -> Callable[[np.ndarray], np.ndarray] | None:
     """A NumPy forward pass of the plain MLP ``net`` through views of its parameters, or None.
 
     Args:
-        net: an ``nn.Sequential`` of Linear layers and Tanh/ReLU (see :func:`plain_mlp_layers`).
+        net: an ``nn.Sequential`` of Linear layers and Tanh/ReLU (see :func:`plain_mlp_layers`),
+            or None.
 
     Returns:
         ``x [..., in] -> [..., out]`` computing ``x @ W^T + b`` and the activations in float32
-        for float32 input, or None when ``net`` is not a plain MLP.
+        for float32 input, or None when ``net`` is not a plain MLP (or is None).
 
     Example:
         >>> import torch

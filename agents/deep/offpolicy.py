@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.common import Callback, keep_going
+from agents.common import Callback
+from agents.common.callbacks import learning_hooks
 from agents.common.envs import env_state, snapshot_supported
 from agents.deep.base import (
     DeepAgent,
@@ -273,7 +274,9 @@ class OffPolicyAgent(DeepAgent):
 
         Args:
             total_timesteps: environment steps (default ``config.total_timesteps``).
-            callback: ``callback(locals()) -> bool | None`` after every env step; False stops.
+            callback: called after every env step (see :mod:`agents.common.callbacks`): a
+                function ``callback(locals()) -> bool | None``, a ``BaseCallback`` or a list;
+                False stops.
             progress_bar: show a progress bar on a terminal.
             reset_num_timesteps: True (SB3's default) restarts the counters and the episode
                 (the replay buffer is kept); False continues them (also after :meth:`load`),
@@ -294,14 +297,14 @@ class OffPolicyAgent(DeepAgent):
         bar = progress(
             total=total, desc=f"{self.name} {self.env_id}", enable=progress_bar, unit="step"
         )
-        with self._training(), bar:
+        with self._training(), bar, learning_hooks(self, callback) as hooks:
             for step in range(total):  # noqa: B007 - ``step`` is visible to callbacks
                 if self.num_timesteps < cfg.learning_starts:
                     scaled = self.rng.uniform(-1.0, 1.0, self.act_dim).astype(np.float32)
                 else:
                     scaled = self._explore(self._obs)
                 action = unscale_action(scaled, low, high)
-                raw, reward, terminated, truncated, _ = env.step(action)
+                raw, reward, terminated, truncated, info = env.step(action)
                 check_step(self.env_id, raw, reward)
                 next_obs = self.preprocess(raw)[0]
                 self.buffer.add(self._obs, scaled, float(reward), next_obs, terminated)
@@ -319,8 +322,9 @@ class OffPolicyAgent(DeepAgent):
                 ):
                     self.losses = self.train_round(cfg.gradient_steps)
                     self.check_finite_state(f"after {self.num_updates} gradient steps")
+                    self.log_update(**self.losses)
                 bar.update(1)
-                if not keep_going(callback, locals()):
+                if hooks is not None and not hooks.step(locals(), done, [info]):
                     break
         return self
 

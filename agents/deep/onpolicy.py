@@ -42,10 +42,12 @@ import torch
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from torch import Tensor
 
-from agents.common import Callback, keep_going, make_env
+from agents.common import Callback, make_env
+from agents.common.callbacks import LearnHooks, learning_hooks
 from agents.common.envs import EnvKwargs, ThreadedVectorEnv, snapshot_supported
 from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
+from agents.deep.features import Features, Policy
 from agents.deep.networks import RunningMeanStd
 from agents.deep.numpy_policy import numpy_mlp, sample_categorical
 from mpgym.checkpoint import CheckpointError
@@ -110,6 +112,12 @@ class OnPolicyConfig:
     """gSDE: draw new exploration matrices every this many steps (-1: once per rollout)."""
     log_std_init: float = 0.0
     """Initial log std of Gaussian policies."""
+    policy: Policy = "mlp"
+    """'mlp' (vectors), 'cnn' (images), 'multi_input' (Dict of images and vectors), or 'auto':
+    picked from the observation space (see :mod:`agents.deep.features`). With a CNN, actor and
+    critic share it and ``hidden`` are the layers after it."""
+    features: Features = "nature"
+    """The CNN of 'cnn'/'multi_input': Nature-DQN's (images of 36x36 and more) or MinAtar's."""
 
 
 class OnPolicyAgent(PolicyAgent):
@@ -303,10 +311,10 @@ class OnPolicyAgent(PolicyAgent):
         dispatcher and ~15 us in NumPy. The arrays are views of the parameters (see
         :mod:`agents.deep.numpy_policy`), so they always match ``self.policy``; actions are
         drawn from the same Categorical (inverse CDF with ``self.rng``). Others return None
-        and use the PyTorch forward.
+        and use the PyTorch forward, as do policies with a CNN feature extractor.
         """
         policy = self.policy
-        if not policy.discrete or policy.critic is None:
+        if not policy.discrete or policy.critic is None or policy.features is not None:
             return None
         actor, critic = numpy_mlp(policy.actor), numpy_mlp(policy.critic)
         if actor is None or critic is None:
@@ -323,8 +331,7 @@ class OnPolicyAgent(PolicyAgent):
         """``obs [N, d] -> (actions, log_probs, values)`` through the PyTorch policy."""
         x = torch.from_numpy(obs)
         with torch.no_grad():
-            actions, log_probs = self.policy.act(x, self.torch_gen)
-            values = self.policy.value(x)
+            actions, log_probs, values = self.policy.act_value(x, self.torch_gen)
         return actions.numpy(), log_probs.numpy(), values.numpy()
 
     def _resample_sde_noise(self, t: int) -> None:
@@ -374,28 +381,28 @@ class OnPolicyAgent(PolicyAgent):
         buf.next_values[:-1] = buf.values[1:]
         buf.next_values[-1] = self.policy.value(torch.from_numpy(self._obs)).numpy()
         if truncated_final:
-            finals = self.preprocess(np.stack([f for _, _, f in truncated_final]))
+            finals = np.concatenate([self.preprocess(f) for _, _, f in truncated_final])
             v = self.policy.value(torch.from_numpy(finals)).numpy()
             for (t, i, _), vi in zip(truncated_final, v, strict=True):
                 buf.next_values[t, i] = vi
 
     def collect_rollout(
-        self, buf: RolloutBuffer, tracker: EpisodeTracker, stats: dict, callback: Callback | None
+        self, buf: RolloutBuffer, tracker: EpisodeTracker, stats: dict, hooks: LearnHooks | None
     ) -> bool:
-        """Fill ``buf`` with ``n_steps`` vector steps; False when the callback asked to stop.
+        """Fill ``buf`` with ``n_steps`` vector steps; False when a callback asked to stop.
 
         Each step: act (NumPy or PyTorch forward), step the envs, store the transition,
         move on to the next observation and count the real transitions and finished episodes;
-        after the last step, the values of the next states (:meth:`_bootstrap_values`). The
-        callback sees this function's locals (``self``, ``t``, ``actions``, ``values``,
-        ``rewards``, ``dones``, ``info`` ...); a stop request still completes the rollout.
+        after the last step, the values of the next states (:meth:`_bootstrap_values`). A plain
+        function callback sees this function's locals (``self``, ``t``, ``actions``,
+        ``values``, ``rewards``, ``dones``, ``info`` ...). A stop request returns False at
+        once, leaving the rollout incomplete (it must not be used for an update).
         """
         vec = self.vec_env
         assert vec is not None
         next_step = vec.metadata.get("autoreset_mode") == AutoresetMode.NEXT_STEP
         act = self.numpy_rollout_policy() or self._act_torch
         truncated_final: list[tuple[int, int, np.ndarray]] = []
-        keep_running = True
         for t in range(buf.n_steps):
             self._resample_sde_noise(t)
             actions, log_probs, values = act(self._obs)
@@ -412,10 +419,10 @@ class OnPolicyAgent(PolicyAgent):
             self._obs = self._encode_step(raw)
             self.num_timesteps += int(valid.sum())
             self._episodes_done(tracker.step(rewards, dones, valid), **stats)
-            if keep_running and not keep_going(callback, locals()):
-                keep_running = False
+            if hooks is not None and not hooks.step(locals(), dones, info):
+                return False
         self._bootstrap_values(buf, truncated_final)
-        return keep_running
+        return True
 
     def _start_envs(self, reset: bool) -> None:
         """Make the vector env; reset it, or put back the state a checkpoint holds."""
@@ -456,8 +463,10 @@ class OnPolicyAgent(PolicyAgent):
 
         Args:
             total_timesteps: environment steps over all envs (default ``config.total_timesteps``).
-            callback: ``callback(locals()) -> bool | None`` after every vector step; False
-                stops after the current rollout's update.
+            callback: called after every vector step (see :mod:`agents.common.callbacks`): a
+                function ``callback(locals()) -> bool | None``, a ``BaseCallback`` or a list;
+                False stops at once, without an update from the incomplete rollout.
+                ``on_rollout_end`` runs after each complete rollout, before its update.
             progress_bar: show a progress bar on a terminal.
             reset_num_timesteps: True (SB3's default) starts the counters, the schedules and
                 the envs afresh; False continues them (also after :meth:`load`): the
@@ -479,22 +488,25 @@ class OnPolicyAgent(PolicyAgent):
         bar = progress(
             total=total, desc=f"{self.name} {self.env_id}", enable=progress_bar, unit="step"
         )
-        with self._training(), bar:
+        with self._training(), bar, learning_hooks(self, callback) as hooks:
             # Rollouts until ``total`` real transitions (a multiple of n_envs * n_steps when
             # every step is one, as with same-step autoreset).
             while self.num_timesteps < self._total_timesteps:
                 before = self.num_timesteps
                 remaining = self.progress_remaining()  # at the rollout's start
-                keep_running = self.collect_rollout(buf, self._tracker, stats, callback)
+                complete = self.collect_rollout(buf, self._tracker, stats, hooks)
+                bar.update(self.num_timesteps - before)
+                if not complete:  # a callback stopped learning mid-rollout: no update
+                    break
+                if hooks is not None:
+                    hooks.rollout_end()
                 if cfg.lr_schedule == "linear":
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * remaining
                 stats = self._update(buf.finish(cfg.gamma, cfg.gae_lambda), remaining)
                 self.num_updates += 1
                 self.check_finite_state(f"after update {self.num_updates}")
-                bar.update(self.num_timesteps - before)
-                if not keep_running:
-                    break
+                self.log_update(**stats)
         return self
 
 

@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -160,6 +160,35 @@ PPO_PRESETS: dict[str, PPOConfig] = {
     ),
 }
 
+# MinAtar (Young & Tian 2019, arXiv:1903.03176; the '-v0' ids: all 6 actions, as in the paper).
+# rl-baselines3-zoo's ppo.yml Atari set (8 envs, 128 steps, 4 epochs, batch 256, lr 2.5e-4 and
+# clip 0.1 both annealed linearly, entropy 0.01, vf 0.5) on the MinAtar paper's small network
+# (conv 16 3x3 -> fc 128, shared by actor and critic, linear heads as SB3's CNN policies) and
+# its budget of 5M frames (MinAtar has no frame skip). The paper has no PPO; REFERENCE for
+# scale, its curves at 5M frames (see agents.deep.dqn.MINATAR_DQN_REFERENCE): DQN Breakout ~10,
+# Space Invaders ~43; online actor-critic AC(0.8) ~17.5 and ~185.
+_MINATAR = PPOConfig(
+    total_timesteps=5_000_000,
+    n_envs=8,
+    n_steps=128,
+    n_epochs=4,
+    batch_size=256,
+    learning_rate=2.5e-4,
+    lr_schedule="linear",
+    clip_range=0.1,
+    clip_schedule="linear",
+    gamma=0.99,
+    gae_lambda=0.95,
+    ent_coef=0.01,
+    vf_coef=0.5,
+    max_grad_norm=0.5,
+    hidden=(),
+    policy="cnn",
+    features="minatar",
+)
+PPO_PRESETS["minatar-breakout"] = replace(_MINATAR, env_id="MinAtar/Breakout-v0")
+PPO_PRESETS["minatar-space-invaders"] = replace(_MINATAR, env_id="MinAtar/SpaceInvaders-v0")
+
 
 class PPO(OnPolicyAgent):
     """PPO-Clip for Discrete and Box action spaces over ``gymnasium.vector`` envs."""
@@ -203,8 +232,7 @@ class PPO(OnPolicyAgent):
         adv = batch.advantages[idx]
         if cfg.normalize_advantage and len(adv) > 1:
             adv = standardize(adv)
-        log_prob, entropy = self.policy.evaluate(obs, actions)
-        values = self.policy.value(obs)
+        log_prob, entropy, values = self.policy.evaluate_value(obs, actions)
         log_ratio = log_prob - batch.log_probs[idx]
         ratio = log_ratio.exp()
         policy_loss = ppo_clip_loss(ratio, adv, clip)

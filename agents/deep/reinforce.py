@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from agents.common import Callback, keep_going
+from agents.common import Callback
+from agents.common.callbacks import learning_hooks
 from agents.common.envs import EnvKwargs
 from agents.common.returns import reward_to_go
 from agents.deep.base import PolicyAgent, check_step
@@ -174,7 +175,9 @@ class REINFORCE(PolicyAgent):
         Args:
             total_timesteps: environment steps (default ``config.total_timesteps``); the last,
                 incomplete batch of episodes is not used.
-            callback: ``callback(locals()) -> bool | None`` after every env step; False stops.
+            callback: called after every env step (see :mod:`agents.common.callbacks`): a
+                function ``callback(locals()) -> bool | None``, a ``BaseCallback`` or a list;
+                False stops. ``on_rollout_end`` runs before each batch's update.
             progress_bar: show a progress bar on a terminal.
             reset_num_timesteps: True (SB3's default) restarts the counters; False continues
                 them. REINFORCE has no schedules, and each call starts a fresh episode.
@@ -195,12 +198,12 @@ class REINFORCE(PolicyAgent):
         bar = progress(
             total=total, desc=f"reinforce {self.env_id}", enable=progress_bar, unit="step"
         )
-        with self._training(), bar:
+        with self._training(), bar, learning_hooks(self, callback) as hooks:
             for _ in range(total):
                 obs = self.preprocess(raw)
                 action, _ = self.policy.act(torch.from_numpy(obs), self.torch_gen)
                 action_np = action.numpy()[0]
-                raw, reward, terminated, truncated, _ = env.step(self.env_actions(action_np))
+                raw, reward, terminated, truncated, info = env.step(self.env_actions(action_np))
                 check_step(self.env_id, raw, reward)
                 obs_b.append(obs[0])
                 act_b.append(action_np)
@@ -217,11 +220,15 @@ class REINFORCE(PolicyAgent):
                     episodes_in_batch += 1
                     raw, _ = env.reset()
                     if episodes_in_batch == cfg.batch_episodes:
+                        if hooks is not None:
+                            hooks.rollout_end()
                         stats = self.update(np.stack(obs_b), np.stack(act_b), np.concatenate(ret_b))
                         self.num_updates += 1
                         self.check_finite_state(f"after update {self.num_updates}")
+                        self.log_update(**stats)
                         obs_b, act_b, ret_b, rewards = [], [], [], []
                         episodes_in_batch, ep_start = 0, 0
-                if not keep_going(callback, locals()):
+                if hooks is not None and not hooks.step(locals(), terminated or truncated,
+                                                        [info]):
                     break
         return self

@@ -2,6 +2,10 @@
 
 Checkpoints are ``{config, state_dict}`` with the table ``q`` and visit counts ``n``.
 
+An env observing a ``Tuple`` of ``Discrete`` members (Blackjack-v1) is numbered into one
+``Discrete`` index by :class:`envs.tuple_discrete.TupleToDiscrete`, applied by the agent itself;
+``predict`` takes either the index or the env's tuple.
+
 Tabular agents count their budget in **episodes**: ``learn(500)`` runs 500 episodes, and
 ``learn()`` runs ``config.episodes``. Each episode logs one row to ``metrics.csv``:
 ``episode``, ``timestep`` (env steps so far), ``return``, ``length``, ``epsilon``, ``alpha``.
@@ -16,10 +20,12 @@ from typing import Any, ClassVar, Literal
 import gymnasium as gym
 import numpy as np
 
-from agents.common.base import Agent, Callback, keep_going
+from agents.common.base import Agent, Callback
+from agents.common.callbacks import learning_hooks
 from agents.common.envs import EnvKwargs, require_discrete
 from agents.common.plotting import plot_learning_curve
 from agents.common.schedules import Schedule, visit_step_size
+from envs.tuple_discrete import TupleToDiscrete, discrete_observations
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
 from mpgym.runs import RunDir
@@ -86,6 +92,10 @@ class TabularAgent(Agent):
         self.q = np.full((self.n_states, self.n_actions), float(getattr(self.config, "q_init", 0)))
         self.n = np.zeros((self.n_states, self.n_actions))
 
+    def _make_env(self, env: str | gym.Env) -> gym.Env:
+        """The env, with a ``Tuple`` of ``Discrete`` observations numbered into one index."""
+        return discrete_observations(super()._make_env(env))
+
     # -- acting -----------------------------------------------------------------------------
     def greedy(self, s: int) -> int:
         """Greedy action in ``s``, ties broken at random (with ``self.rng``)."""
@@ -99,15 +109,22 @@ class TabularAgent(Agent):
             return int(self.rng.integers(self.n_actions))
         return self.greedy(s)
 
+    def obs_index(self, obs: Any) -> np.ndarray:
+        """``obs`` as state indices: the env's tuple (Blackjack) numbered, indices checked."""
+        if isinstance(obs, tuple) and isinstance(self.env, TupleToDiscrete):
+            obs = self.env.observation(obs)
+        obs_arr = np.asarray(obs, dtype=np.int64)
+        if obs_arr.size and (obs_arr.min() < 0 or obs_arr.max() >= self.n_states):
+            raise MpgymError(f"observation {obs!r} is outside 0..{self.n_states - 1}.")
+        return obs_arr
+
     def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
         """Greedy action for ``obs`` (first maximiser), as SB3's ``(action, None)``.
 
         With ``deterministic=False`` the action is epsilon-greedy with the schedule's final
         epsilon. Batched ``obs`` gives batched actions.
         """
-        obs_arr = np.asarray(obs, dtype=np.int64)
-        if obs_arr.size and (obs_arr.min() < 0 or obs_arr.max() >= self.n_states):
-            raise MpgymError(f"observation {obs!r} is outside 0..{self.n_states - 1}.")
+        obs_arr = self.obs_index(obs)
         if deterministic:
             return np.argmax(self.q[obs_arr], axis=-1), None
         eps = self.config.epsilon(self.config.episodes)
@@ -163,7 +180,9 @@ class TabularAgent(Agent):
 
         Args:
             total_timesteps: number of episodes (SB3's name, kept for a common API).
-            callback: ``callback(locals()) -> bool | None`` after each episode; False stops.
+            callback: called after each episode (see :mod:`agents.common.callbacks`): a
+                function ``callback(locals()) -> bool | None``, a ``BaseCallback`` or a list;
+                False stops.
             progress_bar: show a progress bar (only on a terminal).
 
         Returns:
@@ -174,7 +193,7 @@ class TabularAgent(Agent):
         if episodes < 0:
             raise MpgymError(f"the episode budget must be >= 0, got {episodes}.")
         bar = progress(total=episodes, desc=self.name, enable=progress_bar, unit="ep")
-        try:
+        with bar, learning_hooks(self, callback) as hooks:
             for _ in range(episodes):
                 episode = self.num_episodes
                 seed = self.config.seed if episode == 0 else None  # seed the env once
@@ -184,10 +203,8 @@ class TabularAgent(Agent):
                 self.log(episode=self.num_episodes, timestep=self.num_timesteps, **{"return": ret},
                          length=length, **self.schedule_values(episode))
                 bar.update(1)
-                if not keep_going(callback, locals()):
+                if hooks is not None and not hooks.step(locals()):
                     break
-        finally:
-            bar.close()
         if self.run is not None and self.history:
             plot_learning_curve(self.run, x="episode", title=f"{self.name} on {self.config.env_id}")
         return self

@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 
 from agents.common.base import Callback
+from agents.common.callbacks import learning_hooks
 from agents.common.envs import EnvKwargs
 from agents.tabular.base import TabularAgent
 from agents.tabular.dp import SolveInfo, bellman_backup, policy_iteration, value_iteration
@@ -109,8 +110,9 @@ class _PlanningAgent(TabularAgent):
         self.num_episodes += 1
         if self.run is not None:
             self.run.write_json("solve.json", dataclasses.asdict(info))
-        if callback is not None:
-            callback(locals())
+        with learning_hooks(self, callback) as hooks:  # one call, after solving
+            if hooks is not None:
+                hooks.step(locals())
         return self
 
     def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:

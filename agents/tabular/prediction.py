@@ -67,7 +67,7 @@ class TabularPredictionAgent(TabularAgent):
 
     def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
         """An action of the target policy for ``obs`` (SB3's ``(action, None)``)."""
-        obs_arr = np.asarray(obs, dtype=np.int64)
+        obs_arr = self.obs_index(obs)
         if deterministic:
             return np.argmax(self.target[obs_arr], axis=-1), None
         return np.vectorize(self.act, otypes=[np.int64])(obs_arr), None

@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "eval_main",
         "evaluate a trained agent: mpgym eval RUN_DIR --episodes 20",
     ),
+    "sweep": (
+        "mpgym.cli.sweep",
+        "main",
+        "seeds x grid of trainings on Ray Tune: mpgym sweep train ALGO --grid lr=1e-3,3e-4",
+    ),
     "mesh": (
         "mpgym.cli.shapes",
         "mesh_main",
