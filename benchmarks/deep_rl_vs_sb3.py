@@ -14,6 +14,13 @@ Four kinds of figures, each a resumable part (``--part``) that writes its own JS
 - ``extras``: this project's presets for PPO on Pendulum-v1 and DQN on Acrobot-v1 (1e5 steps
   each), seeds 5-9. Goals ``ppo_pendulum_return_median`` >= -250 and
   ``dqn_acrobot_return_median`` >= -100.
+- ``sac-td3-pendulum`` and ``sac-td3-hopper`` (timing, held-out seeds 5-9 on Pendulum-v1 at 2e4
+  steps and 5-7 on Hopper-v5 at 1e5 steps, never used to choose a setting): SAC and TD3 of this
+  project with rl-baselines3-zoo's hyperparameters (its presets ``SAC.PRESETS`` and
+  ``TD3.PRESETS`` are the zoo's: ``hparams=zoo``) against SB3 with the same. Goals
+  ``sac_pendulum_return`` >= -200 (median over the seeds), ``{sac,td3}_wall_ratio_vs_sb3`` <= 0.5
+  (median wall over SB3's median wall; the larger of the two envs' ratios) and
+  ``{sac,td3}_hopper_return_vs_sb3`` >= 0.95 (median final return over SB3's at equal steps).
 
 Every run is its own Python process with ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and
 ``MKL_NUM_THREADS`` set to 1 before NumPy loads (and ``threadpoolctl`` limiting the BLAS pools
@@ -47,6 +54,12 @@ SB3's defaults for what they leave out:
 - A2C CartPole-v1: 8 envs, ent_coef 0, 5e5 steps; SB3: n_steps 5, lr 7e-4 (constant), gamma
   0.99, gae_lambda 1, vf_coef 0.5, max_grad_norm 0.5, RMSprop (alpha 0.99, eps 1e-5), no
   advantage normalisation, [64, 64] tanh.
+- SAC Pendulum-v1: lr 1e-3; Hopper-v5 (the zoo's MuJoCo defaults): learning_starts 1e4; SB3:
+  buffer 1e6, learning_starts 100, batch 256, tau 0.005, gamma 0.99, train_freq 1,
+  gradient_steps 1, automatic entropy (target -dim(A)), [256, 256] ReLU, Adam 3e-4.
+- TD3 Pendulum-v1: gamma 0.98, buffer 2e5, learning_starts 1e4, Gaussian action noise 0.1,
+  lr 1e-3, [400, 300]; Hopper-v5: learning_starts 1e4, noise 0.1, lr 1e-3, batch 256,
+  [400, 300]; SB3: policy delay 2, target noise 0.2 clipped at 0.5, tau 0.005.
 - PPO Pendulum-v1 (SB3 only with ``--extra-sb3``): 4 envs, n_steps 1024, gae_lambda 0.95, gamma
   0.9, 10 epochs, lr 1e-3, clip 0.2, gSDE resampled every 4 steps; DQN Acrobot-v1: lr 6.3e-4,
   batch 128, buffer 5e4, learning_starts 0, target_update_interval 250, train_freq 4,
@@ -92,14 +105,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 LOCK = Path("/tmp/mpgym-timing.lock")
 EVAL_EPISODES = 20
 CHECK_EPISODES = 5
-THRESHOLD = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "Pendulum-v1": -250.0}
+THRESHOLD = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "Pendulum-v1": -250.0,
+             "Hopper-v5": 3800.0}  # Hopper: Gymnasium's reward_threshold
 BUDGET = {"dqn": 50_000, "ppo": 100_000, "a2c": 500_000}
 EXTRA_BUDGET = {"Acrobot-v1": 100_000, "Pendulum-v1": 100_000}
 TIMING_SEEDS = [0, 1, 2, 3, 4]
 HELDOUT_SEEDS = list(range(5, 15))
 EXTRA_SEEDS = [5, 6, 7, 8, 9]
 EXTRAS = [("ppo", "Pendulum-v1"), ("dqn", "Acrobot-v1")]
-PARTS = ["dqn-cartpole", "ppo", "a2c", "solved-seeds", "extras"]
+CONTINUOUS = {"sac-td3-pendulum": ("Pendulum-v1", 20_000, [5, 6, 7, 8, 9]),
+              "sac-td3-hopper": ("Hopper-v5", 100_000, [5, 6, 7])}
+"""Continuous-control parts: env, steps, held-out seeds."""
+PARTS = ["dqn-cartpole", "ppo", "a2c", "solved-seeds", "extras", *CONTINUOUS]
 Hparams = Literal["own", "zoo"]
 
 
@@ -132,6 +149,12 @@ def plan(part: str, quick: bool, extra_sb3: bool = False) -> list[dict[str, Any]
                 add("mpgym", algo, env, seed, "own", EXTRA_BUDGET[env], False, 10)
                 if extra_sb3:
                     add("sb3", algo, env, seed, "zoo", EXTRA_BUDGET[env], False, 10)
+    elif part in CONTINUOUS:
+        env, budget, seeds = CONTINUOUS[part]
+        for seed in seeds[:1] if quick else seeds:
+            for algo in ("sac", "td3"):
+                for lib in ("mpgym", "sb3"):
+                    add(lib, algo, env, seed, "zoo", budget, True, 10)
     else:
         raise MpgymError(f"unknown part {part!r}; accepted: {', '.join(PARTS)}.")
     return specs
@@ -207,8 +230,12 @@ def train_mpgym(spec: dict[str, Any], probe: Probe) -> Any:
     from agents.registry import get_algorithm
 
     cls = get_algorithm(spec["algo"])
-    base = cls.PRESETS[spec["env"]] if spec["hparams"] == "own" else zoo_mpgym(
-        spec["algo"], spec["env"])
+    if spec["algo"] in ("sac", "td3"):  # their presets are the zoo's settings
+        base = cls.PRESETS[spec["env"]]
+    elif spec["hparams"] == "own":
+        base = cls.PRESETS[spec["env"]]
+    else:
+        base = zoo_mpgym(spec["algo"], spec["env"])
     config = dataclasses.replace(base, seed=spec["seed"], total_timesteps=spec["steps"])
     agent = cls(spec["env"], config)
 
@@ -248,6 +275,21 @@ def zoo_sb3(algo: str, env_id: str, seed: int) -> Any:
         return sb3.PPO("MlpPolicy", env, n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10,
                        ent_coef=0.0, learning_rate=1e-3, clip_range=0.2, use_sde=True,
                        sde_sample_freq=4, seed=seed, verbose=0)
+    if algo == "sac" and env_id in ("Pendulum-v1", "Hopper-v5"):
+        kw = dict(learning_rate=1e-3) if env_id == "Pendulum-v1" else dict(learning_starts=10_000)
+        return sb3.SAC("MlpPolicy", env_id, seed=seed, verbose=0, **kw)
+    if algo == "td3" and env_id in ("Pendulum-v1", "Hopper-v5"):
+        import gymnasium as gym
+        import numpy as np
+        from stable_baselines3.common.noise import NormalActionNoise
+
+        dim = gym.make(env_id).action_space.shape[0]
+        noise = NormalActionNoise(np.zeros(dim), 0.1 * np.ones(dim))
+        kw = (dict(gamma=0.98, buffer_size=200_000) if env_id == "Pendulum-v1" else
+              dict(batch_size=256))
+        return sb3.TD3("MlpPolicy", env_id, learning_starts=10_000, action_noise=noise,
+                       learning_rate=1e-3, policy_kwargs=dict(net_arch=[400, 300]), seed=seed,
+                       verbose=0, **kw)
     if algo == "a2c" and env_id == "CartPole-v1":
         env = make_vec_env(env_id, n_envs=8, seed=seed)
         return sb3.A2C("MlpPolicy", env, ent_coef=0.0, seed=seed, verbose=0)
@@ -469,6 +511,39 @@ def goals_of(rows: list[dict[str, Any]]) -> list[Goal]:
                 if r["seed"] in EXTRA_SEEDS]
         if mine:
             goals.append(Goal(name, _median(mine, "final_return"), THRESHOLD[env], ">="))
+    return goals + continuous_goals(rows)
+
+
+def _paired(rows: list[dict[str, Any]], algo: str, part: str) -> tuple[list, list]:
+    """A continuous part's timing rows of ``algo``: (mpgym, SB3) on the seeds that have both."""
+    env, steps, seeds = CONTINUOUS[part]
+    timing = [r for r in _select(rows, algo=algo, env=env) if r.get("timing_lock")
+              and r["seed"] in seeds]
+    both = ({r["seed"] for r in _select(timing, lib="mpgym")}
+            & {r["seed"] for r in _select(timing, lib="sb3")})
+    keep = [r for r in timing if r["seed"] in both]
+    return _select(keep, lib="mpgym"), _select(keep, lib="sb3")
+
+
+def continuous_goals(rows: list[dict[str, Any]]) -> list[Goal]:
+    """SAC's Pendulum return, SAC/TD3 wall ratios (the larger env's) and Hopper return ratios."""
+    goals = []
+    ours, _ = _paired(rows, "sac", "sac-td3-pendulum")
+    if ours:
+        goals.append(Goal("sac_pendulum_return", _median(ours, "final_return"), -200.0, ">="))
+    for algo in ("sac", "td3"):
+        ratios = []
+        for part in CONTINUOUS:
+            ours, sb3 = _paired(rows, algo, part)
+            if ours:
+                ratios.append(_median(ours, "wall_s") / _median(sb3, "wall_s"))
+        if ratios:
+            goals.append(Goal(f"{algo}_wall_ratio_vs_sb3", max(ratios), 0.5, "<="))
+        ours, sb3 = _paired(rows, algo, "sac-td3-hopper")
+        if ours:
+            goals.append(Goal(f"{algo}_hopper_return_vs_sb3",
+                              _median(ours, "final_return") / _median(sb3, "final_return"),
+                              0.95, ">="))
     return goals
 
 
@@ -512,12 +587,29 @@ def ratios_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not ours or not sb3:
                 continue
             out.append({
-                "algo": algo, "mpgym_hparams": hparams,
+                "algo": algo, "env": "CartPole-v1", "mpgym_hparams": hparams,
                 "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in ours})),
                 "mpgym_wall_s": _median(ours, "wall_s"), "sb3_wall_s": _median(sb3, "wall_s"),
                 "wall_ratio": _median(ours, "wall_s") / _median(sb3, "wall_s"),
                 "mpgym_cpu_s": _median(ours, "cpu_s"), "sb3_cpu_s": _median(sb3, "cpu_s"),
                 "cpu_ratio": _median(ours, "cpu_s") / _median(sb3, "cpu_s"),
+                "load": f"{min(r['load_before'] for r in ours + sb3):.1f}-"
+                        f"{max(r['load_after'] for r in ours + sb3):.1f}",
+            })
+    for algo in ("sac", "td3"):
+        for part, (env, _, _) in CONTINUOUS.items():
+            ours, sb3 = _paired(rows, algo, part)
+            if not ours:
+                continue
+            out.append({
+                "algo": algo, "env": env, "mpgym_hparams": "zoo",
+                "seeds": ",".join(str(s) for s in sorted({r["seed"] for r in ours})),
+                "mpgym_wall_s": _median(ours, "wall_s"), "sb3_wall_s": _median(sb3, "wall_s"),
+                "wall_ratio": _median(ours, "wall_s") / _median(sb3, "wall_s"),
+                "mpgym_cpu_s": _median(ours, "cpu_s"), "sb3_cpu_s": _median(sb3, "cpu_s"),
+                "cpu_ratio": _median(ours, "cpu_s") / _median(sb3, "cpu_s"),
+                "mpgym_return": _median(ours, "final_return"),
+                "sb3_return": _median(sb3, "final_return"),
                 "load": f"{min(r['load_before'] for r in ours + sb3):.1f}-"
                         f"{max(r['load_after'] for r in ours + sb3):.1f}",
             })

@@ -50,6 +50,7 @@ import sys
 import time
 import types
 from pathlib import Path
+from typing import Any
 
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
@@ -326,13 +327,44 @@ def evaluate_walk(policy, *, episodes: int = EVAL_EPISODES, motion: str = "walk"
     }
 
 
-def train_part(seed: int, hours: float, lock: str | None, quick: bool) -> dict:
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` settings of the PPO config for tuning runs (values read as JSON, else text).
+
+    Unknown keys are refused, listing the accepted ones.
+    """
+    import dataclasses
+    import json
+
+    from agents.deep.ppo import PPOConfig
+
+    names = {f.name for f in dataclasses.fields(PPOConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names or key in ("seed", "env_id"):
+            raise MpgymError(
+                f"--set {item!r}: expected KEY=VALUE with KEY a PPO setting other than seed "
+                f"and env_id; accepted: {', '.join(sorted(names - {'seed', 'env_id'}))}."
+            )
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
+def train_part(seed: int, hours: float, lock: str | None, quick: bool,
+               overrides: dict[str, Any] | None = None) -> dict:
     """Train (or continue) the ``imitate-walk`` preset for one seed; evaluate; export.
 
     Resumable: the run's checkpoint and ``progress.json`` (wall seconds and steps so far,
     one entry per chunk with its held-out evaluation) are written after every chunk of
     :data:`CHUNK_STEPS`; a rerun continues from them until ``hours`` of training or the
-    preset's step budget, whichever comes first.
+    preset's step budget, whichever comes first. ``overrides`` (tuning runs, seed 0) change
+    preset settings; such a run is named after them (``walk-s0-gamma0.99``) and exported beside
+    its checkpoint, never among the report's policies.
     """
     import dataclasses
     import json
@@ -348,12 +380,14 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool) -> dict:
     # one torch thread: the env threads use the other core during rollouts, and two OpenMP
     # threads spin-waiting beside them (or beside any other process) slowed training 7x here
     torch.set_num_threads(1)
-    cfg = dataclasses.replace(PPO_PRESETS["imitate-walk"], seed=seed)
+    overrides = overrides or {}
+    cfg = dataclasses.replace(PPO_PRESETS["imitate-walk"], seed=seed, **overrides)
+    name = f"walk-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
     chunk, eval_episodes = CHUNK_STEPS, EVAL_EPISODES
     if quick:
         cfg = dataclasses.replace(cfg, n_envs=4, n_steps=64, total_timesteps=2048)
         chunk, eval_episodes, hours = 1024, 2, min(hours, 0.05)
-    run = TRAIN_RUNS / (f"walk-s{seed}" + ("-quick" if quick else ""))
+    run = TRAIN_RUNS / (name + ("-quick" if quick else ""))
     run.mkdir(parents=True, exist_ok=True)
     state = _read_progress(run)
     if (run / "checkpoint.safetensors").exists():
@@ -386,7 +420,7 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool) -> dict:
                  ev["survival_10s"], ev["mpjpe_mm"])
     agent.close()
     final = evaluate_walk(agent, episodes=eval_episodes)
-    out = POLICIES / (f"walk-s{seed}" + ("-quick" if quick else ""))
+    out = (run / "export") if overrides else POLICIES / (name + ("-quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     RunDir(out).write_config(agent.config, algo="ppo", kind="ppo")
     agent.save(out, resume=False)
@@ -479,6 +513,8 @@ def parse_args(argv: list[str] | None = None):
                    default=["speed"])
     p.add_argument("--seeds", nargs="+", type=int, default=list(TRAIN_SEEDS),
                    help="seeds of the train part (default 1 2 3)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="tuning runs: a PPO setting of the train part (repeatable)")
     p.add_argument("--hours", type=float, default=TRAIN_HOURS,
                    help=f"training budget per seed (default {TRAIN_HOURS})")
     p.add_argument(
@@ -500,6 +536,7 @@ def parse_args(argv: list[str] | None = None):
         if args.rounds is not None:
             check_positive("--rounds", args.rounds)
         check_positive("--hours", args.hours, integer=False)
+        args.overrides = parse_overrides(args.overrides)
         for seed in args.seeds:
             if seed < 0:
                 raise MpgymError(f"--seeds must be >= 0; got {seed}.")
@@ -521,7 +558,8 @@ def main(argv: list[str] | None = None) -> None:
         extra["speed"] = speed
     if "train" in args.parts:
         for seed in args.seeds:
-            rows.append(train_part(seed, args.hours, args.timing_lock or None, args.quick))
+            rows.append(train_part(seed, args.hours, args.timing_lock or None, args.quick,
+                                   args.overrides))
     if "report" in args.parts:
         rep = report_part(args.quick)
         rows += rep.pop("rows")
