@@ -9,6 +9,7 @@ deterministic) -> (action, None)``, ``save(path)``, ``Cls.load(path, env=None)``
 from agents.common.base import Agent, Callback, check_config, keep_going
 from agents.common.callbacks import (
     BaseCallback,
+    CallbackError,
     CallbackList,
     CheckpointCallback,
     EvalCallback,
@@ -33,6 +34,7 @@ __all__ = [
     "Agent",
     "BaseCallback",
     "Callback",
+    "CallbackError",
     "CallbackList",
     "CheckpointCallback",
     "EnvKwargs",

@@ -471,6 +471,40 @@ class StopTrainingOnRewardThreshold(BaseCallback):
 
 
 # -- what the learn loops call ------------------------------------------------------------------
+class CallbackError(MpgymError):
+    """A callback raised during ``learn``; the agent was saved first when it has a run directory.
+
+    The callback's own exception is the ``__cause__``.
+    """
+
+
+def _callback_failed(agent: Agent, callback: BaseCallback, hook: str,
+                     exc: Exception) -> CallbackError:
+    """Save the agent (if it has a run directory) and say what failed, where it was saved."""
+    function = getattr(callback, "function", None)
+    name = getattr(function, "__qualname__", None) or type(callback).__name__
+    if agent.run is not None:
+        try:
+            agent.save(agent.run.path)
+            where = f"the agent was saved to {agent.run.path}"
+        except Exception as save_exc:  # noqa: BLE001 -- reported with the callback's error
+            where = f"saving the agent failed too ({type(save_exc).__name__}: {save_exc})"
+    else:
+        where = "the agent has no run directory and stays usable in memory (agent.save(PATH))"
+    return CallbackError(
+        f"the callback {name} raised {type(exc).__name__}: {exc} (in {hook}, at "
+        f"{agent.num_timesteps} timesteps); {where}."
+    )
+
+
+def _call(agent: Agent, callback: BaseCallback, hook: str) -> Any:
+    """``callback.hook()``; an exception it raises becomes a :class:`CallbackError`."""
+    try:
+        return getattr(callback, hook)()
+    except Exception as exc:
+        raise _callback_failed(agent, callback, hook, exc) from exc
+
+
 class LearnHooks:
     """The callback of one ``learn`` call, fed by the loop (see :func:`learning_hooks`)."""
 
@@ -500,11 +534,11 @@ class LearnHooks:
             episode_returns=tuple(float(r[METRIC_RETURN]) for r in ended),
             episode_lengths=tuple(int(r["length"]) for r in ended))
         self.callback.update_locals(step, loop_locals)
-        return self.callback.on_step() is not False
+        return _call(self.agent, self.callback, "on_step") is not False
 
     def rollout_end(self) -> None:
         """Call ``on_rollout_end`` (on-policy agents, before an update)."""
-        self.callback.on_rollout_end()
+        _call(self.agent, self.callback, "on_rollout_end")
 
 
 @contextlib.contextmanager
@@ -519,6 +553,8 @@ def learning_hooks(agent: Agent, callback: Any) -> Iterator[LearnHooks | None]:
 
     Raises:
         MpgymError: a ``callback`` of a type that is not accepted.
+        CallbackError: a callback raised (the agent was saved first, when it has a run
+            directory).
     """
     cb = convert_callback(callback)
     try:
@@ -526,14 +562,14 @@ def learning_hooks(agent: Agent, callback: Any) -> Iterator[LearnHooks | None]:
             yield None
         else:
             cb.init_callback(agent)
-            cb.on_training_start()
+            _call(agent, cb, "on_training_start")
             yield LearnHooks(agent, cb)
-            cb.on_training_end()
+            _call(agent, cb, "on_training_end")
     finally:
         if agent.run is not None:
             agent.run.flush()
 
 
-__all__ = ["BaseCallback", "CallbackList", "CheckpointCallback", "EvalCallback",
+__all__ = ["BaseCallback", "CallbackError", "CallbackList", "CheckpointCallback", "EvalCallback",
            "FunctionCallback", "LearnHooks", "StepLocals", "StopTrainingOnRewardThreshold",
            "convert_callback", "learning_hooks", "per_env_infos"]

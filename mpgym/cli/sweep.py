@@ -295,6 +295,29 @@ def local_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a ``ray://HOST:PORT`` or ``HOST:PORT`` address nothing listens on.
+
+    Ray's own client waits ~30 s and then raises a bare ``ConnectionError``; a TCP connect with
+    a short timeout says the same thing plainly, before Ray starts. ``auto`` and other forms are
+    left to Ray.
+    """
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise MpgymError(
+            f"no Ray cluster answers at {address!r} ({exc}); start one (ray start --head "
+            "--ray-client-server-port 10001) or pass a running cluster's address "
+            "(ray://HOST:10001, or 'auto' on a cluster node)."
+        ) from None
+
+
 def start_ray(*, num_cpus: int | None = None, address: str | None = None) -> tuple[Any, bool]:
     """Start (or join) Ray; return ``(ray, whether this call started it)``.
 
@@ -307,7 +330,15 @@ def start_ray(*, num_cpus: int | None = None, address: str | None = None) -> tup
     if ray.is_initialized():
         return ray, False
     if address is not None:  # the cluster's own settings (dashboard, logging) stand
-        ray.init(address=address)
+        check_reachable(address)
+        try:
+            ray.init(address=address)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            raise MpgymError(
+                f"cannot join the Ray cluster at {address!r} ({type(exc).__name__}: {exc}); "
+                "accepted: ray://HOST:PORT of a running cluster's client server (port 10001 by "
+                "default), HOST:PORT of its head node, or 'auto' on a cluster node."
+            ) from None
     else:
         ray.init(num_cpus=num_cpus or local_cpus(), include_dashboard=False,
                  log_to_driver=False, configure_logging=False)

@@ -182,3 +182,19 @@ def test_a_tiny_ray_sweep_writes_runs_and_the_table(tmp_path, monkeypatch):
         assert json.loads((tmp_path / run / "config.json").read_text())["algo"] == "q-learning"
         assert (tmp_path / run / "eval.json").exists()
     assert (tmp_path / "sweep.md").exists() and (tmp_path / "curves.png").exists()
+
+
+def test_an_address_nothing_listens_on_is_refused_at_once():
+    import socket
+
+    from mpgym.cli.sweep import check_reachable
+
+    with socket.socket() as server:  # a port that answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_reachable(f"ray://127.0.0.1:{port}")
+        check_reachable(f"127.0.0.1:{port}")
+    with pytest.raises(MpgymError, match="no Ray cluster answers at 'ray://127.0.0.1:"):
+        check_reachable(f"ray://127.0.0.1:{port}")  # closed now
+    check_reachable("auto")  # left to Ray

@@ -274,3 +274,30 @@ def test_counters_continue_over_learn_calls_as_in_sb3():
     agent.learn(10, callback=rec, progress_bar=False, reset_num_timesteps=False)
     assert rec.n_calls == 30 and rec.num_timesteps == 30
     assert rec.events == ["start", "end", "start", "end"]
+
+
+@pytest.mark.parametrize("cls", [PPO, DQN, SAC])
+def test_a_raising_callback_saves_the_run_and_says_so(cls, tmp_path):
+    def flaky_metric(local):
+        if local["self"].num_timesteps >= 40:
+            raise ValueError("metric server down")
+
+    agent = cls(tiny(cls).env_id, tiny(cls), run_dir=tmp_path / "run")
+    with pytest.raises(MpgymError, match=r"flaky_metric raised ValueError: metric server down "
+                       r"\(in on_step, at \d+ timesteps\); the agent was saved to ") as info:
+        agent.learn(400, callback=flaky_metric, progress_bar=False)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert cls.load(tmp_path / "run").num_timesteps == agent.num_timesteps >= 40
+
+
+def test_a_raising_hook_without_a_run_directory_leaves_the_agent_usable():
+    class BadStart(BaseCallback):
+        def _on_training_start(self):
+            raise RuntimeError("no eval env")
+
+    agent = PPO("CartPole-v1", tiny(PPO))
+    with pytest.raises(MpgymError, match="BadStart raised RuntimeError: no eval env "
+                       r"\(in on_training_start, at 0 timesteps\); the agent has no run"):
+        agent.learn(64, callback=BadStart(), progress_bar=False)
+    agent.learn(64, progress_bar=False)  # still usable
+    assert agent.num_timesteps >= 64
