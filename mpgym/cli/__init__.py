@@ -46,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "shapes": (
         "mpgym.cli.shapes",
         "shapes_main",
-        "shape collections: mpgym shapes prepare --source pybullet|procedural|PATH",
+        "shape collections and models: mpgym shapes prepare|train|sample|eval",
     ),
     "render-dataset": (
         "mpgym.cli.nerf",

@@ -8,10 +8,13 @@ cached samples are stacked per split into a :class:`ShapeBank` and drawn from wi
   ``configs/pointcloud/onet.yaml``): :class:`~neural3d.implicit.networks.ResnetPointNetEncoder`
   on 300 surface points with Gaussian noise of std 0.005, a conditional-batch-norm decoder
   (:class:`~neural3d.implicit.networks.CBatchNormDecoder`), BCE on 2,048 of the uniform
-  occupancy samples per shape per step. Held-out IoU (:func:`eval_occnet_heldout`): each test
-  shape's 300 noisy input points drawn with a fixed seed, IoU of ``sigmoid(logit) >= 0.2``
-  (``test.threshold``) against the uniform occupancy samples in ``[-0.55, 0.55]^3`` (OccNet's
-  ``points_iou``).
+  occupancy samples per shape per step. ``encoder="planes"`` or ``"grid"`` swaps in the
+  convolutional occupancy network (Peng et al., ECCV 2020; :mod:`neural3d.implicit.conv_occnet`):
+  feature planes or a feature grid from a local-pooling PointNet and a U-Net, sampled at each
+  query point by a small ResNet-FC decoder; loss, data and evaluation stay the same.
+  Held-out IoU (:func:`eval_occnet_heldout`): each test shape's 300 noisy input points drawn
+  with a fixed seed, IoU of ``sigmoid(logit) >= 0.2`` (``test.threshold``) against the uniform
+  occupancy samples in ``[-0.55, 0.55]^3`` (OccNet's ``points_iou``).
 - **DeepSDF over the collection** (Park et al., CVPR 2019, ``examples/*/specs.json``):
   auto-decoder with one code per training shape (``nn.Embedding`` with ``max_norm``
   ``CodeBound``), clamped L1, code regularisation ``lambda * min(1, epoch / 100) * sum ||z||``
@@ -27,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -45,6 +48,8 @@ from neural3d.implicit.networks import CBatchNormDecoder, DeepSDFDecoder, Resnet
 from neural3d.implicit.training import LoopRecord, code_field, optimize
 
 log = logging.getLogger(__name__)
+
+Encoder = Literal["pointnet", "planes", "grid"]
 
 Field = Literal["surface", "occupancy", "sdf"]
 
@@ -191,8 +196,16 @@ def deepsdf_chamfer(pred: np.ndarray, truth: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class OccNetCollectionConfig:
-    """Conditional OccNet on a collection (defaults: OccNet's ``configs/pointcloud/onet.yaml``)."""
+    """Conditional OccNet on a collection (defaults: OccNet's ``configs/pointcloud/onet.yaml``).
 
+    ``encoder="planes"``/``"grid"`` selects the convolutional occupancy network; its presets
+    (``planes-paper``, ``grid-paper``) take ConvONet's ``configs/pointcloud/shapenet_3plane.yaml``
+    and ``shapenet_grid32.yaml``.
+    """
+
+    encoder: Encoder = "pointnet"
+    """``pointnet`` (OccNet: global code, CBN decoder), ``planes`` (ConvONet: three 2D feature
+    planes) or ``grid`` (ConvONet: a 3D feature grid)."""
     c_dim: int = 512
     """Code size (onet.yaml ``c_dim: 512``; ``z_dim: 0``)."""
     encoder_hidden: int = 512
@@ -215,6 +228,17 @@ class OccNetCollectionConfig:
     """Adam learning rate (``train.py``: 1e-4)."""
     threshold: float = 0.2
     """Occupancy-probability threshold for IoU and meshes (onet.yaml ``test.threshold``)."""
+    resolution: int = 64
+    """Planes / grid: cells per side (ConvONet: ``plane_resolution: 64``,
+    ``grid_resolution: 32``)."""
+    unet_depth: int = 4
+    """Planes / grid: U-Net levels (ConvONet: ``depth: 4``; the grid's ``num_levels: 3``)."""
+    unet_filters: int = 32
+    """Planes / grid: channels of the U-Net's first level (``start_filts``/``f_maps``: 32)."""
+    padding: float = 0.1
+    """Planes / grid: they cover ``[-(1 + padding) / 2, (1 + padding) / 2]`` (ConvONet: 0.1)."""
+    max_minutes: float = 0.0
+    """Stop training after this many minutes (0: no limit; the CPU presets' budget)."""
     seed: int = 0
     """Seed of init and sampling."""
     device: str = "cpu"
@@ -277,6 +301,17 @@ class DeepSDFCollectionConfig:
     """Steps between metrics rows."""
 
 
+_CONVONET = OccNetCollectionConfig(
+    encoder="planes", c_dim=32, encoder_hidden=32, decoder_hidden=32, input_points=3000,
+    batch_shapes=32,
+)
+"""ConvONet's ``configs/pointcloud/shapenet_3plane.yaml`` (the rest as OccNet's defaults)."""
+_CONVONET_CPU = replace(_CONVONET, input_points=300, unet_filters=16, batch_shapes=16,
+                        iterations=3000, lr=5e-4, max_minutes=25.0)
+_CONVONET_TINY = replace(_CONVONET, c_dim=16, encoder_hidden=16, blocks=3, input_points=300,
+                         resolution=16, unet_depth=2, unet_filters=8, batch_shapes=4,
+                         points_per_shape=512, iterations=120, lr=2e-3, log_every=40)
+
 OCCNET_PRESETS: dict[str, OccNetCollectionConfig] = {
     "paper": OccNetCollectionConfig(),
     "cpu": OccNetCollectionConfig(
@@ -299,9 +334,19 @@ OCCNET_PRESETS: dict[str, OccNetCollectionConfig] = {
         lr=2e-3,
         log_every=50,
     ),
+    "planes-paper": _CONVONET,
+    "grid-paper": replace(_CONVONET, encoder="grid", resolution=32, unet_depth=3),
+    "planes-cpu": _CONVONET_CPU,
+    "grid-cpu": replace(_CONVONET_CPU, encoder="grid", resolution=16, unet_depth=3),
+    "planes-tiny": _CONVONET_TINY,
+    "grid-tiny": replace(_CONVONET_TINY, encoder="grid", resolution=8),
 }
 """``paper`` (onet.yaml), ``cpu`` (narrower, smaller batches, larger lr: ~10 min on one core),
-``tiny`` (tests)."""
+``tiny`` (tests); ``planes-paper`` / ``grid-paper`` (ConvONet's object-level configs, with its
+3,000 input points), ``planes-cpu`` / ``grid-cpu`` (300 input points as OccNet's protocol, so
+the held-out IoU compares; planes: U-Net filters 16 instead of 32, ~1.2 s a step on one loaded
+core; grid: 16^3 cells and 16 filters, as 32^3 took ~8 s a step; batches of 16, lr 5e-4, at
+most 3,000 steps or 25 minutes), ``planes-tiny`` / ``grid-tiny`` (tests)."""
 
 DEEPSDF_PRESETS: dict[str, DeepSDFCollectionConfig] = {
     "paper": DeepSDFCollectionConfig(),
@@ -353,12 +398,14 @@ def _check(config: OccNetCollectionConfig | DeepSDFCollectionConfig) -> None:
             k: (1, 1 << 16)
             for k in ("c_dim", "encoder_hidden", "decoder_hidden", "blocks", "input_points")
         }
+        sizes |= {"resolution": (2, 512), "unet_depth": (1, 8), "unet_filters": (1, 1 << 12)}
         check_ranges(config, ints=sizes, positive=("lr", "threshold"))
         if not 0 < config.threshold < 1 or config.input_noise < 0:
             raise MpgymError(
                 "threshold must lie in (0, 1) and input_noise be >= 0; got "
                 f"{config.threshold}, {config.input_noise}."
             )
+        _check_conv(config)
     else:
         sizes |= {
             k: (1, 1 << 16)
@@ -381,17 +428,190 @@ def _check(config: OccNetCollectionConfig | DeepSDFCollectionConfig) -> None:
         )
 
 
+def _check_conv(config: OccNetCollectionConfig) -> None:
+    """Refuse an unknown encoder, a negative padding, or a U-Net the resolution cannot halve."""
+    if config.encoder not in ("pointnet", "planes", "grid"):
+        raise MpgymError(
+            f"unknown encoder {config.encoder!r}; accepted: pointnet, planes, grid."
+        )
+    if not (math.isfinite(config.padding) and 0 <= config.padding <= 1):
+        raise MpgymError(f"padding must lie in [0, 1]; got {config.padding!r}.")
+    if not (math.isfinite(config.max_minutes) and config.max_minutes >= 0):
+        raise MpgymError(f"max_minutes must be >= 0 (0: no limit); got {config.max_minutes!r}.")
+    halvings = 2 ** (config.unet_depth - 1)
+    if config.encoder != "pointnet" and config.resolution % halvings:
+        raise MpgymError(
+            f"resolution {config.resolution} cannot be halved {config.unet_depth - 1} times by "
+            f"the U-Net; use a multiple of {halvings} or a smaller unet_depth."
+        )
+
+
 class ConditionalOccNet(nn.Module):
-    """ResNet-PointNet encoder + conditional-batch-norm decoder (OccNet, point clouds)."""
+    """An occupancy network conditioned on a point cloud: ``encoder(cloud)`` then ``decoder``.
+
+    ``encoder="pointnet"``: ResNet-PointNet to a global code + conditional-batch-norm decoder
+    (OccNet). ``"planes"`` / ``"grid"``: ConvONet's local-pooling PointNet with a U-Net to
+    feature planes or a feature grid + its local decoder
+    (:mod:`neural3d.implicit.conv_occnet`). Either way ``decoder(x, encoder(cloud))``.
+    """
 
     def __init__(self, config: OccNetCollectionConfig):
         super().__init__()
-        self.encoder = ResnetPointNetEncoder(config.c_dim, config.encoder_hidden, config.blocks)
-        self.decoder = CBatchNormDecoder(config.c_dim, config.decoder_hidden, config.blocks)
+        self.encoder: nn.Module
+        self.decoder: nn.Module
+        if config.encoder == "pointnet":
+            self.encoder = ResnetPointNetEncoder(config.c_dim, config.encoder_hidden, config.blocks)
+            self.decoder = CBatchNormDecoder(config.c_dim, config.decoder_hidden, config.blocks)
+            return
+        from neural3d.implicit.conv_occnet import LocalDecoder, LocalPoolPointNet
+
+        self.encoder = LocalPoolPointNet(
+            config.c_dim,
+            config.encoder_hidden,
+            config.blocks,
+            layout=config.encoder,  # type: ignore[arg-type]
+            resolution=config.resolution,
+            unet_depth=config.unet_depth,
+            unet_filters=config.unet_filters,
+            padding=config.padding,
+        )
+        self.decoder = LocalDecoder(
+            config.c_dim, config.decoder_hidden, config.blocks, padding=config.padding
+        )
 
     def forward(self, x: Tensor, cloud: Tensor) -> Tensor:
         """Logits ``[B, N]`` of points ``[B, N, 3]`` given input clouds ``[B, T, 3]``."""
         return self.decoder(x, self.encoder(cloud))
+
+
+# ----------------------------------------------------------------------------------------------
+# the loop of both trainers: a time cap, periodic checkpoints, resuming
+# ----------------------------------------------------------------------------------------------
+
+TRAINER_FILE = "trainer.pt"
+"""Beside a run's checkpoint: optimiser, scheduler, sampling generator and step, for resuming."""
+
+
+class _TimeUp(Exception):
+    """Raised by a step when the training budget (``max_minutes``) is spent."""
+
+
+def save_trainer_state(
+    path, opt: torch.optim.Optimizer, gen: torch.Generator, step: int, sched=None
+) -> None:
+    """Write the loop's state (``torch.save`` of tensors and numbers only), atomically."""
+    import io
+
+    from mpgym.checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "step": int(step),
+            "generator": gen.get_state(),
+            "optimizer": opt.state_dict(),
+            "scheduler": None if sched is None else sched.state_dict(),
+        },
+        buf,
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_trainer_state(path, opt: torch.optim.Optimizer, gen: torch.Generator, sched=None) -> int:
+    """Restore :func:`save_trainer_state`'s file into ``opt``, ``gen`` (and ``sched``); the step.
+
+    Raises:
+        MpgymError: a missing or unreadable file, or one that does not fit the optimiser.
+    """
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise MpgymError(f"{path} is missing; the run cannot be resumed (train it afresh).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        if sched is not None and state.get("scheduler") is not None:
+            sched.load_state_dict(state["scheduler"])
+        return int(state["step"])
+    except Exception as exc:  # noqa: BLE001 - any fault of the file is one message
+        raise MpgymError(f"{path} cannot be resumed from ({type(exc).__name__}: {exc}).") from None
+
+
+def _resumable(run: RunDir | None, kind: str, config) -> dict[str, Tensor]:
+    """The saved weights of a run to resume, after checking it was trained with ``config``.
+
+    The step budget (``iterations``, ``max_minutes``), ``log_every`` and ``device`` may differ.
+
+    Raises:
+        MpgymError: no run, no checkpoint of ``kind``, or another config.
+    """
+    from dataclasses import fields
+
+    if run is None:
+        raise MpgymError("resume needs the run directory of the training to continue.")
+    ck = load_checkpoint(run.file("checkpoint.safetensors"), expected_kind=kind)
+    free = {"iterations", "max_minutes", "log_every", "device"} & {f.name for f in fields(config)}
+    saved = config_from_dict(type(config), ck.config)
+    if replace(saved, **{k: getattr(config, k) for k in free}) != config:
+        changed = [f.name for f in fields(config)
+                   if getattr(saved, f.name) != getattr(config, f.name)]
+        raise MpgymError(
+            f"{run.path} was trained with other settings ({', '.join(changed)} differ); resume "
+            "with the same settings (only the step budget may change), or train a new run."
+        )
+    return ck.state_dict
+
+
+def _train_loop(
+    step_loss,
+    opt: torch.optim.Optimizer,
+    config: OccNetCollectionConfig | DeepSDFCollectionConfig,
+    *,
+    name: str,
+    run: RunDir | None,
+    save,
+    progress_bar: bool,
+    record: LoopRecord,
+    start: int = 0,
+    scheduler=None,
+) -> tuple[float, int]:
+    """:func:`optimize` from step ``start`` to ``config.iterations``, within ``max_minutes``.
+
+    ``step_loss`` gets the absolute step. Checkpoints every ``10 * log_every`` steps (when there
+    is a run), on Ctrl-C and at the end. Returns ``(seconds, steps done in all)``.
+    """
+    limit = 60.0 * getattr(config, "max_minutes", 0.0)
+    t0 = time.perf_counter()
+    done = [start]
+
+    def timed(step: int) -> tuple[Tensor, dict[str, float]]:
+        done[0] = start + step
+        if limit and time.perf_counter() - t0 > limit:
+            raise _TimeUp
+        loss, terms = step_loss(start + step)
+        return loss, {**terms, "iteration": float(start + step)}
+
+    try:
+        optimize(
+            timed,
+            opt,
+            max(0, config.iterations - start),
+            name=name,
+            run=run,
+            log_every=config.log_every,
+            save=lambda: save(done[0]),
+            progress_bar=progress_bar,
+            scheduler=scheduler,
+            save_every=10 * config.log_every if run is not None else 0,
+            record=record,
+        )
+        done[0] = max(start, config.iterations)
+    except _TimeUp:
+        log.info("%s: stopped at step %d after %.1f minutes", name, done[0], limit / 60)
+    seconds = time.perf_counter() - t0
+    save(done[0])
+    return seconds, done[0]
 
 
 @dataclass
@@ -403,6 +623,8 @@ class OccNetCollectionResult:
     names: list[str]
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    steps: int = 0
+    """Steps done in all (fewer than ``iterations`` when ``max_minutes`` ran out)."""
 
 
 def train_occnet_collection(
@@ -413,20 +635,25 @@ def train_occnet_collection(
     limit: int | None = None,
     run: RunDir | None = None,
     progress_bar: bool = True,
+    resume: bool = False,
 ) -> OccNetCollectionResult:
     """Train the conditional occupancy network on one split of a collection.
 
     Each step draws ``batch_shapes`` shapes (with replacement), a noisy input cloud for each
     and ``points_per_shape`` of its uniform occupancy samples; the loss is the mean BCE
     (OccNet sums over points and averages over shapes; Adam makes the scale immaterial).
+    Training stops after ``iterations`` steps or ``max_minutes``, whichever comes first.
 
     Args:
         collection: a prepared collection.
         config: :class:`OccNetCollectionConfig`.
         split: the split trained on.
         limit: use only its first shapes.
-        run: optional run directory (metrics, checkpoint of kind ``"occnet-collection"``).
+        run: optional run directory (metrics, checkpoint of kind ``"occnet-collection"``, the
+            loop's state in :data:`TRAINER_FILE`).
         progress_bar: show a progress bar on a terminal.
+        resume: continue from ``run``'s checkpoint and loop state (same config) up to
+            ``config.iterations`` steps in all.
     """
     from mpgym.devices import get_device
 
@@ -438,8 +665,13 @@ def train_occnet_collection(
     model = ConditionalOccNet(config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     result = OccNetCollectionResult(model, config, bank.names)
+    start = 0
+    if resume:
+        state = _resumable(run, "occnet-collection", config)
+        model.load_state_dict(state)
+        start = load_trainer_state(run.file(TRAINER_FILE), opt, gen)  # type: ignore[union-attr]
 
-    def save() -> None:
+    def save(step: int) -> None:
         if run is not None:
             state = {k: v.float() for k, v in model.state_dict().items()}  # counters as floats
             save_checkpoint(
@@ -447,8 +679,10 @@ def train_occnet_collection(
                 state,
                 kind="occnet-collection",
                 config=config,
-                meta={"source": collection.source, "split": split, "shapes": len(bank)},
+                meta={"source": collection.source, "split": split, "shapes": len(bank),
+                      "steps": step},
             )
+            save_trainer_state(run.file(TRAINER_FILE), opt, gen, step)
 
     def step_loss(step: int) -> tuple[Tensor, dict[str, float]]:
         idx = torch.randint(0, len(bank), (config.batch_shapes,), generator=gen)
@@ -458,19 +692,17 @@ def train_occnet_collection(
         return F.binary_cross_entropy_with_logits(logits, y.to(device).float()), {}
 
     model.train()
-    record = optimize(
+    result.seconds, result.steps = _train_loop(
         step_loss,
         opt,
-        config.iterations,
+        config,
         name="occnet-collection",
         run=run,
-        log_every=config.log_every,
         save=save,
         progress_bar=progress_bar,
         record=LoopRecord(result.losses),
+        start=start,
     )
-    result.seconds = record.seconds
-    save()
     model.eval().cpu()
     return result
 
@@ -548,11 +780,12 @@ def load_occnet_collection(path) -> tuple[ConditionalOccNet, OccNetCollectionCon
         lambda: ConditionalOccNet(config),
         ck.state_dict,
         str(ck.path),
-        counts={"blocks": config.blocks},
+        counts={"blocks": config.blocks, "unet_depth": config.unet_depth},
         sizes={
             "c_dim": config.c_dim,
             "encoder_hidden": config.encoder_hidden,
             "decoder_hidden": config.decoder_hidden,
+            "unet_filters": config.unet_filters,
         },
     )
     return model.eval(), config, ck.meta
@@ -573,6 +806,8 @@ class DeepSDFCollectionResult:
     names: list[str]
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    steps: int = 0
+    """Steps done in all (a resumed run counts the earlier ones too)."""
 
 
 def build_sdf_decoder(config: DeepSDFCollectionConfig) -> DeepSDFDecoder:
@@ -607,6 +842,7 @@ def train_deepsdf_collection(
     limit: int | None = None,
     run: RunDir | None = None,
     progress_bar: bool = True,
+    resume: bool = False,
 ) -> DeepSDFCollectionResult:
     """Train DeepSDF's auto-decoder on one split of a collection.
 
@@ -620,8 +856,10 @@ def train_deepsdf_collection(
         config: :class:`DeepSDFCollectionConfig`.
         split: the split trained on.
         limit: use only its first shapes.
-        run: optional run directory (metrics, checkpoint of kind ``"deepsdf-collection"``).
+        run: optional run directory (metrics, checkpoint of kind ``"deepsdf-collection"``, the
+            loop's state in :data:`TRAINER_FILE`).
         progress_bar: show a progress bar on a terminal.
+        resume: continue from ``run``'s checkpoint and loop state (same config).
     """
     from mpgym.devices import get_device
 
@@ -647,16 +885,25 @@ def train_deepsdf_collection(
     sched = torch.optim.lr_scheduler.StepLR(opt, config.lr_step, 0.5)
     result = DeepSDFCollectionResult(decoder, codes.weight, config, bank.names)
     n_samples = config.batch_shapes * config.points_per_shape
+    start = 0
+    if resume:
+        state = dict(_resumable(run, "deepsdf-collection", config))
+        with torch.no_grad():
+            codes.weight.copy_(check_codes(state.pop("codes", torch.zeros(0)), config.latent_dim))
+        decoder.load_state_dict(state)
+        start = load_trainer_state(run.file(TRAINER_FILE), opt, gen, sched)  # type: ignore[union-attr]
 
-    def save() -> None:
+    def save(step: int) -> None:
         if run is not None:
             save_checkpoint(
                 run.file("checkpoint.safetensors"),
                 {**decoder.state_dict(), "codes": codes.weight.detach()},
                 kind="deepsdf-collection",
                 config=config,
-                meta={"source": collection.source, "split": split, "names": bank.names},
+                meta={"source": collection.source, "split": split, "names": bank.names,
+                      "steps": step},
             )
+            save_trainer_state(run.file(TRAINER_FILE), opt, gen, step, sched)
 
     def step_loss(step: int) -> tuple[Tensor, dict[str, float]]:
         idx = torch.randint(0, len(bank), (config.batch_shapes,), generator=gen)
@@ -668,20 +915,18 @@ def train_deepsdf_collection(
         return l1 + reg, {"l1": l1.item()}
 
     decoder.train()
-    record = optimize(
+    result.seconds, result.steps = _train_loop(
         step_loss,
         opt,
-        config.iterations,
+        config,
         name="deepsdf-collection",
         run=run,
-        log_every=config.log_every,
         save=save,
         progress_bar=progress_bar,
-        scheduler=sched,
         record=LoopRecord(result.losses),
+        start=start,
+        scheduler=sched,
     )
-    result.seconds = record.seconds
-    save()
     decoder.eval().cpu()
     result.codes = codes.weight.detach().cpu()
     return result
