@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import gymnasium as gym
 import numpy as np
@@ -24,11 +25,12 @@ from torch import nn
 
 from agents.common import Agent, env_id_of, plot_learning_curve
 from agents.common.envs import env_state, restore_env_state
+from agents.deep.buffers import BUFFER_FILE, ReplayBuffer, load_replay_buffer, save_replay_buffer
 from agents.deep.features import DictEncoder, ImageEncoder, make_extractor, resolve_policy
 from agents.deep.networks import ActorCritic
 from mpgym.checkpoint import CheckpointError
 from mpgym.errors import MpgymError, check_positive
-from mpgym.runs import save_on_interrupt
+from mpgym.runs import RunDir, save_on_interrupt
 from mpgym.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -457,6 +459,104 @@ class DeepAgent(Agent):
     def recent_return(self, n: int = 20) -> float:
         """Mean return of the last ``n`` training episodes (NaN before the first)."""
         return float(np.mean(self.episode_returns[-n:])) if self.episode_returns else float("nan")
+
+
+class ReplayAgent(DeepAgent):
+    """Base of the replay agents (DQN, SAC, TD3): a :class:`ReplayBuffer` saved beside checkpoints.
+
+    ``save(path, include_buffer=True)`` writes the buffer to ``replay_buffer.safetensors`` next
+    to the checkpoint and notes it in the checkpoint's meta; ``load`` reads it back, so
+    ``Cls.load(path).learn(n, reset_num_timesteps=False)`` continues exactly. A subclass builds
+    ``buffer`` in ``_build`` and says in :meth:`_buffer_actions_problem` what a loaded buffer's
+    actions must satisfy.
+    """
+
+    buffer: ReplayBuffer
+    """The replay buffer (built by the subclass's ``_build``)."""
+
+    @property
+    def buffer_kind(self) -> str:
+        """The ``kind`` in this agent's buffer files (``"dqn-replay-buffer"``)."""
+        return f"{self.name}-replay-buffer"
+
+    def _buffer_actions_problem(self, actions: torch.Tensor) -> str | None:
+        """What a loaded buffer's actions ``[size, ...]`` must be, where they are not; else None."""
+        raise NotImplementedError
+
+    def save(
+        self, path: str | Path | RunDir, *, include_buffer: bool = False, resume: bool = True
+    ) -> Path:
+        """Write the checkpoint; with ``include_buffer`` the replay buffer too, beside it.
+
+        Args:
+            path: the checkpoint file or run directory (see :meth:`Agent.save`).
+            include_buffer: also write ``replay_buffer.safetensors`` next to the checkpoint
+                (kept out of the model file, as SB3 does: it can be large); ``load`` reads
+                it. A buffer this agent wrote beside the same checkpoint at the same step
+                (the Ctrl-C save, then the caller's own) stays referenced by a later save
+                without it.
+            resume: False leaves out what continuing needs (see :meth:`Agent.save`).
+
+        Returns:
+            The checkpoint path.
+        """
+        ckpt = self.checkpoint_path(path)
+        buffer_file = ckpt.with_name(BUFFER_FILE)
+        if include_buffer:
+            self.save_replay_buffer(buffer_file)
+            self._buffer_saved = (buffer_file.resolve(), self.num_timesteps)
+        same = getattr(self, "_buffer_saved", None) == (buffer_file.resolve(), self.num_timesteps)
+        self._buffer_note = ({"file": BUFFER_FILE, "num_timesteps": self.num_timesteps}
+                             if same and resume and buffer_file.exists() else None)
+        return super().save(ckpt, resume=resume)
+
+    def meta(self) -> dict[str, Any]:
+        """Counters, generator state and the replay-buffer file written beside (if any)."""
+        note = getattr(self, "_buffer_note", None)
+        return {**super().meta(), **({"replay_buffer": note} if note else {})}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore :meth:`meta` output (the buffer note is read by :meth:`load`)."""
+        super().load_meta(meta)
+        self._buffer_note = meta.get("replay_buffer")
+
+    @classmethod
+    def load(cls, path: str | Path, env: str | gym.Env | None = None) -> Self:
+        """Load a checkpoint, and the replay buffer saved with it (``include_buffer=True``).
+
+        Raises:
+            CheckpointError: a corrupt checkpoint or buffer file.
+        """
+        agent = super().load(path, env)
+        assert isinstance(agent, cls)
+        note, agent._buffer_note = agent._buffer_note, None
+        if isinstance(note, dict) and note.get("file") == BUFFER_FILE:
+            file = cls.checkpoint_path(path).with_name(BUFFER_FILE)
+            if file.exists():
+                agent.load_replay_buffer(file)
+            else:
+                log.warning("%s was saved with its replay buffer, but %s is missing; "
+                            "continuing starts from an empty buffer", path, file)
+        return agent
+
+    def save_replay_buffer(self, path: str | Path) -> Path:
+        """Write the replay buffer's stored transitions (safetensors, atomically)."""
+        return save_replay_buffer(self.buffer, path, kind=self.buffer_kind)
+
+    def load_replay_buffer(self, path: str | Path) -> None:
+        """Read a buffer written by :meth:`save_replay_buffer` into ``self.buffer``.
+
+        Raises:
+            CheckpointError: not this agent's replay buffer, or one that does not fit it
+                (shapes, dtypes, sizes, actions out of range, non-finite values).
+        """
+        load_replay_buffer(self.buffer, path, kind=self.buffer_kind,
+                           check_actions=self._buffer_actions_problem)
+
+    def _save_on_interrupt(self) -> None:
+        """On Ctrl-C: the checkpoint with its replay buffer, so the run can continue."""
+        assert self.run is not None
+        self.save(self.run.path, include_buffer=True)
 
 
 class PolicyAgent(DeepAgent):

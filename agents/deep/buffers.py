@@ -1,18 +1,29 @@
 """Experience storage in preallocated arrays: replay (DQN, SAC, TD3) and rollout (A2C, PPO) buffers.
 
 Nothing here holds Python objects per transition: each field is one NumPy array written in
-place, and sampling is one fancy-indexing gather per field.
+place, and sampling is one fancy-indexing gather per field. A replay buffer's stored
+transitions are written to and read from one safetensors file (:func:`save_replay_buffer`,
+:func:`load_replay_buffer`), beside the agent's checkpoint.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from agents.deep.common import gae
+from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+BUFFER_FILE = "replay_buffer.safetensors"
+"""File name of the replay buffer saved beside a checkpoint."""
+
+REPLAY_FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
+"""The arrays of a :class:`ReplayBuffer` that its file holds, in this order."""
 
 
 @dataclass
@@ -86,6 +97,59 @@ class ReplayBuffer:
             next_obs=torch.from_numpy(self.next_obs[idx]),
             terminated=torch.from_numpy(self.terminated[idx]),
         )
+
+
+def save_replay_buffer(buf: ReplayBuffer, path: str | Path, *, kind: str) -> Path:
+    """Write the stored transitions of ``buf`` (safetensors, atomically).
+
+    The file holds the first ``buf.size`` rows of each of :data:`REPLAY_FIELDS` and the meta
+    ``{"pos", "size", "capacity"}``, under the checkpoint ``kind`` (``"dqn-replay-buffer"``).
+    """
+    n = buf.size
+    arrays = {name: getattr(buf, name)[:n] for name in REPLAY_FIELDS}
+    return save_checkpoint(path, arrays, kind=kind,
+                           meta={"pos": buf.pos, "size": n, "capacity": buf.capacity})
+
+
+def load_replay_buffer(
+    buf: ReplayBuffer, path: str | Path, *, kind: str,
+    check_actions: Callable[[Tensor], str | None],
+) -> None:
+    """Read a file written by :func:`save_replay_buffer` into ``buf``, checked first.
+
+    Each array must have ``buf``'s row shape and dtype for ``size`` rows, float arrays must be
+    finite, and ``check_actions`` (called with the ``[size, ...]`` actions when there are
+    any) returns what is wrong with them, or None. ``buf`` is left untouched on refusal.
+
+    Raises:
+        CheckpointError: not a buffer of this ``kind``, or one that does not fit ``buf``
+            (shapes, dtypes, size and position, non-finite values, the actions' own check).
+    """
+    ckpt = load_checkpoint(path, expected_kind=kind)
+    meta, t = ckpt.meta, ckpt.state_dict
+    size, pos = (meta.get("size"), meta.get("pos")) if isinstance(meta, dict) else (-1, -1)
+    size = size if isinstance(size, int) and not isinstance(size, bool) else -1
+    pos = pos if isinstance(pos, int) and not isinstance(pos, bool) else -1
+    if not 0 <= size <= buf.capacity or not 0 <= pos < buf.capacity or (
+            size < buf.capacity and pos != size):
+        raise CheckpointError(f"{path}: replay buffer size {size!r} / position {pos!r} do "
+                              f"not fit a buffer of capacity {buf.capacity}.")
+    for name in REPLAY_FIELDS:
+        like = getattr(buf, name)
+        shape, dtype = (size, *like.shape[1:]), torch.from_numpy(like[:0]).dtype
+        x = t.get(name)
+        if x is None or tuple(x.shape) != shape or x.dtype != dtype:
+            got = "missing" if x is None else f"{tuple(x.shape)} {x.dtype}"
+            raise CheckpointError(f"{path}: replay buffer {name!r} must be {shape} {dtype}, "
+                                  f"got {got}.")
+        if dtype == torch.float32 and not bool(torch.isfinite(x).all()):
+            raise CheckpointError(f"{path}: replay buffer {name!r} holds NaN or inf.")
+    problem = check_actions(t["actions"]) if size else None
+    if problem:
+        raise CheckpointError(f"{path}: replay buffer actions must be {problem}.")
+    for name in REPLAY_FIELDS:
+        getattr(buf, name)[:size] = t[name].numpy()
+    buf.size, buf.pos = size, pos
 
 
 @dataclass

@@ -21,11 +21,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -37,23 +35,15 @@ from torch import Tensor, nn
 from agents.common import Callback, linear_schedule
 from agents.common.callbacks import learning_hooks
 from agents.common.envs import EnvKwargs, env_state
-from agents.deep.base import DeepAgent, EpisodeTracker, _array_like, check_step
+from agents.deep.base import EpisodeTracker, ReplayAgent, _array_like, check_step
+from agents.deep.buffers import BUFFER_FILE as BUFFER_FILE
 from agents.deep.buffers import ReplayBuffer
 from agents.deep.common import dqn_targets
 from agents.deep.features import Features, Policy, make_extractor
 from agents.deep.networks import QNetwork
 from agents.deep.numpy_policy import numpy_mlp, plain_mlp_layers
-from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
-from mpgym.runs import RunDir
-
-log = logging.getLogger(__name__)
-
-BUFFER_FILE = "replay_buffer.safetensors"
-"""File name of the replay buffer saved beside a checkpoint."""
-BUFFER_KIND = "dqn-replay-buffer"
-"""The ``kind`` in the buffer file's metadata."""
 
 
 @dataclass(frozen=True)
@@ -223,7 +213,7 @@ DQN_PRESETS["minatar-space-invaders"] = dataclasses.replace(
     _MINATAR, env_id="MinAtar/SpaceInvaders-v0", learning_rate=2.0**-12)
 
 
-class DQN(DeepAgent):
+class DQN(ReplayAgent):
     """Deep Q-learning for Discrete action spaces.
 
     Attributes:
@@ -333,104 +323,10 @@ class DQN(DeepAgent):
             self._obs = self.preprocess(raw)[0]
             self._tracker = EpisodeTracker(1)
 
-    def save(self, path: str | Path | RunDir, *, include_buffer: bool = False) -> Path:
-        """Write the checkpoint; with ``include_buffer`` the replay buffer too, beside it.
-
-        Args:
-            path: the checkpoint file or run directory (see :meth:`Agent.save`).
-            include_buffer: also write ``replay_buffer.safetensors`` next to the checkpoint
-                (SB3 keeps it out of the model file too: it can be large); ``load`` reads it.
-                Without it, a buffer this agent wrote beside the same checkpoint at the same
-                step (the Ctrl-C save, then the caller's own) is still referenced.
-
-        Returns:
-            The checkpoint path.
-        """
-        ckpt = self.checkpoint_path(path)
-        buffer_file = ckpt.with_name(BUFFER_FILE)
-        if include_buffer:
-            self.save_replay_buffer(buffer_file)
-            self._buffer_saved = (buffer_file.resolve(), self.num_timesteps)
-        same = getattr(self, "_buffer_saved", None) == (buffer_file.resolve(), self.num_timesteps)
-        self._buffer_note = ({"file": BUFFER_FILE, "num_timesteps": self.num_timesteps}
-                             if same and buffer_file.exists() else None)
-        return super().save(ckpt)
-
-    def meta(self) -> dict[str, Any]:
-        """Counters, generator state and the replay-buffer file written beside (if any)."""
-        note = getattr(self, "_buffer_note", None)
-        return {**super().meta(), **({"replay_buffer": note} if note else {})}
-
-    def load_meta(self, meta: dict[str, Any]) -> None:
-        """Restore :meth:`meta` output (the buffer note is read by :meth:`load`)."""
-        super().load_meta(meta)
-        self._buffer_note = meta.get("replay_buffer")
-
-    @classmethod
-    def load(cls, path: str | Path, env: str | gym.Env | None = None) -> DQN:
-        """Load a checkpoint, and the replay buffer saved with it (``include_buffer=True``).
-
-        Raises:
-            CheckpointError: a corrupt checkpoint or buffer file.
-        """
-        agent = super().load(path, env)
-        assert isinstance(agent, DQN)
-        note = agent._buffer_note
-        agent._buffer_note = None
-        if isinstance(note, dict) and note.get("file") == BUFFER_FILE:
-            file = cls.checkpoint_path(path).with_name(BUFFER_FILE)
-            if file.exists():
-                agent.load_replay_buffer(file)
-            else:
-                log.warning("%s was saved with its replay buffer, but %s is missing; "
-                            "continuing starts from an empty buffer", path, file)
-        return agent
-
-    def save_replay_buffer(self, path: str | Path) -> Path:
-        """Write the replay buffer's stored transitions (safetensors, atomically)."""
-        buf, n = self.buffer, self.buffer.size
-        arrays = {"obs": buf.obs[:n], "next_obs": buf.next_obs[:n], "actions": buf.actions[:n],
-                  "rewards": buf.rewards[:n], "terminated": buf.terminated[:n]}
-        return save_checkpoint(path, arrays, kind=BUFFER_KIND,
-                               meta={"pos": buf.pos, "size": n, "capacity": buf.capacity})
-
-    def load_replay_buffer(self, path: str | Path) -> None:
-        """Read a buffer written by :meth:`save_replay_buffer` into ``self.buffer``.
-
-        Raises:
-            CheckpointError: not a replay buffer, or one that does not fit this agent (shapes,
-                dtypes, sizes, actions out of range, non-finite values).
-        """
-        ckpt = load_checkpoint(path, expected_kind=BUFFER_KIND)
-        meta, t = ckpt.meta, ckpt.state_dict
-        buf, dim = self.buffer, self.encoder.dim
-        size, pos = (meta.get("size"), meta.get("pos")) if isinstance(meta, dict) else (-1, -1)
-        if not isinstance(size, int) or isinstance(size, bool):
-            size = -1
-        if not isinstance(pos, int) or isinstance(pos, bool):
-            pos = -1
-        if not 0 <= size <= buf.capacity or not 0 <= pos < buf.capacity or (
-                size < buf.capacity and pos != size):
-            raise CheckpointError(f"{path}: replay buffer size {size!r} / position {pos!r} do "
-                                  f"not fit a buffer of capacity {buf.capacity}.")
-        want = {"obs": ((size, dim), torch.float32), "next_obs": ((size, dim), torch.float32),
-                "actions": ((size,), torch.int64), "rewards": ((size,), torch.float32),
-                "terminated": ((size,), torch.float32)}
-        for name, (shape, dtype) in want.items():
-            x = t.get(name)
-            if x is None or tuple(x.shape) != shape or x.dtype != dtype:
-                got = "missing" if x is None else f"{tuple(x.shape)} {x.dtype}"
-                raise CheckpointError(f"{path}: replay buffer {name!r} must be {shape} {dtype}, "
-                                      f"got {got}.")
-            if dtype == torch.float32 and not bool(torch.isfinite(x).all()):
-                raise CheckpointError(f"{path}: replay buffer {name!r} holds NaN or inf.")
-        actions = t["actions"]
-        if size and (int(actions.min()) < 0 or int(actions.max()) >= self.n_actions):
-            raise CheckpointError(f"{path}: replay buffer actions must be in "
-                                  f"0..{self.n_actions - 1}.")
-        for name in want:
-            getattr(buf, name)[:size] = t[name].numpy()
-        buf.size, buf.pos = size, pos
+    def _buffer_actions_problem(self, actions: Tensor) -> str | None:
+        if int(actions.min()) < 0 or int(actions.max()) >= self.n_actions:
+            return f"in 0..{self.n_actions - 1}"
+        return None
 
     def epsilon(self, step: int, total: int) -> float:
         """Exploration rate after ``step`` of ``total`` environment steps (linear decay)."""
@@ -654,8 +550,3 @@ class DQN(DeepAgent):
                 if hooks is not None and not hooks.step(locals(), done, [info]):
                     break
         return self
-
-    def _save_on_interrupt(self) -> None:
-        """On Ctrl-C: the checkpoint with its replay buffer, so the run can continue."""
-        assert self.run is not None
-        self.save(self.run.path, include_buffer=True)

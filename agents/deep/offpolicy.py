@@ -16,10 +16,8 @@ include_buffer=True)`` writes the replay buffer beside it, which ``load`` reads 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -32,24 +30,18 @@ from agents.common import Callback
 from agents.common.callbacks import learning_hooks
 from agents.common.envs import env_state, snapshot_supported
 from agents.deep.base import (
-    DeepAgent,
     EpisodeTracker,
+    ReplayAgent,
     _array_like,
     check_step,
     load_optimizer_state,
     optimizer_state,
 )
+from agents.deep.buffers import BUFFER_FILE as BUFFER_FILE
 from agents.deep.buffers import ReplayBuffer
-from mpgym.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mpgym.checkpoint import CheckpointError
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
-from mpgym.runs import RunDir
-
-log = logging.getLogger(__name__)
-
-BUFFER_FILE = "replay_buffer.safetensors"
-"""File name of the replay buffer saved beside a checkpoint."""
-
 
 # --------------------------------------------------------------------------- pure functions
 
@@ -175,7 +167,7 @@ class TwinQ(nn.Module):
 # --------------------------------------------------------------------------- the agent base
 
 
-class OffPolicyAgent(DeepAgent):
+class OffPolicyAgent(ReplayAgent):
     """Base of SAC and TD3: Box-action checks, replay buffer, the env loop, checkpoints.
 
     A subclass builds ``actor``, ``critic`` (a :class:`TwinQ`) and ``critic_target`` plus
@@ -403,138 +395,8 @@ class OffPolicyAgent(DeepAgent):
         self._pending_env = (self._arrays_under(tensors, "envstate"), info.get("env"))
         self._obs = obs
 
-    def save(
-        self, path: str | Path | RunDir, *, include_buffer: bool = False, resume: bool = True
-    ) -> Path:
-        """Write the checkpoint; with ``include_buffer`` the replay buffer too, beside it.
-
-        Args:
-            path: the checkpoint file or run directory (see :meth:`Agent.save`).
-            include_buffer: also write ``replay_buffer.safetensors`` next to the checkpoint
-                (kept out of the model file, as SB3 does: it can be large); ``load`` reads
-                it. A buffer this agent wrote beside the same checkpoint at the same step
-                stays referenced by a later save without it.
-            resume: False leaves out what continuing needs (see :meth:`Agent.save`).
-
-        Returns:
-            The checkpoint path.
-        """
-        ckpt = self.checkpoint_path(path)
-        buffer_file = ckpt.with_name(BUFFER_FILE)
-        if include_buffer:
-            self.save_replay_buffer(buffer_file)
-            self._buffer_saved = (buffer_file.resolve(), self.num_timesteps)
-        same = getattr(self, "_buffer_saved", None) == (buffer_file.resolve(), self.num_timesteps)
-        self._buffer_note = (
-            {"file": BUFFER_FILE, "num_timesteps": self.num_timesteps}
-            if same and resume and buffer_file.exists()
-            else None
-        )
-        return super().save(ckpt, resume=resume)
-
-    def meta(self) -> dict[str, Any]:
-        """Counters, generator state and the replay-buffer file written beside (if any)."""
-        note = getattr(self, "_buffer_note", None)
-        return {**super().meta(), **({"replay_buffer": note} if note else {})}
-
-    def load_meta(self, meta: dict[str, Any]) -> None:
-        """Restore :meth:`meta` output (the buffer note is read by :meth:`load`)."""
-        super().load_meta(meta)
-        self._buffer_note = meta.get("replay_buffer")
-
-    @classmethod
-    def load(cls, path: str | Path, env: str | gym.Env | None = None) -> OffPolicyAgent:
-        """Load a checkpoint, and the replay buffer saved with it (``include_buffer=True``).
-
-        Raises:
-            CheckpointError: a corrupt checkpoint or buffer file.
-        """
-        agent = super().load(path, env)
-        assert isinstance(agent, OffPolicyAgent)
-        note, agent._buffer_note = agent._buffer_note, None
-        if isinstance(note, dict) and note.get("file") == BUFFER_FILE:
-            file = cls.checkpoint_path(path).with_name(BUFFER_FILE)
-            if file.exists():
-                agent.load_replay_buffer(file)
-            else:
-                log.warning(
-                    "%s was saved with its replay buffer, but %s is missing; "
-                    "continuing starts from an empty buffer",
-                    path,
-                    file,
-                )
-        return agent
-
-    @property
-    def buffer_kind(self) -> str:
-        """The ``kind`` in this agent's buffer files (``"sac-replay-buffer"``)."""
-        return f"{self.name}-replay-buffer"
-
-    def save_replay_buffer(self, path: str | Path) -> Path:
-        """Write the replay buffer's stored transitions (safetensors, atomically)."""
-        buf, n = self.buffer, self.buffer.size
-        arrays = {
-            "obs": buf.obs[:n],
-            "next_obs": buf.next_obs[:n],
-            "actions": buf.actions[:n],
-            "rewards": buf.rewards[:n],
-            "terminated": buf.terminated[:n],
-        }
-        return save_checkpoint(
-            path,
-            arrays,
-            kind=self.buffer_kind,
-            meta={"pos": buf.pos, "size": n, "capacity": buf.capacity},
-        )
-
-    def load_replay_buffer(self, path: str | Path) -> None:
-        """Read a buffer written by :meth:`save_replay_buffer` into ``self.buffer``.
-
-        Raises:
-            CheckpointError: not this agent's replay buffer, or one that does not fit it
-                (shapes, dtypes, sizes, actions outside ``[-1, 1]``, non-finite values).
-        """
-        ckpt = load_checkpoint(path, expected_kind=self.buffer_kind)
-        meta, t = ckpt.meta, ckpt.state_dict
-        buf, dim = self.buffer, self.encoder.dim
-        size, pos = (meta.get("size"), meta.get("pos")) if isinstance(meta, dict) else (-1, -1)
-        size = size if isinstance(size, int) and not isinstance(size, bool) else -1
-        pos = pos if isinstance(pos, int) and not isinstance(pos, bool) else -1
-        if (
-            not 0 <= size <= buf.capacity
-            or not 0 <= pos < buf.capacity
-            or (size < buf.capacity and pos != size)
-        ):
-            raise CheckpointError(
-                f"{path}: replay buffer size {size!r} / position {pos!r} do "
-                f"not fit a buffer of capacity {buf.capacity}."
-            )
-        want = {
-            "obs": (size, dim),
-            "next_obs": (size, dim),
-            "actions": (size, self.act_dim),
-            "rewards": (size,),
-            "terminated": (size,),
-        }
-        for name, shape in want.items():
-            x = t.get(name)
-            if x is None or tuple(x.shape) != shape or x.dtype != torch.float32:
-                got = "missing" if x is None else f"{tuple(x.shape)} {x.dtype}"
-                raise CheckpointError(
-                    f"{path}: replay buffer {name!r} must be {shape} float32, got {got}."
-                )
-            if not bool(torch.isfinite(x).all()):
-                raise CheckpointError(f"{path}: replay buffer {name!r} holds NaN or inf.")
-        if size and float(t["actions"].abs().max()) > 1.0:
-            raise CheckpointError(f"{path}: replay buffer actions must be scaled to [-1, 1].")
-        for name in want:
-            getattr(buf, name)[:size] = t[name].numpy()
-        buf.size, buf.pos = size, pos
-
-    def _save_on_interrupt(self) -> None:
-        """On Ctrl-C: the checkpoint with its replay buffer, so the run can continue."""
-        assert self.run is not None
-        self.save(self.run.path, include_buffer=True)
+    def _buffer_actions_problem(self, actions: Tensor) -> str | None:
+        return "scaled to [-1, 1]" if float(actions.abs().max()) > 1.0 else None
 
     # -- acting ------------------------------------------------------------------------------------
     def _scaled_to_env(self, scaled: np.ndarray) -> np.ndarray:
