@@ -55,8 +55,10 @@ class TrialResult:
 
     Attributes:
         trial: the trial.
-        final_return: mean return of its evaluation episodes (NaN when the trial failed).
-        curve: ``(x, returns)`` of its training episodes (x: env steps or episodes).
+        final_return: its final metric: the mean return of its evaluation episodes for RL,
+            the sweep's metric otherwise (validation loss, test PSNR); NaN when it failed.
+        curve: ``(x, values)``: its training episodes' returns (x: env steps or episodes),
+            or its periodic validation scores (x: steps).
         error: why the trial failed, or None.
     """
 
@@ -121,11 +123,34 @@ def config_keys(config_cls: type) -> list[str]:
     return keys
 
 
-def parse_grid(items: Sequence[str], accepted: Sequence[str]) -> dict[str, list[str]]:
+def prefixed_keys(configs: Mapping[str, type]) -> tuple[list[str], dict[str, str]]:
+    """Grid keys of configs nested under prefixes, and the bare names that stand for them.
+
+    A command whose flags are ``--train.lr`` and ``--model.hidden`` takes the keys
+    ``train.lr`` and ``model.hidden``; a field name that only one config has may be written
+    bare (``lr`` for ``train.lr``).
+
+    Example:
+        >>> @dataclass
+        ... class A:
+        ...     lr: float = 1.0
+        ...     seed: int = 0
+        >>> prefixed_keys({"train": A})
+        (['train.lr'], {'lr': 'train.lr'})
+    """
+    keys = [f"{prefix}.{k}" for prefix, cls in configs.items() for k in config_keys(cls)]
+    bare: dict[str, list[str]] = {}
+    for key in keys:
+        bare.setdefault(key.split(".", 1)[1], []).append(key)
+    return keys, {name: full[0] for name, full in bare.items() if len(full) == 1}
+
+
+def parse_grid(items: Sequence[str], accepted: Sequence[str],
+               aliases: Mapping[str, str] = KEY_ALIASES) -> dict[str, list[str]]:
     """``{key: [value text, ...]}`` from ``["lr=3e-4,1e-3", "gamma=0.9,0.99"]``.
 
-    Keys may use hyphens for underscores (``learning-rate``) and the aliases of
-    :data:`KEY_ALIASES` when the config has the field they stand for.
+    Keys may use hyphens for underscores (``learning-rate``) and ``aliases`` (default
+    :data:`KEY_ALIASES`) when the config has the field they stand for.
 
     Raises:
         MpgymError: an item without ``=`` or values, a key given twice, or a key not in
@@ -135,8 +160,8 @@ def parse_grid(items: Sequence[str], accepted: Sequence[str]) -> dict[str, list[
     for item in items:
         written, sep, values = item.partition("=")
         key = written.strip().replace("-", "_")
-        if key not in accepted and KEY_ALIASES.get(key) in accepted:
-            key = KEY_ALIASES[key]
+        if key not in accepted and aliases.get(key) in accepted:
+            key = aliases[key]
         texts = [v.strip() for v in values.split(",")]
         if not sep or not key or not all(texts):
             raise MpgymError(f"--grid {item!r}: expected KEY=V1,V2,... (e.g. lr=3e-4,1e-3) with "
@@ -259,4 +284,4 @@ def downsample(x: Sequence[float], y: Sequence[float], max_points: int = 2000
 
 __all__ = ["FIXED_KEYS", "KEY_ALIASES", "Point", "PointSummary", "Trial", "TrialResult",
            "aggregate", "config_keys", "downsample", "expand_trials", "mean_band",
-           "parse_grid", "parse_seeds", "point_label", "point_slug"]
+           "parse_grid", "parse_seeds", "point_label", "point_slug", "prefixed_keys"]

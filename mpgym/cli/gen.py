@@ -147,13 +147,39 @@ def _atomic_output(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def train_main(argv: list[str]) -> int:
-    """``mpgym gen train MODEL [flags]``."""
+@dataclass(frozen=True)
+class GenTrainRequest:
+    """What ``mpgym gen train MODEL ...`` asked for: :func:`train_run`'s arguments, by name.
+
+    Attributes:
+        name: the model's registry name.
+        model_cfg: its config (defaults, then ``--model.*`` flags).
+        train_cfg: the loop's :class:`generative.trainer.TrainConfig` (``--train.*`` flags).
+        data: the dataset name.
+        out: the folder holding the run directory.
+        run_name: the run directory's name inside ``out`` ("" for MODEL-DATA).
+        overwrite: replace a run directory holding another model's run or other files.
+    """
+
+    name: str
+    model_cfg: Any
+    train_cfg: Any
+    data: str = "digits"
+    out: Path = Path("runs/gen")
+    run_name: str = ""
+    overwrite: bool = False
+
+
+def parse_train_args(argv: list[str]) -> GenTrainRequest:
+    """The request of ``MODEL [flags]`` (``argv`` as after ``mpgym gen train``).
+
+    ``--help`` prints the flags and exits, as a parser does.
+
+    Raises:
+        MpgymError: an unknown model.
+    """
     from generative import MODELS, model_classes
 
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE % _models_line())
-        return 0
     name = argv[0]
     if name not in MODELS:
         raise MpgymError(f"unknown model {name!r}; accepted: {_models_line()}.")
@@ -195,7 +221,7 @@ def train_main(argv: list[str]) -> int:
         prog=f"mpgym gen train {name}",
         description=f"Train {name} ({MODELS[name][3]}).",
     )
-    run_dir = train_run(
+    return GenTrainRequest(
         name,
         args.model,
         args.train,
@@ -204,6 +230,14 @@ def train_main(argv: list[str]) -> int:
         run_name=args.name,
         overwrite=args.overwrite,
     )
+
+
+def train_main(argv: list[str]) -> int:
+    """``mpgym gen train MODEL [flags]``."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE % _models_line())
+        return 0
+    run_dir = train_run(**vars(parse_train_args(argv)))
     print(f"run: {run_dir}")
     return 0
 

@@ -79,17 +79,38 @@ def _run_path(args: TrainArgs) -> Path:
     return Path("runs") / "nerf" / name
 
 
-def train_main(argv: list[str]) -> int:
-    """``mpgym nerf train DATA_DIR --preset hash [options]``."""
-    from dataclasses import replace
+@dataclass(frozen=True)
+class NerfTrainRequest:
+    """What ``mpgym nerf train DATA ...`` asked for, checked (the argument of :func:`train_run`).
 
-    from mpgym import save_on_interrupt
+    Attributes:
+        args: the parsed options (preset, then flags).
+        path: the run directory (``runs/nerf/<name>`` unless the caller chose one).
+        aabb_given: ``--aabb-scale`` was on the command line (else a dataset's scene box wins).
+    """
+
+    args: TrainArgs
+    path: Path
+    aabb_given: bool = False
+
+
+def parse_train_args(argv: list[str], *, path: Path | None = None) -> NerfTrainRequest:
+    """The checked request of ``DATA [flags]`` (``argv`` as after ``mpgym nerf train``).
+
+    Everything the user can get wrong is refused here, before anything is read or written.
+
+    Args:
+        argv: the arguments.
+        path: the run directory instead of ``runs/nerf/<name>`` (a sweep's trials).
+
+    Raises:
+        MpgymError: an unknown preset, bad options or device, or a run directory holding
+            something else (without ``--overwrite``).
+    """
     from mpgym.devices import get_device
     from mpgym.errors import check_positive
-    from mpgym.runs import check_run_target, staged_run
-    from neural3d.data.multiview import load_split
+    from mpgym.runs import check_run_target
     from neural3d.nerf.presets import check_config, preset
-    from neural3d.nerf.trainer import NerfTrainer
 
     argv = _positional(argv, "--data")
     name = "hash"
@@ -101,15 +122,32 @@ def train_main(argv: list[str]) -> int:
     default = TrainArgs(preset=name, config=preset(name))
     args = tyro.cli(TrainArgs, args=argv, default=default, prog="mpgym nerf train",
                     config=(tyro.conf.OmitArgPrefixes,))
-    # everything the user can get wrong is refused here, before anything is read or written
     check_positive("--downscale", args.downscale)
     check_config(args.config)
     get_device(args.config.device)
-    path = check_run_target(_run_path(args), kind="nerf", overwrite=args.overwrite)
+    target = check_run_target(path if path is not None else _run_path(args), kind="nerf",
+                              overwrite=args.overwrite)
+    return NerfTrainRequest(args, target, _given(argv, "--aabb-scale"))
+
+
+def train_run(req: NerfTrainRequest, *, progress_bar: bool = True):
+    """Train the NeRF of a request into its run directory; return the trainer's result.
+
+    The run is built in a hidden sibling directory and moved into place at the end (also on
+    Ctrl-C, with the checkpoint saved).
+    """
+    from dataclasses import replace
+
+    from mpgym import save_on_interrupt
+    from mpgym.runs import staged_run
+    from neural3d.data.multiview import load_split
+    from neural3d.nerf.trainer import NerfTrainer
+
+    args, path = req.args, req.path
     train = load_split(args.data, "train", downscale=args.downscale)
     test = load_split(args.data, "test", downscale=args.downscale)
     config = args.config
-    if train.scene_box is not None and not _given(argv, "--aabb-scale"):
+    if train.scene_box is not None and not req.aabb_given:
         config = replace(config, aabb_scale=train.scene_box)
         log.info("nerf: scene box [-%g, %g]^3 from the dataset's aabb_scale", train.scene_box,
                  train.scene_box)
@@ -120,10 +158,17 @@ def train_main(argv: list[str]) -> int:
                               run_info={"data": str(Path(args.data).resolve())})
         with save_on_interrupt(lambda: trainer.save(run.file("checkpoint.safetensors")),
                                "nerf run"):
-            result = trainer.train(progress_bar=True)
+            result = trainer.train(progress_bar=progress_bar)
         _save_pictures(run.path, result.images)
+    return result
+
+
+def train_main(argv: list[str]) -> int:
+    """``mpgym nerf train DATA_DIR --preset hash [options]``."""
+    req = parse_train_args(argv)
+    result = train_run(req)
     print(f"test PSNR {result.psnr:.2f} dB, SSIM {result.ssim:.3f} after {result.steps} steps "
-          f"({result.seconds:.0f} s); run: {path}")
+          f"({result.seconds:.0f} s); run: {req.path}")
     return 0
 
 

@@ -5,6 +5,12 @@
     mpgym sweep train ppo --env CartPole-v1 --seeds 0-9 --grid lr=3e-4,1e-3
         [--grid gamma=0.9,0.99] [--num-cpus N] [--address ray://host:10001] [--storage PATH]
         [--out DIR] [any flag of 'mpgym train ppo', e.g. --total-timesteps 20000]
+    mpgym sweep gen train made --data digits --seeds 0-2 --grid lr=1e-3,3e-4 [...]
+    mpgym sweep nerf train data/tabletop --preset tiny --seeds 0-1 --grid lr=1e-2,3e-3 [...]
+
+The generative and NeRF forms (:mod:`mpgym.cli.sweep_models`) sweep ``mpgym gen train`` and
+``mpgym nerf train`` the same way; each trial reports the metric its trainer reports (the best
+validation loss, lower is better; the test PSNR, higher is better), "solved" is n/a for them.
 
 Every seed with every grid point is one trial, and every trial is exactly ``mpgym train``: its
 flags go through :func:`mpgym.cli.rl.parse_train_args` (``--seed S``, the point's values as
@@ -59,6 +65,8 @@ log = logging.getLogger("mpgym.sweep")
 USAGE = """usage: mpgym sweep train ALGO --env ENV_ID --seeds 0-9 --grid KEY=V1,V2 [--grid ...]
                          [--num-cpus N] [--address ADDRESS] [--storage PATH] [--out DIR]
                          [flags of 'mpgym train ALGO']
+       mpgym sweep gen train MODEL --data DATA [same sweep flags] [flags of 'mpgym gen train']
+       mpgym sweep nerf train DATA [same sweep flags] [flags of 'mpgym nerf train']
 
   --seeds SEEDS     seeds of every grid point: '0-9', '0,3,7' or '0-4,10' (default 0)
   --grid K=V1,V2    a config field of ALGO and its values (repeat for more fields; the
@@ -71,9 +79,41 @@ USAGE = """usage: mpgym sweep train ALGO --env ENV_ID --seeds 0-9 --grid KEY=V1,
   --out DIR         sweep directory (default runs/sweep/<algo>-<env>): run directories under
                     DIR/runs/, the table in DIR/sweep.md and DIR/sweep.json, DIR/curves.png
 
+  gen: grid keys are the fields of the model's config and of the training loop, as their
+  flags name them (model.hidden, train.lr; a name only one of them has may stand alone:
+  lr); --seeds sets --train.seed; the table is of the best validation loss (lower is better);
+  DIR defaults to runs/sweep/gen-<model>-<data>.
+  nerf: grid keys are the NeRF config's fields (lr, steps, batch_rays...); --seeds sets
+  --seed; the table is of the final test PSNR in dB (higher is better); DIR defaults to
+  runs/sweep/nerf-<data folder>. "solved" is n/a for both.
+
 Needs Ray: pip install 'mpgym[scale]'."""
 
 RAY_HINT = "mpgym sweep runs its trials on Ray Tune; install it with: pip install 'mpgym[scale]'"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What a sweep's table is of.
+
+    Attributes:
+        name: as the table's heading says it (``"final evaluation return"``).
+        key: the name a trial reports it under (``"final_return"``).
+        higher_is_better: its direction.
+    """
+
+    name: str
+    key: str
+    higher_is_better: bool
+
+    @property
+    def direction(self) -> str:
+        """``"higher is better"`` or ``"lower is better"``."""
+        return "higher is better" if self.higher_is_better else "lower is better"
+
+
+RETURN = Metric("final evaluation return", "final_return", True)
+"""The metric of RL sweeps."""
 
 
 @dataclass(frozen=True)
@@ -81,13 +121,16 @@ class SweepPlan:
     """A checked sweep: what to train and where the results go.
 
     Attributes:
-        algo: the algorithm's registry name.
-        env_id: the env every trial trains on.
+        algo: the algorithm's (or model's) registry name; ``nerf`` for NeRF sweeps.
+        env_id: the env every trial trains on (the dataset for gen and NeRF sweeps).
         trials: the trials, grid points in order, seeds within.
-        argvs: each trial's ``mpgym train`` arguments (ALGO first, ``--out`` its run dir).
+        argvs: each trial's arguments: ``mpgym train`` ones (ALGO first, ``--out`` its run
+            dir), or those of ``mpgym gen train`` / ``mpgym nerf train`` (see ``kind``).
         out: the sweep directory.
         threshold: the env's ``reward_threshold``, or None.
-        x_label: the curves' x axis (``timestep`` or ``episode``).
+        x_label: the curves' x axis (``timestep``, ``episode`` or ``step``).
+        kind: ``"rl"``, ``"gen"`` or ``"nerf"``: which trainer runs the trials.
+        metric: what each trial reports and the table is of.
     """
 
     algo: str
@@ -97,6 +140,8 @@ class SweepPlan:
     out: Path
     threshold: float | None
     x_label: str
+    kind: str = "rl"
+    metric: Metric = RETURN
 
 
 def pop_repeated(argv: list[str], name: str) -> tuple[list[str], list[str]]:
@@ -181,33 +226,17 @@ def plan_sweep(argv: list[str]) -> tuple[SweepPlan, dict[str, Any]]:
 
     if not argv or argv[0].startswith("-"):
         raise MpgymError(f"name the algorithm: mpgym sweep train ALGO ...\n\n{USAGE}")
-    rest, grid_items = pop_repeated(argv[1:], "--grid")
-    rest, seeds_text = pop_flag(rest, "--seeds")
-    rest, cpus = pop_flag(rest, "--num-cpus")
-    rest, address = pop_flag(rest, "--address")
-    rest, storage = pop_flag(rest, "--storage")
-    rest, out_text = pop_flag(rest, "--out")
-    if any(a == "--seed" or a.startswith("--seed=") for a in rest):
-        raise MpgymError("a sweep takes --seeds (e.g. --seeds 0-9), not --seed.")
+    sf = sweep_flags(argv[1:], seed_flags=("--seed",))
+    rest = sf.rest
     cls = get_algorithm(argv[0])
-    seeds = parse_seeds(seeds_text if seeds_text is not None else "0")
-    grid = parse_grid(grid_items, config_keys(cls.Config))
-    num_cpus = None
-    if cpus is not None:
-        try:
-            num_cpus = int(cpus)
-        except ValueError:
-            raise MpgymError(f"--num-cpus must be a whole number >= 1; got {cpus!r}.") from None
-        check_positive("--num-cpus", num_cpus)
-    if address is not None and num_cpus is not None:
-        raise MpgymError("--num-cpus sizes a local Ray instance; a cluster (--address) brings "
-                         "its own CPUs. Give one of them.")
+    seeds = parse_seeds(sf.seeds)
+    grid = parse_grid(sf.grid, config_keys(cls.Config))
     trials = expand_trials(seeds, grid)
     first = _parse_trial([cls.name, *rest, "--seed", str(seeds[0]), *grid_flags(trials[0].point)],
                          trials[0].label)
     env_id = first.config.env_id
     default_out = Path("runs") / "sweep" / run_name(cls.name, env_id, 0).rsplit("-s", 1)[0]
-    out = Path(out_text or default_out).resolve()
+    out = Path(sf.out or default_out).resolve()
     argvs, requests = [], []
     for trial in trials:
         run_dir = out / "runs" / point_slug(trial.point) / run_name(cls.name, env_id, trial.seed)
@@ -222,7 +251,56 @@ def plan_sweep(argv: list[str]) -> tuple[SweepPlan, dict[str, Any]]:
     x_label = "episode" if getattr(cls, "budget_unit", "timesteps") == "episodes" else "timestep"
     plan = SweepPlan(algo=cls.name, env_id=env_id, trials=trials, argvs=argvs, out=out,
                      threshold=reward_threshold(env_id), x_label=x_label)
-    return plan, {"num_cpus": num_cpus, "address": address, "storage": storage}
+    return plan, sf.engine
+
+
+@dataclass(frozen=True)
+class SweepFlags:
+    """The flags a sweep takes for itself; ``rest`` goes to every trial.
+
+    Attributes:
+        rest: the trainer's flags.
+        grid: the ``--grid`` items, in order.
+        seeds: the ``--seeds`` text ("0" when not given).
+        out: ``--out``, or None.
+        engine: ``num_cpus``, ``address`` and ``storage`` for :func:`run_on_ray`.
+    """
+
+    rest: list[str]
+    grid: list[str]
+    seeds: str
+    out: str | None
+    engine: dict[str, Any]
+
+
+def sweep_flags(argv: list[str], *, seed_flags: tuple[str, ...]) -> SweepFlags:
+    """Take the sweep's own flags out of ``argv``, refusing the trainer's seed flags.
+
+    Raises:
+        MpgymError: one of ``seed_flags`` (the sweep sets it from ``--seeds``), a bad
+            ``--num-cpus``, or ``--num-cpus`` with ``--address``.
+    """
+    rest, grid_items = pop_repeated(argv, "--grid")
+    rest, seeds_text = pop_flag(rest, "--seeds")
+    rest, cpus = pop_flag(rest, "--num-cpus")
+    rest, address = pop_flag(rest, "--address")
+    rest, storage = pop_flag(rest, "--storage")
+    rest, out_text = pop_flag(rest, "--out")
+    for flag in seed_flags:
+        if any(a == flag or a.startswith(flag + "=") for a in rest):
+            raise MpgymError(f"a sweep takes --seeds (e.g. --seeds 0-9), not {flag}.")
+    num_cpus = None
+    if cpus is not None:
+        try:
+            num_cpus = int(cpus)
+        except ValueError:
+            raise MpgymError(f"--num-cpus must be a whole number >= 1; got {cpus!r}.") from None
+        check_positive("--num-cpus", num_cpus)
+    if address is not None and num_cpus is not None:
+        raise MpgymError("--num-cpus sizes a local Ray instance; a cluster (--address) brings "
+                         "its own CPUs. Give one of them.")
+    return SweepFlags(rest, grid_items, seeds_text if seeds_text is not None else "0", out_text,
+                      {"num_cpus": num_cpus, "address": address, "storage": storage})
 
 
 # -- one trial --------------------------------------------------------------------------------
@@ -251,6 +329,15 @@ def run_trial(argv: list[str]) -> dict[str, Any]:
             "train_s": time.perf_counter() - t0}
 
 
+def run_any_trial(kind: str, argv: list[str]) -> dict[str, Any]:
+    """One trial of a sweep of ``kind`` (``"rl"``, ``"gen"``, ``"nerf"``); what it reports."""
+    if kind == "rl":
+        return run_trial(argv)
+    from mpgym.cli.sweep_models import run_gen_trial, run_nerf_trial
+
+    return run_gen_trial(argv) if kind == "gen" else run_nerf_trial(argv)
+
+
 def _tune_trial(params: dict[str, Any]) -> None:
     """Ray Tune's function trainable: one trial on one torch thread, reported once."""
     from ray import tune
@@ -258,7 +345,8 @@ def _tune_trial(params: dict[str, Any]) -> None:
     from mpgym.devices import set_threads
 
     set_threads(1)
-    tune.report(run_trial(list(params["trial"]["argv"])))
+    trial = params["trial"]
+    tune.report(run_any_trial(trial.get("kind", "rl"), list(trial["argv"])))
 
 
 # -- Ray --------------------------------------------------------------------------------------
@@ -359,7 +447,7 @@ def run_on_ray(plan: SweepPlan, *, num_cpus: int | None = None, address: str | N
         storage_path = str(plan.out / "tune")
     else:
         storage_path = storage if "://" in storage else str(Path(storage).resolve())
-    params = [{"index": i, "argv": argv} for i, argv in enumerate(plan.argvs)]
+    params = [{"index": i, "argv": argv, "kind": plan.kind} for i, argv in enumerate(plan.argvs)]
     try:
         tuner = tune.Tuner(
             tune.with_resources(_tune_trial, {"cpu": 1}),
@@ -379,17 +467,22 @@ def run_on_ray(plan: SweepPlan, *, num_cpus: int | None = None, address: str | N
     finally:
         if started:
             ray.shutdown()
-    return [trial_result(trial, *reported.get(i, ({}, "no result reported")))
+    return [trial_result(trial, *reported.get(i, ({}, "no result reported")),
+                         key=plan.metric.key)
             for i, trial in enumerate(plan.trials)]
 
 
-def trial_result(trial: Trial, metrics: dict[str, Any], error: str | None) -> TrialResult:
-    """A :class:`TrialResult` from what a trial reported (:func:`run_trial`'s dict)."""
-    if error is None and "final_return" not in metrics:
+def trial_result(trial: Trial, metrics: dict[str, Any], error: str | None, *,
+                 key: str = "final_return") -> TrialResult:
+    """A :class:`TrialResult` from what a trial reported (:func:`run_trial`'s dict).
+
+    ``key`` names the metric in ``metrics`` (:attr:`Metric.key`).
+    """
+    if error is None and key not in metrics:
         error = "no result reported"
     if error is not None:
         return TrialResult(trial, float("nan"), error=error.strip().splitlines()[-1][:300])
-    return TrialResult(trial, float(metrics["final_return"]),
+    return TrialResult(trial, float(metrics[key]),
                        curve=(list(metrics.get("curve_x", ())), list(metrics.get("curve_y", ()))))
 
 
@@ -397,9 +490,10 @@ def trial_result(trial: Trial, metrics: dict[str, Any], error: str | None) -> Tr
 def write_summary(plan: SweepPlan, results: list[TrialResult]) -> dict[str, Any]:
     """Write ``sweep.md``, ``sweep.json`` and ``curves.png`` into ``plan.out``; return the JSON.
 
-    The JSON holds ``algo``, ``env_id``, ``reward_threshold``, ``rows`` (one per grid point:
-    ``point``, ``seeds``, ``failed``, ``mean``, ``std``, ``min``, ``max``, ``solved``) and
-    ``trials`` (``point``, ``seed``, ``final_return``, ``error``).
+    The JSON holds ``algo``, ``env_id``, ``reward_threshold``, ``metric`` (``name``,
+    ``key``, ``direction``), ``rows`` (one per grid point: ``point``, ``seeds``, ``failed``,
+    ``mean``, ``std``, ``min``, ``max``, ``solved``) and ``trials`` (``point``, ``seed``, the
+    metric under its key -- ``final_return`` for RL -- and ``error``).
     """
     from mpgym.bench import format_table
     from mpgym.checkpoint import atomic_write_text, to_jsonable
@@ -407,9 +501,15 @@ def write_summary(plan: SweepPlan, results: list[TrialResult]) -> dict[str, Any]
 
     summaries = aggregate(results, plan.threshold)
     rows = [s.row() for s in summaries]
-    threshold = "none registered" if plan.threshold is None else f"{plan.threshold:g}"
-    text = (f"# {plan.algo} on {plan.env_id}: {len(results)} trials\n\nFinal evaluation return "
-            f"over seeds; solved: return >= the env's reward threshold ({threshold}).\n\n"
+    metric = plan.metric
+    if plan.kind == "rl":
+        threshold = "none registered" if plan.threshold is None else f"{plan.threshold:g}"
+        about = (f"Final evaluation return over seeds; solved: return >= the env's reward "
+                 f"threshold ({threshold}).")
+    else:
+        about = (f"{metric.name[:1].upper()}{metric.name[1:]} over seeds ({metric.direction}); "
+                 "solved: n/a.")
+    text = (f"# {plan.algo} on {plan.env_id}: {len(results)} trials\n\n{about}\n\n"
             + format_table(rows) + "\n")
     failed = [r for r in results if r.error is not None]
     if failed:
@@ -418,9 +518,10 @@ def write_summary(plan: SweepPlan, results: list[TrialResult]) -> dict[str, Any]
     plan.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(plan.out / "sweep.md", text)
     data = {"algo": plan.algo, "env_id": plan.env_id, "reward_threshold": plan.threshold,
+            "metric": {"name": metric.name, "key": metric.key, "direction": metric.direction},
             "rows": rows,
             "trials": [{"point": dict(r.trial.point), "seed": r.trial.seed,
-                        "final_return": r.final_return if r.error is None else None,
+                        metric.key: r.final_return if r.error is None else None,
                         "error": r.error} for r in results]}
     atomic_write_text(plan.out / "sweep.json", json.dumps(to_jsonable(data), indent=2))
     bands = {}
@@ -430,14 +531,28 @@ def write_summary(plan: SweepPlan, results: list[TrialResult]) -> dict[str, Any]
         if band is not None:
             bands[point_label(s.point)] = band
     hlines = {f"threshold {plan.threshold:g}": plan.threshold} if plan.threshold else None
-    plot_bands(plan.out / "curves.png", bands, xlabel=plan.x_label, ylabel="episode return",
+    ylabel = "episode return" if plan.kind == "rl" else metric.name
+    plot_bands(plan.out / "curves.png", bands, xlabel=plan.x_label, ylabel=ylabel,
                title=f"{plan.algo} on {plan.env_id} (mean +- std over seeds)", hlines=hlines)
     return data
 
 
-def sweep(argv: list[str], *, verbose: int = 1) -> tuple[SweepPlan, dict[str, Any]]:
-    """Check, run on Ray and summarise a ``sweep train`` command line (ALGO first)."""
-    plan, engine = plan_sweep(argv)
+def sweep(argv: list[str], *, verbose: int = 1, kind: str = "rl"
+          ) -> tuple[SweepPlan, dict[str, Any]]:
+    """Check, run on Ray and summarise a sweep command line.
+
+    Args:
+        argv: what follows ``mpgym sweep train`` (ALGO first), ``mpgym sweep gen train``
+            (MODEL first) or ``mpgym sweep nerf train`` (DATA first).
+        verbose: Tune's verbosity.
+        kind: ``"rl"``, ``"gen"`` or ``"nerf"``.
+    """
+    if kind == "rl":
+        plan, engine = plan_sweep(argv)
+    else:
+        from mpgym.cli.sweep_models import plan_gen_sweep, plan_nerf_sweep
+
+        plan, engine = (plan_gen_sweep if kind == "gen" else plan_nerf_sweep)(argv)
     import_ray()  # before anything starts: one clear message when Ray is missing
     log.info("sweep: %d trials of %s on %s -> %s", len(plan.trials), plan.algo, plan.env_id,
              plan.out)
@@ -450,11 +565,20 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help") or "-h" in argv or "--help" in argv:
         print(USAGE)
         return 0
-    if argv[0] != "train":
-        raise MpgymError(f"unknown sweep command {argv[0]!r}; accepted: train.\n\n{USAGE}")
+    kind = "rl"
+    if argv[0] in ("gen", "nerf"):
+        if argv[1:2] != ["train"]:
+            raise MpgymError(f"unknown sweep command {' '.join(argv[:2])!r}; accepted: train, "
+                             f"gen train, nerf train.\n\n{USAGE}")
+        kind, argv = argv[0], argv[1:]
+    elif argv[0] != "train":
+        raise MpgymError(f"unknown sweep command {argv[0]!r}; accepted: train, gen train, "
+                         f"nerf train.\n\n{USAGE}")
     from mpgym.bench import format_table
 
-    plan, data = sweep(argv[1:])
+    plan, data = sweep(argv[1:], kind=kind)
+    if kind != "rl":
+        print(f"{plan.metric.name} over seeds ({plan.metric.direction}); solved: n/a")
     print(format_table(data["rows"]))
     n_failed = sum(t["error"] is not None for t in data["trials"])
     print(f"\n{len(plan.trials)} trials ({n_failed} failed); table: {plan.out / 'sweep.md'}, "
@@ -462,6 +586,7 @@ def main(argv: list[str]) -> int:
     return 0 if n_failed == 0 else 1
 
 
-__all__ = ["RAY_ENV", "USAGE", "SweepPlan", "grid_flags", "import_ray", "local_cpus", "main",
-           "plan_sweep", "pop_repeated", "reward_threshold", "run_on_ray", "run_trial",
-           "start_ray", "sweep", "trial_result", "write_summary"]
+__all__ = ["RAY_ENV", "RETURN", "USAGE", "Metric", "SweepFlags", "SweepPlan", "grid_flags",
+           "import_ray", "local_cpus", "main", "plan_sweep", "pop_repeated", "reward_threshold",
+           "run_any_trial", "run_on_ray", "run_trial", "start_ray", "sweep", "sweep_flags",
+           "trial_result", "write_summary"]

@@ -198,3 +198,151 @@ def test_an_address_nothing_listens_on_is_refused_at_once():
     with pytest.raises(MpgymError, match="no Ray cluster answers at 'ray://127.0.0.1:"):
         check_reachable(f"ray://127.0.0.1:{port}")  # closed now
     check_reachable("auto")  # left to Ray
+
+
+# -- generative and NeRF sweeps ------------------------------------------------------------------
+GEN_TINY = ["--data", "digits", "--train.steps", "6", "--train.eval-every", "3",
+            "--train.batch-size", "16", "--model.hidden", "16"]
+NERF_TINY = ["--preset", "tiny", "--steps", "2", "--max-seconds", "5", "--eval-views", "1",
+             "--threads", "1"]
+
+
+def test_gen_grid_keys_and_trial_expansion(tmp_path):
+    from generative import model_classes
+    from mpgym.cli.sweep_models import gen_grid_keys, gen_trial_argv
+
+    keys, aliases = gen_grid_keys(model_classes("made")[1])
+    assert {"model.hidden", "train.lr", "train.steps"} <= set(keys)
+    assert not {"train.seed", "model.seed"} & set(keys)
+    assert aliases["lr"] == "train.lr" and aliases["hidden"] == "model.hidden"
+    grid = parse_grid(["lr=1e-3,3e-4", "model.hidden=32,64"], keys, aliases)
+    assert grid == {"train.lr": ["1e-3", "3e-4"], "model.hidden": ["32", "64"]}
+    trials = expand_trials([0, 1], grid)
+    assert len(trials) == 8 and trials[1].label == "train.lr=1e-3 model.hidden=32"
+    assert gen_trial_argv("made", ["--data", "digits"], trials[1], tmp_path) == [
+        "made", "--data", "digits", "--train.seed", "1", "--train.lr", "1e-3",
+        "--model.hidden", "32", "--out", str(tmp_path / "runs" / "train.lr=1e-3_model.hidden=32"),
+        "--name", "made-s1"]
+
+
+def test_nerf_grid_keys_and_trial_expansion(tmp_path):
+    from mpgym.cli.sweep_models import nerf_run_dir, nerf_trial_argv
+    from neural3d.nerf.presets import NerfConfig
+
+    keys = config_keys(NerfConfig)
+    assert {"lr", "steps", "batch_rays"} <= set(keys) and "seed" not in keys
+    trials = expand_trials([0, 1], parse_grid(["lr=1e-2,3e-3"], keys))
+    assert [(t.label, t.seed) for t in trials] == [("lr=1e-2", 0), ("lr=1e-2", 1),
+                                                   ("lr=3e-3", 0), ("lr=3e-3", 1)]
+    assert nerf_trial_argv("d", ["--preset", "tiny"], trials[3]) == [
+        "d", "--preset", "tiny", "--seed", "1", "--lr", "3e-3"]
+    assert nerf_run_dir(tmp_path, trials[3]) == tmp_path / "runs" / "lr=3e-3" / "nerf-s1"
+
+
+@pytest.fixture
+def capture(tmp_path):
+    """A NeRF-synthetic dataset of the built-in ball: four 16x16 training views, one test."""
+    from neural3d.data.multiview import RenderDatasetConfig, render_dataset
+
+    return render_dataset(RenderDatasetConfig(source="ball", out=tmp_path / "capture", views=4,
+                                              val_views=1, test_views=1, resolution=16))
+
+
+@pytest.mark.parametrize("argv, why", [
+    (["gen", "train", "made", "--grid", "bogus=1,2"],
+     "unknown key 'bogus'; accepted keys: model.hidden"),
+    (["gen", "train", "made", "--train.seed", "3"], "--seeds"),
+    (["gen", "train", "made", "--train.steps", "0"], "--train.steps"),
+    (["gen", "train", "made", "--grid", "lr=1e-3,-1"], "--train.lr"),
+    (["gen", "train", "nope"], "unknown model 'nope'"),
+    (["gen", "train", "realnvp2d", "--data", "digits"], "realnvp2d models 2D points"),
+    (["gen", "sample", "made"], "accepted: train, gen train, nerf train"),
+    (["nerf", "train", "CAPTURE", "--grid", "bogus=1"],
+     "unknown key 'bogus'; accepted keys: field, num_levels"),
+    (["nerf", "train", "CAPTURE", "--seed", "1"], "--seeds"),
+    (["nerf", "train", "CAPTURE", "--grid", "steps=0"], "--steps"),
+    (["nerf", "train", "nowhere"], "no dataset at 'nowhere'"),
+])
+def test_bad_gen_and_nerf_sweeps_are_refused_before_ray_starts(argv, why, tmp_path, capsys,
+                                                               monkeypatch, request):
+    import mpgym.cli.sweep as sweep_cli
+    from mpgym.cli import main
+
+    def no_ray(**_):  # pragma: no cover - reached only if the check came too late
+        raise AssertionError("Ray started")
+
+    monkeypatch.setattr(sweep_cli, "start_ray", no_ray)
+    if "CAPTURE" in argv:
+        data = str(request.getfixturevalue("capture"))
+        argv = [data if a == "CAPTURE" else a for a in argv]
+    assert main(["sweep", *argv, "--out", str(tmp_path / "s")]) == 2
+    assert why in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_gen_trial_trains_exactly_as_mpgym_gen_train(tmp_path):
+    from mpgym.cli.sweep import write_summary
+    from mpgym.cli.sweep_models import VAL_LOSS, plan_gen_sweep, run_gen_trial
+
+    plan, _ = plan_gen_sweep(["made", *GEN_TINY, "--seeds", "2", "--grid", "lr=1e-3",
+                              "--out", str(tmp_path)])
+    assert (plan.kind, plan.metric, plan.env_id, plan.threshold) == ("gen", VAL_LOSS, "digits",
+                                                                     None)
+    report = run_gen_trial(plan.argvs[0])  # the body of the Ray trainable
+    run = tmp_path / "runs" / "train.lr=1e-3" / "made-s2"
+    assert report["run_dir"] == str(run)
+    config = json.loads((run / "config.json").read_text())
+    assert (config["train"]["seed"], config["train"]["lr"], config["data"]) == (2, 1e-3, "digits")
+    assert report["curve_x"] == [3.0, 6.0] and report["val_loss"] == min(report["curve_y"])
+    data = write_summary(plan, [sweep_trial_result(plan, report)])
+    assert data["metric"] == {"name": "best validation loss", "key": "val_loss",
+                              "direction": "lower is better"}
+    assert data["rows"][0]["solved"] == "n/a" and data["trials"][0]["val_loss"] > 0
+    assert "Best validation loss over seeds (lower is better); solved: n/a." in (
+        tmp_path / "sweep.md").read_text()
+
+
+def sweep_trial_result(plan, report):
+    from mpgym.cli.sweep import trial_result
+
+    return trial_result(plan.trials[0], report, None, key=plan.metric.key)
+
+
+def test_a_nerf_trial_trains_exactly_as_mpgym_nerf_train(tmp_path, capture):
+    import torch
+
+    from mpgym.cli.sweep_models import TEST_PSNR, plan_nerf_sweep, run_nerf_trial
+
+    torch.set_num_threads(1)
+    plan, _ = plan_nerf_sweep([str(capture), *NERF_TINY, "--seeds", "0", "--grid",
+                               "lr=1e-2,3e-3", "--out", str(tmp_path / "s")])
+    assert (plan.kind, plan.metric, plan.env_id, len(plan.trials)) == ("nerf", TEST_PSNR,
+                                                                      "capture", 2)
+    report = run_nerf_trial(plan.argvs[1])
+    run = tmp_path / "s" / "runs" / "lr=3e-3" / "nerf-s0"
+    assert report["run_dir"] == str(run)
+    assert report["test_psnr"] == json.loads((run / "results.json").read_text())["psnr"]
+    assert json.loads((run / "config.json").read_text())["lr"] == 3e-3
+
+
+@pytest.mark.slow  # starting Ray and its workers takes 30-40 s on a busy 2-core machine
+def test_a_tiny_ray_gen_sweep_writes_runs_and_the_table(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    import ray
+
+    from mpgym.cli.sweep import sweep
+
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        plan, data = sweep(["made", *GEN_TINY, "--seeds", "0-1", "--grid", "lr=1e-3,3e-4",
+                            "--num-cpus", "2", "--out", str(tmp_path)], verbose=0, kind="gen")
+    finally:
+        ray.shutdown()
+    assert [t["error"] for t in data["trials"]] == [None] * 4
+    assert [r["point"] for r in data["rows"]] == ["train.lr=1e-3", "train.lr=3e-4"]
+    assert all(r["seeds"] == 2 and r["solved"] == "n/a" for r in data["rows"])
+    assert data["metric"]["direction"] == "lower is better"
+    for argv in plan.argvs:
+        run = tmp_path / "runs" / argv[argv.index("--out") + 1] / argv[argv.index("--name") + 1]
+        assert json.loads((run / "config.json").read_text())["kind"] == "made"
+    assert (tmp_path / "sweep.md").exists() and (tmp_path / "curves.png").exists()
