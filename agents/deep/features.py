@@ -171,23 +171,27 @@ class ImageEncoder:
 class DictPart:
     """One member of a ``Dict`` observation.
 
-    Its key and shape, its image layout (None for a vector) and its flattened size.
+    Its key and shape, its image layout (None for a vector) and its flattened size;
+    ``onehot``: for a ``Discrete`` member, its ``(start, n)`` (encoded one-hot, as SB3 does).
     """
 
     key: str
     shape: tuple[int, ...]
     image: ImageLayout | None
     size: int
+    onehot: tuple[int, int] | None = None
 
 
 class DictEncoder:
     """``Dict`` observations -> their members flattened and concatenated, ``[B, dim]`` float32.
 
     Image members (``Box`` of 2 to 4 dimensions) go channel-first as in :class:`ImageEncoder`;
-    other ``Box`` members are flattened. Members are taken in the space's key order.
+    other ``Box`` and ``MultiBinary`` members are flattened (0/1 as floats), ``Discrete``
+    members one-hot (as SB3's ``CombinedExtractor`` preprocesses them). Members are taken in the
+    space's key order.
 
     Raises:
-        MpgymError: not a ``Dict`` space, or a member that is not a ``Box``.
+        MpgymError: not a ``Dict`` space, or a member of another kind.
     """
 
     def __init__(self, space: gym.Space, who: str):
@@ -198,10 +202,19 @@ class DictEncoder:
             )
         parts = []
         for key, sub in space.spaces.items():
+            if isinstance(sub, gym.spaces.Discrete):
+                n = int(sub.n)
+                parts.append(DictPart(str(key), (), None, n, (int(sub.start), n)))
+                continue
+            if isinstance(sub, gym.spaces.MultiBinary):
+                shape = tuple(int(n) for n in sub.shape)
+                parts.append(DictPart(str(key), shape, None, math.prod(shape)))
+                continue
             if not isinstance(sub, gym.spaces.Box):
                 raise MpgymError(
                     f"{who} uses a multi_input policy, which takes Dict observations of Box "
-                    f"members (images and vectors); member {key!r} is {sub}."
+                    f"(images and vectors), MultiBinary and Discrete members; member {key!r} "
+                    f"is {sub}."
                 )
             shape = tuple(int(n) for n in sub.shape)
             if 2 <= len(shape) <= 4:
@@ -223,8 +236,13 @@ class DictEncoder:
         cols = []
         for p in self.parts:
             x = np.asarray(obs[p.key]).reshape(-1, *p.shape)
-            cols.append(_image_to_flat(x, p.image) if p.image is not None
-                        else x.reshape(x.shape[0], -1).astype(np.float32))
+            if p.onehot is not None:
+                start, n = p.onehot
+                cols.append(np.eye(n, dtype=np.float32)[x.astype(np.int64) - start])
+            elif p.image is not None:
+                cols.append(_image_to_flat(x, p.image))
+            else:
+                cols.append(x.reshape(x.shape[0], -1).astype(np.float32))
         return np.concatenate(cols, axis=1)
 
 

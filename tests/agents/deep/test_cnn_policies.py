@@ -241,8 +241,8 @@ def test_frame_stack_order_is_oldest_first():
     (gym.spaces.Box(0, 1, (2, 2, 1), np.float32), {"policy": "cnn", "features": "minatar"},
      r"at least 3x3 pixels.*2x2"),
     (gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (10, 10, 3), np.uint8),
-                      "id": gym.spaces.Discrete(4)}), {"policy": "multi_input"},
-     r"Box members.*'id' is Discrete\(4\)"),
+                      "pair": gym.spaces.Tuple((gym.spaces.Discrete(2), gym.spaces.Discrete(2)))}),
+     {"policy": "multi_input"}, r"MultiBinary and Discrete members; member 'pair' is Tuple"),
     (gym.spaces.Box(0, 255, (10, 10, 3), np.uint8), {"policy": "multi_input"},
      r"multi_input policy, which takes Dict.*Box"),
     (gym.spaces.Box(0, 255, (10, 10, 3), np.uint8), {"policy": "mlp"},
@@ -257,6 +257,25 @@ def test_observation_spaces_a_policy_cannot_take_are_refused(cls, space, kw, mat
     cfg = cls.Config(hidden=(), **kw, **({} if cls is DQN else {"n_envs": 1}))
     with pytest.raises(MpgymError, match=match):
         cls(Env(), cfg)
+
+
+def test_dict_members_multibinary_flattened_and_discrete_one_hot():
+    from agents.deep.features import DictEncoder
+
+    space = gym.spaces.Dict({"visited": gym.spaces.MultiBinary(5),
+                             "id": gym.spaces.Discrete(4, start=1),
+                             "vec": gym.spaces.Box(-1, 1, (3,), np.float32)})
+    enc = DictEncoder(space, "PPO")
+    assert enc.dim == 5 + 4 + 3
+    one = {"visited": np.array([1, 0, 0, 1, 0], np.int8), "id": np.int64(3),
+           "vec": np.array([0.1, 0.2, 0.3], np.float32)}
+    expected = {"visited": [1, 0, 0, 1, 0], "id": [0, 0, 1, 0], "vec": [0.1, 0.2, 0.3]}
+    want = np.concatenate([np.float32(expected[p.key]) for p in enc.parts])[None]
+    np.testing.assert_array_equal(enc(one), want)
+    assert not enc.is_batch(one)
+    batch = {k: np.stack([v, v]) for k, v in one.items()}
+    assert enc.is_batch(batch)
+    np.testing.assert_array_equal(enc(batch), np.concatenate([want, want]))
 
 
 # -- learning, saving, acting ----------------------------------------------------------------------
