@@ -355,6 +355,18 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def timed_learn(agent: Any, steps: int, lock: str | None) -> tuple[float, float, dict, dict]:
+    """``agent.learn(steps)`` (continuing its counters) under the timing lock: the wall
+    seconds, the seconds waited for the lock, and the machine load before and after."""
+    with nerf_bench.timing_lock(lock) as waited:
+        before = nerf_bench.machine_load()
+        t0 = time.perf_counter()
+        agent.learn(steps, reset_num_timesteps=agent.num_timesteps == 0, progress_bar=False)
+        wall = time.perf_counter() - t0
+        after = nerf_bench.machine_load()
+    return wall, waited, before, after
+
+
 def train_part(seed: int, hours: float, lock: str | None, quick: bool,
                overrides: dict[str, Any] | None = None) -> dict:
     """Train (or continue) the ``imitate-walk`` preset for one seed; evaluate; export.
@@ -402,12 +414,7 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     budget_s = hours * 3600.0
     while state["wall_s"] < budget_s and agent.num_timesteps < cfg.total_timesteps:
         steps = min(chunk, cfg.total_timesteps - agent.num_timesteps)
-        with nerf_bench.timing_lock(lock) as waited:
-            before = nerf_bench.machine_load()
-            t0 = time.perf_counter()
-            agent.learn(steps, reset_num_timesteps=agent.num_timesteps == 0, progress_bar=False)
-            wall = time.perf_counter() - t0
-            after = nerf_bench.machine_load()
+        wall, waited, before, after = timed_learn(agent, steps, lock)
         agent.save(run)
         ev = evaluate_walk(agent, episodes=max(2, eval_episodes // 4))
         state["wall_s"] += wall

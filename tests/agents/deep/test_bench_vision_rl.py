@@ -1,0 +1,82 @@
+"""benchmarks/vision_rl.py: SB3's MinAtar network is ours, the NBV wrapper, goals from rows."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """The benchmark module (its import pins thread variables; they are put back after)."""
+    saved = dict(os.environ)
+    spec = importlib.util.spec_from_file_location("vision_rl", ROOT / "benchmarks" / "vision_rl.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    os.environ.clear()
+    os.environ.update(saved)
+    return module
+
+
+def test_sb3_minatar_ppo_is_the_preset(bench):
+    pytest.importorskip("stable_baselines3")
+    pytest.importorskip("minatar")
+    from agents.deep.ppo import PPO, PPO_PRESETS
+
+    cfg = PPO_PRESETS["minatar-breakout"]
+    ours, theirs = PPO(cfg.env_id, cfg), bench.sb3_minatar_ppo(cfg)
+    mine = [p.shape for p in ours.policy.parameters()]
+    sb3 = [p.shape for p in theirs.policy.parameters()]
+    assert sorted(map(tuple, mine)) == sorted(map(tuple, sb3))
+    assert (theirs.n_steps, theirs.batch_size, theirs.n_epochs) == (cfg.n_steps, cfg.batch_size,
+                                                                    cfg.n_epochs)
+    assert theirs.policy.optimizer.defaults["eps"] == ours.optimizer.defaults["eps"]
+    # the same weights give the same features: transpose and bool -> float as ours
+    src = [m for m in ours.policy.features.cnn if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    dst = [m for m in theirs.policy.features_extractor.cnn
+           if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    for a, b in zip(src, dst, strict=True):
+        b.load_state_dict(a.state_dict())
+    obs = np.random.default_rng(0).random((3, 10, 10, 4)) < 0.3
+    with torch.no_grad():
+        want = ours.policy.features(torch.from_numpy(ours.preprocess(obs)))
+        got = theirs.policy.features_extractor(torch.as_tensor(obs).float())
+    torch.testing.assert_close(got, want)
+
+
+def test_nbv_wrapper_ends_at_the_budget(bench):
+    pytest.importorskip("open3d")
+    import gymnasium as gym
+
+    import envs  # noqa: F401
+
+    env = bench.NBVTraining(gym.make("mpgym/NextBestView-v0", shapes="sphere",
+                                     config={**bench.NBV_CONFIG, "n_points": 256}))
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs) and obs["visited"].dtype == np.float32
+    ends = [env.step(v)[2:4] for v in range(bench.NBV_CONFIG["budget"])]
+    assert ends[-1] == (True, False) and not any(t for t, _ in ends[:-1])
+
+
+def test_goals_from_rows(bench):
+    rows = [{"part": "dqn-minatar", "run": f"dqn-s{s}", "seed": s, "timesteps": 10,
+             "budget": 10, "last100_return": r, "paper": 10.0} for s, r in ((1, 9.0), (2, 12.0))]
+    rows += [{"part": "dqn-minatar", "run": "dqn-s3", "seed": 3, "timesteps": 5, "budget": 10,
+              "last100_return": 0.0, "paper": 10.0}]  # unfinished: not counted
+    rows += [{"part": "ppo-speed", "run": f"{lib}{s}", "lib": lib, "seed": s, "wall_s": w}
+             for lib, s, w in (("mpgym", 1, 4.0), ("sb3", 1, 10.0), ("mpgym", 2, 100.0))]
+    rows += [{"part": "nbv", "run": "nbv-ppo-s1", "seed": 1, "timesteps": 1, "budget": 1,
+              "coverage_5views": 0.88}]
+    rows += [{"part": "nbv", "run": f"nbv-{p}", "policy": p, "coverage_5views": c}
+             for p, c in (("random", 0.7), ("greedy", 0.9))]
+    goals = {g.name: g for g in bench.goals_of(rows)}
+    assert goals["dqn_minatar_breakout_vs_paper"].value == pytest.approx(1.05)
+    assert goals["ppo_minatar_wall_ratio_vs_sb3"].value == pytest.approx(0.4)
+    assert goals["nbv_coverage_5views_vs_greedy"].value == pytest.approx(0.88 / 0.9)
+    assert goals["nbv_coverage_5views_minus_random"].value == pytest.approx(0.18)
+    assert all(g.met for g in goals.values())
