@@ -63,8 +63,8 @@ ends after 5 views (``budget=5``, no early end at a coverage threshold:
 ``coverage_threshold=1``) and the 5th view's end counts as termination in training
 (:class:`NBVTraining`: coverage after exactly 5 views is the task, not a time limit to
 bootstrap across). The grid is 16^3 one-hot (unknown, free, occupied: 48 channels of 16x16 for
-MinAtar's CNN, which fits grids of that size), ``visited`` a float vector (the agents' Dict
-encoder takes Box members; :class:`NBVTraining` casts it). One env (``n_envs=1``): every copy
+MinAtar's CNN, which fits grids of that size), ``visited`` a MultiBinary vector (the agents'
+Dict encoder flattens it to 0/1 floats). One env (``n_envs=1``): every copy
 would compute and cache the ground truth of all 800 shapes again (~1.8 MB and ~0.12 s each).
 
 Part ``report`` merges the parts' JSON (``benchmarks/results/vision_rl-parts/{part}.json``)
@@ -375,25 +375,11 @@ def ppo_speed_part(seeds: list[int], lock: str | None, quick: bool, done: list[d
 
 
 class NBVTraining(gym.Wrapper):
-    """``visited`` as a float32 ``Box`` and the last view's end as termination (module doc)."""
-
-    def __init__(self, env: gym.Env):
-        super().__init__(env)
-        spaces = dict(env.observation_space.spaces)
-        spaces["visited"] = gym.spaces.Box(0.0, 1.0, spaces["visited"].shape, np.float32)
-        self.observation_space = gym.spaces.Dict(spaces)
-
-    @staticmethod
-    def _cast(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {**obs, "visited": np.asarray(obs["visited"], np.float32)}
-
-    def reset(self, **kwargs: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        obs, info = self.env.reset(**kwargs)
-        return self._cast(obs), info
+    """The last view's end (the budget) as termination, not truncation (module docstring)."""
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return self._cast(obs), reward, terminated or truncated, False, info
+        return obs, reward, terminated or truncated, False, info
 
 
 def nbv_env(split: str) -> gym.Env:
