@@ -238,7 +238,11 @@ class DictEncoder:
             x = np.asarray(obs[p.key]).reshape(-1, *p.shape)
             if p.onehot is not None:
                 start, n = p.onehot
-                cols.append(np.eye(n, dtype=np.float32)[x.astype(np.int64) - start])
+                idx = x.astype(np.int64) - start
+                if idx.size and (idx.min() < 0 or idx.max() >= n):  # -1 would wrap silently
+                    raise MpgymError(f"observation member {p.key!r} holds {x.ravel().tolist()}; "
+                                     f"its Discrete space takes {start}..{start + n - 1}.")
+                cols.append(np.eye(n, dtype=np.float32)[idx])
             elif p.image is not None:
                 cols.append(_image_to_flat(x, p.image))
             else:

@@ -276,6 +276,8 @@ def test_dict_members_multibinary_flattened_and_discrete_one_hot():
     batch = {k: np.stack([v, v]) for k, v in one.items()}
     assert enc.is_batch(batch)
     np.testing.assert_array_equal(enc(batch), np.concatenate([want, want]))
+    with pytest.raises(MpgymError, match=r"'id' holds \[0\]; its Discrete space takes 1..4"):
+        enc({**one, "id": np.int64(0)})
 
 
 # -- learning, saving, acting ----------------------------------------------------------------------
