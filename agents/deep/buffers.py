@@ -49,15 +49,21 @@ class ReplayBuffer:
         action_shape: shape of one action: ``()`` for Discrete indices (DQN), ``(act_dim,)``
             for Box actions (SAC, TD3).
         action_dtype: ``np.int64`` for indices, ``np.float32`` for Box actions.
+        obs_dtype: how observations are stored: ``np.float32``, or ``np.uint8`` for images whose
+            encoded values are integers in ``[0, 255]`` (uint8 pixels, MinAtar's booleans;
+            :func:`agents.deep.features.storage_dtype`) -- a quarter of the memory, exact, as
+            stable-baselines3 keeps image buffers. :meth:`gather_obs` returns float32 either way.
     """
 
     def __init__(self, capacity: int, obs_dim: int, action_shape: tuple[int, ...] = (),
-                 action_dtype: type = np.int64):
+                 action_dtype: type = np.int64, obs_dtype: type = np.float32):
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if np.dtype(obs_dtype) not in (np.float32, np.uint8):
+            raise ValueError(f"obs_dtype must be float32 or uint8, got {np.dtype(obs_dtype)}")
         self.capacity = capacity
-        self.obs = np.zeros((capacity, obs_dim), np.float32)
-        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.obs = np.zeros((capacity, obs_dim), obs_dtype)
+        self.next_obs = np.zeros((capacity, obs_dim), obs_dtype)
         self.actions = np.zeros((capacity, *action_shape), action_dtype)
         self.rewards = np.zeros(capacity, np.float32)
         self.terminated = np.zeros(capacity, np.float32)
@@ -87,14 +93,19 @@ class ReplayBuffer:
             raise ValueError("cannot sample from an empty replay buffer")
         return rng.integers(0, self.size, size=batch_size)
 
+    def gather_obs(self, idx: np.ndarray, *, next_obs: bool = False) -> Tensor:
+        """The (next) observations at ``idx`` (any index shape) as a float32 tensor."""
+        rows = (self.next_obs if next_obs else self.obs)[idx]
+        return torch.from_numpy(rows.astype(np.float32, copy=False))
+
     def sample(self, batch_size: int, rng: np.random.Generator) -> ReplayBatch:
         """A uniform minibatch of ``batch_size`` stored transitions."""
         idx = self.sample_indices(batch_size, rng)
         return ReplayBatch(
-            obs=torch.from_numpy(self.obs[idx]),
+            obs=self.gather_obs(idx),
             actions=torch.from_numpy(self.actions[idx]),
             rewards=torch.from_numpy(self.rewards[idx]),
-            next_obs=torch.from_numpy(self.next_obs[idx]),
+            next_obs=self.gather_obs(idx, next_obs=True),
             terminated=torch.from_numpy(self.terminated[idx]),
         )
 

@@ -167,6 +167,18 @@ class ImageEncoder:
         return _image_to_flat(x, self.layout)
 
 
+def storage_dtype(encoder: Any) -> type:
+    """How a replay buffer stores ``encoder``'s observations: ``np.uint8`` or ``np.float32``.
+
+    uint8 for :class:`ImageEncoder` images of uint8 or boolean pixels, whose encoded values are
+    the integers 0..255 (the CNN scales them), so the cast back to float32 is exact; float32
+    for everything else (vectors, float images, ``Dict`` observations).
+    """
+    if isinstance(encoder, ImageEncoder) and encoder.space.dtype in (np.uint8, np.bool_):
+        return np.uint8
+    return np.float32
+
+
 @dataclass(frozen=True)
 class DictPart:
     """One member of a ``Dict`` observation.

@@ -246,10 +246,10 @@ class OffPolicyAgent(ReplayAgent):
         cfg, buf = self.config, self.buffer
         idx = buf.sample_indices(n_steps * cfg.batch_size, self.rng).reshape(n_steps, -1)
         batch = {
-            "obs": torch.from_numpy(buf.obs[idx]),  # [G, B, obs_dim]
+            "obs": buf.gather_obs(idx),  # [G, B, obs_dim]
             "actions": torch.from_numpy(buf.actions[idx]),  # [G, B, D]
             "rewards": torch.from_numpy(buf.rewards[idx]),  # [G, B]
-            "next_obs": torch.from_numpy(buf.next_obs[idx]),  # [G, B, obs_dim]
+            "next_obs": buf.gather_obs(idx, next_obs=True),  # [G, B, obs_dim]
             "terminated": torch.from_numpy(buf.terminated[idx]),  # [G, B]
         }
         return self._gradient_steps(batch)

@@ -295,7 +295,8 @@ def test_cnn_policies_learn_which_side_the_dot_is_on_and_save_load(cls, tmp_path
     loaded = cls.load(path)
     np.testing.assert_array_equal(loaded.predict(obs)[0], actions)
     assert loaded.config == agent.config
-    if cls is DQN:  # the replay buffer of flattened images comes back too
+    if cls is DQN:  # the replay buffer of flattened images (uint8 pixels) comes back too
+        assert agent.buffer.obs.dtype == loaded.buffer.obs.dtype == np.uint8
         np.testing.assert_array_equal(loaded.buffer.obs[:loaded.buffer.size],
                                       agent.buffer.obs[:agent.buffer.size])
     # continuing from the checkpoint
@@ -313,6 +314,13 @@ def test_other_layouts_train_and_round_trip(cls, layout, tmp_path):
     np.testing.assert_array_equal(loaded.predict(obs)[0], agent.predict(obs)[0])
     one = {k: v[0] for k, v in obs.items()} if layout == "dict" else obs[0]
     assert np.ndim(agent.predict(one)[0]) == 0
+    if cls is DQN:  # boolean and uint8 images are stored as uint8, a Dict as float32
+        stored = agent.buffer.obs.dtype
+        assert stored == (np.float32 if layout == "dict" else np.uint8)
+        rows = np.arange(agent.buffer.size)
+        np.testing.assert_array_equal(agent.buffer.gather_obs(rows).numpy(),
+                                      agent.buffer.obs[rows].astype(np.float32))
+        assert agent.buffer.gather_obs(rows).dtype == torch.float32
 
 
 @pytest.mark.parametrize("cls", [A2C, PPO], ids=lambda c: c.name)
@@ -322,10 +330,11 @@ def test_truncated_dict_episodes_bootstrap_from_their_final_observation(cls):
     assert agent.num_episodes == 4 * (16 // 3)  # 4 envs x 16 steps, every episode cut at 3
 
 
-def test_dqn_cnn_acts_through_torch_and_matches_the_network():
+def test_dqn_cnn_acts_through_numpy_and_matches_the_network():
     agent = DQN(DOT_ID, tiny(DQN)).learn(200, progress_bar=False)
     assert agent._mlp_layers() is None  # autograd update, not the hand-written MLP backward
     greedy = agent.greedy_action_fn()
+    assert greedy.__name__ == "numpy_greedy"  # the CNN runs in NumPy (numpy_features)
     obs, _ = dot_batch(n=32)
     x = agent.preprocess(obs)
     with torch.no_grad():
@@ -335,10 +344,14 @@ def test_dqn_cnn_acts_through_torch_and_matches_the_network():
 
 
 @pytest.mark.parametrize("cls", [A2C, PPO], ids=lambda c: c.name)
-def test_onpolicy_cnn_acts_through_torch_with_one_feature_pass(cls):
+def test_onpolicy_cnn_acts_through_numpy_and_torch_with_one_feature_pass(cls):
     agent = cls(DOT_ID, tiny(cls))
-    assert agent.numpy_rollout_policy() is None
     x = torch.from_numpy(agent.preprocess(dot_batch(n=8)[0]))
+    # the rollout's NumPy path: the policy's log-probabilities and values of its own actions
+    a_np, logp_np, v_np = agent.numpy_rollout_policy()(x.numpy())
+    lp_t, _, v_t = agent.policy.evaluate_value(x, torch.from_numpy(a_np))
+    np.testing.assert_allclose(logp_np, lp_t.detach().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(v_np, v_t.detach().numpy(), rtol=1e-4, atol=1e-5)
     gen = torch.Generator().manual_seed(3)
     state = gen.get_state()
     a, logp, v = agent.policy.act_value(x, gen)
