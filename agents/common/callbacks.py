@@ -295,6 +295,50 @@ class CheckpointCallback(BaseCallback):
         return True
 
 
+class ResumableCheckpointCallback(BaseCallback):
+    """Keep one resumable checkpoint, rewritten every ``every`` timesteps (``--save-every``).
+
+    Unlike :class:`CheckpointCallback` (a new file per save), this overwrites one checkpoint --
+    ``path``, default the agent's run directory -- with everything continuing needs (a replay
+    agent's buffer beside it; ``agent.save_resumable``), written atomically, so a run killed at
+    any moment loses at most ``every`` timesteps: ``Cls.load(path).learn(n,
+    reset_num_timesteps=False)`` (``mpgym train ALGO --resume --out RUN``) goes on from it.
+
+    Args:
+        every: save when at least this many timesteps passed since the last save.
+        path: the checkpoint file or run directory (None: the agent's run directory).
+        verbose: 1 logs each save.
+    """
+
+    def __init__(self, every: int, path: str | Path | None = None, verbose: int = 0):
+        super().__init__(verbose)
+        self.every = _check_count("ResumableCheckpointCallback every", every)
+        self.path = None if path is None else Path(path)
+        self._last = 0
+        self.saves = 0
+        """How many saves were written."""
+
+    def _on_training_start(self) -> None:
+        self._last = self.num_timesteps
+        save = getattr(self.agent, "save_resumable", None)
+        if save is None or (self.path is None and getattr(self.agent, "run", None) is None):
+            raise MpgymError(
+                f"ResumableCheckpointCallback needs an agent that saves resumable checkpoints "
+                f"(the deep agents) with a path or a run directory; got "
+                f"{type(self.agent).__name__} with {self.path or 'no path and no run'}."
+            )
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.every:
+            assert self.agent is not None
+            path = self.agent.save_resumable(self.path)
+            self._last = self.num_timesteps
+            self.saves += 1
+            if self.verbose >= 1:
+                log.info("saved %s at %d timesteps", path, self.num_timesteps)
+        return True
+
+
 class EvalCallback(BaseCallback):
     """Evaluate the agent every ``eval_freq`` calls on a separate env; keep the best model.
 

@@ -451,10 +451,27 @@ class DeepAgent(Agent):
         if self.episode_returns:
             plot_learning_curve(self.run, title=f"{self.name} on {self.env_id}")
 
+    resumable_save_kwargs: ClassVar[dict[str, Any]] = {}
+    """Extra ``save`` arguments of :meth:`save_resumable` (replay agents: the buffer)."""
+
     def _save_on_interrupt(self) -> None:
         """The checkpoint written on Ctrl-C: everything continuing needs."""
-        assert self.run is not None
-        self.save(self.run.path)
+        self.save_resumable()
+
+    def save_resumable(self, path: str | Path | RunDir | None = None) -> Path:
+        """Save everything continuing needs to ``path`` (default: the run directory).
+
+        What Ctrl-C and ``mpgym train --save-every`` write; ``Cls.load(path).learn(n,
+        reset_num_timesteps=False)`` continues from it.
+
+        Raises:
+            ValueError: no ``path`` and no run directory attached.
+        """
+        if path is None:
+            if self.run is None:
+                raise ValueError("save_resumable needs a path when no run directory is attached")
+            path = self.run.path
+        return self.save(path, **self.resumable_save_kwargs)
 
     def recent_return(self, n: int = 20) -> float:
         """Mean return of the last ``n`` training episodes (NaN before the first)."""
@@ -553,10 +570,8 @@ class ReplayAgent(DeepAgent):
         load_replay_buffer(self.buffer, path, kind=self.buffer_kind,
                            check_actions=self._buffer_actions_problem)
 
-    def _save_on_interrupt(self) -> None:
-        """On Ctrl-C: the checkpoint with its replay buffer, so the run can continue."""
-        assert self.run is not None
-        self.save(self.run.path, include_buffer=True)
+    resumable_save_kwargs: ClassVar[dict[str, Any]] = {"include_buffer": True}
+    """:meth:`DeepAgent.save_resumable` writes the replay buffer beside the checkpoint."""
 
 
 class PolicyAgent(DeepAgent):

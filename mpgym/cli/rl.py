@@ -6,8 +6,12 @@ are the library's own fields (``--env`` is an alias of ``--env-id``), plus the c
 directory, default ``runs/rl/<algo>-<env>-s<seed>/``), ``--overwrite``, ``--eval-episodes``
 and ``--tensorboard`` (TensorBoard event files beside ``metrics.csv``). Budgets and the env
 are checked before anything is written; the run is built in a hidden sibling directory and
-moved into place when it completes
-(:func:`mpgym.runs.staged_run`). ``mpgym eval`` loads a run by the ``algo`` in its
+moved into place when it completes (:func:`mpgym.runs.staged_run`) -- or, with ``--save-every
+STEPS`` (deep agents), written in place from the start with its checkpoint rewritten every
+STEPS timesteps, so a run killed outright keeps its last checkpoint. ``mpgym train ALGO --resume
+--out RUN [--total-timesteps N]`` continues a run from its checkpoint to its total (or N)
+timesteps, with its own config and schedules. Ctrl-C and SIGTERM save the checkpoint before
+stopping. ``mpgym eval`` loads a run by the ``algo`` in its
 ``config.json``, or a stable-baselines3 ``.zip`` with ``--sb3-algo`` (weights only; see
 :mod:`agents.common.sb3`), and scores it with :func:`agents.common.evaluate_policy`.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -111,6 +116,10 @@ class TrainRequest:
         overwrite: replace a run of another kind (or a non-run directory) at ``out``.
         eval_episodes: greedy evaluation episodes after training.
         tensorboard: also write TensorBoard event files into the run directory.
+        save_every: rewrite the run's checkpoint every this many timesteps (None: only at
+            the end and on Ctrl-C / SIGTERM).
+        resume: continue the run at ``out`` (``config`` is then None: the run's own).
+        total_timesteps: with ``resume``, the run's new total (None: its config's).
     """
 
     cls: Any
@@ -119,6 +128,9 @@ class TrainRequest:
     overwrite: bool = False
     eval_episodes: int = 20
     tensorboard: bool = False
+    save_every: int | None = None
+    resume: bool = False
+    total_timesteps: int | None = None
 
 
 def run_name(algo: str, env_id: str, seed: int) -> str:
@@ -131,7 +143,9 @@ def _train_usage() -> str:
     from agents.registry import ALGORITHMS
 
     return ("usage: mpgym train ALGO [--env ENV_ID] [--preset NAME] [--out RUN_DIR] "
-            "[--overwrite] [config flags]\n\nalgorithms: " + ", ".join(sorted(ALGORITHMS)) +
+            "[--overwrite] [--save-every STEPS] [config flags]\n"
+            "       mpgym train ALGO --resume --out RUN_DIR [--total-timesteps N] "
+            "[--save-every STEPS]\n\nalgorithms: " + ", ".join(sorted(ALGORITHMS)) +
             "\n\nRun 'mpgym train ALGO --help' for the flags of one algorithm.")
 
 
@@ -164,6 +178,13 @@ def _cli_dataclass(cls: Any, default: Any, preset: str | None) -> tuple[type, An
             help="Also write TensorBoard event files into the run directory: losses per "
                  "update (train/*), return and length per episode (episode/*); needs the "
                  "tensorboard package. View with: tensorboard --logdir runs")], False),
+        ("save_every", Annotated[int | None, tyro.conf.arg(
+            metavar="STEPS",
+            help="Deep agents: rewrite the run's checkpoint every STEPS timesteps. The run "
+                 "directory is then written in place from the start, so a run killed outright "
+                 "keeps its last checkpoint; continue it with 'mpgym train ALGO --resume --out "
+                 "RUN'. (--resume --out RUN [--total-timesteps N] continues a run with its own "
+                 "config.)")], None),
     ]
     wrapper = dataclasses.make_dataclass(
         "TrainArgs", [("config", Annotated[config_cls, tyro.conf.arg(name="")])] +
@@ -182,6 +203,8 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
 
     algo, rest = argv[0], argv[1:]
     cls = get_algorithm(algo)
+    if "--resume" in rest:
+        return _parse_resume_args(cls, [a for a in rest if a != "--resume"])
     rest, preset = pop_flag(rest, "--preset")
     presets = getattr(cls, "PRESETS", {}) or {}
     if preset is not None and preset not in presets:
@@ -198,7 +221,48 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
               for f in dataclasses.fields(cls.Config) if f.init}
     return TrainRequest(cls=cls, config=cls.Config(**fields), out=args.out,
                         overwrite=args.overwrite, eval_episodes=args.eval_episodes,
-                        tensorboard=args.tensorboard)
+                        tensorboard=args.tensorboard, save_every=args.save_every)
+
+
+RESUME_FLAGS = ("--out", "--total-timesteps", "--save-every", "--eval-episodes")
+"""The value flags ``mpgym train ALGO --resume`` takes (and ``--tensorboard``)."""
+
+
+def _whole(flag: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise MpgymError(f"{flag} must be a whole number >= 1; got {value!r}.") from None
+    check_positive(flag, n)
+    return n
+
+
+def _parse_resume_args(cls: Any, rest: list[str]) -> TrainRequest:
+    """``ALGO --resume --out RUN [...]``: the run's own config, only the run options.
+
+    Raises:
+        MpgymError: no ``--out``, a config flag (the run keeps its config), a bad number.
+    """
+    values = {}
+    for flag in RESUME_FLAGS:
+        rest, values[flag] = pop_flag(rest, flag)
+    tensorboard = "--tensorboard" in rest
+    rest = [a for a in rest if a != "--tensorboard"]
+    if rest:
+        raise MpgymError(
+            f"--resume continues a run with the config it was started with; only "
+            f"{', '.join(RESUME_FLAGS)} and --tensorboard go with it, got: {' '.join(rest)}."
+        )
+    if values["--out"] is None:
+        raise MpgymError("--resume continues a run; give its directory with --out RUN.")
+    episodes = _whole("--eval-episodes", values["--eval-episodes"])
+    return TrainRequest(cls=cls, config=None, out=Path(values["--out"]), resume=True,
+                        eval_episodes=20 if episodes is None else episodes,
+                        tensorboard=tensorboard,
+                        save_every=_whole("--save-every", values["--save-every"]),
+                        total_timesteps=_whole("--total-timesteps", values["--total-timesteps"]))
 
 
 def check_budgets(config: Any, eval_episodes: int = 1) -> None:
@@ -242,49 +306,149 @@ def _run_target(cls: Any, config: Any, out: str | Path | None, overwrite: bool
 
 def train(cls: type[Agent], config: Any, out: str | Path | None = None, *,
           overwrite: bool = False, eval_episodes: int = 20, progress_bar: bool = True,
-          tensorboard: bool = False) -> tuple[Agent, RunDir, EvalResult]:
+          tensorboard: bool = False, save_every: int | None = None, resume: bool = False,
+          total_timesteps: int | None = None) -> tuple[Agent, RunDir, EvalResult]:
     """Train ``cls`` with ``config`` in a run directory; return ``(agent, run, eval result)``.
 
     Checks the budgets, the run target and the env's spaces (by building the agent) before
     writing anything; then builds ``config.json`` (with ``"kind"`` and ``"algo"``),
     ``metrics.csv``, ``learning_curve.png``, ``checkpoint.safetensors`` and ``eval.json``
     (greedy evaluation over ``eval_episodes``) in a hidden directory moved into place at the
-    end (also on Ctrl-C, with the checkpoint saved). With ``tensorboard``, TensorBoard event
-    files lie beside ``metrics.csv`` (see :meth:`mpgym.runs.RunDir.scalars`).
+    end (also on Ctrl-C or SIGTERM, with the checkpoint saved). With ``tensorboard``,
+    TensorBoard event files lie beside ``metrics.csv`` (see :meth:`mpgym.runs.RunDir.scalars`).
+
+    With ``save_every`` (deep agents) the run is written in place from the start and its
+    checkpoint rewritten every ``save_every`` timesteps
+    (:class:`agents.common.ResumableCheckpointCallback`); an existing non-empty ``out`` is then
+    refused without ``overwrite``, since it would be replaced before the new run completes.
+    With ``resume``, ``out`` is a run of ``cls`` to continue from its checkpoint (``config`` is
+    ignored: the run's own) up to ``total_timesteps`` (default its config's) in place.
 
     Raises:
         MpgymError: a non-positive budget, an unknown env or spaces the agent cannot handle,
             an ``out`` that holds another kind's run (without ``overwrite``), or
-            ``tensorboard`` without the tensorboard package.
+            ``tensorboard`` without the tensorboard package; ``save_every`` or ``resume`` for
+            an agent that cannot continue, a run to resume that is missing, of another
+            algorithm, or trained to its total already.
     """
-    from agents.common import evaluate_policy, plot_learning_curve
-    from mpgym.runs import RunDir, require_tensorboard, staged_run
+    from mpgym.runs import require_tensorboard, staged_run
 
-    check_budgets(config, eval_episodes)
     if tensorboard:
         require_tensorboard()
+    if save_every is not None or resume:
+        _check_resumable(cls, save_every)
+    if resume:
+        agent, path, remaining = _resumed_agent(cls, out, total_timesteps)
+        return _learn_into(agent, cls, _run_dir(path, tensorboard), eval_episodes,
+                           progress_bar, save_every, remaining)
+    check_budgets(config, eval_episodes)
+    asked_overwrite = overwrite
     path, overwrite = _run_target(cls, config, out, overwrite)
+    if save_every is not None and path.is_dir() and any(path.iterdir()) and not asked_overwrite:
+        raise MpgymError(
+            f"{path} already holds files; --save-every writes the run in place from the start, "
+            f"so it would replace them before this run completes. Choose another --out, pass "
+            f"--overwrite, or continue that run with 'mpgym train {cls.name} --resume --out "
+            f"{path}'."
+        )
     agent = cls(config.env_id, config)  # makes the env and checks its spaces
-    with staged_run(path, kind=cls.name, overwrite=overwrite, tensorboard=tensorboard) as run:
+    if save_every is None:
+        with staged_run(path, kind=cls.name, overwrite=overwrite, tensorboard=tensorboard) as run:
+            agent, _, result = _learn_into(agent, cls, run, eval_episodes, progress_bar, None,
+                                           None)
+        final = _run_dir(path, tensorboard)
+        agent.run = final  # the staging directory is gone; later logs go to the run itself
+        return agent, final, result
+    if path.exists():
+        shutil.rmtree(path)  # --overwrite, checked above
+    return _learn_into(agent, cls, _run_dir(path, tensorboard), eval_episodes, progress_bar,
+                       save_every, None)
+
+
+def _run_dir(path: Path, tensorboard: bool) -> RunDir:
+    """``RunDir(path, tensorboard=...)``, imported late (the CLI starts without mpgym.runs)."""
+    from mpgym.runs import RunDir
+
+    return RunDir(path, tensorboard=tensorboard)
+
+
+def _check_resumable(cls: Any, save_every: int | None) -> None:
+    """Refuse ``--save-every`` / ``--resume`` for agents whose learning cannot continue."""
+    if save_every is not None:
+        check_positive("--save-every", save_every)
+    if getattr(cls, "budget_unit", "timesteps") != "timesteps" or not hasattr(
+            cls, "save_resumable"):
+        raise MpgymError(
+            f"{cls.name} trains in one go: --save-every and --resume are for the deep agents, "
+            f"whose checkpoints hold what continuing needs (dqn, a2c, ppo, reinforce, sac, td3)."
+        )
+
+
+def _resumed_agent(cls: Any, out: str | Path | None, total: int | None) -> tuple[Any, Path, int]:
+    """The agent of the run at ``out``, its path and the timesteps left; refusals first."""
+    from mpgym.runs import run_kind
+
+    if out is None:
+        raise MpgymError("--resume continues a run; give its directory with --out RUN.")
+    path = Path(out)
+    found = run_kind(path) if path.is_dir() else None
+    if found != cls.name:
+        what = (f"holds a {found!r} run: resume it with 'mpgym train {found} --resume --out "
+                f"{path}'" if found else "is not an mpgym run directory")
+        raise MpgymError(f"cannot resume {path}: it {what}.")
+    if not (path / "checkpoint.safetensors").is_file():
+        raise MpgymError(f"cannot resume {path}: it has no checkpoint.safetensors (a run saves "
+                         "one at the end, on Ctrl-C or SIGTERM, and every --save-every steps).")
+    agent = cls.load(path)
+    target = total if total is not None else agent.config.total_timesteps
+    if target <= agent.num_timesteps:
+        raise MpgymError(
+            f"{path} has trained {agent.num_timesteps:,} of its {target:,} timesteps; give a "
+            f"larger --total-timesteps to train on."
+        )
+    agent.config = dataclasses.replace(agent.config, total_timesteps=target)
+    return agent, path, target - agent.num_timesteps
+
+
+def _learn_into(agent: Any, cls: Any, run: RunDir, eval_episodes: int, progress_bar: bool,
+                save_every: int | None, remaining: int | None
+                ) -> tuple[Agent, RunDir, EvalResult]:
+    """Train ``agent`` into ``run`` (``remaining`` timesteps more, or its budget afresh).
+
+    SIGTERM stops like Ctrl-C: the checkpoint is saved and the interrupt re-raised. A run
+    saved periodically or resumed ends with a resumable checkpoint (a replay agent's buffer
+    beside it), so it can be continued again.
+    """
+    from agents.common import ResumableCheckpointCallback, evaluate_policy, plot_learning_curve
+    from mpgym.runs import terminate_as_interrupt
+
+    callback = ResumableCheckpointCallback(save_every) if save_every is not None else None
+    with terminate_as_interrupt():
         run.write_config(agent.config, algo=cls.name, kind=cls.name)
         agent.run = run
-        log.info("training %s on %s -> %s", cls.name, config.env_id, path)
+        log.info("training %s on %s -> %s", cls.name, agent.config.env_id, run.path)
         try:
-            agent.learn(progress_bar=progress_bar)
+            if remaining is None:
+                agent.learn(progress_bar=progress_bar, callback=callback)
+            else:
+                agent.learn(remaining, progress_bar=progress_bar, callback=callback,
+                            reset_num_timesteps=False)
         except KeyboardInterrupt:  # keep the checkpoint as it stands; the run moves into place
             agent.save(run.path)
             raise
-        agent.save(run.path)
-        if run.file("metrics.csv").exists() and not run.file("learning_curve.png").exists():
-            x = "episode" if getattr(cls, "budget_unit", "timesteps") == "episodes" else None
-            plot_learning_curve(run, x=x, title=f"{cls.name} on {config.env_id}")
-        result = evaluate_policy(agent, agent.config.env_id, eval_episodes,
-                                 seed=config.seed + 1_000_000,
-                                 env_kwargs=getattr(agent, "env_kwargs", None))
-        run.write_json("eval.json", result.summary())
-    final = RunDir(path, tensorboard=tensorboard)
-    agent.run = final  # the staging directory is gone; later logs go to the run itself
-    return agent, final, result
+        if save_every is not None or remaining is not None:  # a run meant to be continued
+            agent.save_resumable(run.path)
+        else:
+            agent.save(run.path)
+    if run.file("metrics.csv").exists() and (remaining is not None
+                                             or not run.file("learning_curve.png").exists()):
+        x = "episode" if getattr(cls, "budget_unit", "timesteps") == "episodes" else None
+        plot_learning_curve(run, x=x, title=f"{cls.name} on {agent.config.env_id}")
+    result = evaluate_policy(agent, agent.config.env_id, eval_episodes,
+                             seed=agent.config.seed + 1_000_000,
+                             env_kwargs=getattr(agent, "env_kwargs", None))
+    run.write_json("eval.json", result.summary())
+    return agent, run, result
 
 
 def _success_text(summary: dict[str, Any]) -> str:
@@ -300,9 +464,11 @@ def train_main(argv: list[str]) -> int:
         return 0
     req = parse_train_args(argv)
     agent, run, result = train(req.cls, req.config, req.out, overwrite=req.overwrite,
-                               eval_episodes=req.eval_episodes, tensorboard=req.tensorboard)
+                               eval_episodes=req.eval_episodes, tensorboard=req.tensorboard,
+                               save_every=req.save_every, resume=req.resume,
+                               total_timesteps=req.total_timesteps)
     s = result.summary()
-    print(f"{req.cls.name} on {req.config.env_id}: evaluation return {s['mean_return']:.3f} "
+    print(f"{req.cls.name} on {agent.config.env_id}: evaluation return {s['mean_return']:.3f} "
           f"+- {s['std_return']:.3f} over {s['episodes']} episodes, {_success_text(s)}; "
           f"run: {run.path}")
     return 0

@@ -11,6 +11,7 @@ from agents.common import (
     CallbackList,
     CheckpointCallback,
     EvalCallback,
+    ResumableCheckpointCallback,
     StopTrainingOnRewardThreshold,
     convert_callback,
     evaluate_policy,
@@ -133,6 +134,22 @@ def test_checkpoint_callback_saves_at_each_multiple_and_the_files_load(tmp_path)
         assert loaded.num_timesteps == steps
     obs = np.zeros((3, 4), np.float32)  # the last file holds the weights at step 300
     assert agent.num_timesteps == 350 and DQN.load(cb.saved[-1]).predict(obs)[0].shape == (3,)
+
+
+def test_resumable_checkpoint_keeps_one_file_with_the_buffer_beside_it(tmp_path):
+    cb = ResumableCheckpointCallback(every=120, path=tmp_path / "ckpt.safetensors")
+    agent = DQN("CartPole-v1", tiny(DQN)).learn(300, callback=cb, progress_bar=False)
+    assert cb.saves == 2  # at 120 and 240 timesteps
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.safetensors",
+                                                          "replay_buffer.safetensors"]
+    loaded = DQN.load(tmp_path / "ckpt.safetensors")
+    assert loaded.num_timesteps == 240 and loaded.buffer.size == 240
+    np.testing.assert_array_equal(loaded.buffer.obs[:240], agent.buffer.obs[:240])
+    with pytest.raises(MpgymError, match="every must be a whole number >= 1"):
+        ResumableCheckpointCallback(every=0)
+    with pytest.raises(Exception, match="needs an agent that saves resumable checkpoints"):
+        DQN("CartPole-v1", tiny(DQN)).learn(10, callback=ResumableCheckpointCallback(5),
+                                            progress_bar=False)  # no path, no run directory
 
 
 # -- EvalCallback ---------------------------------------------------------------------------------
