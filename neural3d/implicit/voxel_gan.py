@@ -96,9 +96,13 @@ class VoxelGANConfig:
 
 PRESETS: dict[str, VoxelGANConfig] = {
     "paper": VoxelGANConfig(),
-    "cpu": VoxelGANConfig(width=0.125, batch_size=32),
+    "cpu": VoxelGANConfig(width=0.125, batch_size=32, d_lr=1e-3),
 }
-"""``paper``: the published widths and batch; ``cpu``: 1/8 of the channels, batches of 32."""
+"""``paper``: the published widths and batch; ``cpu``: 1/8 of the channels, batches of 32 and
+D's learning rate 1e-3 (as the public re-implementations train it). Chosen on the val split of
+the pybullet collection: with the paper's 1e-5, D at 1/8 of the channels hardly moved and G
+collapsed to one grid whatever z (1-NNA 1.0, COV 0.02 on test); 1e-3 gave val 1-NNA 0.742,
+COV 0.455 after 2,500 steps."""
 
 
 def check_gan_config(config: VoxelGANConfig) -> None:
