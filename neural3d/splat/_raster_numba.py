@@ -14,19 +14,30 @@ The pipeline, all of it compiled:
    Only indices are written; the blending reads each entry's packed per-Gaussian row.
 4. :func:`forward` (parallel over tiles, handed out one at a time): front-to-back compositing.
    A tile's pixels live in rows padded to ``_L = 16`` lanes; each Gaussian is blended into the
-   16-pixel blocks of its box's rows by a branch-free loop that LLVM turns into vector code
-   (:func:`_blend_lanes`), skipping rows whose pixels have all stopped and leaving the tile once
-   all of them have. Stores the final transmittance and the last contributing entry per pixel.
+   16-pixel blocks of its box's rows by one branch-free loop that LLVM turns into vector code
+   (:func:`_blend_lanes`, which also sums the first four colour channels), skipping blocks whose
+   pixels have all stopped (recounted every ``_RECOUNT`` entries) and leaving the tile once all
+   of them have. Stores the final transmittance and the last contributing entry per pixel.
 5. :func:`backward` (parallel over tiles): walks each tile's list back to front, recovering each
-   pixel's transmittance by division and the colour "behind" by the running recurrence, in three
-   vectorised passes per 16-pixel block. The gradient of each (Gaussian, tile) entry is summed
-   per lane and written to its own row, so no two threads write the same memory;
+   pixel's transmittance by division and the colour "behind" by the running recurrence, in two
+   vectorised passes per 16-pixel block (one more per channel beyond the fourth) over a per-pixel
+   state array laid out ``[block, field, lane]``. The gradient of each (Gaussian, tile) entry is
+   summed per lane and written to its own row, so no two threads write the same memory;
    :func:`reduce_entries` (parallel over Gaussians) sums each Gaussian's rows. The result does
    not depend on the number of threads.
 
+What keeps the lane loops vectorised (each cost 2-4x when lost, measured on AMD Zen 3 with
+AVX2): no conditional load or store (an AVX2 masked move, microcoded on Zen), no reduction
+across lanes inside the loop, few distinct arrays (LLVM's runtime alias checks have a limit),
+constant offsets within an array, slices indexed from 0 (numba's wraparound test on an offset
+index of unknown sign stops the vectoriser), ``error_model="numpy"`` (Python's division-by-zero
+check is a branch), and loops large enough not to be fully unrolled first (a small unrolled loop
+stays scalar). ``fastmath={"contract"}`` lets LLVM fuse multiply-adds (FMA), which only rounds
+less.
+
 All blending arithmetic is float32 with float32 constants (numba would promote Python float
-literals to float64), in the reference's operation order; ``exp`` is a vectorisable polynomial
-(:func:`_exp`, within ~1 ulp of libm's), so images agree with
+literals to float64), in the reference's operation order up to fused multiply-adds; ``exp`` is
+a vectorisable polynomial (:func:`_exp`, within ~1 ulp of libm's), so images agree with
 :mod:`neural3d.splat._reference` to float32 rounding.
 """
 
@@ -46,8 +57,8 @@ _MAX_ALPHA = np.float32(0.99)
 _MIN_ALPHA = np.float32(1.0 / 255.0)
 _MIN_T = np.float32(1e-4)
 _L = 16
-"""Pixels a kernel loop handles at once (one AVX-512 register of float32; tile rows are padded
-to a multiple of it)."""
+"""Pixels a kernel loop handles at once (one AVX-512 or two AVX2 registers of float32; tile rows
+are padded to a multiple of it)."""
 _LOG2E = np.float32(1.4426950408889634)
 _LN2_HI, _LN2_LO = np.float32(0.693359375), np.float32(-2.12194440e-4)
 _EXP_P = (np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3),
@@ -56,6 +67,9 @@ _EXP_LO = np.float32(-87.0)
 _REL_MARGIN = 1.0 + 1e-3
 _ABS_MARGIN = 0.01
 """Widening (relative, pixels) of the boxes and row spans where a Gaussian's alpha >= 1/255."""
+_RECOUNT = 8
+"""The forward recounts each lane block's pixels still blending after this many entries (to skip
+stopped blocks and leave finished tiles); counting after every block costs more than it saves."""
 NUM_PARAMS = 6
 """Per-entry scalars before the colour: ``mx, my, a, b, c, opacity``."""
 
@@ -253,34 +267,73 @@ def _entry_span(boxes, g, x0, x1, y0, y1):  # pragma: no cover - compiled
 
 
 @njit(inline="always")
-def _blend_lanes(px, gp, dy, ei, Tr, live, lst, w):  # pragma: no cover - compiled
-    """Blend one Gaussian into ``_L`` pixels of a row; returns how many of them stopped.
+def _blend_lanes(px, gp, cg, dy, ei, Tr, live, lst, w, acc):  # pragma: no cover - compiled
+    """Blend one Gaussian into ``_L`` pixels of a row.
 
-    ``px``: pixel centres; ``Tr``, ``live``, ``lst``: those pixels' transmittance, not-stopped
+    ``px``: pixel centres; ``gp``: the Gaussian's packed row; ``cg``: its first four colour
+    channels (zero-padded); ``Tr``, ``live``, ``lst``: those pixels' transmittance, not-stopped
     flag and last entry (updated); ``w``: out, each pixel's blend weight ``alpha T`` (0 if
-    skipped). Branch-free, so LLVM turns the loop into vector code.
+    skipped); ``acc``: the pixels' first four colour sums, ``acc[ch * _L + i]`` (updated).
+
+    Written for LLVM's vectoriser: branch-free, each element loaded once and stored
+    unconditionally (a conditional load or store becomes an AVX2 masked move, microcoded and
+    ~10x slower on AMD Zen), no reduction inside (a counter summed across lanes narrows the loop
+    to 4 lanes; the caller recounts stopped pixels now and then with :func:`_recount`) and the
+    colour sums in the same loop, channels unrolled (a separate 16-lane loop is unrolled before
+    it can be vectorised, then stays scalar since LLVM cannot rule out aliasing). Arrays are
+    slices indexed from 0: an offset index of unknown sign brings numba's wraparound test, which
+    also stops the vectoriser.
     """
     mx, a, b, c, o = gp[0], gp[2], gp[3], gp[4], gp[5]
+    c0, c1, c2, c3 = cg[0], cg[1], cg[2], cg[3]
     cdy, bdy = c * dy * dy, b * dy
-    stops = 0
     for i in range(_L):
         dx = px[i] - mx
         power = -_HALF * (a * dx * dx + cdy) - bdy * dx
         alpha = min(_MAX_ALPHA, o * _exp(min(power, _ZERO)))
-        tk = Tr[i]
+        tk, lv, ls = Tr[i], live[i], lst[i]
         test = tk * (_ONE - alpha)
-        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (live[i] != 0)
+        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (lv != 0)
         stop = ok & (test < _MIN_T)  # stop before this Gaussian
         use = ok & (test >= _MIN_T)
-        w[i] = alpha * tk if use else _ZERO
+        wi = alpha * tk if use else _ZERO
+        w[i] = wi
         Tr[i] = test if use else tk
-        lst[i] = ei if use else lst[i]
-        live[i] = 0 if stop else live[i]
-        stops += np.int32(stop)
-    return stops
+        lst[i] = ei if use else ls
+        live[i] = 0 if stop else lv
+        acc[i] += c0 * wi
+        acc[_L + i] += c1 * wi
+        acc[2 * _L + i] += c2 * wi
+        acc[3 * _L + i] += c3 * wi
 
 
-@njit(parallel=True, cache=True)
+@njit(inline="always")
+def _recount(live, alive):  # pragma: no cover - compiled
+    """``alive[q]``: how many pixels of lane block ``q`` still blend; returns the total."""
+    total = 0
+    for q in range(alive.shape[0]):
+        n = 0
+        for i in range(_L):
+            n += live[q * _L + i]
+        alive[q] = n
+        total += n
+    return total
+
+
+@njit(inline="always")
+def _store_tile(x0, x1, y0, y1, wpad, T, lst, acc, Cq, image, trans,
+                last):  # pragma: no cover - compiled
+    """Write a tile's padded per-pixel results into the image-sized outputs."""
+    for py in range(y0, y1):
+        for px in range(x0, x1):
+            k = (py - y0) * wpad + px - x0
+            trans[py, px], last[py, px] = T[k], lst[k]
+            base = (k // _L) * Cq * _L + k % _L
+            for ch in range(image.shape[2]):
+                image[py, px, ch] = acc[base + ch * _L]
+
+
+@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def forward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, image, trans,
             last):  # pragma: no cover
     """Composite every tile front to back.
@@ -290,76 +343,103 @@ def forward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, imag
     pixels in rows padded to ``_L`` lanes; padding pixels start stopped.
     """
     C = colors.shape[1]
+    Cq = max(C, 4)  # colour sums per pixel: four fused into the blending loop, the rest after
     for t in prange(ranges.shape[0] - 1):
         x0, x1, y0, y1, wpad = _tile_setup(t, width, height, tile)
         rows, tw = y1 - y0, x1 - x0
         T = np.ones(rows * wpad, np.float32)
-        acc = np.zeros((C, rows * wpad), np.float32)
+        acc = np.zeros(rows * wpad * Cq, np.float32)  # [lane block, channel, lane]
         lst = np.full(rows * wpad, -1, np.int32)
         live = np.zeros(rows * wpad, np.int32)
         for r in range(rows):
             live[r * wpad:r * wpad + tw] = 1
-        alive = np.full(rows, tw, np.int32)  # pixels of each row still blending
+        nblk = wpad // _L
+        alive = np.empty(rows * nblk, np.int32)  # pixels of each lane block still blending
+        _recount(live, alive)
         px = np.float32(x0) + _HALF + np.arange(wpad).astype(np.float32)
         w = np.empty(_L, np.float32)
-        n_live = rows * tw
+        cg = np.zeros(4, np.float32)
         for e in range(ranges[t], ranges[t + 1]):
             g = ent_gauss[e]
             by0, by1, c0, c1 = _entry_span(boxes, g, x0, x1, y0, y1)
+            for ch in range(min(C, 4)):
+                cg[ch] = colors[g, ch]
             for py in range(by0, by1):
                 r = py - y0
-                if alive[r] == 0:
-                    continue
                 dy = np.float32(py) + _HALF - gparams[g, 1]
                 for blk in range(c0, c1):
-                    k = r * wpad + blk * _L
-                    stops = _blend_lanes(px[blk * _L:], gparams[g], dy, np.int32(e),
-                                         T[k:k + _L], live[k:k + _L], lst[k:k + _L], w)
-                    alive[r] -= stops
-                    n_live -= stops
-                    for ch in range(C):
-                        cc, row_acc = colors[g, ch], acc[ch, k:k + _L]
+                    q = r * nblk + blk
+                    if alive[q] == 0:
+                        continue
+                    k = q * _L
+                    _blend_lanes(px[blk * _L:], gparams[g], cg, dy, np.int32(e), T[k:k + _L],
+                                 live[k:k + _L], lst[k:k + _L], w, acc[k * Cq:])
+                    for ch in range(4, C):
+                        cc, row_acc = colors[g, ch], acc[(k * Cq + ch * _L):]
                         for i in range(_L):
                             row_acc[i] += cc * w[i]
-            if n_live == 0:  # every pixel of the tile has stopped
-                break
-        for py in range(y0, y1):
-            for px_ in range(x0, x1):
-                k = (py - y0) * wpad + px_ - x0
-                trans[py, px_], last[py, px_] = T[k], lst[k]
-                for ch in range(C):
-                    image[py, px_, ch] = acc[ch, k]
+            if (e - ranges[t]) % _RECOUNT == _RECOUNT - 1 and _recount(live, alive) == 0:
+                break  # every pixel of the tile has stopped
+        _store_tile(x0, x1, y0, y1, wpad, T, lst, acc, Cq, image, trans, last)
+
+
+_F_T, _F_LAST_ALPHA, _F_D_ALPHA, _F_T_FINAL, _F_COLOUR = 0, 1, 2, 3, 4
+"""Fields of the backward's per-pixel state ``st[block, field, lane]``: running transmittance,
+the alpha of the last Gaussian met (behind this one), dL/dalpha of the pixel, final
+transmittance; then per channel (:func:`_colour_fields`) the colour behind, the last colour met
+and dL/dpixel."""
 
 
 @njit(inline="always")
-def _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image, grad_alpha, C):  # pragma: no cover
-    """One tile's backward inputs in padded rows, and each row's last entry.
+def _colour_fields(ch):  # pragma: no cover - compiled
+    """State fields of channel ``ch``: colour behind, last colour, dL/dpixel.
+
+    The first four channels' offsets are constants (so LLVM can prove the accesses of one lane
+    loop independent); further channels follow, three fields each.
+    """
+    if ch < 4:
+        return _F_COLOUR + ch, _F_COLOUR + 4 + ch, _F_COLOUR + 8 + ch
+    f = _F_COLOUR + 12 + 3 * (ch - 4)
+    return f, f + 1, f + 2
+
+
+@njit(inline="always")
+def _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image, grad_alpha, C,
+               Cq):  # pragma: no cover - compiled
+    """One tile's backward state ``st`` (see :data:`_F_T`), last entries and each row's last.
 
     Padding pixels get ``last = -1`` (no contributor) and zero output gradients.
     """
     n = (y1 - y0) * wpad
-    t_final, lst = np.ones(n, np.float32), np.full(n, -1, np.int32)
-    d_img, d_alpha = np.zeros((C, n), np.float32), np.zeros(n, np.float32)
+    F = _F_COLOUR + 3 * Cq
+    st, lst = np.zeros(n * F, np.float32), np.full(n, -1, np.int32)
+    for k in range(n):
+        base = (k // _L) * F * _L + k % _L
+        st[base + _F_T * _L] = _ONE
+        st[base + _F_T_FINAL * _L] = _ONE
     row_last = np.full(y1 - y0, -1, np.int32)
     for py in range(y0, y1):
         for px in range(x0, x1):
             k = (py - y0) * wpad + px - x0
-            t_final[k], lst[k], d_alpha[k] = trans[py, px], last[py, px], grad_alpha[py, px]
+            base = (k // _L) * F * _L + k % _L
+            st[base + _F_T * _L] = st[base + _F_T_FINAL * _L] = trans[py, px]
+            st[base + _F_D_ALPHA * _L] = grad_alpha[py, px]
+            lst[k] = last[py, px]
             row_last[py - y0] = max(row_last[py - y0], lst[k])
             for ch in range(C):
-                d_img[ch, k] = grad_image[py, px, ch]
-    return t_final, lst, row_last, d_img, d_alpha
+                st[base + _colour_fields(ch)[2] * _L] = grad_image[py, px, ch]
+    return st, lst, row_last
 
 
 @njit(inline="always")
-def _unblend_lanes(px, gp, dy, ei, T, lst, lane):  # pragma: no cover - compiled
+def _unblend_lanes(px, gp, dy, ei, st, lst, lane):  # pragma: no cover - compiled
     """Pass 1 of one Gaussian over ``_L`` pixels, back to front: alpha, skip mask, T recovered.
 
-    ``T``, ``lst``: the pixels' transmittance (divided back to its value in front of this
-    Gaussian) and last entry; ``lane = (alpha, ok, w, gauss, dx, dl_dalpha)`` gets each pixel's
-    values for the passes that follow.
+    ``st``: the pixels' state (its transmittance divided back to its value in front of this
+    Gaussian), ``lst``: their last entries; ``lane[j * _L + i]`` gets pixel ``i``'s ``j``-th value
+    of ``(alpha, ok, w, gauss, dx, dl_dalpha)`` for the passes that follow. Few, flat arrays: see
+    :func:`_blend_lanes` and :func:`_param_lanes` on what keeps these loops vectorised.
     """
-    l_alpha, l_ok, l_w, l_gauss, l_dx, l_dla = lane
     mx, a, b, c, o = gp[0], gp[2], gp[3], gp[4], gp[5]
     cdy, bdy = c * dy * dy, b * dy
     for i in range(_L):
@@ -367,57 +447,76 @@ def _unblend_lanes(px, gp, dy, ei, T, lst, lane):  # pragma: no cover - compiled
         power = -_HALF * (a * dx * dx + cdy) - bdy * dx
         gauss = _exp(min(power, _ZERO))
         alpha = min(_MAX_ALPHA, o * gauss)
-        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (lst[i] >= ei)
-        tk = T[i] / (_ONE - alpha) if ok else T[i]
-        T[i] = tk
-        l_alpha[i], l_gauss[i], l_dx[i] = alpha, gauss, dx
-        l_ok[i] = _ONE if ok else _ZERO
-        l_w[i] = alpha * tk if ok else _ZERO
-        l_dla[i] = _ZERO
+        t0, ls = st[i], lst[i]
+        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (ls >= ei)
+        tk = t0 / (_ONE - alpha) if ok else t0 + _ZERO  # "+ 0": see _colour_step
+        st[i] = tk
+        lane[i], lane[3 * _L + i], lane[4 * _L + i] = alpha, gauss, dx
+        lane[_L + i] = _ONE if ok else _ZERO
+        lane[2 * _L + i] = alpha * tk if ok else _ZERO
+        lane[5 * _L + i] = _ZERO
 
 
 @njit(inline="always")
-def _colour_lanes(cc, last_alpha, behind, last_col, d_img, lane, g_col):  # pragma: no cover
-    """Pass 2, one channel of colour ``cc``: its gradient and the "colour behind" recurrence.
+def _colour_step(ch, i, ok, la, wv, dla, cc, st, g):  # pragma: no cover - compiled
+    """One channel of one pixel: the "colour behind" recurrence and the colour's gradient.
 
     ``behind = a' c' + (1 - a') behind'`` from the previous (farther) Gaussian's alpha ``a'`` and
-    colour ``c'``; ``dL/dalpha += (c - behind) dL/dpixel``. Arrays are the ``_L`` pixels' values.
+    colour ``c'``; returns ``dL/dalpha + (c - behind) dL/dpixel``; ``g`` gets ``w dL/dpixel``.
     """
-    l_ok, l_w, l_dla = lane[1], lane[2], lane[5]
-    for i in range(_L):
-        ok = l_ok[i] != _ZERO
-        la = last_alpha[i]
-        nb = la * last_col[i] + (_ONE - la) * behind[i]
-        di = d_img[i]
-        behind[i] = nb if ok else behind[i]
-        last_col[i] = cc if ok else last_col[i]
-        l_dla[i] += (cc - nb) * di if ok else _ZERO
-        g_col[i] += l_w[i] * di
+    fb, fl, fd = _colour_fields(ch)
+    jb, jl, jd = fb * _L + i, fl * _L + i, fd * _L + i
+    bh, lc, di = st[jb], st[jl], st[jd]
+    nb = la * lc + (_ONE - la) * bh
+    # "+ 0" (not folded: -0 + 0 is +0) keeps LLVM from dropping the store of an unchanged value,
+    # which would make the store conditional: an AVX2 masked store, microcoded on AMD Zen
+    st[jb] = nb if ok else bh + _ZERO
+    st[jl] = cc if ok else lc + _ZERO
+    g[(NUM_PARAMS + ch) * _L + i] += wv * di
+    return dla + (cc - nb) * di if ok else dla
 
 
 @njit(inline="always")
-def _param_lanes(gp, dy, T, last_alpha, d_alpha, t_final, lane, g):  # pragma: no cover
-    """Pass 3: ``dL/dalpha`` to opacity, mean and conic, into per-lane sums ``g [6, _L]``."""
-    l_alpha, l_ok, l_gauss, l_dx, l_dla = lane[0], lane[1], lane[3], lane[4], lane[5]
-    a, b, c, o = gp[2], gp[3], gp[4], gp[5]
-    g0, g1, g2, g3, g4, g5 = g[0], g[1], g[2], g[3], g[4], g[5]
+def _colour_lanes(ch, cc, st, lane, g):  # pragma: no cover - compiled
+    """Pass 2, for a colour channel beyond the fourth (those run inside :func:`_param_lanes`)."""
     for i in range(_L):
-        ok = l_ok[i] != _ZERO
-        alpha, gauss, dx = l_alpha[i], l_gauss[i], l_dx[i]
+        ok = lane[_L + i] != _ZERO
+        lane[5 * _L + i] = _colour_step(ch, i, ok, st[_F_LAST_ALPHA * _L + i],
+                                        lane[2 * _L + i], lane[5 * _L + i], cc, st, g)
+
+
+@njit(inline="always")
+def _param_lanes(gp, cg, dy, st, lane, g):  # pragma: no cover - compiled
+    """Pass 3: the first four colour channels, then ``dL/dalpha`` to opacity, mean and conic.
+
+    Sums go per lane into ``g[q * _L + i]`` (q: the 6 parameters, then the colours); ``cg``: this
+    Gaussian's first four colours (zero-padded). One loop over three flat arrays: with more
+    arrays LLVM's runtime alias checks exceed its limit and the loop stays scalar.
+    """
+    a, b, c, o = gp[2], gp[3], gp[4], gp[5]
+    c0, c1, c2, c3 = cg[0], cg[1], cg[2], cg[3]
+    for i in range(_L):
+        ok = lane[_L + i] != _ZERO
+        alpha, wv, gauss, dx = lane[i], lane[2 * _L + i], lane[3 * _L + i], lane[4 * _L + i]
+        la = st[_F_LAST_ALPHA * _L + i]
+        dla = _colour_step(0, i, ok, la, wv, lane[5 * _L + i], c0, st, g)
+        dla = _colour_step(1, i, ok, la, wv, dla, c1, st, g)
+        dla = _colour_step(2, i, ok, la, wv, dla, c2, st, g)
+        dla = _colour_step(3, i, ok, la, wv, dla, c3, st, g)
         # pixel alpha 1 - prod(1 - alpha_j) has d/dalpha_i = T_final / (1 - alpha_i)
-        d = l_dla[i] * T[i] + d_alpha[i] * t_final[i] / (_ONE - alpha)
-        last_alpha[i] = alpha if ok else last_alpha[i]
+        d = dla * st[i] + st[_F_D_ALPHA * _L + i] * st[_F_T_FINAL * _L + i] / (_ONE - alpha)
+        st[_F_LAST_ALPHA * _L + i] = alpha if ok else la + _ZERO  # see _colour_step
         d = d if ok & (o * gauss <= _MAX_ALPHA) else _ZERO  # clamped alpha: no gradient
         d_pow = o * gauss * d
-        g5[i] += gauss * d
-        g0[i] += d_pow * (a * dx + b * dy)  # d power / d mx, with dx = px - mx
-        g1[i] += d_pow * (c * dy + b * dx)
-        g2[i] -= _HALF * d_pow * dx * dx
-        g3[i] -= d_pow * dx * dy
-        g4[i] -= _HALF * d_pow * dy * dy
+        g[5 * _L + i] += gauss * d
+        g[i] += d_pow * (a * dx + b * dy)  # d power / d mx, with dx = px - mx
+        g[_L + i] += d_pow * (c * dy + b * dx)
+        g[2 * _L + i] -= _HALF * d_pow * dx * dx
+        g[3 * _L + i] -= d_pow * dx * dy
+        g[4 * _L + i] -= _HALF * d_pow * dy * dy
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, trans, last,
              grad_image, grad_alpha, entry_grads):  # pragma: no cover
     """``entry_grads [P, 6 + C]``: ``dL/d(mx, my, a, b, c, opacity, colour...)`` of every entry.
@@ -427,17 +526,16 @@ def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, tra
     run per lane over its rows, then across lanes.
     """
     C = colors.shape[1]
+    Cq = max(C, 4)
+    F = _F_COLOUR + 3 * Cq
     for t in prange(ranges.shape[0] - 1):
         x0, x1, y0, y1, wpad = _tile_setup(t, width, height, tile)
-        t_final, lst, row_last, d_img, d_alpha = _load_tile(x0, x1, y0, y1, wpad, trans, last,
-                                                            grad_image, grad_alpha, C)
-        n = lst.shape[0]
-        T, last_alpha = t_final.copy(), np.zeros(n, np.float32)
-        behind, last_col = np.zeros((C, n), np.float32), np.zeros((C, n), np.float32)
-        lane = (np.empty(_L, np.float32), np.empty(_L, np.float32), np.empty(_L, np.float32),
-                np.empty(_L, np.float32), np.empty(_L, np.float32), np.empty(_L, np.float32))
+        st, lst, row_last = _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image,
+                                       grad_alpha, C, Cq)
+        lane = np.empty(6 * _L, np.float32)
         px = np.float32(x0) + _HALF + np.arange(wpad).astype(np.float32)
-        sums = np.empty((NUM_PARAMS + C, _L), np.float32)
+        sums = np.empty((NUM_PARAMS + Cq) * _L, np.float32)
+        cg = np.zeros(4, np.float32)
         e_max = row_last.max() if row_last.shape[0] > 0 else -1
         for e in range(ranges[t + 1] - 1, ranges[t] - 1, -1):
             sums[:] = _ZERO
@@ -445,22 +543,25 @@ def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, tra
             by0, by1, c0, c1 = _entry_span(boxes, g, x0, x1, y0, y1)
             if e > e_max:  # behind every pixel's last contributor: zero gradient
                 by1 = by0
+            for ch in range(min(C, 4)):
+                cg[ch] = colors[g, ch]
             for py in range(by0, by1):
                 if row_last[py - y0] < e:  # no pixel of this row got this far
                     continue
                 dy = np.float32(py) + _HALF - gparams[g, 1]
                 for blk in range(c0, c1):
-                    k, k1 = (py - y0) * wpad + blk * _L, (py - y0) * wpad + blk * _L + _L
-                    _unblend_lanes(px[blk * _L:], gparams[g], dy, np.int32(e), T[k:k1],
-                                   lst[k:k1], lane)
-                    for ch in range(C):
-                        _colour_lanes(colors[g, ch], last_alpha[k:k1], behind[ch, k:k1],
-                                      last_col[ch, k:k1], d_img[ch, k:k1], lane,
-                                      sums[NUM_PARAMS + ch])
-                    _param_lanes(gparams[g], dy, T[k:k1], last_alpha[k:k1], d_alpha[k:k1],
-                                 t_final[k:k1], lane, sums)
+                    k = (py - y0) * wpad + blk * _L
+                    sb = st[(k // _L) * F * _L:]
+                    _unblend_lanes(px[blk * _L:], gparams[g], dy, np.int32(e), sb,
+                                   lst[k:k + _L], lane)
+                    for ch in range(4, C):
+                        _colour_lanes(ch, colors[g, ch], sb, lane, sums)
+                    _param_lanes(gparams[g], cg, dy, sb, lane, sums)
             for q in range(NUM_PARAMS + C):
-                entry_grads[e, q] = sums[q].sum()
+                acc = _ZERO
+                for i in range(_L):
+                    acc += sums[q * _L + i]
+                entry_grads[e, q] = acc
 
 
 @njit(parallel=True, cache=True)

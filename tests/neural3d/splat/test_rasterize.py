@@ -75,7 +75,8 @@ def _assert_grads_close(got, want, rtol=1e-4):
 
 
 @pytest.mark.parametrize("backend", FAST)
-@pytest.mark.parametrize("kind,C", [("random", 3), ("sparse", 3), ("saturated", 4), ("clamp", 3)])
+@pytest.mark.parametrize("kind,C", [("random", 3), ("sparse", 3), ("saturated", 4), ("clamp", 3),
+                                    ("random", 1), ("saturated", 6)])
 def test_matches_reference_image_and_gradients(backend, kind, C):
     scene = _scene(kind, C=C)
     bg = torch.linspace(0.2, 0.8, C)
