@@ -451,10 +451,39 @@ class SetMetrics:
     """Reference clouds."""
 
 
+def with_empty_samples(d_ss: np.ndarray, d_sr: np.ndarray,
+                       k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distance matrices with ``k`` empty generated shapes appended to the samples.
+
+    An empty shape (no surface to sample) is at distance 0 from another empty one and infinitely
+    far from every shape with a surface, so in 1-NNA it is always told apart from the
+    references (its nearest other cloud is an empty sample, or -- when it is the only one --
+    every distance ties at infinity and it is counted as a sample); it is never a reference's
+    nearest sample, so MMD and COV over the non-empty rows are unchanged.
+
+    Example:
+        >>> ss, sr = with_empty_samples(np.zeros((1, 1)), np.ones((1, 2)), 2)
+        >>> ss
+        array([[ 0., inf, inf],
+               [inf,  0.,  0.],
+               [inf,  0.,  0.]])
+    """
+    ss = _check_matrix("the sample-sample distances", d_ss, square=True)
+    sr = _check_matrix("the sample-reference distances", d_sr)
+    if k < 0:
+        raise MpgymError(f"the number of empty samples must be >= 0; got {k}.")
+    n = len(ss)
+    out_ss = np.full((n + k, n + k), np.inf)
+    out_ss[:n, :n] = ss
+    out_ss[n:, n:] = 0.0
+    return out_ss, np.vstack([sr, np.full((k, sr.shape[1]), np.inf)])
+
+
 def shape_set_metrics(
     sample: np.ndarray,
     ref: np.ndarray,
     *,
+    empty_samples: int = 0,
     normalize: Normalize = "box",
     emd_points: int | None = 256,
     with_emd: bool = True,
@@ -467,6 +496,9 @@ def shape_set_metrics(
     Args:
         sample: ``(S, N, 3)`` generated clouds (2,048 points each in the protocol).
         ref: ``(R, N, 3)`` reference clouds (the held-out test shapes).
+        empty_samples: generated shapes beyond ``sample`` that have no surface; they count in
+            1-NNA as :func:`with_empty_samples` says (dropping them would flatter a generator
+            that fails often) and in ``n_sample``.
         normalize: see :func:`normalize_clouds`.
         emd_points: subsample size of the approximate EMD (:func:`pairwise_emd`); None for
             exact EMD on all points (about 2 s a pair at 2,048 points).
@@ -491,14 +523,15 @@ def shape_set_metrics(
         both = pairwise_emd(np.concatenate([s, r]), points=emd_points, rng=rng)
         k = len(s)
         em_ss, em_sr, em_rr = both[:k, :k], both[:k, k:], both[k:, k:]
-        emd_cols = (mmd(em_sr), coverage(em_sr), one_nn_accuracy(em_ss, em_sr, em_rr))
+        emd_cols = (mmd(em_sr), coverage(em_sr),
+                    one_nn_accuracy(*with_empty_samples(em_ss, em_sr, empty_samples), em_rr))
     return SetMetrics(
         mmd_cd=mmd(cd_sr),
         cov_cd=coverage(cd_sr),
-        nna_cd=one_nn_accuracy(cd_ss, cd_sr, cd_rr),
+        nna_cd=one_nn_accuracy(*with_empty_samples(cd_ss, cd_sr, empty_samples), cd_rr),
         mmd_emd=emd_cols[0],
         cov_emd=emd_cols[1],
         nna_emd=emd_cols[2],
-        n_sample=len(s),
+        n_sample=len(s) + empty_samples,
         n_ref=len(r),
     )

@@ -442,12 +442,16 @@ def _mesh_or_none(make, *args, **kwargs):
 
 # ---------------------------------------------------------------------------- scores
 def set_scores(clouds: np.ndarray, ref: np.ndarray, *, with_emd: bool = False,
-               seed: int = 0) -> dict[str, float]:
-    """PointFlow's MMD / COV / 1-NNA (CD; EMD when asked) of clouds against a reference set."""
+               seed: int = 0, empty_samples: int = 0) -> dict[str, float]:
+    """PointFlow's MMD / COV / 1-NNA (CD; EMD when asked) of clouds against a reference set.
+
+    ``empty_samples``: generated shapes without a surface, beyond ``clouds`` (see
+    :func:`neural3d.shape_metrics.with_empty_samples`).
+    """
     from neural3d.shape_metrics import shape_set_metrics
 
-    m = shape_set_metrics(clouds, ref, normalize="box", with_emd=with_emd,
-                          rng=np.random.default_rng(seed))
+    m = shape_set_metrics(clouds, ref, empty_samples=empty_samples, normalize="box",
+                          with_emd=with_emd, rng=np.random.default_rng(seed))
     out = {"mmd_cd": m.mmd_cd, "cov_cd": m.cov_cd, "1nna_cd": m.nna_cd,
            "n_sample": m.n_sample, "n_ref": m.n_ref}
     if with_emd:
@@ -506,7 +510,8 @@ def evaluate_run(path: str | Path, collection: ShapeCollection, *, split: str = 
                 f"samples have a surface and the {split} split holds {len(ref)} shape(s)."
             )
         clouds = sample_point_clouds(ok, np.random.default_rng(seed))
-        out |= set_scores(clouds, ref, with_emd=with_emd, seed=seed)
+        out |= set_scores(clouds, ref, with_emd=with_emd, seed=seed,
+                          empty_samples=len(meshes) - len(ok))
         out["empty_samples"] = len(meshes) - len(ok)
     out["seconds"] = time.perf_counter() - t0
     return out

@@ -19,6 +19,7 @@ from neural3d.shape_metrics import (
     pairwise_emd,
     sample_point_clouds,
     shape_set_metrics,
+    with_empty_samples,
 )
 
 torch.set_num_threads(1)
@@ -179,6 +180,31 @@ def test_set_metrics_match_explicit_loops():
     assert mmd(d_sr) == 2.0 and coverage(d_sr) == 0.5
     with pytest.raises(MpgymError, match="shape"):
         one_nn_accuracy(np.zeros((2, 2)), np.zeros((3, 2)), np.zeros((2, 2)))
+
+
+def test_empty_samples_count_against_the_generator():
+    """Empty generated shapes: told apart in 1-NNA (as a loop over the definition says), no
+    change to MMD and COV, counted in n_sample; one empty shape alone is a sample too."""
+    rng = np.random.default_rng(8)
+    s, r, k = 4, 5, 3
+    pts = rng.normal(size=(s + r, 3))
+    d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
+    d_ss, d_sr, d_rr = d[:s, :s], d[:s, s:], d[s:, s:]
+    ss, sr = with_empty_samples(d_ss, d_sr, k)
+    # brute force: empties are 0 apart, infinitely far from the rest -> each picks an empty one
+    correct = sum((i < s) == (j < s) for i, j in enumerate(
+        min((j for j in range(s + r) if j != i), key=lambda j: d[i, j]) for i in range(s + r)))
+    assert one_nn_accuracy(ss, sr, d_rr) == pytest.approx((correct + k) / (s + k + r))
+    assert one_nn_accuracy(*with_empty_samples(d_ss, d_sr, 1), d_rr) == pytest.approx(
+        (correct + 1) / (s + 1 + r))
+    assert one_nn_accuracy(ss, sr, d_rr) > one_nn_accuracy(d_ss, d_sr, d_rr)
+    a, b = _clouds(rng, 6, 64), _clouds(rng, 6, 64)
+    full = shape_set_metrics(a, b, with_emd=False)
+    holes = shape_set_metrics(a, b, empty_samples=2, with_emd=False)
+    assert (holes.mmd_cd, holes.cov_cd) == (full.mmd_cd, full.cov_cd)
+    assert holes.nna_cd > full.nna_cd and holes.n_sample == 8
+    with pytest.raises(MpgymError, match="empty samples"):
+        with_empty_samples(d_ss, d_sr, -1)
 
 
 def test_one_nna_half_for_one_distribution_one_for_disjoint():
