@@ -510,8 +510,8 @@ def evaluate_run(path: str | Path, collection: ShapeCollection, *, split: str = 
                 f"samples have a surface and the {split} split holds {len(ref)} shape(s)."
             )
         clouds = sample_point_clouds(ok, np.random.default_rng(seed))
-        out |= set_scores(clouds, ref, with_emd=with_emd, seed=seed,
-                          empty_samples=len(meshes) - len(ok))
-        out["empty_samples"] = len(meshes) - len(ok)
+        empty = len(meshes) - len(ok)
+        out |= set_scores(clouds, ref, with_emd=with_emd, seed=seed, empty_samples=empty)
+        out["empty_samples"] = empty
     out["seconds"] = time.perf_counter() - t0
     return out
