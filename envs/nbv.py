@@ -100,6 +100,10 @@ class ShapeData:
     """View -> packed ``(free, occupied)`` bit masks over the ``G^3`` voxels (filled lazily)."""
 
 
+class _UnreadableShape(MpgymError):
+    """A shape's mesh that cannot be read (random draws skip it)."""
+
+
 @dataclass(frozen=True)
 class ShapeRef:
     """A shape of a source before it is loaded."""
@@ -186,6 +190,8 @@ class NextBestViewEnv(gym.Env):
         forward = -self.c2w[:, None, :3, 2]  # (V, 1, 3)
         self._z_of_t = (self._ray_d * forward).sum(-1).astype(np.float32)  # (V, S*S)
         self._cache: OrderedDict[str, ShapeData] = OrderedDict()
+        self.unusable: dict[str, str] = {}
+        """Shapes of the split that could not be loaded (name -> why), skipped by random draws."""
         self.action_space = gym.spaces.Discrete(cfg.n_views)
         self.observation_space = gym.spaces.Dict(_obs_spaces(cfg))
         g3 = cfg.grid_size ** 3
@@ -204,11 +210,12 @@ class NextBestViewEnv(gym.Env):
         super().reset(seed=seed)
         which = (options or {}).get("shape")
         if which is None:
-            which = int(self.np_random.integers(len(self._refs)))
+            self.shape = self._draw_shape()
         elif not (isinstance(which, (int, np.integer)) and 0 <= which < len(self._refs)):
             raise MpgymError(f"options['shape'] must be an integer in [0, {len(self._refs) - 1}] "
                              f"(an index into shape_names); got {which!r}.")
-        self.shape = self._shape_data(self._refs[int(which)])
+        else:
+            self.shape = self._shape_data(self._refs[int(which)])
         self._free[:], self._occupied[:], self._seen[:], self._visited[:] = False, False, False, 0
         self._depth[:] = 0.0
         self.history, self._n_seen = [], 0
@@ -290,6 +297,25 @@ class NextBestViewEnv(gym.Env):
             cached = self.shape.grid_updates[a] = (np.packbits(free), np.packbits(occupied))
         return cached
 
+    def _draw_shape(self) -> ShapeData:
+        """A shape drawn uniformly from the split's usable ones.
+
+        A mesh that cannot be read (pybullet's ``168.obj`` holds no triangles) keeps its place in
+        the split, as in :mod:`neural3d.data.collections`, and is drawn again instead; it is
+        remembered in ``unusable`` (name -> reason) and never loaded twice.
+        """
+        while True:
+            ref = self._refs[int(self.np_random.integers(len(self._refs)))]
+            if ref.name in self.unusable:
+                if len(self.unusable) == len(self._refs):
+                    raise MpgymError(f"no shape of the {self.split!r} split can be used: "
+                                     + "; ".join(self.unusable.values()))
+                continue
+            try:
+                return self._shape_data(ref)
+            except _UnreadableShape as exc:
+                self.unusable[ref.name] = str(exc)
+
     def _shape_data(self, ref: ShapeRef) -> ShapeData:
         """Load ``ref`` and compute its ground truth, or take it from the in-memory cache."""
         from neural3d.data.sampling import sample_surface
@@ -298,7 +324,10 @@ class NextBestViewEnv(gym.Env):
             self._cache.move_to_end(ref.name)
             return self._cache[ref.name]
         cfg = self.config
-        mesh = ref.load()
+        try:
+            mesh = ref.load()
+        except MpgymError as exc:
+            raise _UnreadableShape(str(exc)) from None
         cast = fusion.MeshRayCaster(mesh.vertices, mesh.faces)
         surf = sample_surface(mesh, cfg.n_points, np.random.default_rng([_SURFACE_SEED,
                                                                           ref.position]))

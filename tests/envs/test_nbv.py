@@ -200,3 +200,22 @@ def test_bad_actions_and_options():
         env.reset(options={"shape": 5})
     with pytest.raises(MpgymError, match="budget"):
         mean_coverage(env, GreedyOracle(env), 1, views=SMALL["budget"] + 1)
+
+
+def test_random_draws_skip_a_shape_that_cannot_be_read():
+    env = NextBestViewEnv("procedural", config=SMALL)
+    refs = env._refs
+    bad = refs[1]
+
+    def unreadable():
+        raise MpgymError("empty.obj holds no triangles")
+
+    env._refs = [refs[0], type(bad)(bad.name, bad.position, unreadable)]
+    names = {env.reset(seed=s)[1]["shape"] for s in range(12)}
+    assert names == {refs[0].name}  # a draw of the unreadable shape draws again
+    assert list(env.unusable) == [bad.name] and "no triangles" in env.unusable[bad.name]
+    with pytest.raises(MpgymError, match="no triangles"):  # asked for by index: refused
+        env.reset(options={"shape": 1})
+    env._refs = [env._refs[1]]
+    with pytest.raises(MpgymError, match="no shape of the 'train' split can be used"):
+        env.reset(seed=0)
