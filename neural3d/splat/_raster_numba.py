@@ -2,10 +2,12 @@
 
 The pipeline, all of it compiled:
 
-1. :func:`prepare` (parallel over Gaussians): each Gaussian's parameters packed in one row, its
-   tile rectangle (the tiles its radius square touches, as 3DGS and gsplat bin) and a pixel box
-   outside which its alpha is below 1/255 whatever the pixel -- so the binning and the blending
-   loops may skip those tiles and pixels without changing the result.
+1. :func:`prepare` (parallel over Gaussians): each Gaussian's parameters, pixel box and first
+   four colours packed in one 64-byte row (one cache line: the blending reads the rows in depth
+   order, i.e. at random places, and prefetches them a few entries ahead), its tile rectangle
+   (the tiles its radius square touches, as 3DGS and gsplat bin) and a pixel box outside which
+   its alpha is below 1/255 whatever the pixel -- so the binning and the blending loops may skip
+   those tiles and pixels without changing the result.
 2. :func:`depth_order`: the binned Gaussians sorted front to back by an LSD radix sort of their
    float32 depth bits (stable, so equal depths keep index order).
 3. :func:`tile_ranges` + :func:`fill` (parallel over bands of tile rows): a counting sort of the
@@ -13,11 +15,13 @@ The pipeline, all of it compiled:
    out front to back -- the order the 3DGS radix sort of ``tile << 32 | depth`` keys gives.
    Only indices are written; the blending reads each entry's packed per-Gaussian row.
 4. :func:`forward` (parallel over tiles, handed out one at a time): front-to-back compositing.
-   A tile's pixels live in rows padded to ``_L = 16`` lanes; each Gaussian is blended into the
-   16-pixel blocks of its box's rows by one branch-free loop that LLVM turns into vector code
-   (:func:`_blend_lanes`, which also sums the first four colour channels), skipping blocks whose
-   pixels have all stopped (recounted every ``_RECOUNT`` entries) and leaving the tile once all
-   of them have. Stores the final transmittance and the last contributing entry per pixel.
+   A tile keeps all its pixels' state (centre, transmittance, stop flag, last entry, colour
+   sums) in one array laid out ``[lane block, field, lane]`` with rows padded to ``_L = 16``
+   lanes; each Gaussian is blended into the 16-pixel blocks of its box's rows by one
+   branch-free loop that LLVM turns into vector code (:func:`_blend_lanes`, which also sums the
+   first four colour channels), skipping blocks whose pixels have all stopped (recounted every
+   ``_RECOUNT`` entries) and leaving the tile once all of them have. Stores the final
+   transmittance and the last contributing entry per pixel.
 5. :func:`backward` (parallel over tiles): walks each tile's list back to front, recovering each
    pixel's transmittance by division and the colour "behind" by the running recurrence, in two
    vectorised passes per 16-pixel block (one more per channel beyond the fourth) over a per-pixel
@@ -28,12 +32,13 @@ The pipeline, all of it compiled:
 
 What keeps the lane loops vectorised (each cost 2-4x when lost, measured on AMD Zen 3 with
 AVX2): no conditional load or store (an AVX2 masked move, microcoded on Zen), no reduction
-across lanes inside the loop, few distinct arrays (LLVM's runtime alias checks have a limit),
-constant offsets within an array, slices indexed from 0 (numba's wraparound test on an offset
-index of unknown sign stops the vectoriser), ``error_model="numpy"`` (Python's division-by-zero
-check is a branch), and loops large enough not to be fully unrolled first (a small unrolled loop
-stays scalar). ``fastmath={"contract"}`` lets LLVM fuse multiply-adds (FMA), which only rounds
-less.
+across lanes inside the loop, few distinct arrays (LLVM's runtime alias checks have a limit,
+and below it they still run before every block: the forward keeps one array per tile and has
+none), constant offsets within an array, slices indexed from 0 (numba's wraparound test on an
+offset index of unknown sign stops the vectoriser), ``error_model="numpy"`` (Python's
+division-by-zero check is a branch), and loops large enough not to be fully unrolled first (a
+small unrolled loop stays scalar). ``fastmath={"contract"}`` lets LLVM fuse multiply-adds
+(FMA), which only rounds less.
 
 All blending arithmetic is float32 with float32 constants (numba would promote Python float
 literals to float64), in the reference's operation order up to fused multiply-adds; ``exp`` is
@@ -48,6 +53,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 _HALF = np.float32(0.5)
@@ -83,23 +89,29 @@ def _alpha_threshold(o):  # pragma: no cover - compiled
     return 2.0 * math.log(255.0 * o) if o > 0 else -1.0
 
 
-@njit(parallel=True, cache=True)
-def prepare(means2d, conics, opac, radii, width, height, tile, gparams, rects, boxes,
-            counts):  # pragma: no cover
-    """Per Gaussian: packed row ``gparams [N, 8]``, tiles ``rects [N, 4]``, pixels ``boxes [N, 4]``.
+ROW = 16
+"""Floats per Gaussian in the packed rows :func:`prepare` writes (64 bytes, one cache line)."""
 
-    ``gparams[g] = (mx, my, a, b, c, opacity, t, det)`` with ``t`` from :func:`_alpha_threshold`
-    and ``det = ac - b^2`` (the last two pad the row to 32 bytes). ``boxes[g] = (x0, x1, y0,
-    y1)`` are the pixels (half-open ranges) whose centres lie in the box around the ellipse
-    ``q <= t``: over that ellipse ``|dx| <= sqrt(t Sigma_xx)`` (``Sigma`` the 2D covariance). The
-    margin ``_REL_MARGIN``, ``_ABS_MARGIN`` is far above float32 rounding of ``q`` and ``exp``
-    (~1e-6 relative), so no pixel the blending would keep is ever cut. ``rects[g] = (tx0, tx1,
-    ty0, ty1)`` are the tiles its radius square touches (the binning rule) that also hold pixels
-    of its box.
+
+@njit(parallel=True, cache=True)
+def prepare(means2d, conics, opac, radii, colors, width, height, tile, gparams, rects, boxes,
+            counts):  # pragma: no cover
+    """Per Gaussian: packed row ``gparams [N, ROW]``, tiles ``rects [N, 4]``, box ``boxes [N, 4]``.
+
+    ``gparams[g] = (mx, my, a, b, c, opacity, t, det, x0, x1, y0, y1, c0, c1, c2, c3)`` with
+    ``t`` from :func:`_alpha_threshold`, ``det = ac - b^2``, the pixel box as floats and the
+    first four colour channels (zero-padded): everything the forward reads of an entry, in one
+    cache line. ``boxes[g] = (x0, x1, y0, y1)`` are the pixels (half-open ranges) whose centres
+    lie in the box around the ellipse ``q <= t``: over that ellipse ``|dx| <= sqrt(t Sigma_xx)``
+    (``Sigma`` the 2D covariance). The margin ``_REL_MARGIN``, ``_ABS_MARGIN`` is far above
+    float32 rounding of ``q`` and ``exp`` (~1e-6 relative), so no pixel the blending would keep
+    is ever cut. ``rects[g] = (tx0, tx1, ty0, ty1)`` are the tiles its radius square touches
+    (the binning rule) that also hold pixels of its box.
     ``counts[g]`` is the number of tiles (0: not drawn).
     """
     tiles_x = (width + tile - 1) // tile
     tiles_y = (height + tile - 1) // tile
+    C = colors.shape[1]
     for g in prange(means2d.shape[0]):
         counts[g] = 0
         mx, my = float(means2d[g, 0]), float(means2d[g, 1])
@@ -109,6 +121,10 @@ def prepare(means2d, conics, opac, radii, width, height, tile, gparams, rects, b
         gparams[g, 0], gparams[g, 1], gparams[g, 2] = means2d[g, 0], means2d[g, 1], conics[g, 0]
         gparams[g, 3], gparams[g, 4], gparams[g, 5] = conics[g, 1], conics[g, 2], opac[g]
         gparams[g, 6], gparams[g, 7] = t, det
+        for ch in range(4):
+            gparams[g, 12 + ch] = colors[g, ch] if ch < C else _ZERO
+        gparams[g, 8] = gparams[g, 9] = gparams[g, 10] = gparams[g, 11] = _ZERO
+        boxes[g, 0] = boxes[g, 1] = boxes[g, 2] = boxes[g, 3] = 0
         r = float(radii[g])
         if r <= 0 or not (a > 0 and det > 0) or t < 0:
             continue
@@ -128,6 +144,8 @@ def prepare(means2d, conics, opac, radii, width, height, tile, gparams, rects, b
             continue
         rects[g, 0], rects[g, 1], rects[g, 2], rects[g, 3] = tx0, tx1, ty0, ty1
         boxes[g, 0], boxes[g, 1], boxes[g, 2], boxes[g, 3] = x0, x1, y0, y1
+        gparams[g, 8], gparams[g, 9] = np.float32(x0), np.float32(x1)
+        gparams[g, 10], gparams[g, 11] = np.float32(y0), np.float32(y1)
         counts[g] = (tx1 - tx0) * (ty1 - ty0)
 
 
@@ -230,6 +248,27 @@ def _bits_to_float32(typingctx, bits):  # pragma: no cover - compiled
     return types.float32(bits), codegen
 
 
+@intrinsic
+def _prefetch(typingctx, arr, idx):  # pragma: no cover - compiled
+    """Ask the cache for ``arr[idx]`` of a 1-D array (``llvm.prefetch``: a hint, never a fault)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        # read, high locality, data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
 @njit(inline="always")
 def _exp(x):  # pragma: no cover - compiled
     """``exp(x)`` in float32 for ``x <= 0`` (within ~1 ulp) from operations LLVM vectorises.
@@ -266,121 +305,153 @@ def _entry_span(boxes, g, x0, x1, y0, y1):  # pragma: no cover - compiled
     return by0, by1, c0, c1
 
 
-@njit(inline="always")
-def _blend_lanes(px, gp, cg, dy, ei, Tr, live, lst, w, acc):  # pragma: no cover - compiled
-    """Blend one Gaussian into ``_L`` pixels of a row.
+_S_PX, _S_PY, _S_T, _S_LIVE, _S_LAST, _S_W, _S_ACC = 0, 1, 2, 3, 4, 5, 6
+"""Fields of the forward's per-pixel state ``st[block, field, lane]``: pixel centre x and y,
+transmittance, not-stopped flag (1/0), last contributing entry (its index within the tile, as
+a float: exact below 2^24), blend weight ``alpha T`` of the entry just blended, then the colour
+sums, one field per channel."""
 
-    ``px``: pixel centres; ``gp``: the Gaussian's packed row; ``cg``: its first four colour
-    channels (zero-padded); ``Tr``, ``live``, ``lst``: those pixels' transmittance, not-stopped
-    flag and last entry (updated); ``w``: out, each pixel's blend weight ``alpha T`` (0 if
-    skipped); ``acc``: the pixels' first four colour sums, ``acc[ch * _L + i]`` (updated).
+
+@njit(inline="always")
+def _blend_lanes(s, mx, my, a, b, c, o, c0, c1, c2, c3, el):  # pragma: no cover - compiled
+    """Blend one Gaussian into the ``_L`` pixels of one lane block of the state ``s``.
+
+    ``s`` is the block's slice of the tile state (:data:`_S_PX`), ``mx ... o`` the Gaussian's
+    mean, conic and opacity, ``c0 ... c3`` its first four colours, ``el`` its entry index within
+    the tile. Updates transmittance, stop flag, last entry, weight and the four colour sums.
 
     Written for LLVM's vectoriser: branch-free, each element loaded once and stored
     unconditionally (a conditional load or store becomes an AVX2 masked move, microcoded and
-    ~10x slower on AMD Zen), no reduction inside (a counter summed across lanes narrows the loop
-    to 4 lanes; the caller recounts stopped pixels now and then with :func:`_recount`) and the
-    colour sums in the same loop, channels unrolled (a separate 16-lane loop is unrolled before
-    it can be vectorised, then stays scalar since LLVM cannot rule out aliasing). Arrays are
-    slices indexed from 0: an offset index of unknown sign brings numba's wraparound test, which
-    also stops the vectoriser.
+    ~10x slower on AMD Zen; ``+ 0`` keeps LLVM from turning the store of an unchanged value into
+    one), no reduction inside (the caller recounts stopped pixels now and then), and every access
+    at a constant offset into the one array ``s``, so LLVM proves them independent and emits no
+    runtime alias checks (with one array per field those checks cost as much as the blending:
+    ~20% of the kernel, measured on AMD Zen 3).
     """
-    mx, a, b, c, o = gp[0], gp[2], gp[3], gp[4], gp[5]
-    c0, c1, c2, c3 = cg[0], cg[1], cg[2], cg[3]
-    cdy, bdy = c * dy * dy, b * dy
     for i in range(_L):
-        dx = px[i] - mx
-        power = -_HALF * (a * dx * dx + cdy) - bdy * dx
+        dx = s[i] - mx
+        dy = s[_L + i] - my
+        power = -_HALF * (a * dx * dx + c * dy * dy) - b * dy * dx
         alpha = min(_MAX_ALPHA, o * _exp(min(power, _ZERO)))
-        tk, lv, ls = Tr[i], live[i], lst[i]
+        tk, lv, ls = s[2 * _L + i], s[3 * _L + i], s[4 * _L + i]
         test = tk * (_ONE - alpha)
-        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (lv != 0)
+        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (lv != _ZERO)
         stop = ok & (test < _MIN_T)  # stop before this Gaussian
         use = ok & (test >= _MIN_T)
         wi = alpha * tk if use else _ZERO
-        w[i] = wi
-        Tr[i] = test if use else tk
-        lst[i] = ei if use else ls
-        live[i] = 0 if stop else lv
-        acc[i] += c0 * wi
-        acc[_L + i] += c1 * wi
-        acc[2 * _L + i] += c2 * wi
-        acc[3 * _L + i] += c3 * wi
+        s[5 * _L + i] = wi
+        s[2 * _L + i] = test if use else tk + _ZERO
+        s[4 * _L + i] = el if use else ls + _ZERO
+        s[3 * _L + i] = _ZERO if stop else lv + _ZERO
+        s[6 * _L + i] += c0 * wi
+        s[7 * _L + i] += c1 * wi
+        s[8 * _L + i] += c2 * wi
+        s[9 * _L + i] += c3 * wi
 
 
 @njit(inline="always")
-def _recount(live, alive):  # pragma: no cover - compiled
+def _recount(st, F, alive):  # pragma: no cover - compiled
     """``alive[q]``: how many pixels of lane block ``q`` still blend; returns the total."""
     total = 0
     for q in range(alive.shape[0]):
+        base = (q * F + _S_LIVE) * _L
         n = 0
         for i in range(_L):
-            n += live[q * _L + i]
+            n += st[base + i] != _ZERO
         alive[q] = n
         total += n
     return total
 
 
 @njit(inline="always")
-def _store_tile(x0, x1, y0, y1, wpad, T, lst, acc, Cq, image, trans,
-                last):  # pragma: no cover - compiled
-    """Write a tile's padded per-pixel results into the image-sized outputs."""
+def _init_tile(x0, x1, y0, y1, wpad, F):  # pragma: no cover - compiled
+    """A tile's state (:data:`_S_PX`) and its blocks' live counts; padding pixels start stopped."""
+    nblk = wpad // _L
+    nq = (y1 - y0) * nblk
+    st = np.zeros(nq * F * _L, np.float32)
+    alive = np.empty(nq, np.int32)
+    for q in range(nq):
+        r, blk = q // nblk, q % nblk
+        base = q * F * _L
+        n = 0
+        for i in range(_L):
+            x = blk * _L + i
+            lv = x < x1 - x0
+            st[base + _S_PX * _L + i] = np.float32(x0 + x) + _HALF
+            st[base + _S_PY * _L + i] = np.float32(y0 + r) + _HALF
+            st[base + _S_T * _L + i] = _ONE
+            st[base + _S_LIVE * _L + i] = _ONE if lv else _ZERO
+            st[base + _S_LAST * _L + i] = -_ONE
+            n += lv
+        alive[q] = n
+    return st, alive
+
+
+@njit(inline="always")
+def _store_tile(x0, x1, y0, y1, wpad, F, e0, st, image, trans, last):  # pragma: no cover
+    """Write a tile's state into the image-sized outputs."""
+    nblk = wpad // _L
     for py in range(y0, y1):
         for px in range(x0, x1):
-            k = (py - y0) * wpad + px - x0
-            trans[py, px], last[py, px] = T[k], lst[k]
-            base = (k // _L) * Cq * _L + k % _L
+            x = px - x0
+            base = ((py - y0) * nblk + x // _L) * F * _L + x % _L
+            trans[py, px] = st[base + _S_T * _L]
+            el = st[base + _S_LAST * _L]
+            last[py, px] = np.int32(el) + e0 if el >= _ZERO else -1
             for ch in range(image.shape[2]):
-                image[py, px, ch] = acc[base + ch * _L]
+                image[py, px, ch] = st[base + (_S_ACC + ch) * _L]
+
+
+_PREFETCH = 8
+"""Entries ahead whose packed row the forward asks the cache for (the rows are read in depth
+order, at random places in memory: without it each entry waits on a cache miss)."""
 
 
 @njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
-def forward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, image, trans,
+def forward(ranges, ent_gauss, gparams, colors, width, height, tile, image, trans,
             last):  # pragma: no cover
     """Composite every tile front to back.
 
     Writes ``image [H, W, C]`` (without background), final transmittance ``trans [H, W]`` and
     the last contributing entry ``last [H, W]`` (-1: none) of each pixel. Each tile keeps its
-    pixels in rows padded to ``_L`` lanes; padding pixels start stopped.
+    pixels' state in one array (:data:`_S_PX`) in blocks of ``_L`` lanes; an entry is blended
+    into the blocks of its box's rows that still have pixels blending. A tile may hold at most
+    2^24 entries (the last entry is kept as a float; the caller checks).
     """
     C = colors.shape[1]
-    Cq = max(C, 4)  # colour sums per pixel: four fused into the blending loop, the rest after
+    F = _S_ACC + max(C, 4)  # colour sums: four fused into the blending loop, the rest after
+    flat = gparams.reshape(-1)
     for t in prange(ranges.shape[0] - 1):
         x0, x1, y0, y1, wpad = _tile_setup(t, width, height, tile)
-        rows, tw = y1 - y0, x1 - x0
-        T = np.ones(rows * wpad, np.float32)
-        acc = np.zeros(rows * wpad * Cq, np.float32)  # [lane block, channel, lane]
-        lst = np.full(rows * wpad, -1, np.int32)
-        live = np.zeros(rows * wpad, np.int32)
-        for r in range(rows):
-            live[r * wpad:r * wpad + tw] = 1
         nblk = wpad // _L
-        alive = np.empty(rows * nblk, np.int32)  # pixels of each lane block still blending
-        _recount(live, alive)
-        px = np.float32(x0) + _HALF + np.arange(wpad).astype(np.float32)
-        w = np.empty(_L, np.float32)
-        cg = np.zeros(4, np.float32)
-        for e in range(ranges[t], ranges[t + 1]):
+        st, alive = _init_tile(x0, x1, y0, y1, wpad, F)
+        e0, e1 = ranges[t], ranges[t + 1]
+        for e in range(e0, e1):
+            if e + _PREFETCH < e1:
+                _prefetch(flat, ent_gauss[e + _PREFETCH] * ROW)
             g = ent_gauss[e]
-            by0, by1, c0, c1 = _entry_span(boxes, g, x0, x1, y0, y1)
-            for ch in range(min(C, 4)):
-                cg[ch] = colors[g, ch]
-            for py in range(by0, by1):
-                r = py - y0
-                dy = np.float32(py) + _HALF - gparams[g, 1]
-                for blk in range(c0, c1):
+            p = flat[g * ROW:(g + 1) * ROW]
+            by0, by1 = max(np.int64(p[10]), y0), min(np.int64(p[11]), y1)
+            cb0 = (max(np.int64(p[8]), x0) - x0) // _L
+            cb1 = (min(np.int64(p[9]), x1) - x0 + _L - 1) // _L
+            mx, my, a, b, c, o = p[0], p[1], p[2], p[3], p[4], p[5]
+            c0, c1, c2, c3 = p[12], p[13], p[14], p[15]
+            el = np.float32(e - e0)
+            for r in range(by0 - y0, by1 - y0):
+                for blk in range(cb0, cb1):
                     q = r * nblk + blk
                     if alive[q] == 0:
                         continue
-                    k = q * _L
-                    _blend_lanes(px[blk * _L:], gparams[g], cg, dy, np.int32(e), T[k:k + _L],
-                                 live[k:k + _L], lst[k:k + _L], w, acc[k * Cq:])
+                    base = q * F * _L
+                    _blend_lanes(st[base:base + (_S_ACC + 4) * _L], mx, my, a, b, c, o, c0, c1,
+                                 c2, c3, el)
                     for ch in range(4, C):
-                        cc, row_acc = colors[g, ch], acc[(k * Cq + ch * _L):]
+                        cc = colors[g, ch]
                         for i in range(_L):
-                            row_acc[i] += cc * w[i]
-            if (e - ranges[t]) % _RECOUNT == _RECOUNT - 1 and _recount(live, alive) == 0:
+                            st[base + (_S_ACC + ch) * _L + i] += cc * st[base + _S_W * _L + i]
+            if (e - e0) % _RECOUNT == _RECOUNT - 1 and _recount(st, F, alive) == 0:
                 break  # every pixel of the tile has stopped
-        _store_tile(x0, x1, y0, y1, wpad, T, lst, acc, Cq, image, trans, last)
+        _store_tile(x0, x1, y0, y1, wpad, F, e0, st, image, trans, last)
 
 
 _F_T, _F_LAST_ALPHA, _F_D_ALPHA, _F_T_FINAL, _F_COLOUR = 0, 1, 2, 3, 4

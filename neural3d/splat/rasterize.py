@@ -200,7 +200,7 @@ class _Bins:
 
     ranges: np.ndarray  # [n_tiles + 1] int64: tile t's entries are ranges[t]:ranges[t+1]
     ent_gauss: np.ndarray  # [P] int32: each entry's Gaussian, tile-major, front to back
-    gparams: np.ndarray  # [N, 8] float32: mx, my, a, b, c, opacity, alpha threshold, det
+    gparams: np.ndarray  # [N, 16] float32, 64-byte rows: see _raster_numba.prepare
     boxes: np.ndarray  # [N, 4] int32: pixels where the Gaussian's alpha can reach 1/255
     colors: np.ndarray  # [N, C] float32
     pair_start: np.ndarray  # [N + 1] int64
@@ -214,10 +214,10 @@ def _bin_numba(k: Any, m: np.ndarray, con: np.ndarray, col: np.ndarray, op: np.n
 
     n = m.shape[0]
     tiles_x, tiles_y = -(-width // tile), -(-height // tile)
-    gparams = np.empty((n, 8), np.float32)
+    gparams = _cache_aligned_rows(n, k.ROW)
     rects, boxes = np.empty((n, 4), np.int32), np.empty((n, 4), np.int32)
     counts = np.empty(n, np.int64)
-    k.prepare(m, con, op, rad, width, height, tile, gparams, rects, boxes, counts)
+    k.prepare(m, con, op, rad, col, width, height, tile, gparams, rects, boxes, counts)
     order = k.depth_order(dep.view(np.uint32), counts)
     ranges, pair_start = k.tile_ranges(order, rects, counts, tiles_x * tiles_y, tiles_x)
     P = int(ranges[-1])
@@ -227,9 +227,20 @@ def _bin_numba(k: Any, m: np.ndarray, con: np.ndarray, col: np.ndarray, op: np.n
     return _Bins(ranges, ent_gauss, gparams, boxes, col, pair_start, pair_slot)
 
 
+def _cache_aligned_rows(n: int, row: int) -> np.ndarray:
+    """An uninitialised float32 ``[n, row]`` array whose first row starts on a 64-byte line."""
+    buf = np.empty(n * row + 16, np.float32)
+    skip = (-buf.ctypes.data % 64) // 4
+    return buf[skip:skip + n * row].reshape(n, row)
+
+
 def _np32(t: Tensor) -> np.ndarray:
     """A detached, contiguous float32 numpy view (or copy) of a CPU tensor."""
     return t.detach().to(torch.float32).contiguous().numpy()
+
+
+_MAX_TILE_ENTRIES = 2**24
+"""The numba forward keeps each pixel's last entry within its tile as a float32 (exact below)."""
 
 
 class _RasterizeNumba(torch.autograd.Function):
@@ -243,13 +254,16 @@ class _RasterizeNumba(torch.autograd.Function):
         bins = _bin_numba(k, _np32(means2d), _np32(conics), _np32(colors), _np32(opacities),
                           _np32(depths), radii.detach().to(torch.int32).contiguous().numpy(),
                           width, height, tile)
+        if bins.ranges.shape[0] > 1 and int(np.diff(bins.ranges).max()) >= _MAX_TILE_ENTRIES:
+            raise MpgymError(f"the numba rasterizer takes at most {_MAX_TILE_ENTRIES - 1:,} "
+                             "Gaussians over one tile; use backend='torch' or fewer Gaussians.")
         image = np.empty((height, width, colors.shape[1]), np.float32)
         trans = np.empty((height, width), np.float32)
         last = np.empty((height, width), np.int32)
         old = numba.set_parallel_chunksize(1)  # tiles differ a lot in work: hand them out singly
         try:
-            k.forward(bins.ranges, bins.ent_gauss, bins.gparams, bins.boxes, bins.colors, width,
-                      height, tile, image, trans, last)
+            k.forward(bins.ranges, bins.ent_gauss, bins.gparams, bins.colors, width, height, tile,
+                      image, trans, last)
         finally:
             numba.set_parallel_chunksize(old)
         ctx.bins, ctx.trans, ctx.last, ctx.size = bins, trans, last, (width, height, tile)

@@ -206,6 +206,16 @@ def test_bad_input_raises():
         rasterize_gaussians(means, conics, colors, opac, depths, radii, W, H, backend="cuda")
 
 
+def test_numba_refuses_more_entries_per_tile_than_its_float_index_holds(monkeypatch):
+    from neural3d.splat import rasterize as R
+
+    means, conics, colors, opac, depths, radii = _scene("random")
+    rasterize_gaussians(means, conics, colors, opac, depths, radii, W, H, backend="numba")
+    monkeypatch.setattr(R, "_MAX_TILE_ENTRIES", 2)  # the real bound is 2^24
+    with pytest.raises(MpgymError, match="at most 1 Gaussians over one tile; use backend='torch'"):
+        rasterize_gaussians(means, conics, colors, opac, depths, radii, W, H, backend="numba")
+
+
 def test_gsplat_refused_clearly_without_cuda_or_package():
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the gsplat path is covered by the gpu test")
