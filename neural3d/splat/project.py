@@ -29,10 +29,15 @@ from torch import Tensor
 from mpgym.errors import MpgymError
 from neural3d.cameras import Intrinsics, opengl_to_opencv
 
-__all__ = ["FRUSTUM_CLAMP", "Projection", "project_gaussians", "quat_to_rotmat"]
+__all__ = ["EPS2D", "FAR", "FRUSTUM_CLAMP", "NEAR", "Projection", "project_gaussians",
+           "quat_to_rotmat"]
 
 FRUSTUM_CLAMP = 1.3
 """Camera-space ``x/z``, ``y/z`` used in the EWA Jacobian are clamped to this times tan(fov/2)."""
+NEAR, FAR = 0.01, 1e10
+"""Default depth range outside which Gaussians are culled."""
+EPS2D = 0.3
+"""Default low-pass filter on the 2D covariance's diagonal (pixels^2), as in 3DGS."""
 
 
 @dataclass
@@ -144,9 +149,9 @@ def project_gaussians(
     c2w: Tensor,
     intr: Intrinsics,
     *,
-    near: float = 0.01,
-    far: float = 1e10,
-    eps2d: float = 0.3,
+    near: float = NEAR,
+    far: float = FAR,
+    eps2d: float = EPS2D,
 ) -> Projection:
     """Project 3D Gaussians into one camera (differentiable w.r.t. means, scales, rotations).
 

@@ -3,7 +3,10 @@
 ``render`` is the three pure steps in a row -- :func:`~neural3d.splat.project.project_gaussians`,
 the model's view-dependent SH colours, :func:`~neural3d.splat.rasterize.rasterize_gaussians` --
 with depth riding as one more blended channel when asked for. It reads only the model's
-``params["means"]``, ``scales()``, ``rotations()``, ``opacities()`` and ``colors(centre)``.
+``params["means"]``, ``scales()``, ``rotations()``, ``opacities()`` and ``colors(centre)``;
+when no gradient is wanted, a :class:`~neural3d.splat.model.GaussianModel`'s float32 CPU
+parameters go instead through one compiled pass that does the same
+(:mod:`neural3d.splat._project_numba`: ~6 ms instead of ~16 ms for 100k Gaussians on 2 cores).
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from mpgym.errors import MpgymError
-from neural3d.cameras import Intrinsics
-from neural3d.splat.project import project_gaussians
+from mpgym.optional import optional_module
+from neural3d.cameras import Intrinsics, opengl_to_opencv
+from neural3d.splat.project import EPS2D, FAR, FRUSTUM_CLAMP, NEAR, Projection, project_gaussians
 from neural3d.splat.rasterize import Backend, rasterize_gaussians
 
 __all__ = ["RenderOutput", "render"]
@@ -69,16 +74,20 @@ def render(
     c2w = torch.as_tensor(c2w).to(device=means.device, dtype=means.dtype)
     if tuple(c2w.shape) != (4, 4):
         raise MpgymError(f"render needs a [4, 4] camera-to-world pose; got {tuple(c2w.shape)}.")
-    proj = project_gaussians(means, model.scales(), model.rotations(), c2w, intr)
+    fused = _fused_projection(model, c2w, intr, backend)
+    if fused is not None:
+        proj, colors, opacities = fused
+    else:
+        proj = project_gaussians(means, model.scales(), model.rotations(), c2w, intr)
+        colors, opacities = model.colors(c2w[:3, 3]), model.opacities()  # [N, 3], [N]
     means2d = proj.means2d
     if means2d.requires_grad:
         means2d.retain_grad()
-    colors = model.colors(c2w[:3, 3])  # [N, 3]
     bg = None if background is None else torch.as_tensor(background).to(colors)
     if depth:  # z blended like a colour; its background is 0 so alpha can normalise it
         colors = torch.cat([colors, proj.depths[:, None]], dim=-1)
         bg = None if bg is None else torch.cat([bg, bg.new_zeros(1)])
-    image, alpha = rasterize_gaussians(means2d, proj.conics, colors, model.opacities(),
+    image, alpha = rasterize_gaussians(means2d, proj.conics, colors, opacities,
                                        proj.depths, proj.radii, intr.width, intr.height,
                                        background=bg, backend=backend)
     expected = None
@@ -88,3 +97,48 @@ def render(
         expected = torch.where(covered, acc_depth / torch.where(covered, alpha, 1.0), 0.0)
     return RenderOutput(image=image, alpha=alpha, depth=expected, means2d=means2d,
                         radii=proj.radii, visible=proj.radii > 0)
+
+
+_FUSED_PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
+
+
+def _fused_projection(model: Any, c2w: Tensor, intr: Intrinsics, backend: Backend
+                      ) -> tuple[Projection, Tensor, Tensor] | None:
+    """Projection, colours and opacities from the compiled kernel, or None where it does not apply.
+
+    It applies to a :class:`~neural3d.splat.model.GaussianModel`'s float32 CPU parameters when
+    no gradient is wanted (``torch.no_grad()`` or parameters that do not require grad) and the
+    rasterizer backend is ``"numba"`` or ``"auto"`` on CPU with numba installed
+    (:mod:`neural3d.splat._project_numba`; the same formulas as the torch functions).
+    """
+    params = getattr(model, "params", None)
+    if backend not in ("auto", "numba") or not all(k in (params or {}) for k in _FUSED_PARAMS):
+        return None
+    tensors = [params[k] for k in _FUSED_PARAMS]
+    if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    deg = getattr(model, "sh_degree", None)
+    if not isinstance(deg, int) or not 0 <= deg <= 3 or tensors[5].shape[1] < (deg + 1) ** 2 - 1:
+        return None
+    kernel = optional_module("neural3d.splat._project_numba")
+    if kernel is None:
+        return None
+    n = tensors[0].shape[0]
+    cv = opengl_to_opencv(c2w.detach().to(torch.float32))  # as project_gaussians computes them
+    rot = cv[:3, :3].T
+    trans = -rot @ cv[:3, 3]
+    cam = np.array([intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height, NEAR, FAR,
+                    EPS2D, FRUSTUM_CLAMP * 0.5 * intr.width / intr.fx,
+                    FRUSTUM_CLAMP * 0.5 * intr.height / intr.fy], np.float64)
+    out = {"means2d": np.empty((n, 2), np.float32), "conics": np.empty((n, 3), np.float32),
+           "depths": np.empty(n, np.float32), "radii": np.empty(n, np.int32),
+           "cov2d": np.empty((n, 3), np.float32)}
+    colors, opac = np.empty((n, 3), np.float32), np.empty(n, np.float32)
+    arrays = [t.detach().contiguous().numpy() for t in tensors]
+    kernel.project_colour(*arrays, deg, rot.contiguous().numpy(), trans.numpy(),
+                          cv[:3, 3].contiguous().numpy(), cam, out["means2d"],
+                          out["conics"], out["depths"], out["radii"], out["cov2d"], colors, opac)
+    proj = Projection(**{k: torch.from_numpy(v) for k, v in out.items()})
+    return proj, torch.from_numpy(colors), torch.from_numpy(opac)

@@ -111,3 +111,39 @@ def test_render_without_grad_is_the_same():
     b = render(model, C2W, INTR, backend="torch")
     torch.testing.assert_close(a.image, b.image.detach(), rtol=1e-5, atol=2e-6)
     assert a.depth is None
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_compiled_projection_and_colours_match_torch(degree):
+    """Without gradients ``render`` projects and colours in one compiled pass; same results."""
+    from neural3d.splat.render import _fused_projection
+
+    g = torch.Generator().manual_seed(degree)
+    model = _model(n=300, seed=degree)
+    model.params["sh_rest"] = torch.randn(300, 15, 3, generator=g) * 0.3
+    model.max_sh_degree, model.sh_degree = 3, degree
+    with torch.no_grad():
+        proj, colors, opac = _fused_projection(model, C2W, INTR, "auto")
+        ref = project_gaussians(model.params["means"], model.scales(), model.rotations(), C2W,
+                                INTR)
+        for name in ("means2d", "conics", "depths", "cov2d"):
+            torch.testing.assert_close(getattr(proj, name), getattr(ref, name), rtol=1e-5,
+                                       atol=1e-5)
+        # a radius may differ by one only where 3 sqrt(lambda) is within rounding of an integer
+        assert int((proj.radii != ref.radii).sum()) <= 1
+        assert int(ref.radii[0]) == 0 and int(proj.radii[0]) == 0  # behind the camera: culled
+        torch.testing.assert_close(colors, model.colors(C2W[:3, 3]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(opac, model.opacities())
+        fused = render(model, C2W, INTR, backend="numba")
+    unfused = render(model, C2W, INTR, backend="numba")  # gradients on: the torch functions
+    torch.testing.assert_close(fused.image, unfused.image.detach(), rtol=1e-4, atol=1e-5)
+
+
+def test_compiled_projection_is_not_used_where_it_does_not_apply():
+    from neural3d.splat.render import _fused_projection
+
+    model = _model()
+    assert _fused_projection(model, C2W, INTR, "auto") is None  # parameters require grad
+    with torch.no_grad():
+        assert _fused_projection(model, C2W, INTR, "torch") is None
+        assert _fused_projection(model.to(torch.float64), C2W, INTR, "auto") is None
