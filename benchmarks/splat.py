@@ -133,25 +133,44 @@ def speed_rows(backend: str, n: int, size: int, repeats: int) -> dict:
 
 
 def stage_times(n: int, size: int, repeats: int) -> dict:
-    """Per-stage forward times of the compiled path (projection, colours, rasterization)."""
+    """Per-stage forward times of the compiled path, and the torch projection it replaces.
+
+    ``project + colours ms``: the compiled pass :func:`neural3d.splat.render.render` takes
+    without gradients (projection, activations, SH colours); ``torch project ms`` and ``torch
+    colours ms``: the differentiable torch functions training uses; ``binning ms``: packing,
+    depth sort and the per-tile lists; ``blend ms``: the compositing kernel alone.
+    """
+    import numba
+
+    from neural3d.splat import rasterize as R
     from neural3d.splat.project import project_gaussians
-    from neural3d.splat.rasterize import rasterize_gaussians
+    from neural3d.splat.render import _fused_projection
 
     model, c2w, intr = speed_scene(n, size)
+    k = R._numba_kernels()
     with torch.no_grad():
-        proj = project_gaussians(model.params["means"], model.scales(), model.rotations(), c2w,
-                                 intr)
-        colors = model.colors(c2w[:3, 3])
-        opac = model.opacities()
+        t_fused = _best(lambda: _fused_projection(model, c2w, intr, "numba"), repeats)[0]
         t_proj = _best(lambda: project_gaussians(model.params["means"], model.scales(),
                                                  model.rotations(), c2w, intr), repeats)[0]
         t_col = _best(lambda: model.colors(c2w[:3, 3]), repeats)[0]
-        t_ras = _best(lambda: rasterize_gaussians(
-            proj.means2d, proj.conics, colors, opac, proj.depths, proj.radii, size, size,
-            background=torch.ones(3), backend="numba"), repeats)[0]
+        proj, colors, opac = _fused_projection(model, c2w, intr, "numba")
+    arrays = [R._np32(t) for t in (proj.means2d, proj.conics, colors, opac, proj.depths)]
+    m, con, col, op, dep = arrays
+    rad = proj.radii.numpy()
+    t_bin = _best(lambda: R._bin_numba(k, m, con, col, op, dep, rad, size, size, 16), repeats)[0]
+    bins = R._bin_numba(k, m, con, col, op, dep, rad, size, size, 16)
+    image = np.empty((size, size, 3), np.float32)
+    trans, last = np.empty((size, size), np.float32), np.empty((size, size), np.int32)
+    old = numba.set_parallel_chunksize(1)  # as the rasterizer hands out tiles
+    try:
+        t_blend = _best(lambda: k.forward(bins.ranges, bins.ent_gauss, bins.gparams, bins.colors,
+                                          size, size, 16, image, trans, last), repeats)[0]
+    finally:
+        numba.set_parallel_chunksize(old)
     return {"part": "speed stages", "backend": "numba", "gaussians": n, "size": size,
-            "project ms": 1e3 * t_proj, "colours ms": 1e3 * t_col,
-            "binning + rasterize ms": 1e3 * t_ras}
+            "project + colours ms": 1e3 * t_fused, "torch project ms": 1e3 * t_proj,
+            "torch colours ms": 1e3 * t_col, "binning ms": 1e3 * t_bin,
+            "blend ms": 1e3 * t_blend, "entries": int(bins.ranges[-1])}
 
 
 def speed_part(threads: int, quick: bool, lock: str | None) -> dict:
