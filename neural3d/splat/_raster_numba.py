@@ -599,6 +599,7 @@ def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, tra
     C = colors.shape[1]
     Cq = max(C, 4)
     F = _F_COLOUR + 3 * Cq
+    flat = gparams.reshape(-1)
     for t in prange(ranges.shape[0] - 1):
         x0, x1, y0, y1, wpad = _tile_setup(t, width, height, tile)
         st, lst, row_last = _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image,
@@ -606,16 +607,17 @@ def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, tra
         lane = np.empty(6 * _L, np.float32)
         px = np.float32(x0) + _HALF + np.arange(wpad).astype(np.float32)
         sums = np.empty((NUM_PARAMS + Cq) * _L, np.float32)
-        cg = np.zeros(4, np.float32)
         e_max = row_last.max() if row_last.shape[0] > 0 else -1
-        for e in range(ranges[t + 1] - 1, ranges[t] - 1, -1):
+        e0 = ranges[t]
+        for e in range(ranges[t + 1] - 1, e0 - 1, -1):
+            if e - _PREFETCH >= e0:  # the list is walked back to front
+                _prefetch(flat, ent_gauss[e - _PREFETCH] * ROW)
             sums[:] = _ZERO
             g = ent_gauss[e]
             by0, by1, c0, c1 = _entry_span(boxes, g, x0, x1, y0, y1)
             if e > e_max:  # behind every pixel's last contributor: zero gradient
                 by1 = by0
-            for ch in range(min(C, 4)):
-                cg[ch] = colors[g, ch]
+            cg = flat[g * ROW + 12:g * ROW + 16]  # the first four colours (zero-padded)
             for py in range(by0, by1):
                 if row_last[py - y0] < e:  # no pixel of this row got this far
                     continue
