@@ -25,10 +25,11 @@ The pipeline, all of it compiled:
 5. :func:`backward` (parallel over tiles): walks each tile's list back to front, recovering each
    pixel's transmittance by division and the colour "behind" by the running recurrence, in two
    vectorised passes per 16-pixel block (one more per channel beyond the fourth) over a per-pixel
-   state array laid out ``[block, field, lane]``. The gradient of each (Gaussian, tile) entry is
-   summed per lane and written to its own row, so no two threads write the same memory;
-   :func:`reduce_entries` (parallel over Gaussians) sums each Gaussian's rows. The result does
-   not depend on the number of threads.
+   state array laid out ``[block, field, lane]`` that also holds the pixel centres, last entries
+   and the values one pass hands to the next (so the passes have no alias checks but one, with
+   the sums). The gradient of each (Gaussian, tile) entry is summed per lane and written to its
+   own row, so no two threads write the same memory; :func:`reduce_entries` (parallel over
+   Gaussians) sums each Gaussian's rows. The result does not depend on the number of threads.
 
 What keeps the lane loops vectorised (each cost 2-4x when lost, measured on AMD Zen 3 with
 AVX2): no conditional load or store (an AVX2 masked move, microcoded on Zen), no reduction
@@ -455,10 +456,15 @@ def forward(ranges, ent_gauss, gparams, colors, width, height, tile, image, tran
 
 
 _F_T, _F_LAST_ALPHA, _F_D_ALPHA, _F_T_FINAL, _F_COLOUR = 0, 1, 2, 3, 4
+_F_PX, _F_LAST, _F_LANE, _F_EXTRA = 16, 17, 18, 24
 """Fields of the backward's per-pixel state ``st[block, field, lane]``: running transmittance,
 the alpha of the last Gaussian met (behind this one), dL/dalpha of the pixel, final
-transmittance; then per channel (:func:`_colour_fields`) the colour behind, the last colour met
-and dL/dpixel."""
+transmittance; per channel of the first four (:func:`_colour_fields`) the colour behind, the
+last colour met and dL/dpixel; the pixel centre's x, the pixel's last contributing entry (its
+index within the tile, a float: exact below 2^24), six scratch fields the passes over one
+Gaussian hand on (alpha, blended or not, weight, Gaussian value, dx, dL/dalpha); then three
+fields per channel beyond the fourth. All in one array at constant offsets, so LLVM emits no
+runtime alias checks between them (see :func:`_blend_lanes`)."""
 
 
 @njit(inline="always")
@@ -470,24 +476,25 @@ def _colour_fields(ch):  # pragma: no cover - compiled
     """
     if ch < 4:
         return _F_COLOUR + ch, _F_COLOUR + 4 + ch, _F_COLOUR + 8 + ch
-    f = _F_COLOUR + 12 + 3 * (ch - 4)
+    f = _F_EXTRA + 3 * (ch - 4)
     return f, f + 1, f + 2
 
 
 @njit(inline="always")
-def _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image, grad_alpha, C,
-               Cq):  # pragma: no cover - compiled
-    """One tile's backward state ``st`` (see :data:`_F_T`), last entries and each row's last.
+def _load_tile(x0, x1, y0, y1, wpad, e0, trans, last, grad_image, grad_alpha, C,
+               F):  # pragma: no cover - compiled
+    """One tile's backward state ``st`` (see :data:`_F_T`) and each row's last entry.
 
-    Padding pixels get ``last = -1`` (no contributor) and zero output gradients.
+    Padding pixels get no contributor (last entry -1) and zero output gradients.
     """
     n = (y1 - y0) * wpad
-    F = _F_COLOUR + 3 * Cq
-    st, lst = np.zeros(n * F, np.float32), np.full(n, -1, np.int32)
+    st = np.zeros(n * F, np.float32)
     for k in range(n):
         base = (k // _L) * F * _L + k % _L
         st[base + _F_T * _L] = _ONE
         st[base + _F_T_FINAL * _L] = _ONE
+        st[base + _F_PX * _L] = np.float32(x0 + k % wpad) + _HALF
+        st[base + _F_LAST * _L] = -_ONE
     row_last = np.full(y1 - y0, -1, np.int32)
     for py in range(y0, y1):
         for px in range(x0, x1):
@@ -495,37 +502,39 @@ def _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image, grad_alpha, C,
             base = (k // _L) * F * _L + k % _L
             st[base + _F_T * _L] = st[base + _F_T_FINAL * _L] = trans[py, px]
             st[base + _F_D_ALPHA * _L] = grad_alpha[py, px]
-            lst[k] = last[py, px]
-            row_last[py - y0] = max(row_last[py - y0], lst[k])
+            e = last[py, px]
+            st[base + _F_LAST * _L] = np.float32(e - e0) if e >= 0 else -_ONE
+            row_last[py - y0] = max(row_last[py - y0], e)
             for ch in range(C):
                 st[base + _colour_fields(ch)[2] * _L] = grad_image[py, px, ch]
-    return st, lst, row_last
+    return st, row_last
 
 
 @njit(inline="always")
-def _unblend_lanes(px, gp, dy, ei, st, lst, lane):  # pragma: no cover - compiled
-    """Pass 1 of one Gaussian over ``_L`` pixels, back to front: alpha, skip mask, T recovered.
+def _unblend_lanes(mx, a, b, c, o, dy, el, st):  # pragma: no cover - compiled
+    """Pass 1 of one Gaussian over a block's ``_L`` pixels, back to front.
 
-    ``st``: the pixels' state (its transmittance divided back to its value in front of this
-    Gaussian), ``lst``: their last entries; ``lane[j * _L + i]`` gets pixel ``i``'s ``j``-th value
-    of ``(alpha, ok, w, gauss, dx, dl_dalpha)`` for the passes that follow. Few, flat arrays: see
-    :func:`_blend_lanes` and :func:`_param_lanes` on what keeps these loops vectorised.
+    ``st``: the block's state (:data:`_F_T`); its transmittance is divided back to its value in
+    front of this Gaussian, and the scratch fields get each pixel's alpha, whether it was
+    blended (entry ``el`` at or before the pixel's last), weight, Gaussian value and dx, and a
+    zero dL/dalpha for the passes that follow.
     """
-    mx, a, b, c, o = gp[0], gp[2], gp[3], gp[4], gp[5]
     cdy, bdy = c * dy * dy, b * dy
     for i in range(_L):
-        dx = px[i] - mx
+        dx = st[_F_PX * _L + i] - mx
         power = -_HALF * (a * dx * dx + cdy) - bdy * dx
         gauss = _exp(min(power, _ZERO))
         alpha = min(_MAX_ALPHA, o * gauss)
-        t0, ls = st[i], lst[i]
-        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (ls >= ei)
+        t0, ls = st[i], st[_F_LAST * _L + i]
+        ok = (power <= _ZERO) & (alpha >= _MIN_ALPHA) & (ls >= el)
         tk = t0 / (_ONE - alpha) if ok else t0 + _ZERO  # "+ 0": see _colour_step
         st[i] = tk
-        lane[i], lane[3 * _L + i], lane[4 * _L + i] = alpha, gauss, dx
-        lane[_L + i] = _ONE if ok else _ZERO
-        lane[2 * _L + i] = alpha * tk if ok else _ZERO
-        lane[5 * _L + i] = _ZERO
+        st[_F_LANE * _L + i] = alpha
+        st[(_F_LANE + 1) * _L + i] = _ONE if ok else _ZERO
+        st[(_F_LANE + 2) * _L + i] = alpha * tk if ok else _ZERO
+        st[(_F_LANE + 3) * _L + i] = gauss
+        st[(_F_LANE + 4) * _L + i] = dx
+        st[(_F_LANE + 5) * _L + i] = _ZERO
 
 
 @njit(inline="always")
@@ -548,29 +557,29 @@ def _colour_step(ch, i, ok, la, wv, dla, cc, st, g):  # pragma: no cover - compi
 
 
 @njit(inline="always")
-def _colour_lanes(ch, cc, st, lane, g):  # pragma: no cover - compiled
+def _colour_lanes(ch, cc, st, g):  # pragma: no cover - compiled
     """Pass 2, for a colour channel beyond the fourth (those run inside :func:`_param_lanes`)."""
     for i in range(_L):
-        ok = lane[_L + i] != _ZERO
-        lane[5 * _L + i] = _colour_step(ch, i, ok, st[_F_LAST_ALPHA * _L + i],
-                                        lane[2 * _L + i], lane[5 * _L + i], cc, st, g)
+        ok = st[(_F_LANE + 1) * _L + i] != _ZERO
+        st[(_F_LANE + 5) * _L + i] = _colour_step(
+            ch, i, ok, st[_F_LAST_ALPHA * _L + i], st[(_F_LANE + 2) * _L + i],
+            st[(_F_LANE + 5) * _L + i], cc, st, g)
 
 
 @njit(inline="always")
-def _param_lanes(gp, cg, dy, st, lane, g):  # pragma: no cover - compiled
+def _param_lanes(a, b, c, o, c0, c1, c2, c3, dy, st, g):  # pragma: no cover - compiled
     """Pass 3: the first four colour channels, then ``dL/dalpha`` to opacity, mean and conic.
 
-    Sums go per lane into ``g[q * _L + i]`` (q: the 6 parameters, then the colours); ``cg``: this
-    Gaussian's first four colours (zero-padded). One loop over three flat arrays: with more
-    arrays LLVM's runtime alias checks exceed its limit and the loop stays scalar.
+    Sums go per lane into ``g[q * _L + i]`` (q: the 6 parameters, then the colours); ``c0 ...
+    c3``: this Gaussian's first four colours (zero-padded). Two arrays, the state and the sums:
+    one runtime alias check per block.
     """
-    a, b, c, o = gp[2], gp[3], gp[4], gp[5]
-    c0, c1, c2, c3 = cg[0], cg[1], cg[2], cg[3]
     for i in range(_L):
-        ok = lane[_L + i] != _ZERO
-        alpha, wv, gauss, dx = lane[i], lane[2 * _L + i], lane[3 * _L + i], lane[4 * _L + i]
+        ok = st[(_F_LANE + 1) * _L + i] != _ZERO
+        alpha, wv = st[_F_LANE * _L + i], st[(_F_LANE + 2) * _L + i]
+        gauss, dx = st[(_F_LANE + 3) * _L + i], st[(_F_LANE + 4) * _L + i]
         la = st[_F_LAST_ALPHA * _L + i]
-        dla = _colour_step(0, i, ok, la, wv, lane[5 * _L + i], c0, st, g)
+        dla = _colour_step(0, i, ok, la, wv, st[(_F_LANE + 5) * _L + i], c0, st, g)
         dla = _colour_step(1, i, ok, la, wv, dla, c1, st, g)
         dla = _colour_step(2, i, ok, la, wv, dla, c2, st, g)
         dla = _colour_step(3, i, ok, la, wv, dla, c3, st, g)
@@ -598,17 +607,15 @@ def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, tra
     """
     C = colors.shape[1]
     Cq = max(C, 4)
-    F = _F_COLOUR + 3 * Cq
+    F = _F_EXTRA + 3 * (Cq - 4)
     flat = gparams.reshape(-1)
     for t in prange(ranges.shape[0] - 1):
         x0, x1, y0, y1, wpad = _tile_setup(t, width, height, tile)
-        st, lst, row_last = _load_tile(x0, x1, y0, y1, wpad, trans, last, grad_image,
-                                       grad_alpha, C, Cq)
-        lane = np.empty(6 * _L, np.float32)
-        px = np.float32(x0) + _HALF + np.arange(wpad).astype(np.float32)
+        e0 = ranges[t]
+        st, row_last = _load_tile(x0, x1, y0, y1, wpad, e0, trans, last, grad_image,
+                                  grad_alpha, C, F)
         sums = np.empty((NUM_PARAMS + Cq) * _L, np.float32)
         e_max = row_last.max() if row_last.shape[0] > 0 else -1
-        e0 = ranges[t]
         for e in range(ranges[t + 1] - 1, e0 - 1, -1):
             if e - _PREFETCH >= e0:  # the list is walked back to front
                 _prefetch(flat, ent_gauss[e - _PREFETCH] * ROW)
@@ -617,19 +624,21 @@ def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, tra
             by0, by1, c0, c1 = _entry_span(boxes, g, x0, x1, y0, y1)
             if e > e_max:  # behind every pixel's last contributor: zero gradient
                 by1 = by0
-            cg = flat[g * ROW + 12:g * ROW + 16]  # the first four colours (zero-padded)
+            p = flat[g * ROW:(g + 1) * ROW]
+            mx, my, a, b, c, o = p[0], p[1], p[2], p[3], p[4], p[5]
+            k0, k1, k2, k3 = p[12], p[13], p[14], p[15]
+            el = np.float32(e - e0)
             for py in range(by0, by1):
                 if row_last[py - y0] < e:  # no pixel of this row got this far
                     continue
-                dy = np.float32(py) + _HALF - gparams[g, 1]
+                dy = np.float32(py) + _HALF - my
                 for blk in range(c0, c1):
-                    k = (py - y0) * wpad + blk * _L
-                    sb = st[(k // _L) * F * _L:]
-                    _unblend_lanes(px[blk * _L:], gparams[g], dy, np.int32(e), sb,
-                                   lst[k:k + _L], lane)
+                    base = (((py - y0) * wpad) // _L + blk) * F * _L
+                    sb = st[base:base + F * _L]
+                    _unblend_lanes(mx, a, b, c, o, dy, el, sb)
                     for ch in range(4, C):
-                        _colour_lanes(ch, colors[g, ch], sb, lane, sums)
-                    _param_lanes(gparams[g], cg, dy, sb, lane, sums)
+                        _colour_lanes(ch, colors[g, ch], sb, sums)
+                    _param_lanes(a, b, c, o, k0, k1, k2, k3, dy, sb, sums)
             for q in range(NUM_PARAMS + C):
                 acc = _ZERO
                 for i in range(_L):
