@@ -186,7 +186,8 @@ def speed_part(threads: int, quick: bool, lock: str | None) -> dict:
         rows.append(speed_rows("torch", *small, 2))
         after = nerf_bench.machine_load()
     main = rows[0]
-    goals = [Goal("splat_render_fps_256_100k", main["fps"], 30.0, ">=")]
+    # the goal is stated at 256x256 and 100k Gaussians: --quick's smaller scene cannot meet it
+    goals = [] if quick else [Goal("splat_render_fps_256_100k", main["fps"], 30.0, ">=")]
     return {"rows": rows, "goals": [g.to_dict() for g in goals], "lock_wait_s": waited,
             "load_before": before, "load_after": after, "threads": threads,
             "splat_step_ms_per_mpixel_vs_forward": main["step / forward"]}
