@@ -362,13 +362,20 @@ class DDPMConfig:
     """Data are 17-level digits (scaled to [-1, 1]; the bound uses the discretised decoder)."""
     levels: int = LEVELS
     """Levels of the discrete data."""
+    prediction: Literal["eps", "v"] = "eps"
+    """What the network predicts: the noise ``eps`` (Ho et al.) or the velocity
+    ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (Salimans & Ho 2022). :meth:`DDPM.eps` turns
+    ``v`` into ``eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v``, so the samplers and the bound
+    are the same; the loss on ``v`` is the eps loss weighted by ``1 / abar_t`` (SNR + 1). At
+    high noise an eps error is magnified ``sqrt((1 - abar_t) / abar_t)`` times in the
+    predicted ``x_0`` (~160x at ``t = T`` on the linear schedule); the v loss holds it down."""
     variance: Variance = "beta"
     """Reverse-process variance ``sigma_t^2`` used by ancestral sampling AND the variational
     bound: ``beta`` (Ho et al.'s Algorithm 2) or ``posterior`` (``beta_tilde_t``)."""
 
 
 class DDPM(nn.Module):
-    """Epsilon-prediction diffusion; ``loss`` is Ho et al.'s simple objective."""
+    """Epsilon- (or v-) prediction diffusion; ``loss`` is Ho et al.'s simple objective."""
 
     def __init__(self, config: DDPMConfig = DDPMConfig()):
         super().__init__()
@@ -400,15 +407,23 @@ class DDPM(nn.Module):
         """Predicted noise; guidance w gives ``(1 + w) e_theta(y) - w e_theta(no label)``."""
         if self.num_classes == 0 or y is None:
             null = None if self.num_classes == 0 else torch.full_like(t, self.num_classes)
-            return self.net(xt, t, null)
-        if guidance == 0:
-            return self.net(xt, t, y)
-        e_c = self.net(xt, t, y)
-        e_u = self.net(xt, t, torch.full_like(y, self.num_classes))
-        return (1 + guidance) * e_c - guidance * e_u
+            out = self.net(xt, t, null)
+        elif guidance == 0:
+            out = self.net(xt, t, y)
+        else:  # linear in the output, so the same for eps and v
+            e_c = self.net(xt, t, y)
+            e_u = self.net(xt, t, torch.full_like(y, self.num_classes))
+            out = (1 + guidance) * e_c - guidance * e_u
+        if self.config.prediction == "v":
+            ab = _at(self.sched.abar, t, xt)
+            return (1 - ab).sqrt() * xt + ab.sqrt() * out
+        return out
 
     def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """``E_{t, eps} ||eps - eps_theta(x_t, t)||^2`` (sum over pixels, mean over the batch)."""
+        """``E_{t, eps} ||eps - eps_theta(x_t, t)||^2`` (sum over pixels, mean over the batch).
+
+        With ``prediction="v"`` the target is ``v`` instead of ``eps``.
+        """
         x0 = self.to_x0(x)
         n = x0.shape[0]
         t = torch.randint(1, self.config.T + 1, (n,), device=x0.device)
@@ -417,7 +432,12 @@ class DDPM(nn.Module):
             drop = torch.rand(n, device=x0.device) < self.config.cond_drop
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         pred = self.net(q_sample(x0, t, noise, self.sched), t, y if self.num_classes else None)
-        return (pred - noise).pow(2).sum(-1).mean()
+        if self.config.prediction == "v":
+            ab = _at(self.sched.abar, t, x0)
+            target = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+        else:
+            target = noise
+        return (pred - target).pow(2).sum(-1).mean()
 
     def _finish(self, x0: torch.Tensor) -> torch.Tensor:
         if not self.config.discrete:

@@ -77,6 +77,9 @@ class ShapePriorConfig:
     """Width of the MLP denoiser (generative.diffusion.MLPDenoiser)."""
     dropout: float = 0.0
     """Dropout in the denoiser (a few hundred codes: regularise with EMA instead)."""
+    prediction: Literal["eps", "v"] = "eps"
+    """What the denoiser predicts (generative.diffusion.DDPMConfig.prediction): ``eps`` (Ho et
+    al.) or ``v`` (Salimans & Ho), whose loss keeps the predicted codes in range at high noise."""
     sample_steps: int = 100
     """DDIM steps when sampling (Song et al. report 50-100 close to the full chain)."""
     eta: float = 0.0
@@ -214,6 +217,8 @@ class CodePrior(nn.Module):
         super().__init__()
         if isinstance(config.latent_dim, bool) or config.latent_dim < 1:
             raise MpgymError(f"latent_dim must be >= 1; got {config.latent_dim!r}.")
+        if config.prediction not in ("eps", "v"):
+            raise MpgymError(f"unknown prediction {config.prediction!r}; accepted: 'eps', 'v'.")
         self.config = config
         self.ddpm = DDPM(
             DDPMConfig(
@@ -221,6 +226,7 @@ class CodePrior(nn.Module):
                 schedule=config.schedule,
                 net="mlp",
                 channels=config.hidden,
+                prediction=config.prediction,
                 dropout=config.dropout,
                 dim=config.latent_dim,
                 discrete=False,

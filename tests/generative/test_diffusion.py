@@ -11,6 +11,7 @@ from generative.diffusion import (
     cosine_betas,
     discretized_gaussian_log_prob,
     eps_to_mean,
+    eps_to_x0,
     linear_betas,
     posterior_mean,
     q_sample,
@@ -156,3 +157,44 @@ def test_latent_diffusion_trains_on_vae_latents():
     loss.backward()
     assert all(p.grad is None for p in ld.vae.parameters())
     assert ld.sample(3, steps=5).shape == (3, 64)
+
+
+class _Fixed(torch.nn.Module):
+    """A stand-in denoiser that returns a given tensor."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, t, y=None):
+        return self.out
+
+
+def test_v_prediction_gives_the_noise_and_the_clean_data_back():
+    cfg = DDPMConfig(T=1000, net="mlp", dim=6, channels=8, discrete=False, prediction="v")
+    model = DDPM(cfg)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
+    t = torch.tensor([1, 10, 300, 800, 1000])
+    ab = model.sched.abar[t - 1].float()[:, None]
+    model.net = _Fixed(ab.sqrt() * noise - (1 - ab).sqrt() * x0)  # the true v
+    xt = q_sample(x0, t, noise, model.sched)
+    eps = model.eps(xt, t)
+    torch.testing.assert_close(eps, noise, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eps_to_x0(xt, eps, ab), x0, atol=2e-3, rtol=1e-3)
+
+
+def test_v_loss_is_the_eps_loss_weighted_by_one_over_abar():
+    cfg = DDPMConfig(T=50, net="mlp", dim=3, channels=8, discrete=False, prediction="v")
+    model = DDPM(cfg)
+    x0 = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    model.net = _Fixed(torch.randn(64, 3, generator=torch.Generator().manual_seed(2)))
+    torch.manual_seed(3)
+    loss = model.loss(x0)
+    torch.manual_seed(3)  # the same t and noise as inside loss
+    t = torch.randint(1, cfg.T + 1, (64,))
+    noise = torch.randn_like(x0)
+    xt = q_sample(x0, t, noise, model.sched)
+    ab = model.sched.abar[t - 1].float()
+    weighted = ((model.eps(xt, t) - noise).pow(2).sum(-1) / ab).mean()
+    torch.testing.assert_close(loss, weighted, rtol=1e-4, atol=1e-6)

@@ -53,12 +53,12 @@ def make_mixture(dim, rng):
     return weights, means, np.stack(covs)
 
 
-@pytest.mark.parametrize("dim", [2, 8])
-def test_prior_reproduces_mixture_moments(dim):
+@pytest.mark.parametrize(("dim", "prediction"), [(2, "eps"), (8, "eps"), (8, "v")])
+def test_prior_reproduces_mixture_moments(dim, prediction):
     rng = np.random.default_rng(dim)
     weights, means, covs = make_mixture(dim, rng)
     codes = sample_mixture(weights, means, covs, 2000, rng)
-    config = ShapePriorConfig(latent_dim=dim, hidden=128, sample_steps=50)
+    config = ShapePriorConfig(latent_dim=dim, hidden=128, sample_steps=50, prediction=prediction)
     train = TrainConfig(
         steps=1500, batch_size=256, lr=2e-3, ema=0.995, eval_every=1500, progress=False
     )
@@ -134,6 +134,8 @@ def test_bad_codes_are_refused(tmp_path):
         prior.fit_normalization(torch.zeros(5, 3))
     with pytest.raises(MpgymError, match="n must be"):
         prior.sample_codes(0)
+    with pytest.raises(MpgymError, match="unknown prediction 'x0'.*'v'"):
+        CodePrior(ShapePriorConfig(latent_dim=4, prediction="x0"))
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(MpgymError):
         load_prior(tmp_path / "junk.safetensors")
