@@ -65,7 +65,7 @@ _spec = importlib.util.spec_from_file_location("nerf_bench", os.path.join(_HERE,
 nerf_bench = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(nerf_bench)
 
-from mpgym.bench import Goal, bench_parser, report  # noqa: E402
+from mpgym.bench import Goal, bench_parser, parse_overrides, report  # noqa: E402
 from mpgym.errors import MpgymError, check_positive  # noqa: E402
 
 log = logging.getLogger("imitation-bench")
@@ -327,34 +327,6 @@ def evaluate_walk(policy, *, episodes: int = EVAL_EPISODES, motion: str = "walk"
     }
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` settings of the PPO config for tuning runs (values read as JSON, else text).
-
-    Unknown keys are refused, listing the accepted ones.
-    """
-    import dataclasses
-    import json
-
-    from agents.deep.ppo import PPOConfig
-
-    names = {f.name for f in dataclasses.fields(PPOConfig)}
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or key not in names or key in ("seed", "env_id"):
-            raise MpgymError(
-                f"--set {item!r}: expected KEY=VALUE with KEY a PPO setting other than seed "
-                f"and env_id; accepted: {', '.join(sorted(names - {'seed', 'env_id'}))}."
-            )
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-        if isinstance(out[key], list):
-            out[key] = tuple(out[key])
-    return out
-
-
 def timed_learn(agent: Any, steps: int, lock: str | None) -> tuple[float, float, dict, dict]:
     """``agent.learn(steps)`` (continuing its counters) under the timing lock: the wall
     seconds, the seconds waited for the lock, and the machine load before and after."""
@@ -543,7 +515,9 @@ def parse_args(argv: list[str] | None = None):
         if args.rounds is not None:
             check_positive("--rounds", args.rounds)
         check_positive("--hours", args.hours, integer=False)
-        args.overrides = parse_overrides(args.overrides)
+        from agents.deep.ppo import PPOConfig
+
+        args.overrides = parse_overrides(args.overrides, PPOConfig)
         for seed in args.seeds:
             if seed < 0:
                 raise MpgymError(f"--seeds must be >= 0; got {seed}.")

@@ -75,6 +75,7 @@ tiny and goes under ``runs/bench/vision_rl-quick/`` (runs under ``runs/vision-rl
     python benchmarks/vision_rl.py --part ppo-speed                   # ~5 min
     python benchmarks/vision_rl.py --part dqn-minatar --seeds 1 --hours 4  # repeat to continue
     python benchmarks/vision_rl.py --part nbv --seeds 1 2 3 --hours 3  # ~2 h per seed
+    python benchmarks/vision_rl.py --part nbv --seeds 0 --set lr_schedule=linear  # tuning (val)
     python benchmarks/vision_rl.py --part report
     python benchmarks/vision_rl.py --quick --part dqn-minatar ppo-speed nbv report  # smoke test
 """
@@ -124,7 +125,7 @@ imitation_bench = _load_benchmark("imitation")
 nerf_bench = imitation_bench.nerf_bench
 sb3_bench = _load_benchmark("deep_rl_vs_sb3")
 
-from mpgym.bench import Goal, bench_parser, report  # noqa: E402
+from mpgym.bench import Goal, bench_parser, parse_overrides, report  # noqa: E402
 from mpgym.checkpoint import atomic_write_text  # noqa: E402
 from mpgym.errors import MpgymError, check_positive  # noqa: E402
 
@@ -398,25 +399,39 @@ def _coverage(env: gym.Env, policy: Any, n: int | None = None) -> float:
                          shapes="in_order")
 
 
-def nbv_part(seed: int, hours: float, lock: str | None, quick: bool) -> dict:
-    """Train (or continue) PPO on the NBV train split for one seed; its test-split row."""
+def nbv_part(seed: int, hours: float, lock: str | None, quick: bool,
+             overrides: dict[str, Any] | None = None) -> dict:
+    """Train (or continue) PPO on the NBV train split for one seed; its test-split row.
+
+    ``overrides`` (``--set``, tuning runs on seeds outside :data:`REPORT_SEEDS`) change
+    :func:`_nbv_ppo`'s settings; such a run is named after them and its row holds the val-split
+    curve only: the test shapes are never scored for a setting being chosen.
+    """
     import torch
 
     from agents.deep.ppo import PPO
 
     torch.set_num_threads(1)
-    cfg = dataclasses.replace(_nbv_ppo(), seed=seed)
+    overrides = overrides or {}
+    cfg = dataclasses.replace(_nbv_ppo(), seed=seed, **overrides)
     chunk, val_shapes, test_shapes = NBV_CHUNK, NBV_VAL_SHAPES, None
     if quick:
         cfg = dataclasses.replace(cfg, total_timesteps=1_024, n_steps=256, batch_size=64)
         chunk, val_shapes, test_shapes = 512, 4, 8
-    run = RUNS / (f"nbv-ppo-s{seed}" + ("-quick" if quick else ""))
+    name = f"nbv-ppo-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+    run = RUNS / (name + ("-quick" if quick else ""))
     train_env, val_env = nbv_env("train"), nbv_env("val")
     agent = _open_run(PPO, run, lambda: PPO(train_env, cfg), env=train_env)
     state = train_chunks(agent, run, total=cfg.total_timesteps, chunk=chunk, hours=hours,
                          lock=lock, evaluate=lambda a: {
                              "val_coverage": _coverage(val_env, a, val_shapes)})
     agent.close()
+    curve = [[c["timesteps"], c["val_coverage"]] for c in state["chunks"]]
+    if overrides:
+        return {"part": "nbv-tuning", "run": name, "policy": "ppo", "seed": seed,
+                "settings": json.dumps(overrides), "timesteps": agent.num_timesteps,
+                "budget": cfg.total_timesteps, "hours": state["wall_s"] / 3600,
+                "val_coverage": curve[-1][1] if curve else math.nan, "curve": curve}
     test = nbv_env("test")
     return {"part": "nbv", "run": f"nbv-ppo-s{seed}", "policy": "ppo", "seed": seed,
             "timesteps": agent.num_timesteps, "budget": cfg.total_timesteps,
@@ -471,7 +486,7 @@ def goals_of(rows: list[dict[str, Any]]) -> list[Goal]:
 
 COLUMNS = ["part", "run", "lib", "policy", "seed", "timesteps", "budget", "hours", "env_steps",
            "wall_s", "cpu_s", "cpu_over_wall", "busy_threads", "last100_return", "episodes",
-           "coverage_5views", "shapes", "load_before", "load_after"]
+           "coverage_5views", "shapes", "settings", "val_coverage", "load_before", "load_after"]
 
 
 def write_part(folder: Path, part: str, rows: list[dict]) -> list[dict]:
@@ -560,12 +575,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"where parts write (default {PARTS_DIR}; --quick: {QUICK_DIR})")
     p.add_argument("--timing-lock", default=nerf_bench.TIMING_LOCK,
                    help=f"file locked while timing (default {nerf_bench.TIMING_LOCK}; '' none)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="tuning runs: a PPO setting of the nbv part (repeatable; seeds outside "
+                   "the report's; scored on the val shapes only, into nbv-tuning.json)")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
         check_positive("--hours", args.hours, integer=False)
+        from agents.deep.ppo import PPOConfig
+
+        args.overrides = parse_overrides(args.overrides, PPOConfig)
     except MpgymError as e:
         p.error(str(e))
+    if args.overrides and (set(args.parts) != {"nbv"} or set(args.seeds) & set(REPORT_SEEDS)):
+        p.error(f"--set is for tuning runs of the nbv part on seeds other than the report's "
+                f"{', '.join(map(str, REPORT_SEEDS))} (e.g. --part nbv --seeds 0 --set "
+                f"lr_schedule=linear); got --part {' '.join(args.parts)} --seeds "
+                f"{' '.join(map(str, args.seeds))}.")
     return args
 
 
@@ -585,6 +611,9 @@ def main(argv: list[str] | None = None) -> None:
             path = folder / f"{part}.json"
             done = json.loads(path.read_text())["rows"] if path.exists() else []
             write_part(folder, part, ppo_speed_part(args.seeds, lock, args.quick, done))
+        elif part == "nbv" and args.overrides:
+            write_part(folder, "nbv-tuning", [nbv_part(s, args.hours, lock, args.quick,
+                                                       args.overrides) for s in args.seeds])
         elif part == "nbv":
             rows = [nbv_part(s, args.hours, lock, args.quick) for s in args.seeds]
             write_part(folder, part, rows + nbv_baselines(args.quick))

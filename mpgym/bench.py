@@ -78,6 +78,36 @@ def bench_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def parse_overrides(items: list[str], config_cls: type, *, fixed: tuple[str, ...] = (
+        "seed", "env_id"), what: str = "PPO") -> dict[str, Any]:
+    """``KEY=VALUE`` settings of a config dataclass for tuning runs.
+
+    Values are read as JSON, else as text; JSON lists become tuples. Keys that are not fields
+    of ``config_cls``, or are in ``fixed``, are refused with one
+    :class:`~mpgym.errors.MpgymError` listing the accepted ones.
+    """
+    import dataclasses
+
+    from mpgym.errors import MpgymError
+
+    names = {f.name for f in dataclasses.fields(config_cls)} - set(fixed)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise MpgymError(
+                f"--set {item!r}: expected KEY=VALUE with KEY a {what} setting other than "
+                f"{' and '.join(fixed)}; accepted: {', '.join(sorted(names))}."
+            )
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+        if isinstance(out[key], list):
+            out[key] = tuple(out[key])
+    return out
+
+
 def format_table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     """Rows as a Markdown table (floats to 4 significant digits)."""
     if not rows:

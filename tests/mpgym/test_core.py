@@ -127,3 +127,17 @@ def test_cli_unknown_command_and_help(capsys):
     assert "commands:" in capsys.readouterr().out
     assert main(["nope"]) == 2
     assert "unknown command 'nope'" in capsys.readouterr().err
+
+
+def test_parse_overrides_reads_json_and_refuses_unknown_or_fixed_keys():
+    from agents.deep.ppo import PPOConfig
+    from mpgym.bench import parse_overrides
+    from mpgym.errors import MpgymError
+
+    got = parse_overrides(["learning_rate=1e-4", "lr_schedule=linear", "hidden=[64, 64]",
+                           "normalize_obs=true"], PPOConfig)
+    assert got == {"learning_rate": 1e-4, "lr_schedule": "linear", "hidden": (64, 64),
+                   "normalize_obs": True}
+    for bad in ("seed=3", "env_id=CartPole-v1", "no_such=1", "learning_rate"):
+        with pytest.raises(MpgymError, match="accepted: .*learning_rate"):
+            parse_overrides([bad], PPOConfig)
