@@ -45,7 +45,10 @@ coverage after 5 views (:func:`envs.nbv.mean_coverage`), beside ``RandomViews`` 
 shapes: the learning curve). About 300 steps/s here once a shape's ground truth is cached
 (the first visit of each of the 800 train shapes costs ~0.12 s, of each view a few ms), so
 ~2 h per seed for the :func:`_nbv_ppo` budget of 2M steps (400,000 episodes). The PPO settings
-are a first choice (not tuned: a 2-hour run per try), stated in :func:`_nbv_ppo`.
+are a first choice (not tuned: a 2-hour run per try), stated in :func:`_nbv_ppo`. Tuning runs:
+``--part nbv --seeds 0 --set KEY=VALUE`` (repeatable; the report seeds are refused) trains with
+those settings under a run named after them and scores it on the val shapes only, into
+``nbv-tuning.json`` (never merged into the report); compare two settings on the same seed.
 
 Why this source and config (:data:`NBV_CONFIG`): with the env's default sensor (radius 2,
 55-degree field of view: every image holds the whole object) five random views already see
