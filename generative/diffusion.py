@@ -382,6 +382,8 @@ class DDPM(nn.Module):
         self.config, self.num_classes, self.levels = config, config.num_classes, config.levels
         betas = linear_betas(config.T) if config.schedule == "linear" else cosine_betas(config.T)
         self.sched = Schedule.from_betas(betas)
+        if config.prediction not in ("eps", "v"):
+            raise MpgymError(f"unknown prediction {config.prediction!r}; accepted: 'eps', 'v'.")
         self.reverse_var = reverse_variance(self.sched, config.variance)
         """``sigma_t^2`` ``[T]`` of the reverse process (sampling and bound), float64."""
         if config.net == "conv":

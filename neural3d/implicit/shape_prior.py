@@ -217,8 +217,6 @@ class CodePrior(nn.Module):
         super().__init__()
         if isinstance(config.latent_dim, bool) or config.latent_dim < 1:
             raise MpgymError(f"latent_dim must be >= 1; got {config.latent_dim!r}.")
-        if config.prediction not in ("eps", "v"):
-            raise MpgymError(f"unknown prediction {config.prediction!r}; accepted: 'eps', 'v'.")
         self.config = config
         self.ddpm = DDPM(
             DDPMConfig(
