@@ -4,9 +4,9 @@
 the model's view-dependent SH colours, :func:`~neural3d.splat.rasterize.rasterize_gaussians` --
 with depth riding as one more blended channel when asked for. It reads only the model's
 ``params["means"]``, ``scales()``, ``rotations()``, ``opacities()`` and ``colors(centre)``;
-when no gradient is wanted, a :class:`~neural3d.splat.model.GaussianModel`'s float32 CPU
-parameters go instead through one compiled pass that does the same
-(:mod:`neural3d.splat._project_numba`: ~6 ms instead of ~16 ms for 100k Gaussians on 2 cores).
+a :class:`~neural3d.splat.model.GaussianModel`'s float32 CPU parameters go instead through one
+compiled pass that does the same (:mod:`neural3d.splat._project_numba`: ~6 ms instead of ~16 ms
+for 100k Gaussians on 2 cores), with a compiled backward when gradients are wanted.
 """
 
 from __future__ import annotations
@@ -104,12 +104,13 @@ _FUSED_PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_
 
 def _fused_projection(model: Any, c2w: Tensor, intr: Intrinsics, backend: Backend
                       ) -> tuple[Projection, Tensor, Tensor] | None:
-    """Projection, colours and opacities from the compiled kernel, or None where it does not apply.
+    """Projection, colours and opacities from the compiled kernels, or None where they do not apply.
 
-    It applies to a :class:`~neural3d.splat.model.GaussianModel`'s float32 CPU parameters when
-    no gradient is wanted (``torch.no_grad()`` or parameters that do not require grad) and the
-    rasterizer backend is ``"numba"`` or ``"auto"`` on CPU with numba installed
-    (:mod:`neural3d.splat._project_numba`; the same formulas as the torch functions).
+    They apply to a :class:`~neural3d.splat.model.GaussianModel`'s float32 CPU parameters when
+    the rasterizer backend is ``"numba"`` or ``"auto"`` on CPU with numba installed
+    (:mod:`neural3d.splat._project_numba`; the same formulas as the torch functions, with a
+    hand-written backward: one pass over the Gaussians each way where torch's autograd makes
+    ~40 element-wise passes and a batched 3-coefficient product, ~60% of a training step).
     """
     params = getattr(model, "params", None)
     if backend not in ("auto", "numba") or not all(k in (params or {}) for k in _FUSED_PARAMS):
@@ -117,28 +118,54 @@ def _fused_projection(model: Any, c2w: Tensor, intr: Intrinsics, backend: Backen
     tensors = [params[k] for k in _FUSED_PARAMS]
     if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in tensors):
         return None
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return None
     deg = getattr(model, "sh_degree", None)
     if not isinstance(deg, int) or not 0 <= deg <= 3 or tensors[5].shape[1] < (deg + 1) ** 2 - 1:
         return None
     kernel = optional_module("neural3d.splat._project_numba")
     if kernel is None:
         return None
-    n = tensors[0].shape[0]
     cv = opengl_to_opencv(c2w.detach().to(torch.float32))  # as project_gaussians computes them
     rot = cv[:3, :3].T
-    trans = -rot @ cv[:3, 3]
-    cam = np.array([intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height, NEAR, FAR,
-                    EPS2D, FRUSTUM_CLAMP * 0.5 * intr.width / intr.fx,
-                    FRUSTUM_CLAMP * 0.5 * intr.height / intr.fy], np.float64)
-    out = {"means2d": np.empty((n, 2), np.float32), "conics": np.empty((n, 3), np.float32),
-           "depths": np.empty(n, np.float32), "radii": np.empty(n, np.int32),
-           "cov2d": np.empty((n, 3), np.float32)}
-    colors, opac = np.empty((n, 3), np.float32), np.empty(n, np.float32)
-    arrays = [t.detach().contiguous().numpy() for t in tensors]
-    kernel.project_colour(*arrays, deg, rot.contiguous().numpy(), trans.numpy(),
-                          cv[:3, 3].contiguous().numpy(), cam, out["means2d"],
-                          out["conics"], out["depths"], out["radii"], out["cov2d"], colors, opac)
-    proj = Projection(**{k: torch.from_numpy(v) for k, v in out.items()})
-    return proj, torch.from_numpy(colors), torch.from_numpy(opac)
+    camera = (deg, rot.contiguous().numpy(), (-rot @ cv[:3, 3]).numpy(),
+              cv[:3, 3].contiguous().numpy(),
+              np.array([intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height, NEAR, FAR,
+                        EPS2D, FRUSTUM_CLAMP * 0.5 * intr.width / intr.fx,
+                        FRUSTUM_CLAMP * 0.5 * intr.height / intr.fy], np.float64))
+    means2d, conics, depths, radii, cov2d, colors, opac = _FusedProjection.apply(
+        kernel, camera, *tensors)
+    proj = Projection(means2d=means2d, conics=conics, depths=depths, radii=radii, cov2d=cov2d)
+    return proj, colors, opac
+
+
+def _arrays(tensors: Any) -> list[np.ndarray]:
+    return [t.detach().contiguous().numpy() for t in tensors]
+
+
+class _FusedProjection(torch.autograd.Function):
+    """The compiled projection and its backward as one autograd node.
+
+    ``cov2d`` and ``radii`` are not differentiable here (the renderer does not use them).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, kernel: Any, camera: tuple, *tensors: Tensor) -> tuple[Tensor, ...]:
+        n = tensors[0].shape[0]
+        out = [np.empty((n, 2), np.float32), np.empty((n, 3), np.float32),
+               np.empty(n, np.float32), np.empty(n, np.int32), np.empty((n, 3), np.float32),
+               np.empty((n, 3), np.float32), np.empty(n, np.float32)]
+        kernel.project_colour(*_arrays(tensors), *camera, *out)
+        means2d, conics, depths, radii, cov2d, colors, opac = (torch.from_numpy(a) for a in out)
+        ctx.kernel, ctx.camera = kernel, camera
+        ctx.save_for_backward(*tensors, opac)
+        ctx.mark_non_differentiable(radii, cov2d)
+        return means2d, conics, depths, radii, cov2d, colors, opac
+
+    @staticmethod
+    def backward(ctx: Any, g_means2d: Tensor, g_conics: Tensor, g_depths: Tensor, _g_radii: Any,
+                 _g_cov2d: Any, g_colors: Tensor, g_opac: Tensor) -> tuple[Any, ...]:
+        *tensors, opac = ctx.saved_tensors
+        grads = [np.empty(tuple(t.shape), np.float32) for t in tensors]
+        upstream = _arrays((g_means2d, g_conics, g_depths, g_colors, g_opac))
+        ctx.kernel.project_colour_backward(*_arrays(tensors), *ctx.camera, opac.numpy(),
+                                           *upstream, *grads)
+        return (None, None, *(torch.from_numpy(g) for g in grads))
