@@ -10,7 +10,7 @@ the colours -- ~16 ms for 100k Gaussians on 2 cores, a quarter of a 256^2 render
 kernel reads each Gaussian once. :func:`project_colour_backward` is its hand-derived backward
 (the same subgradients as torch's autograd; tested against it in float64): in a training step
 at 128x128 with 40k Gaussians on one thread the two take ~13 ms where the torch functions and
-their autograd took ~60 ms of a ~104 ms step. :func:`neural3d.splat.render.render` uses them as
+their autograd took ~48 ms of a ~104 ms step. :func:`neural3d.splat.render.render` uses them as
 one autograd node. Imported lazily.
 """
 
@@ -95,6 +95,19 @@ def _rotation(quats, g):  # pragma: no cover
 
 
 @njit
+def _view_direction(means, g, centre):  # pragma: no cover
+    """View direction of Gaussian ``g``.
+
+    The unit direction from the camera centre, its length, and the length divided by
+    (``max(|d|, 1e-12)``, as torch.nn.functional.normalize).
+    """
+    dx, dy, dz = means[g, 0] - centre[0], means[g, 1] - centre[1], means[g, 2] - centre[2]
+    norm = math.sqrt(dx * dx + dy * dy + dz * dz)
+    dn = max(norm, _F(1e-12))
+    return dx / dn, dy / dn, dz / dn, norm, dn
+
+
+@njit
 def _jwr(a, r0, r1, r2):  # pragma: no cover
     """The row ``a`` (of ``J W``) times the rotation ``R`` (rows r0, r1, r2): a row of ``J W R``."""
     return (a[0] * r0[0] + a[1] * r1[0] + a[2] * r2[0], a[0] * r0[1] + a[1] * r1[1] + a[2] * r2[1],
@@ -147,9 +160,7 @@ def project_colour(means, log_scales, quats, opacity_logits, sh_dc, sh_rest, deg
         on_image = (u + r > zero) & (u - r < width) & (v + r > zero) & (v - r < height)
         radii[g] = np.int32(r) if ok & on_image else 0
         opac[g] = one / (one + math.exp(-opacity_logits[g]))
-        dx, dy, dz = means[g, 0] - centre[0], means[g, 1] - centre[1], means[g, 2] - centre[2]
-        dn = max(math.sqrt(dx * dx + dy * dy + dz * dz), _F(1e-12))
-        dx, dy, dz = dx / dn, dy / dn, dz / dn
+        dx, dy, dz, _, _ = _view_direction(means, g, centre)
         for ch in range(3):
             colors[g, ch] = max(_sh_colour(deg, sh_dc, sh_rest, g, ch, dx, dy, dz) + _F(0.5),
                                 zero)
@@ -242,13 +253,15 @@ def project_colour_backward(means, log_scales, quats, opacity_logits, sh_dc, sh_
             means, g, W, trans, near, far, fx, fy, lim_x, lim_y)
         a0, a1, a2 = a
         b0, b1, b2 = b
-        qnorm, qn, (qw, qx, qy, qz), (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = \
-            _rotation(quats, g)
+        qnorm, qn, (qw, qx, qy, qz), r0, r1, r2 = _rotation(quats, g)
+        r00, r01, r02 = r0
+        r10, r11, r12 = r1
+        r20, r21, r22 = r2
         s0 = math.exp(log_scales[g, 0])
         s1 = math.exp(log_scales[g, 1])
         s2 = math.exp(log_scales[g, 2])
-        P0, P1, P2 = _jwr(a, (r00, r01, r02), (r10, r11, r12), (r20, r21, r22))
-        Q0, Q1, Q2 = _jwr(b, (r00, r01, r02), (r10, r11, r12), (r20, r21, r22))
+        P0, P1, P2 = _jwr(a, r0, r1, r2)
+        Q0, Q1, Q2 = _jwr(b, r0, r1, r2)
         p0, p1, p2 = P0 * s0, P1 * s1, P2 * s2
         q0, q1, q2 = Q0 * s0, Q1 * s1, Q2 * s2
         cxx = p0 * p0 + p1 * p1 + p2 * p2 + eps2d
@@ -327,10 +340,9 @@ def project_colour_backward(means, log_scales, quats, opacity_logits, sh_dc, sh_
         if in_range:
             g_tz += g_z
         # ---- colours: max(SH(d) + 0.5, 0) with d the unit direction from the camera centre
-        dx, dy, dz = means[g, 0] - centre[0], means[g, 1] - centre[1], means[g, 2] - centre[2]
-        dnorm = math.sqrt(dx * dx + dy * dy + dz * dz)
-        dn = max(dnorm, _F(1e-12))
-        ux_, uy_, uz_ = dx / dn, dy / dn, dz / dn
+        ux_, uy_, uz_, dnorm, dn = _view_direction(means, g, centre)
+        # the clamp passes the gradient where SH + 0.5 >= 0: recomputed, since the clamped
+        # output cannot tell a sum of exactly -0.5 (gradient passes) from one below it
         gc = [zero, zero, zero]
         for ch in range(3):
             if _sh_colour(deg, sh_dc, sh_rest, g, ch, ux_, uy_, uz_) + _F(0.5) >= zero:

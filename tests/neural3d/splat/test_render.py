@@ -142,8 +142,8 @@ def test_compiled_projection_and_colours_match_torch(degree):
 @pytest.mark.parametrize("degree", [0, 1, 2, 3])
 def test_compiled_projection_gradients_match_torch_autograd(degree):
     """The compiled backward against torch's autograd through the same formulas in float64, on
-    Gaussians behind the camera, far outside the view (the Jacobian's clamp), flat, and with a
-    zero quaternion direction, at every SH degree (higher coefficients get zero gradient)."""
+    Gaussians behind the camera, far outside the view (the Jacobian's clamp), flat, and with
+    random quaternions, at every SH degree (higher coefficients get zero gradient)."""
     from neural3d.splat.render import _fused_projection
 
     g = torch.Generator().manual_seed(10 + degree)
