@@ -364,6 +364,14 @@ class DeepAgent(Agent):
                 raise MpgymError(
                     f"{type(self).__name__}: the {label} became non-finite (NaN or inf) {when}; "
                     "check the env's rewards and observations, or turn normalisation off.")
+        # Fast path: one fused norm per tensor; a NaN or inf anywhere makes its tensor's norm
+        # non-finite. An isfinite pass per tensor cost ~50 us each (about 1 ms a gradient step
+        # for SAC and TD3, a fifth of DQN's MinAtar step). A non-finite norm can also be an
+        # overflow of finite values, so the exact test below decides whether to raise.
+        params = [p for name in self.MODULES for p in getattr(self, name).parameters()]
+        if params and bool(torch.isfinite(torch.stack(torch._foreach_norm(
+                [p.detach() for p in params]))).all()):
+            return
         for name in self.MODULES:
             for pname, p in getattr(self, name).named_parameters():
                 if not bool(torch.isfinite(p).all()):

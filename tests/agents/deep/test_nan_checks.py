@@ -54,3 +54,24 @@ def test_nan_parameters_are_named(cls):
         next(module.parameters())[0, 0] = float("inf")
     with pytest.raises(MpgymError, match=r"network parameter .* became non-finite"):
         agent.learn(64, progress_bar=False)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("-inf")])
+def test_nan_check_names_the_tensor_that_holds_it(bad):
+    agent = DQN("CartPole-v1", dataclasses.replace(DQN.Config(), hidden=(8, 8)))
+    agent.check_finite_state("now")  # all finite: silent
+    with torch.no_grad():
+        agent.q_target.plain_mlp[2].bias[3] = bad  # a later tensor of the second module
+    with pytest.raises(MpgymError, match=r"network parameter q_target\.\S*bias became "
+                                         "non-finite .* now"):
+        agent.check_finite_state("now")
+
+
+def test_nan_check_passes_finite_weights_whose_norm_overflows():
+    # the fast path's per-tensor norm overflows float32 here; every value is still finite
+    agent = DQN("CartPole-v1", dataclasses.replace(DQN.Config(), hidden=(8,)))
+    with torch.no_grad():
+        weight = next(agent.q.parameters())
+        weight[0, :2] = 3e38
+    assert not torch.isfinite(torch.linalg.vector_norm(weight))
+    agent.check_finite_state("now")
