@@ -10,7 +10,8 @@ The pipeline, all of it compiled:
    those tiles and pixels without changing the result.
 2. :func:`depth_order`: the binned Gaussians sorted front to back by an LSD radix sort of their
    float32 depth bits (stable, so equal depths keep index order).
-3. :func:`tile_ranges` + :func:`fill` (parallel over bands of tile rows): a counting sort of the
+3. :func:`tile_ranges` (per-tile counts), :func:`sorted_rects` (the tile rectangles gathered in
+   depth order) and :func:`fill` (parallel over bands of tile rows): a counting sort of the
    (Gaussian, tile) pairs by tile that visits Gaussians in depth order, so each tile's list comes
    out front to back -- the order the 3DGS radix sort of ``tile << 32 | depth`` keys gives.
    Only indices are written; the blending reads each entry's packed per-Gaussian row.
@@ -206,38 +207,63 @@ def depth_order(depth_bits, counts):  # pragma: no cover
     return idx
 
 
-@njit(cache=True)
-def tile_ranges(order, rects, counts, n_tiles, tiles_x):  # pragma: no cover
-    """Tile ``t``'s entries ``ranges[t]:ranges[t+1]`` and each Gaussian's first pair index.
+@njit(parallel=True, cache=True)
+def tile_ranges(rects, counts, n_tiles, tiles_x, n_chunks):  # pragma: no cover
+    """Tile ``t``'s entries are ``ranges[t]:ranges[t+1]`` of the ``[n_tiles + 1]`` result.
 
-    Returns ``ranges [n_tiles + 1]`` and ``pair_start [N + 1]`` (pairs listed Gaussian by
-    Gaussian, each Gaussian's tiles row-major in its rectangle).
+    The per-tile counts do not depend on the depth order, so ``n_chunks`` threads histogram
+    contiguous runs of Gaussians in index order (no gather through the order) and the
+    histograms are summed.
     """
+    n = counts.shape[0]
+    hist = np.zeros((n_chunks, n_tiles), np.int64)
+    for j in prange(n_chunks):
+        for g in range(n * j // n_chunks, n * (j + 1) // n_chunks):
+            if counts[g] > 0:  # rects of undrawn Gaussians are not written
+                for ty in range(rects[g, 2], rects[g, 3]):
+                    for tx in range(rects[g, 0], rects[g, 1]):
+                        hist[j, ty * tiles_x + tx] += 1
     ranges = np.zeros(n_tiles + 1, np.int64)
-    pair_start = np.zeros(counts.shape[0] + 1, np.int64)
-    total = 0
-    for g in range(counts.shape[0]):
-        pair_start[g] = total
-        total += counts[g]
-    pair_start[counts.shape[0]] = total
-    for i in range(order.shape[0]):
-        g = order[i]
-        for ty in range(rects[g, 2], rects[g, 3]):
-            for tx in range(rects[g, 0], rects[g, 1]):
-                ranges[ty * tiles_x + tx + 1] += 1
     for t in range(n_tiles):
-        ranges[t + 1] += ranges[t]
-    return ranges, pair_start
+        total = 0
+        for j in range(n_chunks):
+            total += hist[j, t]
+        ranges[t + 1] = ranges[t] + total
+    return ranges
 
 
 @njit(parallel=True, cache=True)
-def fill(order, rects, ranges, pair_start, tiles_x, tiles_y, n_bands, ent_gauss,
+def sorted_rects(order, rects):  # pragma: no cover
+    """``[M, 5]`` int64 rows ``(tx0, tx1, ty0, ty1, first pair)`` of the Gaussians in ``order``.
+
+    The (Gaussian, tile) pairs are listed in depth order, each Gaussian's tiles row-major in its
+    rectangle: the ``i``-th Gaussian's pairs start at ``first pair`` (an exclusive prefix sum of
+    the rectangles' sizes). One gather, so that :func:`fill`'s threads, which each walk the
+    whole depth order, read contiguous memory rather than follow the order to random places.
+    """
+    m = order.shape[0]
+    out = np.empty((m, 5), np.int64)
+    for i in prange(m):
+        g = order[i]
+        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = rects[g, 0], rects[g, 1], rects[g, 2], \
+            rects[g, 3]
+    total = 0
+    for i in range(m):
+        out[i, 4] = total
+        total += (out[i, 1] - out[i, 0]) * (out[i, 3] - out[i, 2])
+    return out
+
+
+@njit(parallel=True, cache=True)
+def fill(order, srects, ranges, tiles_x, tiles_y, n_bands, ent_gauss,
          pair_slot):  # pragma: no cover
     """Write every (Gaussian, tile) entry's Gaussian ``ent_gauss [P]`` in tile-then-depth order.
 
-    Band ``j`` of tile rows is filled by one thread that walks all Gaussians front to back, so
-    each tile's entries come out in depth order without a sort. ``pair_slot[pair_start[g] + k]``
-    records where the ``k``-th tile (row-major in its rectangle) of Gaussian ``g`` went.
+    Band ``j`` of tile rows is filled by one thread that walks all Gaussians front to back
+    (``srects`` from :func:`sorted_rects`, in depth order), so each tile's entries come out in
+    depth order without a sort. ``pair_slot[srects[i, 4] + k] = e`` records where the ``k``-th
+    tile (row-major in its rectangle) of the ``i``-th Gaussian in depth order went: written in
+    order, as the walk goes.
     Only indices are written: the kernels read each entry's Gaussian from the packed
     per-Gaussian rows, which is cheaper than copying them per entry (the copies cost more memory
     traffic than the blending's reads save).
@@ -246,14 +272,17 @@ def fill(order, rects, ranges, pair_start, tiles_x, tiles_y, n_bands, ent_gauss,
         r0, r1 = tiles_y * j // n_bands, tiles_y * (j + 1) // n_bands
         cursor = ranges[r0 * tiles_x:r1 * tiles_x].copy()
         for i in range(order.shape[0]):
+            ty0, ty1 = srects[i, 2], srects[i, 3]
+            if ty1 <= r0 or ty0 >= r1:
+                continue
+            tx0, tx1, first = srects[i, 0], srects[i, 1], srects[i, 4]
             g = order[i]
-            tx0, tx1, ty0, ty1 = rects[g, 0], rects[g, 1], rects[g, 2], rects[g, 3]
             for ty in range(max(ty0, r0), min(ty1, r1)):
                 for tx in range(tx0, tx1):
                     local = (ty - r0) * tiles_x + tx
                     e = cursor[local]
                     cursor[local] = e + 1
-                    pair_slot[pair_start[g] + (ty - ty0) * (tx1 - tx0) + tx - tx0] = e
+                    pair_slot[first + (ty - ty0) * (tx1 - tx0) + tx - tx0] = e
                     ent_gauss[e] = g
 
 
@@ -669,12 +698,19 @@ def backward(ranges, ent_gauss, gparams, boxes, colors, width, height, tile, tra
 
 
 @njit(parallel=True, cache=True)
-def reduce_entries(entry_grads, pair_start, pair_slot, out):  # pragma: no cover
-    """``out[g] = sum of entry_grads over Gaussian g's entries`` (one writer per row)."""
-    for g in prange(out.shape[0]):
-        for q in range(out.shape[1]):
-            out[g, q] = _ZERO
-        for p in range(pair_start[g], pair_start[g + 1]):
+def reduce_entries(entry_grads, order, srects, pair_slot, out):  # pragma: no cover
+    """``out[order[i]] = sum of entry_grads over the i-th Gaussian's entries`` (one writer a row).
+
+    The ``i``-th Gaussian in depth order has the entries ``pair_slot[srects[i, 4]:next first]``
+    (:func:`fill`). Rows of ``out`` of Gaussians not in ``order`` (not drawn) are left as they
+    are: the caller zeroes them.
+    """
+    m = order.shape[0]
+    total = pair_slot.shape[0]
+    for i in prange(m):
+        g = order[i]
+        end = srects[i + 1, 4] if i + 1 < m else total
+        for p in range(srects[i, 4], end):
             e = pair_slot[p]
             for q in range(out.shape[1]):
                 out[g, q] += entry_grads[e, q]

@@ -203,8 +203,9 @@ class _Bins:
     gparams: np.ndarray  # [N, 16] float32, 64-byte rows: see _raster_numba.prepare
     boxes: np.ndarray  # [N, 4] int32: pixels where the Gaussian's alpha can reach 1/255
     colors: np.ndarray  # [N, C] float32
-    pair_start: np.ndarray  # [N + 1] int64
-    pair_slot: np.ndarray  # [P] int32: entry of each (Gaussian, k-th tile) pair
+    order: np.ndarray  # [M] int64: the drawn Gaussians front to back
+    srects: np.ndarray  # [M, 5] int64: their tile rectangles and first pairs, in that order
+    pair_slot: np.ndarray  # [P] int32: entry of each pair (Gaussian in depth order, k-th tile)
 
 
 def _bin_numba(k: Any, m: np.ndarray, con: np.ndarray, col: np.ndarray, op: np.ndarray,
@@ -218,13 +219,15 @@ def _bin_numba(k: Any, m: np.ndarray, con: np.ndarray, col: np.ndarray, op: np.n
     rects, boxes = np.empty((n, 4), np.int32), np.empty((n, 4), np.int32)
     counts = np.empty(n, np.int64)
     k.prepare(m, con, op, rad, col, width, height, tile, gparams, rects, boxes, counts)
+    threads = numba.get_num_threads()
     order = k.depth_order(dep.view(np.uint32), counts)
-    ranges, pair_start = k.tile_ranges(order, rects, counts, tiles_x * tiles_y, tiles_x)
+    ranges = k.tile_ranges(rects, counts, tiles_x * tiles_y, tiles_x, threads)
     P = int(ranges[-1])
     ent_gauss, pair_slot = np.empty(P, np.int32), np.empty(P, np.int32)
-    bands = max(1, min(tiles_y, 2 * numba.get_num_threads()))
-    k.fill(order, rects, ranges, pair_start, tiles_x, tiles_y, bands, ent_gauss, pair_slot)
-    return _Bins(ranges, ent_gauss, gparams, boxes, col, pair_start, pair_slot)
+    srects = k.sorted_rects(order, rects)
+    bands = max(1, min(tiles_y, 2 * threads))
+    k.fill(order, srects, ranges, tiles_x, tiles_y, bands, ent_gauss, pair_slot)
+    return _Bins(ranges, ent_gauss, gparams, boxes, col, order, srects, pair_slot)
 
 
 def _cache_aligned_rows(n: int, row: int) -> np.ndarray:
@@ -286,8 +289,8 @@ class _RasterizeNumba(torch.autograd.Function):
                        entry)
         finally:
             numba.set_parallel_chunksize(old)
-        out = np.empty((bins.pair_start.shape[0] - 1, 6 + C), np.float32)
-        k.reduce_entries(entry, bins.pair_start, bins.pair_slot, out)
+        out = np.zeros((bins.gparams.shape[0], 6 + C), np.float32)
+        k.reduce_entries(entry, bins.order, bins.srects, bins.pair_slot, out)
         g = torch.from_numpy(out)
         dt_m, dt_con, dt_col, dt_op = ctx.dtypes
         return (g[:, 0:2].to(dt_m), g[:, 2:5].to(dt_con), g[:, 6:].to(dt_col), g[:, 5].to(dt_op),
