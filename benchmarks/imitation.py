@@ -339,6 +339,38 @@ def timed_learn(agent: Any, steps: int, lock: str | None) -> tuple[float, float,
     return wall, waited, before, after
 
 
+CURVE_WINDOW = 65_536
+"""Environment steps per row of the exported training-episode curve."""
+
+
+def episode_curve(metrics: Path, out: Path, window: int = CURVE_WINDOW) -> None:
+    """Write ``out``: the training episodes of ``metrics`` (``metrics.csv``) in step windows.
+
+    One row per ``window`` environment steps that saw episodes end: the window's last step,
+    the episodes and their mean length (policy steps) and mean return. The run's own
+    ``metrics.csv`` has a row per episode, ~40 MB after 2 hours -- too much to commit.
+    """
+    import csv
+
+    from mpgym.checkpoint import atomic_write_text
+
+    sums: dict[int, list[float]] = {}
+    with metrics.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("length"):
+                continue  # an update row: no episode ended
+            w = (int(row["timestep"]) - 1) // window
+            acc = sums.setdefault(w, [0.0, 0.0, 0.0])
+            acc[0] += 1
+            acc[1] += float(row["length"])
+            acc[2] += float(row["return"])
+    lines = ["timestep,episodes,mean_length,mean_return"]
+    for w in sorted(sums):
+        n, length, ret = sums[w]
+        lines.append(f"{(w + 1) * window},{int(n)},{length / n:.2f},{ret / n:.3f}")
+    atomic_write_text(out, "\n".join(lines) + "\n")
+
+
 def train_part(seed: int, hours: float, lock: str | None, quick: bool,
                overrides: dict[str, Any] | None = None) -> dict:
     """Train (or continue) the ``imitate-walk`` preset for one seed; evaluate; export.
@@ -404,8 +436,8 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     RunDir(out).write_config(agent.config, algo="ppo", kind="ppo")
     agent.save(out, resume=False)
     shutil.copyfile(_progress_file(run), out / "progress.json")
-    if (run / "metrics.csv").exists():
-        shutil.copyfile(run / "metrics.csv", out / "metrics.csv")
+    if (run / "metrics.csv").exists():  # a row per episode (~40 MB by 2 h): windows of it
+        episode_curve(run / "metrics.csv", out / "episode_curve.csv")
     row = {"part": "train", "seed": seed, "timesteps": agent.num_timesteps,
            "hours": state["wall_s"] / 3600, **final}
     atomic_write_text(out / "eval.json", json.dumps(row, indent=1))
@@ -457,7 +489,8 @@ def _walk_gif(seed: int, quick: bool) -> None:
 
 
 def _plot_curves(quick: bool) -> None:
-    """``imitation-walk-curves.png``: held-out survival and MPJPE against training hours."""
+    """``imitation-walk-curves.png``: held-out survival and MPJPE against training hours, and
+    the training episodes' mean length against environment steps (``episode_curve.csv``)."""
     import json
 
     import matplotlib
@@ -465,19 +498,25 @@ def _plot_curves(quick: bool) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6))
     for seed in TRAIN_SEEDS:
-        f = POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")) / "progress.json"
+        folder = POLICIES / (f"walk-s{seed}" + ("-quick" if quick else ""))
+        f = folder / "progress.json"
         if not f.exists():
             continue
         chunks = json.loads(f.read_text())["chunks"]
-        h = [c["wall_s"] / 3600 for c in chunks]
-        a.plot(h, [c["survival_10s"] for c in chunks], label=f"seed {seed}")
-        b.plot(h, [c["mpjpe_mm"] for c in chunks], label=f"seed {seed}")
+        h = [ch["wall_s"] / 3600 for ch in chunks]
+        a.plot(h, [ch["survival_10s"] for ch in chunks], label=f"seed {seed}")
+        b.plot(h, [ch["mpjpe_mm"] for ch in chunks], label=f"seed {seed}")
+        if (folder / "episode_curve.csv").exists():
+            curve = np.loadtxt(folder / "episode_curve.csv", delimiter=",", skiprows=1, ndmin=2)
+            c.plot(curve[:, 0] / 1e6, curve[:, 2] / 30.0, label=f"seed {seed}")
     a.set(xlabel="training hours (2 cores)", ylabel="10-s survival", ylim=(-0.02, 1.02))
     b.set(xlabel="training hours (2 cores)", ylabel="MPJPE (mm)")
+    c.set(xlabel="environment steps (M)", ylabel="training episode (s, stochastic)")
     a.axhline(0.9, ls=":", c="k")
     b.axhline(100, ls=":", c="k")
+    c.axhline(10, ls=":", c="k")
     a.legend()
     fig.suptitle("PPO imitating the walk clip (held-out reference-state starts)")
     fig.tight_layout()
