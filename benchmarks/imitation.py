@@ -21,9 +21,10 @@ single process, and the ``pybullet_envs`` packages by empty packages so their ``
 files are not run; the env's own code runs unchanged (old 4-tuple ``step``).
 
 Part ``train`` -- PPO's ``imitate-walk`` preset (:data:`agents.deep.ppo.PPO_PRESETS`: residual
-PD targets, 16 envs in an async vector env, observation normalisation; chosen with seed 0) per
-report seed (:data:`TRAIN_SEEDS`) for at most :data:`TRAIN_HOURS` of wall time on the 2 cores,
-in chunks of :data:`CHUNK_STEPS` steps, each under the timing lock and followed by a
+PD targets, 16 envs stepped on a thread per core, observation normalisation; chosen with seed
+0) per report seed (:data:`TRAIN_SEEDS`) for at most :data:`TRAIN_HOURS` of wall time on the 2
+cores, in chunks of :data:`CHUNK_STEPS` steps (the last one cut to the rollouts the remaining
+time holds at the previous chunk's rate), each under the timing lock and followed by a
 checkpoint and a short held-out evaluation (the learning curve), so a rerun continues where an
 interrupted one stopped (``runs/imitation-bench/walk-s{seed}``). At the end each seed's policy
 is evaluated on :data:`EVAL_EPISODES` 10-s episodes from reference-state starts that training
@@ -416,8 +417,19 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
         RunDir(run).write_config(cfg, algo="ppo", kind="ppo")
     agent.run = RunDir(run)
     budget_s = hours * 3600.0
+    rollout = cfg.n_envs * cfg.n_steps
     while state["wall_s"] < budget_s and agent.num_timesteps < cfg.total_timesteps:
         steps = min(chunk, cfg.total_timesteps - agent.num_timesteps)
+        if state["chunks"]:  # the last chunk is cut to what the budget left, at the last rate
+            last = state["chunks"][-1]
+            prev = state["chunks"][-2] if len(state["chunks"]) > 1 else {"timesteps": 0,
+                                                                          "wall_s": 0.0}
+            rate = (last["timesteps"] - prev["timesteps"]) / max(last["wall_s"] - prev["wall_s"],
+                                                                  1e-9)
+            fits = int((budget_s - state["wall_s"]) * rate) // rollout * rollout
+            if fits < rollout:
+                break
+            steps = min(steps, fits)
         wall, waited, before, after = timed_learn(agent, steps, lock)
         agent.save(run)
         ev = evaluate_walk(agent, episodes=max(2, eval_episodes // 4))

@@ -15,7 +15,8 @@ epsilon decays over the first 105,000 frames of one 5M-frame ``learn``; a chunke
 ``learn(..., reset_num_timesteps=False)`` would take that fraction of the frames so far plus the
 chunk, so before each chunk the fraction is set to give the same 105,000 frames (the only
 schedule of the preset: its step size is constant). Measured here at 190-330 frames/s on one
-core beside another benchmark: ~5 h per seed (4-7 h), ~15 h for three seeds.
+core beside another benchmark: ~5 h per seed (4-7 h), ~15 h for three seeds; ~310 frames/s on
+an idle core (~4.5 h a seed).
 
 Part ``ppo-speed`` -- wall time of PPO's ``minatar-breakout`` preset against stable-baselines3's
 PPO ``CnnPolicy`` with the same network and settings, :data:`PPO_SPEED_STEPS` env steps, per
