@@ -351,24 +351,19 @@ def episode_curve(metrics: Path, out: Path, window: int = CURVE_WINDOW) -> None:
     the episodes and their mean length (policy steps) and mean return. The run's own
     ``metrics.csv`` has a row per episode, ~40 MB after 2 hours -- too much to commit.
     """
-    import csv
-
+    from agents.common.plotting import curve, read_metrics
     from mpgym.checkpoint import atomic_write_text
 
-    sums: dict[int, list[float]] = {}
-    with metrics.open(newline="") as f:
-        for row in csv.DictReader(f):
-            if not row.get("length"):
-                continue  # an update row: no episode ended
-            w = (int(row["timestep"]) - 1) // window
-            acc = sums.setdefault(w, [0.0, 0.0, 0.0])
-            acc[0] += 1
-            acc[1] += float(row["length"])
-            acc[2] += float(row["return"])
+    rows = read_metrics(metrics)
+    steps, lengths = curve(rows, y="length", x="timestep")
+    _, returns = curve(rows, y="return", x="timestep")  # the same (episode) rows
+    w = (np.asarray(steps, np.int64) - 1) // window
+    n = np.bincount(w)
+    mean_length = np.bincount(w, lengths) / np.maximum(n, 1)
+    mean_return = np.bincount(w, returns) / np.maximum(n, 1)
     lines = ["timestep,episodes,mean_length,mean_return"]
-    for w in sorted(sums):
-        n, length, ret = sums[w]
-        lines.append(f"{(w + 1) * window},{int(n)},{length / n:.2f},{ret / n:.3f}")
+    lines += [f"{(i + 1) * window},{n[i]},{mean_length[i]:.2f},{mean_return[i]:.3f}"
+              for i in np.flatnonzero(n)]
     atomic_write_text(out, "\n".join(lines) + "\n")
 
 

@@ -244,9 +244,8 @@ def sorted_rects(order, rects):  # pragma: no cover
     m = order.shape[0]
     out = np.empty((m, 5), np.int64)
     for i in prange(m):
-        g = order[i]
-        out[i, 0], out[i, 1], out[i, 2], out[i, 3] = rects[g, 0], rects[g, 1], rects[g, 2], \
-            rects[g, 3]
+        for k in range(4):
+            out[i, k] = rects[order[i], k]
     total = 0
     for i in range(m):
         out[i, 4] = total
