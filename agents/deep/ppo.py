@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from agents.deep.buffers import RolloutBatch
 from agents.deep.common import ppo_clip_loss, standardize
 from agents.deep.onpolicy import OnPolicyAgent, OnPolicyConfig
+from mpgym.errors import MpgymError, check_positive
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class PPOConfig(OnPolicyConfig):
     """Standardise advantages within each minibatch."""
     target_kl: float | None = None
     """Stop an update's epochs early when the approximate KL exceeds 1.5 x this."""
+    desired_kl: float | None = None
+    """Adapt the step size to keep each minibatch's approximate KL to the rollout's policy near
+    this (rsl_rl's ``adaptive`` schedule): before each minibatch's step (but the first of an
+    update, whose policy is still the rollout's), the step size is divided by 1.5 when that KL
+    exceeds 2 x this and multiplied by 1.5 when it is below half of it, within
+    [:data:`ADAPTIVE_LR_MIN`, :data:`ADAPTIVE_LR_MAX`]. It starts at ``learning_rate``, is
+    logged as ``learning_rate`` and is saved with the optimiser. ``None``: the step size
+    follows ``lr_schedule``, which must be 'constant' when this is set."""
+
+
+ADAPTIVE_LR_MIN, ADAPTIVE_LR_MAX, ADAPTIVE_LR_FACTOR = 1e-5, 1e-2, 1.5
+"""Bounds and factor of the ``desired_kl`` step size (rsl_rl's values)."""
 
 
 PPO_PRESETS: dict[str, PPOConfig] = {
@@ -199,6 +212,14 @@ class PPO(OnPolicyAgent):
     config: PPOConfig
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.desired_kl is not None:
+            check_positive("--desired-kl", cfg.desired_kl, integer=False)
+            if cfg.lr_schedule != "constant":
+                raise MpgymError(
+                    f"--desired-kl {cfg.desired_kl} adapts the step size itself; it needs "
+                    f"--lr-schedule constant, not {cfg.lr_schedule!r}."
+                )
         return torch.optim.Adam(
             self.policy.parameters(), lr=self.config.learning_rate, eps=1e-5, fused=True
         )
@@ -215,17 +236,20 @@ class PPO(OnPolicyAgent):
             kls = []
             for start in range(0, n - batch_size + 1, batch_size):
                 idx = perm[start : start + batch_size]
-                stats = self._minibatch_step(batch, idx, clip)
+                stats = self._minibatch_step(batch, idx, clip, adapt=count > 0)
                 for k, v in stats.items():
                     sums[k] += v
                 kls.append(stats["approx_kl"])
                 count += 1
             if cfg.target_kl is not None and sum(kls) / len(kls) > 1.5 * cfg.target_kl:
                 break
-        return {k: v / max(count, 1) for k, v in sums.items()} | {"clip_range": clip}
+        stats = {k: v / max(count, 1) for k, v in sums.items()} | {"clip_range": clip}
+        if cfg.desired_kl is not None:
+            stats["learning_rate"] = self.optimizer.param_groups[0]["lr"]
+        return stats
 
     def _minibatch_step(
-        self, batch: RolloutBatch, idx: torch.Tensor, clip: float
+        self, batch: RolloutBatch, idx: torch.Tensor, clip: float, *, adapt: bool = False
     ) -> dict[str, float]:
         cfg = self.config
         obs, actions = batch.obs[idx], batch.actions[idx]
@@ -237,7 +261,18 @@ class PPO(OnPolicyAgent):
         ratio = log_ratio.exp()
         policy_loss = ppo_clip_loss(ratio, adv, clip)
         value_loss = F.mse_loss(values, batch.returns[idx])
-        stats = self._gradient_step(policy_loss, value_loss, entropy.mean())
         with torch.no_grad():
-            approx_kl = ((ratio - 1.0) - log_ratio).mean()  # Schulman's k3 estimator
-        return stats | {"approx_kl": approx_kl.item()}
+            approx_kl = ((ratio - 1.0) - log_ratio).mean().item()  # Schulman's k3 estimator
+        if adapt and cfg.desired_kl is not None:
+            self._adapt_step_size(approx_kl)
+        stats = self._gradient_step(policy_loss, value_loss, entropy.mean())
+        return stats | {"approx_kl": approx_kl}
+
+    def _adapt_step_size(self, kl: float) -> None:
+        """rsl_rl's adaptive schedule: move the step size towards ``desired_kl`` (config)."""
+        desired = self.config.desired_kl
+        for group in self.optimizer.param_groups:
+            if kl > 2.0 * desired:
+                group["lr"] = max(group["lr"] / ADAPTIVE_LR_FACTOR, ADAPTIVE_LR_MIN)
+            elif kl < 0.5 * desired:
+                group["lr"] = min(group["lr"] * ADAPTIVE_LR_FACTOR, ADAPTIVE_LR_MAX)
