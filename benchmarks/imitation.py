@@ -38,6 +38,12 @@ plots the learning curves (``results/imitation-walk-curves.png``).
     python benchmarks/imitation.py --json benchmarks/results/imitation-speed.json [--quick]
     python benchmarks/imitation.py --part train --seeds 1          # resumable; repeat to continue
     python benchmarks/imitation.py --part report --json benchmarks/results/imitation-walk.json
+    python benchmarks/imitation.py --part train --seeds 0 --set desired_kl=0.02  # a tuning run
+    python benchmarks/imitation.py --part tuning  # tuning runs -> results/imitation-tuning-s0.*
+
+Part ``tuning`` merges the seed-0 tuning runs present into ``results/imitation-tuning-s0.json``
+(mean training episode length every 250k steps; checks on the tuning starts, never the held-out
+ones) and plots them.
 """
 
 from __future__ import annotations
@@ -71,7 +77,7 @@ from mpgym.errors import MpgymError, check_positive  # noqa: E402
 
 log = logging.getLogger("imitation-bench")
 
-PARTS = ("speed", "train")
+PARTS = ("speed", "train", "tuning")
 ENV_ID = "mpgym/HumanoidImitate-v0"
 PYBULLET_NAME = "pybullet HumanoidDeepMimicWalkBulletEnv (Bullet 1/240 s x 8, stable PD)"
 
@@ -488,6 +494,82 @@ def report_part(quick: bool) -> dict:
     return {"rows": rows, "goals": goals, "missing_seeds": missing}
 
 
+TUNING = Path(_HERE) / "results" / "imitation-tuning-s0.json"
+"""Seed-0 tuning runs: mean training episode length at each :data:`TUNING_MARK` of steps."""
+TUNING_MARK, TUNING_HALF_WINDOW = 250_000, 50_000
+
+
+def tuning_part() -> dict:
+    """Merge the tuning runs present in :data:`TRAIN_RUNS` (``walk-s0*``) into :data:`TUNING`.
+
+    Per run: the mean length of the training episodes that ended within +-50k steps of every
+    250k-step mark (stochastic policy; 300 = the 10-s goal), the mean approximate KL and step
+    size of the updates logged there, and the checks on the tuning starts
+    (:data:`TUNE_EVAL_SEED`) from ``progress.json``. Runs in the file whose folder is gone are
+    kept as they are. Also plots ``imitation-tuning-s0.png``.
+    """
+    import json
+
+    from agents.common.plotting import read_metrics
+    from mpgym.checkpoint import atomic_write_text
+
+    data = json.loads(TUNING.read_text()) if TUNING.exists() else {"runs": {}}
+    for run in sorted(TRAIN_RUNS.glob("walk-s0*")):
+        if not (run / "metrics.csv").exists() or run.name.endswith("-quick"):
+            continue
+        rows = [r for r in read_metrics(run / "metrics.csv") if r.get("length") not in (None, "")]
+        t = np.array([float(r["timestep"]) for r in rows])
+        length = np.array([float(r["length"]) for r in rows])
+        kl, lr = (np.array([float(r.get(name) or "nan") for r in rows])
+                  for name in ("approx_kl", "learning_rate"))
+        marks = np.arange(TUNING_MARK, t.max() + 1, TUNING_MARK) if len(t) else np.array([])
+        near = [np.abs(t - m) <= TUNING_HALF_WINDOW for m in marks]
+        entry = data["runs"].get(run.name, {})
+        entry.setdefault("label", "root sync, " + (run.name.removeprefix("walk-s0-")
+                                                    if run.name != "walk-s0" else "preset"))
+        entry.update(
+            steps=[int(m) for m in marks],
+            mean_episode_length=[round(float(length[w].mean()), 2) for w in near],
+            mean_approx_kl=[round(float(np.nanmean(kl[w])), 4) for w in near],
+            total_steps=int(t.max()) if len(t) else 0,
+        )
+        if np.isfinite(lr).any():
+            entry["mean_learning_rate"] = [float(f"{np.nanmean(lr[w]):.3g}") for w in near]
+        progress = _read_progress(run)
+        checks = [c for c in progress["chunks"] if c.get("eval_seed") == TUNE_EVAL_SEED]
+        if checks:
+            entry["tuning_checks"] = {
+                "eval_seed": TUNE_EVAL_SEED,
+                "timesteps": [c["timesteps"] for c in checks],
+                "survival_10s": [c["survival_10s"] for c in checks],
+                "mean_length": [c["mean_length"] for c in checks],
+            }
+        data["runs"][run.name] = entry
+    atomic_write_text(TUNING, json.dumps(data, indent=1) + "\n")
+    _plot_tuning(data)
+    return {"rows": [{"run": k, "timesteps": v["total_steps"],
+                      "mean episode steps": (v["mean_episode_length"] or [None])[-1]}
+                     for k, v in data["runs"].items()], "goals": []}
+
+
+def _plot_tuning(data: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for v in data["runs"].values():
+        ax.plot(np.array(v["steps"]) / 1e6, v["mean_episode_length"], label=v["label"])
+    ax.set(xlabel="env steps (M)", ylabel="mean training episode length (steps)",
+           title="HumanoidImitate walk, PPO seed 0 (tuning)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(TUNING.with_suffix(".png"), dpi=100)
+    plt.close(fig)
+
+
 def _walk_gif(seed: int, quick: bool) -> None:
     """``imitation-walk.gif``: the first evaluation episode (5 s) beside the reference ghost."""
     from agents.common import evaluate_policy
@@ -594,12 +676,14 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             rows.append(train_part(seed, args.hours, args.timing_lock or None, args.quick,
                                    args.overrides))
+    if "tuning" in args.parts:
+        rows += tuning_part()["rows"]
     if "report" in args.parts:
         rep = report_part(args.quick)
         rows += rep.pop("rows")
         goals += rep.pop("goals")
         extra["report"] = rep
-    columns = ["env", "seed", "steps/s", "steps/CPU s", "resets", "mean episode steps",
+    columns = ["env", "run", "seed", "steps/s", "steps/CPU s", "resets", "mean episode steps",
                "timestep", "timesteps", "hours", "survival_10s", "mpjpe_mm"]
     report("imitation", rows, goals, args.json, columns=columns, extra=extra)
 
