@@ -379,6 +379,15 @@ def episode_curve(metrics: Path, out: Path, window: int = CURVE_WINDOW) -> None:
     atomic_write_text(out, "\n".join(lines) + "\n")
 
 
+def config_changes(saved: Any, wanted: Any) -> list[str]:
+    """The fields (``name: saved -> wanted``) in which a checkpoint's config differs."""
+    import dataclasses
+
+    return [f"{f.name}: {getattr(saved, f.name)!r} -> {getattr(wanted, f.name)!r}"
+            for f in dataclasses.fields(wanted)
+            if getattr(saved, f.name, None) != getattr(wanted, f.name)]
+
+
 def train_part(seed: int, hours: float, lock: str | None, quick: bool,
                overrides: dict[str, Any] | None = None) -> dict:
     """Train (or continue) the ``imitate-walk`` preset for one seed; evaluate; export.
@@ -417,6 +426,12 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     state = _read_progress(run)
     if (run / "checkpoint.safetensors").exists():
         agent = PPO.load(run)
+        changed = config_changes(agent.config, cfg)
+        if changed:
+            raise MpgymError(
+                f"{run} was trained with other settings ({'; '.join(changed)}); move it away "
+                "to train this seed from the start with the current preset."
+            )
         _trim_metrics(run, agent.num_timesteps)
         log.info("seed %d: continuing at %d steps, %.2f h", seed, agent.num_timesteps,
                  state["wall_s"] / 3600)
