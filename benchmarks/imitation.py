@@ -379,6 +379,12 @@ def episode_curve(metrics: Path, out: Path, window: int = CURVE_WINDOW) -> None:
     atomic_write_text(out, "\n".join(lines) + "\n")
 
 
+def evaluation_starts(seed: int, overrides: dict[str, Any]) -> int:
+    """The first evaluation start of a training run: the held-out :data:`EVAL_SEED` for a report
+    seed with the preset's settings, :data:`TUNE_EVAL_SEED` for any tuning run."""
+    return EVAL_SEED if seed in TRAIN_SEEDS and not overrides else TUNE_EVAL_SEED
+
+
 def config_changes(saved: Any, wanted: Any) -> list[str]:
     """The fields (``name: saved -> wanted``) in which a checkpoint's config differs."""
     import dataclasses
@@ -415,7 +421,7 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     torch.set_num_threads(1)
     overrides = overrides or {}
     cfg = dataclasses.replace(PPO_PRESETS["imitate-walk"], seed=seed, **overrides)
-    eval_seed = EVAL_SEED if seed in TRAIN_SEEDS and not overrides else TUNE_EVAL_SEED
+    eval_seed = evaluation_starts(seed, overrides)
     name = f"walk-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
     chunk, eval_episodes = CHUNK_STEPS, EVAL_EPISODES
     if quick:
@@ -518,8 +524,9 @@ def tuning_part() -> dict:
     """Merge the tuning runs present in :data:`TRAIN_RUNS` (``walk-s0*``) into :data:`TUNING`.
 
     Per run: the mean length of the training episodes that ended within +-50k steps of every
-    250k-step mark (stochastic policy; 300 = the 10-s goal), the mean approximate KL and step
-    size of the updates logged there, and the checks on the tuning starts
+    250k-step mark (stochastic policy; 300 = the 10-s goal), the mean over those episodes of the
+    approximate KL and step size of the update before each (the values their rows carry), and
+    the checks on the tuning starts
     (:data:`TUNE_EVAL_SEED`) from ``progress.json``. Runs in the file whose folder is gone are
     kept as they are. Also plots ``imitation-tuning-s0.png``.
     """

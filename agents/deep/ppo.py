@@ -153,8 +153,9 @@ PPO_PRESETS: dict[str, PPOConfig] = {
     # at 1e-4): at a constant 1e-4 the updates' mean KL grew from 0.03 to 0.28 over 14M steps
     # while the Gaussian's std shrank, and the training episodes stopped lengthening near 3 s
     # after ~9M steps. Seed 0 with the adaptive step size (tuning starts 2,000,000+i): the
-    # episodes kept lengthening (4.9 s at 11.25M steps) and 5-episode checks survived 10 s in
-    # 0.4-0.8 of their episodes after 8.4M steps (benchmarks/results/imitation-tuning-s0.json).
+    # episodes kept lengthening (4.9 s at 11.25M steps), 5-episode checks survived 10 s in
+    # 0.2-1.0 of their episodes from 8.4M steps on, and after 2 h (15.4M steps) 15 of 20 starts
+    # survived at 96 mm MPJPE (benchmarks/results/imitation-tuning-s0.json).
     "imitate-walk": PPOConfig(
         env_id="mpgym/HumanoidImitate-v0",
         env_kwargs={"motion": "walk", "config": {"action_mode": "residual"}},

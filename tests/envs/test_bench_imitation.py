@@ -2,28 +2,15 @@
 tuning runs are evaluated on their own starts."""
 
 import dataclasses
-import importlib.util
-import os
-from pathlib import Path
 
 import pytest
 
 from agents.deep.ppo import PPO_PRESETS
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    """The benchmark module (its import pins thread variables; they are put back after)."""
-    saved = dict(os.environ)
-    spec = importlib.util.spec_from_file_location("imitation_bench",
-                                                  ROOT / "benchmarks" / "imitation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    os.environ.clear()
-    os.environ.update(saved)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("imitation")
 
 
 def test_config_changes_name_each_differing_field(bench):
@@ -35,7 +22,10 @@ def test_config_changes_name_each_differing_field(bench):
     assert len(bench.config_changes(earlier, preset)) == 2  # the seed too
 
 
-def test_tuning_and_report_starts_are_disjoint(bench):
+def test_only_report_seeds_with_the_preset_see_the_held_out_starts(bench):
+    assert bench.evaluation_starts(1, {}) == bench.EVAL_SEED
+    for seed, overrides in ((0, {}), (1, {"desired_kl": 0.01}), (7, {})):
+        assert bench.evaluation_starts(seed, overrides) == bench.TUNE_EVAL_SEED
     held_out = set(range(bench.EVAL_SEED, bench.EVAL_SEED + bench.EVAL_EPISODES))
     tuning = set(range(bench.TUNE_EVAL_SEED, bench.TUNE_EVAL_SEED + bench.EVAL_EPISODES))
-    assert not held_out & tuning and 0 not in bench.TRAIN_SEEDS
+    assert not held_out & tuning

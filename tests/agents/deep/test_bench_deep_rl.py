@@ -1,26 +1,13 @@
 """benchmarks/deep_rl_vs_sb3.py: like-for-like configs, held-out seeds, goals from rows."""
 
-import importlib.util
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    """The benchmark module (its import pins thread variables; they are put back after)."""
-    saved = dict(os.environ)
-    spec = importlib.util.spec_from_file_location("deep_rl_vs_sb3",
-                                                  ROOT / "benchmarks" / "deep_rl_vs_sb3.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    os.environ.clear()
-    os.environ.update(saved)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("deep_rl_vs_sb3")
 
 
 def _widths(net: torch.nn.Module) -> list[int]:

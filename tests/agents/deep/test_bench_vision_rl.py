@@ -1,26 +1,14 @@
 """benchmarks/vision_rl.py: SB3's MinAtar network is ours, the NBV wrapper, goals from rows."""
 
-import importlib.util
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[3]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    """The benchmark module (its import pins thread variables; they are put back after)."""
-    saved = dict(os.environ)
-    spec = importlib.util.spec_from_file_location("vision_rl", ROOT / "benchmarks" / "vision_rl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    os.environ.clear()
-    os.environ.update(saved)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("vision_rl")
 
 
 def test_sb3_minatar_ppo_is_the_preset(bench):
