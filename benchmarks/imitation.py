@@ -39,7 +39,14 @@ plots the learning curves (``results/imitation-walk-curves.png``).
     python benchmarks/imitation.py --part train --seeds 1          # resumable; repeat to continue
     python benchmarks/imitation.py --part report --json benchmarks/results/imitation-walk.json
     python benchmarks/imitation.py --part train --seeds 0 --set desired_kl=0.02  # a tuning run
+    python benchmarks/imitation.py --part train --seeds 1 --motion run  # another motion
     python benchmarks/imitation.py --part tuning  # tuning runs -> results/imitation-tuning-s0.*
+
+``--motion`` (a DeepMimic clip name or a ``.npz``/``.bvh`` motion file, such as one that
+``mpgym motion sample --npz`` writes) trains the same preset, unchanged, on another motion
+(``{motion}-s{seed}``, evaluated on the same held-out starts; episodes of a motion that does not
+loop end at its last frame, so survival there means following it to the end). Part ``report``
+lists those runs under the walk's rows; the goals are the walk's alone.
 
 Part ``tuning`` merges the seed-0 tuning runs present into ``results/imitation-tuning-s0.json``
 (mean training episode length every 250k steps; checks on the tuning starts, never the held-out
@@ -394,8 +401,30 @@ def config_changes(saved: Any, wanted: Any) -> list[str]:
             if getattr(saved, f.name, None) != getattr(wanted, f.name)]
 
 
+def motion_label(motion: str) -> str:
+    """The run-name prefix of a motion: the clip name, or a motion file's stem."""
+    from bodies.motion.clips import CLIP_NAMES
+
+    return motion if motion in CLIP_NAMES else "".join(
+        c if c.isalnum() or c in "-_" else "_" for c in Path(motion).stem)
+
+
+def check_motion(motion: str) -> None:
+    """One clear error for a motion the env cannot take, before any training starts."""
+    from bodies.motion.clips import CLIP_NAMES
+
+    if motion in CLIP_NAMES:
+        return
+    path = Path(motion)
+    if path.suffix.lower() not in (".npz", ".bvh"):
+        raise MpgymError(f"--motion must be a DeepMimic clip name ({', '.join(CLIP_NAMES)}) or "
+                         f"a .npz/.bvh motion file; got {motion!r}.")
+    if not path.is_file():
+        raise MpgymError(f"--motion: no motion file at {path}.")
+
+
 def train_part(seed: int, hours: float, lock: str | None, quick: bool,
-               overrides: dict[str, Any] | None = None) -> dict:
+               overrides: dict[str, Any] | None = None, motion: str = "walk") -> dict:
     """Train (or continue) the ``imitate-walk`` preset for one seed; evaluate; export.
 
     Resumable: the run's checkpoint and ``progress.json`` (wall seconds and steps so far,
@@ -403,7 +432,8 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     :data:`CHUNK_STEPS`; a rerun continues from them until ``hours`` of training or the
     preset's step budget, whichever comes first. ``overrides`` (tuning runs, seed 0) change
     preset settings; such a run is named after them (``walk-s0-gamma0.99``) and exported beside
-    its checkpoint, never among the report's policies.
+    its checkpoint, never among the report's policies. ``motion`` replaces the preset's walk
+    clip (a clip name or a motion file; the run is named after it).
     """
     import dataclasses
     import json
@@ -421,8 +451,11 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     torch.set_num_threads(1)
     overrides = overrides or {}
     cfg = dataclasses.replace(PPO_PRESETS["imitate-walk"], seed=seed, **overrides)
+    if motion != "walk":
+        cfg = dataclasses.replace(cfg, env_kwargs={**cfg.env_kwargs, "motion": str(motion)})
     eval_seed = evaluation_starts(seed, overrides)
-    name = f"walk-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
+    name = f"{motion_label(motion)}-s{seed}" + "".join(f"-{k}{v}"
+                                                      for k, v in sorted(overrides.items()))
     chunk, eval_episodes = CHUNK_STEPS, EVAL_EPISODES
     if quick:
         cfg = dataclasses.replace(cfg, n_envs=4, n_steps=64, total_timesteps=2048)
@@ -461,7 +494,8 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
             steps = min(steps, fits)
         wall, waited, before, after = timed_learn(agent, steps, lock)
         agent.save(run)
-        ev = evaluate_walk(agent, episodes=max(2, eval_episodes // 4), seed=eval_seed)
+        ev = evaluate_walk(agent, episodes=max(2, eval_episodes // 4), motion=motion,
+                           seed=eval_seed)
         state["wall_s"] += wall
         state["chunks"].append({"timesteps": agent.num_timesteps, "wall_s": state["wall_s"],
                                 "lock_wait_s": waited, "load_before": before["loadavg"],
@@ -471,7 +505,7 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
                  seed, agent.num_timesteps, state["wall_s"] / 3600, steps / wall,
                  ev["survival_10s"], ev["mpjpe_mm"])
     agent.close()
-    final = evaluate_walk(agent, episodes=eval_episodes, seed=eval_seed)
+    final = evaluate_walk(agent, episodes=eval_episodes, motion=motion, seed=eval_seed)
     out = (run / "export") if overrides else POLICIES / (name + ("-quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     RunDir(out).write_config(agent.config, algo="ppo", kind="ppo")
@@ -479,7 +513,8 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     shutil.copyfile(_progress_file(run), out / "progress.json")
     if (run / "metrics.csv").exists():  # a row per episode (~40 MB by 2 h): windows of it
         episode_curve(run / "metrics.csv", out / "episode_curve.csv")
-    row = {"part": "train", "seed": seed, "timesteps": agent.num_timesteps,
+    row = {"part": "train", "run": name, "motion": str(motion), "seed": seed,
+           "timesteps": agent.num_timesteps,
            "hours": state["wall_s"] / 3600, **final}
     atomic_write_text(out / "eval.json", json.dumps(row, indent=1))
     log.info("seed %d: %s", seed, row)
@@ -512,6 +547,10 @@ def report_part(quick: bool) -> dict:
         ]  # the hours are a row column, not a goal: training stops at TRAIN_HOURS by design
         _plot_curves(quick)
         _walk_gif(rows[0]["seed"], quick)
+    walks = {f"walk-s{seed}" + ("-quick" if quick else "") for seed in TRAIN_SEEDS}
+    for f in sorted(POLICIES.glob("*-s*/eval.json")):  # other motions: rows, not goals
+        if f.parent.name not in walks and f.parent.name.endswith("-quick") == quick:
+            rows.append(json.loads(f.read_text()))
     return {"rows": rows, "goals": goals, "missing_seeds": missing}
 
 
@@ -651,6 +690,9 @@ def parse_args(argv: list[str] | None = None):
                    help="seeds of the train part (default 1 2 3)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="tuning runs: a PPO setting of the train part (repeatable)")
+    p.add_argument("--motion", default="walk",
+                   help="train part: a DeepMimic clip name or a .npz/.bvh motion file "
+                        "(default walk)")
     p.add_argument("--hours", type=float, default=TRAIN_HOURS,
                    help=f"training budget per seed (default {TRAIN_HOURS})")
     p.add_argument(
@@ -672,6 +714,7 @@ def parse_args(argv: list[str] | None = None):
         if args.rounds is not None:
             check_positive("--rounds", args.rounds)
         check_positive("--hours", args.hours, integer=False)
+        check_motion(args.motion)
         from agents.deep.ppo import PPOConfig
 
         args.overrides = parse_overrides(args.overrides, PPOConfig)
@@ -697,7 +740,7 @@ def main(argv: list[str] | None = None) -> None:
     if "train" in args.parts:
         for seed in args.seeds:
             rows.append(train_part(seed, args.hours, args.timing_lock or None, args.quick,
-                                   args.overrides))
+                                   args.overrides, args.motion))
     if "tuning" in args.parts:
         rows += tuning_part()["rows"]
     if "report" in args.parts:
