@@ -410,17 +410,17 @@ def motion_label(motion: str) -> str:
 
 
 def check_motion(motion: str) -> None:
-    """One clear error for a motion the env cannot take, before any training starts."""
-    from bodies.motion.clips import CLIP_NAMES
-
-    if motion in CLIP_NAMES:
+    """One clear error for a motion the env cannot take, before any training starts: the env's
+    own loader (clip name or file, the body's ``betas``, length) on the preset's body."""
+    if motion == "walk":
         return
-    path = Path(motion)
-    if path.suffix.lower() not in (".npz", ".bvh"):
-        raise MpgymError(f"--motion must be a DeepMimic clip name ({', '.join(CLIP_NAMES)}) or "
-                         f"a .npz/.bvh motion file; got {motion!r}.")
-    if not path.is_file():
-        raise MpgymError(f"--motion: no motion file at {path}.")
+    from bodies import mjcf
+    from envs.imitation import load_reference_motion
+
+    try:
+        load_reference_motion(motion, mjcf.check_betas(None))
+    except MpgymError as e:
+        raise MpgymError(f"--motion: {e}") from None
 
 
 def train_part(seed: int, hours: float, lock: str | None, quick: bool,
