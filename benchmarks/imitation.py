@@ -44,9 +44,11 @@ plots the learning curves (``results/imitation-walk-curves.png``).
 
 ``--motion`` (a DeepMimic clip name or a ``.npz``/``.bvh`` motion file, such as one that
 ``mpgym motion sample --npz`` writes) trains the same preset, unchanged, on another motion
-(``{motion}-s{seed}``, evaluated on the same held-out starts; episodes of a motion that does not
-loop end at its last frame, so survival there means following it to the end). Part ``report``
-lists those runs under the walk's rows; the goals are the walk's alone.
+(``{motion}-s{seed}``, evaluated on the same held-out starts). A motion that does not loop is
+trained from random phases too, but evaluated from its first frame, in one episode (the policy
+and the physics are deterministic): its episodes end at its last frame, so survival there means
+following the whole motion, and the exported policy keeps that setting for ``mpgym eval``. Part
+``report`` lists those runs under the walk's rows; the goals are the walk's alone.
 
 Part ``tuning`` merges the seed-0 tuning runs present into ``results/imitation-tuning-s0.json``
 (mean training episode length every 250k steps; checks on the tuning starts, never the held-out
@@ -282,7 +284,8 @@ TRAIN_HOURS = 2.0
 CHUNK_STEPS = 262_144
 """Environment steps between checkpoints (a few minutes; an interrupted run loses at most one)."""
 EVAL_EPISODES = 20
-"""Held-out evaluation episodes per seed (10 s each, reference-state starts)."""
+"""Held-out evaluation episodes per seed (10 s each, reference-state starts; one episode from
+the first frame for a motion that does not loop)."""
 EVAL_SEED = 1_000_000
 """Evaluation episode ``i`` starts from ``reset(seed=EVAL_SEED + i)`` (never trained on)."""
 TUNE_EVAL_SEED = 2_000_000
@@ -328,14 +331,48 @@ def _trim_metrics(run: Path, timesteps: int) -> None:
             w.writerows(keep)
 
 
+def evaluation_setting(env_kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The env keyword arguments an evaluation uses, and whether the motion loops.
+
+    A looping motion is evaluated as trained, from reference-state starts at random phases. A
+    motion that does not loop ends its episodes at its last frame, so a start near the end would
+    count as surviving after a few steps: it is evaluated from its first frame
+    (``reference_state_init`` off), where surviving means following the whole motion.
+    """
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the mpgym/ ids)
+
+    env = gym.make(ENV_ID, **env_kwargs)
+    try:
+        loops = bool(env.unwrapped.ref.loops)
+    finally:
+        env.close()
+    if loops:
+        return dict(env_kwargs), True
+    config = env_kwargs.get("config") or {}
+    if not isinstance(config, dict):  # an ImitationConfig
+        import dataclasses
+
+        config = dataclasses.asdict(config)
+    return {**env_kwargs, "config": {**config, "reference_state_init": False}}, False
+
+
 def evaluate_walk(policy, *, episodes: int = EVAL_EPISODES, motion: str = "walk",
                   seed: int = EVAL_SEED) -> dict:
     """Survival over 10-s episodes and mean MPJPE (mm) of a deterministic policy, episode ``i``
-    starting from ``reset(seed=seed + i)``."""
+    starting from ``reset(seed=seed + i)``.
+
+    A motion that does not loop is followed from its first frame (:func:`evaluation_setting`):
+    the policy and the physics are deterministic, so one episode stands for all of them and
+    ``episodes`` is 1 in the result.
+    """
     from agents.common import evaluate_policy
 
     agent_kwargs = dict(getattr(policy, "env_kwargs", None) or {})
     agent_kwargs["motion"] = motion
+    agent_kwargs, loops = evaluation_setting(agent_kwargs)
+    episodes = episodes if loops else 1
     result = evaluate_policy(policy, ENV_ID, episodes, seed=seed, env_kwargs=agent_kwargs)
     return {
         "survival_10s": float(result.success_rate),
@@ -508,6 +545,10 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     final = evaluate_walk(agent, episodes=eval_episodes, motion=motion, seed=eval_seed)
     out = (run / "export") if overrides else POLICIES / (name + ("-quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
+    # the exported policy carries its evaluation's env settings, so that ``mpgym eval`` on it
+    # reproduces ``final`` (a motion that does not loop: from its first frame)
+    agent.config = dataclasses.replace(agent.config,
+                                       env_kwargs=evaluation_setting(agent.env_kwargs)[0])
     RunDir(out).write_config(agent.config, algo="ppo", kind="ppo")
     agent.save(out, resume=False)
     shutil.copyfile(_progress_file(run), out / "progress.json")

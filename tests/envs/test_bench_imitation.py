@@ -63,3 +63,42 @@ def test_another_motion_trains_evaluates_and_reports_beside_the_walk(bench, tmp_
     rep = bench.report_part(True)
     assert rep["goals"] == [] and rep["missing_seeds"] == [1, 2, 3]
     assert [r["run"] for r in rep["rows"]] == ["run-s1"]
+
+
+def test_a_motion_that_does_not_loop_is_evaluated_from_its_first_frame(bench, tmp_path,
+                                                                       monkeypatch):
+    """From a random phase, an episode of a non-looping motion starting near its end would count
+    as surviving after a few steps; evaluations start at frame 0, and so does the exported
+    policy's env, so that ``mpgym eval`` reproduces the figures."""
+    import json
+
+    import gymnasium as gym
+
+    from agents.common import evaluate_policy
+    from agents.deep.ppo import PPO
+
+    walk = {"motion": "walk", "config": {"action_mode": "residual"}}
+    assert bench.evaluation_setting(walk) == (walk, True)
+    kick, loops = bench.evaluation_setting({**walk, "motion": "kick"})
+    assert not loops
+    assert kick["config"] == {"action_mode": "residual", "reference_state_init": False}
+
+    monkeypatch.setattr(bench, "TRAIN_RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench, "POLICIES", tmp_path / "policies")
+    row = bench.train_part(1, 1.0, None, True, motion="kick")
+    assert row["episodes"] == 1  # deterministic policy and physics: every start is the same
+    out = tmp_path / "policies" / "kick-s1-quick"
+    agent = PPO.load(out)
+    assert agent.env_kwargs == kick
+    env = gym.make(bench.ENV_ID, **agent.env_kwargs)
+    assert {env.reset(seed=bench.EVAL_SEED + i)[1]["frame"] for i in range(5)} == {0}
+    n_frames = env.unwrapped.ref.n_frames
+    env.close()
+    again = evaluate_policy(agent, bench.ENV_ID, 1, seed=bench.EVAL_SEED,
+                            env_kwargs=agent.env_kwargs)
+    assert 1000.0 * float(again.metrics["mpjpe"].mean()) == pytest.approx(row["mpjpe_mm"])
+    assert row["mean_length"] <= n_frames - 1
+    assert json.loads((out / "eval.json").read_text())["survival_10s"] == row["survival_10s"]
+    # the training run's own checkpoint keeps its reference-state starts
+    assert "reference_state_init" not in PPO.load(tmp_path / "runs" / "kick-s1-quick"
+                                                  ).env_kwargs["config"]
