@@ -203,68 +203,135 @@ def test_td3_delays_actor_and_target_updates():
     )
 
 
-def test_td3_updates_equal_stable_baselines3s_step_by_step():
-    """Same weights, minibatches and smoothing noise: four gradient steps of our TD3 (two
-    actor steps and target moves, the targets of a delay span from one batched forward) leave
-    every network where SB3's ``TD3.train`` leaves it."""
-    sb3 = pytest.importorskip("stable_baselines3")
+def _linears(seq):
+    return [m for m in seq if isinstance(m, torch.nn.Linear)]
+
+
+def _close(got, want):
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=1e-5)
+
+
+def _twin_into_sb3(twin, critic):
+    """Copy our batched twin critics into SB3's two ``q_networks`` Sequentials."""
+    with torch.no_grad():
+        for i, q in enumerate(critic.q_networks):
+            for lin, w, b in zip(_linears(q), twin.weights, twin.biases, strict=True):
+                lin.weight.copy_(w[i].T)
+                lin.bias.copy_(b[i, 0])
+
+
+def _assert_twin_is_sb3(twin, critic):
+    for i, q in enumerate(critic.q_networks):
+        for lin, w, b in zip(_linears(q), twin.weights, twin.biases, strict=True):
+            _close(lin.weight, w[i].T)
+            _close(lin.bias, b[i, 0])
+
+
+def _sb3_replaying(model, batch):
+    """``model`` (SB3) with its buffer's ``sample`` returning ``batch``'s minibatches in turn."""
     from stable_baselines3.common.logger import configure
     from stable_baselines3.common.type_aliases import ReplayBufferSamples
 
-    steps, b = 4, 16  # b * act_dim a multiple of 16: torch draws the same normals either way
-    ours = TD3("Pendulum-v1", tiny(TD3, batch_size=b, seed=3))
-    theirs = sb3.TD3("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, batch_size=b, tau=0.005,
-                     gamma=0.99, policy_delay=2, target_policy_noise=0.2, target_noise_clip=0.5,
-                     policy_kwargs={"net_arch": [32, 32]}, seed=5, device="cpu")
-    theirs.set_logger(configure(None, []))
-    pol = theirs.policy
+    model.set_logger(configure(None, []))
+    samples = iter(ReplayBufferSamples(batch["obs"][k], batch["actions"][k],
+                                       batch["next_obs"][k], batch["terminated"][k][:, None],
+                                       batch["rewards"][k][:, None], None)
+                   for k in range(len(batch["obs"])))
+    model.replay_buffer.sample = lambda *args, **kwargs: next(samples)
+    return model
 
-    def linears(seq):
-        return [m for m in seq if isinstance(m, torch.nn.Linear)]
 
-    def put(twin, critic):  # our batched twin critics into SB3's two Sequentials
-        for i, q in enumerate(critic.q_networks):
-            for lin, w, bias in zip(linears(q), twin.weights, twin.biases, strict=True):
-                lin.weight.data.copy_(w[i].T)
-                lin.bias.data.copy_(bias[i, 0])
-
-    def same(twin, critic, actor, mu):
-        for i, q in enumerate(critic.q_networks):
-            for lin, w, bias in zip(linears(q), twin.weights, twin.biases, strict=True):
-                torch.testing.assert_close(lin.weight, w[i].T, atol=2e-6, rtol=1e-5)
-                torch.testing.assert_close(lin.bias, bias[i, 0], atol=2e-6, rtol=1e-5)
-        for a, c in zip(linears(actor.net), linears(mu), strict=True):
-            torch.testing.assert_close(c.weight, a.weight, atol=2e-6, rtol=1e-5)
-            torch.testing.assert_close(c.bias, a.bias, atol=2e-6, rtol=1e-5)
-
-    with torch.no_grad():
-        for a, c in ((ours.actor, pol.actor.mu), (ours.actor_target, pol.actor_target.mu)):
-            for x, y in zip(linears(a.net), linears(c), strict=True):
-                y.weight.copy_(x.weight)
-                y.bias.copy_(x.bias)
-        put(ours.critic, pol.critic)
-        put(ours.critic_target, pol.critic_target)
+def _pendulum_batch(steps, b):
     g = torch.Generator().manual_seed(0)
-    batch = {
+    return {
         "obs": torch.randn(steps, b, 3, generator=g),
         "actions": torch.rand(steps, b, 1, generator=g) * 2 - 1,
         "rewards": -torch.rand(steps, b, generator=g) * 10,
         "next_obs": torch.randn(steps, b, 3, generator=g),
         "terminated": (torch.rand(steps, b, generator=g) < 0.2).float(),
     }
-    samples = iter(ReplayBufferSamples(batch["obs"][k], batch["actions"][k],
-                                       batch["next_obs"][k], batch["terminated"][k][:, None],
-                                       batch["rewards"][k][:, None], None) for k in range(steps))
-    theirs.replay_buffer.sample = lambda *args, **kwargs: next(samples)
+
+
+def test_td3_updates_equal_stable_baselines3s_step_by_step():
+    """Same weights, minibatches and smoothing noise: four gradient steps of our TD3 (two
+    actor steps and target moves, the targets of a delay span from one batched forward) leave
+    every network where SB3's ``TD3.train`` leaves it."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    steps, b = 4, 16  # b * act_dim a multiple of 16: torch draws the same normals either way
+    ours = TD3("Pendulum-v1", tiny(TD3, batch_size=b, seed=3))
+    batch = _pendulum_batch(steps, b)
+    theirs = _sb3_replaying(sb3.TD3(
+        "MlpPolicy", "Pendulum-v1", learning_rate=1e-3, batch_size=b, tau=0.005, gamma=0.99,
+        policy_delay=2, target_policy_noise=0.2, target_noise_clip=0.5,
+        policy_kwargs={"net_arch": [32, 32]}, seed=5, device="cpu"), batch)
+    pol = theirs.policy
+    with torch.no_grad():
+        for a, c in ((ours.actor, pol.actor.mu), (ours.actor_target, pol.actor_target.mu)):
+            for x, y in zip(_linears(a.net), _linears(c), strict=True):
+                y.weight.copy_(x.weight)
+                y.bias.copy_(x.bias)
+    _twin_into_sb3(ours.critic, pol.critic)
+    _twin_into_sb3(ours.critic_target, pol.critic_target)
     ours.torch_gen.manual_seed(11)
     torch.manual_seed(11)  # SB3 draws its smoothing noise from the global generator
     ours._gradient_steps(batch)
     theirs.train(gradient_steps=steps, batch_size=b)
     assert ours.num_updates == theirs._n_updates == steps
-    same(ours.critic, pol.critic, ours.actor, pol.actor.mu)
-    same(ours.critic_target, pol.critic_target, ours.actor_target, pol.actor_target.mu)
-    moved = linears(ours.actor.net)[0].weight.detach() - linears(ours.actor_target.net)[0].weight
+    for a, c in ((ours.actor, pol.actor.mu), (ours.actor_target, pol.actor_target.mu)):
+        for x, y in zip(_linears(a.net), _linears(c), strict=True):
+            _close(y.weight, x.weight)
+            _close(y.bias, x.bias)
+    _assert_twin_is_sb3(ours.critic, pol.critic)
+    _assert_twin_is_sb3(ours.critic_target, pol.critic_target)
+    moved = _linears(ours.actor.net)[0].weight.detach() - _linears(ours.actor_target.net)[0].weight
     assert moved.abs().max() > 1e-4  # the actor did move: the comparison can fail
+
+
+def test_sac_updates_equal_stable_baselines3s_step_by_step():
+    """Same weights, minibatches and Gaussian draws: four gradient steps of our SAC (the
+    temperature, the critics, the actor through the updated critics, the targets) leave every
+    network and the temperature where SB3's ``SAC.train`` leaves them."""
+    sb3 = pytest.importorskip("stable_baselines3")
+    steps, b = 4, 16
+    ours = SAC("Pendulum-v1", tiny(SAC, batch_size=b, seed=3, learning_rate=3e-3))
+    batch = _pendulum_batch(steps, b)
+    theirs = _sb3_replaying(sb3.SAC(
+        "MlpPolicy", "Pendulum-v1", learning_rate=3e-3, batch_size=b, tau=0.005, gamma=0.99,
+        ent_coef="auto", policy_kwargs={"net_arch": [32, 32]}, seed=5, device="cpu"), batch)
+    actor = theirs.policy.actor
+    actor.action_dist.epsilon = 0.0  # SB3's log(1 - tanh(u)^2 + 1e-6): ours has no 1e-6
+
+    def heads(w):  # our last layer is [mean; log_std]
+        return w[:1], w[1:]
+
+    with torch.no_grad():
+        *torso, last = _linears(ours.actor.net)
+        for x, y in zip(torso, _linears(actor.latent_pi), strict=True):
+            y.weight.copy_(x.weight)
+            y.bias.copy_(x.bias)
+        for head, w, bias in zip((actor.mu, actor.log_std), heads(last.weight),
+                                 heads(last.bias), strict=True):
+            head.weight.copy_(w)
+            head.bias.copy_(bias)
+    _twin_into_sb3(ours.critic, theirs.critic)
+    _twin_into_sb3(ours.critic_target, theirs.critic_target)
+    ours.torch_gen.manual_seed(11)
+    torch.manual_seed(11)  # SB3 samples its actions from the global generator
+    before = ours.alpha
+    ours._gradient_steps(batch)
+    theirs.train(gradient_steps=steps, batch_size=b)
+    *torso, last = _linears(ours.actor.net)
+    for x, y in zip(torso, _linears(actor.latent_pi), strict=True):
+        _close(y.weight, x.weight)
+        _close(y.bias, x.bias)
+    for head, w, bias in zip((actor.mu, actor.log_std), heads(last.weight), heads(last.bias),
+                             strict=True):
+        _close(head.weight, w)
+        _close(head.bias, bias)
+    _assert_twin_is_sb3(ours.critic, theirs.critic)
+    _assert_twin_is_sb3(ours.critic_target, theirs.critic_target)
+    assert ours.alpha == pytest.approx(float(theirs.log_ent_coef.detach().exp()), rel=1e-6)
+    assert ours.alpha != pytest.approx(before, rel=1e-3)  # the temperature did move
 
 
 @pytest.mark.parametrize(("target_entropy", "direction"), [(-50.0, -1), (50.0, 1)])
