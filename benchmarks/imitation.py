@@ -588,11 +588,16 @@ def report_part(quick: bool) -> dict:
         ]  # the hours are a row column, not a goal: training stops at TRAIN_HOURS by design
         _plot_curves(quick)
         _walk_gif(rows[0]["seed"], quick)
-    walks = {f"walk-s{seed}" + ("-quick" if quick else "") for seed in TRAIN_SEEDS}
-    for f in sorted(POLICIES.glob("*-s*/eval.json")):  # other motions: rows, not goals
-        if f.parent.name not in walks and f.parent.name.endswith("-quick") == quick:
-            rows.append(json.loads(f.read_text()))
+    for folder in _other_motions(quick):  # rows, not goals
+        rows.append(json.loads((folder / "eval.json").read_text()))
     return {"rows": rows, "goals": goals, "missing_seeds": missing}
+
+
+def _other_motions(quick: bool) -> list[Path]:
+    """The exported policies trained on motions other than the walk (``run-s1``, ...)."""
+    walks = {f"walk-s{seed}" + ("-quick" if quick else "") for seed in TRAIN_SEEDS}
+    return [f.parent for f in sorted(POLICIES.glob("*-s*/eval.json"))
+            if f.parent.name not in walks and f.parent.name.endswith("-quick") == quick]
 
 
 TUNING = Path(_HERE) / "results" / "imitation-tuning-s0.json"
@@ -697,18 +702,22 @@ def _plot_curves(quick: bool) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6))
-    for seed in TRAIN_SEEDS:
-        folder = POLICIES / (f"walk-s{seed}" + ("-quick" if quick else ""))
+    walks = [(POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")), f"walk, seed {seed}")
+             for seed in TRAIN_SEEDS]
+    others = [(folder, folder.name.removesuffix("-quick").replace("-s", ", seed "))
+              for folder in _other_motions(quick)]
+    for folder, label in walks + others:
         f = folder / "progress.json"
         if not f.exists():
             continue
+        style = "-" if folder.name.startswith("walk-") else "--"
         chunks = json.loads(f.read_text())["chunks"]
         h = [ch["wall_s"] / 3600 for ch in chunks]
-        a.plot(h, [ch["survival_10s"] for ch in chunks], label=f"seed {seed}")
-        b.plot(h, [ch["mpjpe_mm"] for ch in chunks], label=f"seed {seed}")
+        a.plot(h, [ch["survival_10s"] for ch in chunks], style, label=label)
+        b.plot(h, [ch["mpjpe_mm"] for ch in chunks], style, label=label)
         if (folder / "episode_curve.csv").exists():
             curve = np.loadtxt(folder / "episode_curve.csv", delimiter=",", skiprows=1, ndmin=2)
-            c.plot(curve[:, 0] / 1e6, curve[:, 2] / 30.0, label=f"seed {seed}")
+            c.plot(curve[:, 0] / 1e6, curve[:, 2] / 30.0, style, label=label)
     a.set(xlabel="training hours (2 cores)", ylabel="10-s survival", ylim=(-0.02, 1.02))
     b.set(xlabel="training hours (2 cores)", ylabel="MPJPE (mm)")
     c.set(xlabel="environment steps (M)", ylabel="training episode (s, stochastic)")
@@ -716,7 +725,8 @@ def _plot_curves(quick: bool) -> None:
     b.axhline(100, ls=":", c="k")
     c.axhline(10, ls=":", c="k")
     a.legend()
-    fig.suptitle("PPO imitating the walk clip (held-out reference-state starts)")
+    fig.suptitle("PPO imitating the walk clip (solid) and other motions (dashed), held-out "
+                 "starts")
     fig.tight_layout()
     fig.savefig(Path(_HERE) / "results" / ("imitation-walk-curves" + ("-quick" if quick else "")
                                           + ".png"), dpi=100)
