@@ -338,6 +338,7 @@ def evaluation_setting(env_kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool
     motion that does not loop ends its episodes at its last frame, so a start near the end would
     count as surviving after a few steps: it is evaluated from its first frame
     (``reference_state_init`` off), where surviving means following the whole motion.
+    ``env_kwargs`` are a run's (JSON: ``config`` is a dict); one env is built to decide.
     """
     import gymnasium as gym
 
@@ -351,29 +352,24 @@ def evaluation_setting(env_kwargs: dict[str, Any]) -> tuple[dict[str, Any], bool
     if loops:
         return dict(env_kwargs), True
     config = env_kwargs.get("config") or {}
-    if not isinstance(config, dict):  # an ImitationConfig
-        import dataclasses
-
-        config = dataclasses.asdict(config)
     return {**env_kwargs, "config": {**config, "reference_state_init": False}}, False
 
 
-def evaluate_walk(policy, *, episodes: int = EVAL_EPISODES, motion: str = "walk",
-                  seed: int = EVAL_SEED) -> dict:
+def evaluate_walk(policy, setting: tuple[dict[str, Any], bool], *,
+                  episodes: int = EVAL_EPISODES, seed: int = EVAL_SEED) -> dict:
     """Survival over 10-s episodes and mean MPJPE (mm) of a deterministic policy, episode ``i``
-    starting from ``reset(seed=seed + i)``.
+    starting from ``reset(seed=seed + i)`` of the env that ``setting``
+    (:func:`evaluation_setting`) describes.
 
-    A motion that does not loop is followed from its first frame (:func:`evaluation_setting`):
-    the policy and the physics are deterministic, so one episode stands for all of them and
-    ``episodes`` is 1 in the result.
+    A motion that does not loop is followed from its first frame: the policy and the physics
+    are deterministic, so one episode stands for all of them and ``episodes`` is 1 in the
+    result.
     """
     from agents.common import evaluate_policy
 
-    agent_kwargs = dict(getattr(policy, "env_kwargs", None) or {})
-    agent_kwargs["motion"] = motion
-    agent_kwargs, loops = evaluation_setting(agent_kwargs)
+    env_kwargs, loops = setting
     episodes = episodes if loops else 1
-    result = evaluate_policy(policy, ENV_ID, episodes, seed=seed, env_kwargs=agent_kwargs)
+    result = evaluate_policy(policy, ENV_ID, episodes, seed=seed, env_kwargs=env_kwargs)
     return {
         "survival_10s": float(result.success_rate),
         "mpjpe_mm": 1000.0 * float(np.mean(result.metrics["mpjpe"])),
@@ -497,6 +493,7 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     if quick:
         cfg = dataclasses.replace(cfg, n_envs=4, n_steps=64, total_timesteps=2048)
         chunk, eval_episodes, hours = 1024, 2, min(hours, 0.05)
+    setting = evaluation_setting(cfg.env_kwargs)  # decided once: the motion loops or not
     run = TRAIN_RUNS / (name + ("-quick" if quick else ""))
     run.mkdir(parents=True, exist_ok=True)
     state = _read_progress(run)
@@ -531,8 +528,7 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
             steps = min(steps, fits)
         wall, waited, before, after = timed_learn(agent, steps, lock)
         agent.save(run)
-        ev = evaluate_walk(agent, episodes=max(2, eval_episodes // 4), motion=motion,
-                           seed=eval_seed)
+        ev = evaluate_walk(agent, setting, episodes=max(2, eval_episodes // 4), seed=eval_seed)
         state["wall_s"] += wall
         state["chunks"].append({"timesteps": agent.num_timesteps, "wall_s": state["wall_s"],
                                 "lock_wait_s": waited, "load_before": before["loadavg"],
@@ -542,13 +538,12 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
                  seed, agent.num_timesteps, state["wall_s"] / 3600, steps / wall,
                  ev["survival_10s"], ev["mpjpe_mm"])
     agent.close()
-    final = evaluate_walk(agent, episodes=eval_episodes, motion=motion, seed=eval_seed)
+    final = evaluate_walk(agent, setting, episodes=eval_episodes, seed=eval_seed)
     out = (run / "export") if overrides else POLICIES / (name + ("-quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
     # the exported policy carries its evaluation's env settings, so that ``mpgym eval`` on it
     # reproduces ``final`` (a motion that does not loop: from its first frame)
-    agent.config = dataclasses.replace(agent.config,
-                                       env_kwargs=evaluation_setting(agent.env_kwargs)[0])
+    agent.config = dataclasses.replace(agent.config, env_kwargs=setting[0])
     RunDir(out).write_config(agent.config, algo="ppo", kind="ppo")
     agent.save(out, resume=False)
     shutil.copyfile(_progress_file(run), out / "progress.json")
@@ -704,7 +699,7 @@ def _plot_curves(quick: bool) -> None:
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6))
     walks = [(POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")), f"walk, seed {seed}")
              for seed in TRAIN_SEEDS]
-    others = [(folder, folder.name.removesuffix("-quick").replace("-s", ", seed "))
+    others = [(folder, "{}, seed {}".format(*folder.name.removesuffix("-quick").rsplit("-s", 1)))
               for folder in _other_motions(quick)]
     for folder, label in walks + others:
         f = folder / "progress.json"

@@ -302,7 +302,7 @@ def test_sac_updates_equal_stable_baselines3s_step_by_step():
     actor.action_dist.epsilon = 0.0  # SB3's log(1 - tanh(u)^2 + 1e-6): ours has no 1e-6
 
     def heads(w):  # our last layer is [mean; log_std]
-        return w[:1], w[1:]
+        return w.chunk(2)
 
     with torch.no_grad():
         *torso, last = _linears(ours.actor.net)
