@@ -293,7 +293,8 @@ TUNE_EVAL_SEED = 2_000_000
 choosing a setting never looks at the report's held-out starts."""
 TRAIN_RUNS = Path(_HERE).parent / "runs" / "imitation-bench"
 """Resumable training runs (full checkpoints with the optimiser; not committed)."""
-POLICIES = Path(_HERE) / "results" / "imitation-policies"
+RESULTS = Path(_HERE) / "results"
+POLICIES = RESULTS / "imitation-policies"
 """Committed policies: ``walk-s{seed}/`` run directories that ``mpgym eval`` reads."""
 
 
@@ -582,9 +583,13 @@ def report_part(quick: bool) -> dict:
             Goal("walk_mpjpe_mm", float(np.mean([r["mpjpe_mm"] for r in rows])), 100.0, "<="),
         ]  # the hours are a row column, not a goal: training stops at TRAIN_HOURS by design
         _plot_curves(quick)
-        _walk_gif(rows[0]["seed"], quick)
+        walk = f"walk-s{rows[0]['seed']}" + ("-quick" if quick else "")
+        _episode_gif(POLICIES / walk, RESULTS / f"imitation-walk{'-quick' if quick else ''}.gif",
+                     seconds=5)
     for folder in _other_motions(quick):  # rows, not goals
         rows.append(json.loads((folder / "eval.json").read_text()))
+        # the whole 10 s at 15 fps: a generated motion is judged on all of it
+        _episode_gif(folder, RESULTS / f"imitation-{folder.name}.gif", seconds=10, stride=2)
     return {"rows": rows, "goals": goals, "missing_seeds": missing}
 
 
@@ -672,18 +677,18 @@ def _plot_tuning(data: dict) -> None:
     plt.close(fig)
 
 
-def _walk_gif(seed: int, quick: bool) -> None:
-    """``imitation-walk.gif``: the first evaluation episode (5 s) beside the reference ghost."""
+def _episode_gif(policy: Path, path: Path, *, seconds: float, stride: int = 1) -> None:
+    """The first evaluation episode of ``policy`` (up to ``seconds``) beside the reference ghost,
+    every ``stride``-th frame, at 320x240."""
     from agents.common import evaluate_policy
     from agents.deep.ppo import PPO
     from mpgym.plots import save_gif
 
-    agent = PPO.load(POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")))
+    agent = PPO.load(policy)
     kwargs = {**dict(agent.env_kwargs), "width": 320, "height": 240}
     result = evaluate_policy(agent, ENV_ID, 1, seed=EVAL_SEED, render=True, env_kwargs=kwargs,
-                             max_frames=150)
-    save_gif(Path(_HERE) / "results" / ("imitation-walk" + ("-quick" if quick else "") + ".gif"),
-             result.frames, fps=30)
+                             max_frames=round(seconds * 30))
+    save_gif(path, result.frames[::stride], fps=30 / stride)
 
 
 def _plot_curves(quick: bool) -> None:

@@ -54,7 +54,7 @@ def test_another_motion_trains_evaluates_and_reports_beside_the_walk(bench, tmp_
     monkeypatch.setattr(bench, "TRAIN_RUNS", tmp_path / "runs")
     monkeypatch.setattr(bench, "POLICIES", tmp_path / "policies")
     monkeypatch.setattr(bench, "_plot_curves", lambda quick: None)
-    monkeypatch.setattr(bench, "_walk_gif", lambda seed, quick: None)
+    monkeypatch.setattr(bench, "_episode_gif", lambda *args, **kwargs: None)
     row = bench.train_part(1, 1.0, None, True, motion="run")
     assert (row["run"], row["motion"], row["eval_seed"]) == ("run-s1", "run", bench.EVAL_SEED)
     out = tmp_path / "policies" / "run-s1-quick"
