@@ -600,7 +600,7 @@ def _other_motions(quick: bool) -> list[Path]:
             if f.parent.name not in walks and f.parent.name.endswith("-quick") == quick]
 
 
-TUNING = Path(_HERE) / "results" / "imitation-tuning-s0.json"
+TUNING = RESULTS / "imitation-tuning-s0.json"
 """Seed-0 tuning runs: mean training episode length at each :data:`TUNING_MARK` of steps."""
 TUNING_MARK, TUNING_HALF_WINDOW = 250_000, 50_000
 
@@ -702,15 +702,14 @@ def _plot_curves(quick: bool) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.6))
-    walks = [(POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")), f"walk, seed {seed}")
-             for seed in TRAIN_SEEDS]
-    others = [(folder, "{}, seed {}".format(*folder.name.removesuffix("-quick").rsplit("-s", 1)))
-              for folder in _other_motions(quick)]
-    for folder, label in walks + others:
+    walks = [(POLICIES / (f"walk-s{seed}" + ("-quick" if quick else "")), f"walk, seed {seed}",
+              "-") for seed in TRAIN_SEEDS]
+    others = [(folder, "{}, seed {}".format(*folder.name.removesuffix("-quick").rsplit("-s", 1)),
+               "--") for folder in _other_motions(quick)]
+    for folder, label, style in walks + others:
         f = folder / "progress.json"
         if not f.exists():
             continue
-        style = "-" if folder.name.startswith("walk-") else "--"
         chunks = json.loads(f.read_text())["chunks"]
         h = [ch["wall_s"] / 3600 for ch in chunks]
         a.plot(h, [ch["survival_10s"] for ch in chunks], style, label=label)
@@ -728,8 +727,8 @@ def _plot_curves(quick: bool) -> None:
     fig.suptitle("PPO imitating the walk clip (solid) and other motions (dashed), held-out "
                  "starts")
     fig.tight_layout()
-    fig.savefig(Path(_HERE) / "results" / ("imitation-walk-curves" + ("-quick" if quick else "")
-                                          + ".png"), dpi=100)
+    fig.savefig(RESULTS / ("imitation-walk-curves" + ("-quick" if quick else "") + ".png"),
+                dpi=100)
     plt.close(fig)
 
 
