@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from agents.deep.buffers import RolloutBatch
 from agents.deep.common import standardize
 from agents.deep.onpolicy import OnPolicyAgent, OnPolicyConfig
+from agents.deep.optim import FusedRMSprop
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class A2C(OnPolicyAgent):
         cfg = self.config
         if cfg.optimizer == "adam":
             return torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, fused=True)
-        return torch.optim.RMSprop(
+        return FusedRMSprop(
             self.policy.parameters(), lr=cfg.learning_rate, alpha=0.99, eps=1e-5, foreach=True
         )
 

@@ -183,6 +183,21 @@ def standardize(advantages: Tensor) -> Tensor:
     return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
 
+def clip_grad_norm(params: list[Tensor], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)``, skipping its no-op.
+
+    torch scales every gradient by ``min(1, max_norm / (norm + 1e-6))``, also when that is 1;
+    here the multiplication by 1 is left out (~0.1 ms a step on MinAtar's DQN network, whose
+    bound of 1e6 is never reached). The result is the same bit for bit, NaN norms included.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    total = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if not max_norm / (float(total) + 1e-6) >= 1.0:  # also when the norm is NaN
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total, foreach=True)
+
+
 def explained_variance(pred: np.ndarray, target: np.ndarray) -> float:
     """``1 - Var[target - pred] / Var[target]``: 1 is a perfect value function, 0 a constant."""
     var = float(np.var(target))

@@ -38,10 +38,11 @@ from agents.common.envs import EnvKwargs, env_state
 from agents.deep.base import EpisodeTracker, ReplayAgent, _array_like, check_step
 from agents.deep.buffers import BUFFER_FILE as BUFFER_FILE
 from agents.deep.buffers import ReplayBuffer
-from agents.deep.common import dqn_targets
+from agents.deep.common import clip_grad_norm, dqn_targets
 from agents.deep.features import Features, Policy, make_extractor, storage_dtype
 from agents.deep.networks import QNetwork
 from agents.deep.numpy_policy import numpy_network, plain_mlp_layers
+from agents.deep.optim import FusedRMSprop
 from mpgym.errors import MpgymError
 from mpgym.progress import progress
 
@@ -109,7 +110,8 @@ class DQNConfig:
     features: Features = "nature"
     """The CNN of 'cnn'/'multi_input': Nature-DQN's (images of 36x36 and more) or MinAtar's."""
     optimizer: Literal["adam", "rmsprop"] = "adam"
-    """Adam, or centered RMSprop (alpha 0.95, eps 0.01; MinAtar's DQN)."""
+    """Adam, or centered RMSprop (alpha 0.95, eps 0.01; MinAtar's DQN), the latter as
+    :class:`agents.deep.optim.FusedRMSprop` (torch's rule, one compiled pass a parameter)."""
 
 
 _BASE = DQNConfig()
@@ -245,8 +247,8 @@ class DQN(ReplayAgent):
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
         if cfg.optimizer == "rmsprop":
-            self.optimizer = torch.optim.RMSprop(self.q.parameters(), lr=cfg.learning_rate,
-                                                 alpha=0.95, eps=0.01, centered=True, foreach=True)
+            self.optimizer = FusedRMSprop(self.q.parameters(), lr=cfg.learning_rate,
+                                          alpha=0.95, eps=0.01, centered=True, foreach=True)
         else:
             self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate,
                                               fused=True)
@@ -378,7 +380,7 @@ class DQN(ReplayAgent):
                     term_all[taken + k],
                     next_q_span[k],
                 )
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm, foreach=True)
+                clip_grad_norm(params, cfg.max_grad_norm)
                 self.optimizer.step()
                 loss_sum += loss
                 self.num_updates += 1

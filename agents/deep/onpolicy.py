@@ -47,6 +47,7 @@ from agents.common.callbacks import LearnHooks, learning_hooks
 from agents.common.envs import EnvKwargs, ThreadedVectorEnv, snapshot_supported
 from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
+from agents.deep.common import clip_grad_norm
 from agents.deep.features import Features, Policy
 from agents.deep.networks import RunningMeanStd
 from agents.deep.numpy_policy import numpy_features, numpy_mlp, sample_categorical
@@ -174,7 +175,7 @@ class OnPolicyAgent(PolicyAgent):
         loss = policy_loss + cfg.vf_coef * value_loss - cfg.ent_coef * entropy
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self._params, cfg.max_grad_norm, foreach=True)
+        clip_grad_norm(self._params, cfg.max_grad_norm)
         self.optimizer.step()
         return {
             "policy_loss": policy_loss.item(),

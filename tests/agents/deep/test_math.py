@@ -8,6 +8,7 @@ from agents.deep.buffers import ReplayBuffer, RolloutBuffer
 from agents.deep.common import (
     categorical_entropy,
     categorical_log_prob,
+    clip_grad_norm,
     dqn_targets,
     gae,
     gaussian_entropy,
@@ -153,3 +154,23 @@ def test_rollout_buffer_finish_flattens_time_major():
     batch = buf.finish(gamma=0.5, lam=1.0)
     assert batch.obs.shape == (6, 1)
     np.testing.assert_allclose(batch.returns.numpy(), [1.5] * 3 + [1.0] * 3)
+
+
+@pytest.mark.parametrize("max_norm", [1e6, 2.0, 0.5, 1e-3])
+@pytest.mark.parametrize("nan", [False, True])
+def test_clip_grad_norm_equals_torch_bit_for_bit(max_norm, nan):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(7, 3), (3,), (1,)]
+    ours = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    ref = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    for p, q in zip(ours, ref, strict=True):
+        p.grad = torch.randn(p.shape, generator=g)
+        q.grad = p.grad.clone()
+    if nan:
+        ours[0].grad[1, 1] = ref[0].grad[1, 1] = float("nan")
+    clip_grad_norm(ours, max_norm)
+    torch.nn.utils.clip_grad_norm_(ref, max_norm, foreach=True)
+    for p, q in zip(ours, ref, strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, equal_nan=True)
+    total = torch.linalg.vector_norm(torch.cat([p.grad.ravel() for p in ours]))
+    assert nan or float(total) <= max_norm * (1 + 1e-5)
