@@ -25,15 +25,21 @@ PD targets, 16 envs stepped on a thread per core, observation normalisation; cho
 0) per report seed (:data:`TRAIN_SEEDS`) for at most :data:`TRAIN_HOURS` of wall time on the 2
 cores, in chunks of :data:`CHUNK_STEPS` steps (the last one cut to the rollouts the remaining
 time holds at the previous chunk's rate), each under the timing lock and followed by a
-checkpoint and a short held-out evaluation (the learning curve), so a rerun continues where an
-interrupted one stopped (``runs/imitation-bench/walk-s{seed}``). At the end each seed's policy
-is evaluated on :data:`EVAL_EPISODES` 10-s episodes from reference-state starts that training
-never drew (``reset(seed=1_000_000 + i)``), deterministic actions, and exported (networks and
-normalisation statistics, no optimiser) to ``results/imitation-policies/walk-s{seed}/``, which
-``mpgym eval`` reads. Part ``report`` turns the seeds' evaluations into the goals
-``walk_survival_10s`` >= 0.9 (fraction of episodes not terminated early) and
-``walk_mpjpe_mm`` <= 100 (root-relative mean joint-position error), means over seeds, and
-plots the learning curves (``results/imitation-walk-curves.png``).
+checkpoint and a check (the learning curve), so a rerun continues where an interrupted one
+stopped (``runs/imitation-bench/walk-s{seed}``). With ``--select best`` (the default) each check
+runs :data:`VAL_EPISODES` 10-s episodes from validation starts (``reset(seed=3_000_000 + i)``)
+and the policy of the best check so far (survival, then MPJPE) is kept: the usual
+best-model-on-validation rule of an ``EvalCallback``, for a policy whose held-out survival
+swings from check to check; with ``--select last`` (the protocol of the earlier runs) the
+check is a few held-out episodes and the last policy is kept. The checks are off the clock, as
+the evaluations always were. At the end the kept policy is evaluated on :data:`EVAL_EPISODES`
+10-s episodes from reference-state starts that training never drew (``reset(seed=1_000_000 +
+i)``), deterministic actions, and exported (networks and normalisation statistics, no
+optimiser) to ``results/imitation-policies/walk-s{seed}/``, which ``mpgym eval`` reads.
+Part ``report`` turns the seeds' evaluations into the goals ``walk_survival_10s`` >= 0.9
+(fraction of episodes not terminated early) and ``walk_mpjpe_mm`` <= 100 (root-relative mean
+joint-position error), means over seeds, and plots the learning curves
+(``results/imitation-walk-curves.png``).
 
     python benchmarks/imitation.py --json benchmarks/results/imitation-speed.json [--quick]
     python benchmarks/imitation.py --part train --seeds 1          # resumable; repeat to continue
@@ -291,6 +297,14 @@ EVAL_SEED = 1_000_000
 TUNE_EVAL_SEED = 2_000_000
 """Evaluation starts of tuning runs (seeds outside :data:`TRAIN_SEEDS`, or ``--set``), so that
 choosing a setting never looks at the report's held-out starts."""
+VAL_SEED = 3_000_000
+"""Validation starts ``reset(seed=VAL_SEED + i)`` of the checks after each chunk of a run that
+keeps its best policy (``--select best``): neither the held-out nor the tuning starts."""
+VAL_EPISODES = 10
+"""Validation episodes per check (``--select best``)."""
+SELECTIONS = ("best", "last")
+"""Which policy a run exports: the one of the check with the highest validation survival (then
+lowest MPJPE; ``best``), or the one training ended with (``last``)."""
 TRAIN_RUNS = Path(_HERE).parent / "runs" / "imitation-bench"
 """Resumable training runs (full checkpoints with the optimiser; not committed)."""
 RESULTS = Path(_HERE) / "results"
@@ -381,6 +395,12 @@ def evaluate_walk(policy, setting: tuple[dict[str, Any], bool], *,
     }
 
 
+def _better(ev: dict, best: dict | None) -> bool:
+    """Whether the check ``ev`` beats the kept ``best``: higher survival, then lower MPJPE."""
+    return best is None or (ev["survival_10s"], -ev["mpjpe_mm"]) > (best["survival_10s"],
+                                                                     -best["mpjpe_mm"])
+
+
 def timed_learn(agent: Any, steps: int, lock: str | None) -> tuple[float, float, dict, dict]:
     """``agent.learn(steps)`` (continuing its counters) under the timing lock: the wall
     seconds, the seconds waited for the lock, and the machine load before and after."""
@@ -458,7 +478,8 @@ def check_motion(motion: str) -> None:
 
 
 def train_part(seed: int, hours: float, lock: str | None, quick: bool,
-               overrides: dict[str, Any] | None = None, motion: str = "walk") -> dict:
+               overrides: dict[str, Any] | None = None, motion: str = "walk",
+               select: str = "last") -> dict:
     """Train (or continue) the ``imitate-walk`` preset for one seed; evaluate; export.
 
     Resumable: the run's checkpoint and ``progress.json`` (wall seconds and steps so far,
@@ -468,7 +489,15 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     preset settings; such a run is named after them (``walk-s0-gamma0.99``) and exported beside
     its checkpoint, never among the report's policies. ``motion`` replaces the preset's walk
     clip (a clip name or a motion file; the run is named after it).
+
+    ``select="best"``: each chunk's check runs :data:`VAL_EPISODES` episodes from the validation
+    starts (:data:`VAL_SEED`) instead of a few evaluation starts, the policy of the best check
+    so far (validation survival, then MPJPE) is kept in ``best/``, and that policy is the one
+    evaluated on the run's evaluation starts and exported. The choice is made when a run starts
+    and kept in ``progress.json``; a run is never continued under the other one.
     """
+    if select not in SELECTIONS:
+        raise MpgymError(f"select must be one of {SELECTIONS}; got {select!r}.")
     import dataclasses
     import json
     import shutil
@@ -498,6 +527,12 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     run = TRAIN_RUNS / (name + ("-quick" if quick else ""))
     run.mkdir(parents=True, exist_ok=True)
     state = _read_progress(run)
+    started = state.get("select", "last" if state["chunks"] else select)
+    if started != select:
+        raise MpgymError(
+            f"{run} was trained with --select {started}; move it away to train this seed with "
+            f"--select {select} from the start, or continue it with --select {started}.")
+    state["select"] = select
     if (run / "checkpoint.safetensors").exists():
         agent = PPO.load(run)
         changed = config_changes(agent.config, cfg)
@@ -529,7 +564,15 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
             steps = min(steps, fits)
         wall, waited, before, after = timed_learn(agent, steps, lock)
         agent.save(run)
-        ev = evaluate_walk(agent, setting, episodes=max(2, eval_episodes // 4), seed=eval_seed)
+        if select == "best":
+            ev = evaluate_walk(agent, setting, episodes=2 if quick else VAL_EPISODES,
+                               seed=VAL_SEED)
+            if _better(ev, state.get("best")):
+                agent.save(run / "best", resume=False)
+                state["best"] = {"timesteps": agent.num_timesteps, **ev}
+        else:
+            ev = evaluate_walk(agent, setting, episodes=max(2, eval_episodes // 4),
+                               seed=eval_seed)
         state["wall_s"] += wall
         state["chunks"].append({"timesteps": agent.num_timesteps, "wall_s": state["wall_s"],
                                 "lock_wait_s": waited, "load_before": before["loadavg"],
@@ -539,6 +582,13 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
                  seed, agent.num_timesteps, state["wall_s"] / 3600, steps / wall,
                  ev["survival_10s"], ev["mpjpe_mm"])
     agent.close()
+    if select == "best" and state.get("best"):
+        # the kept policy (PPO.load gives it the env settings it was trained with)
+        last_timesteps, agent = agent.num_timesteps, PPO.load(run / "best")
+        log.info("seed %d: the policy of the check at %d steps (validation survival %.2f)",
+                 seed, state["best"]["timesteps"], state["best"]["survival_10s"])
+    else:
+        last_timesteps = agent.num_timesteps
     final = evaluate_walk(agent, setting, episodes=eval_episodes, seed=eval_seed)
     out = (run / "export") if overrides else POLICIES / (name + ("-quick" if quick else ""))
     out.mkdir(parents=True, exist_ok=True)
@@ -551,9 +601,11 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     if (run / "metrics.csv").exists():  # a row per episode (~40 MB by 2 h): windows of it
         episode_curve(run / "metrics.csv", out / "episode_curve.csv")
     row = {"part": "train", "run": name, "motion": str(motion), "seed": seed,
-           "timesteps": agent.num_timesteps,
-           "hours": state["wall_s"] / 3600, **final}
+           "timesteps": last_timesteps, "hours": state["wall_s"] / 3600, "select": select,
+           **({"selected_timesteps": state["best"]["timesteps"]}
+              if select == "best" and state.get("best") else {}), **final}
     atomic_write_text(out / "eval.json", json.dumps(row, indent=1))
+    agent.close()
     log.info("seed %d: %s", seed, row)
     return row
 
@@ -575,6 +627,11 @@ def report_part(quick: bool) -> dict:
     if missing:
         log.warning("no trained walk policy for seeds %s yet: the goals cover %s", missing,
                     [r["seed"] for r in rows] or "none")
+    selections = {r.get("select", "last") for r in rows}
+    if len(selections) > 1:
+        log.warning("the walk seeds were trained with different --select rules (%s): the goals "
+                    "mix them", ", ".join(f"seed {r['seed']}: {r.get('select', 'last')}"
+                                          for r in rows))
     goals = []
     if rows:
         goals = [
@@ -611,8 +668,8 @@ def tuning_part() -> dict:
     Per run: the mean length of the training episodes that ended within +-50k steps of every
     250k-step mark (stochastic policy; 300 = the 10-s goal), the mean over those episodes of the
     approximate KL and step size of the update before each (the values their rows carry), and
-    the checks on the tuning starts
-    (:data:`TUNE_EVAL_SEED`) from ``progress.json``. Runs in the file whose folder is gone are
+    the checks on the tuning (:data:`TUNE_EVAL_SEED`) or validation (:data:`VAL_SEED`) starts
+    from ``progress.json``. Runs in the file whose folder is gone are
     kept as they are. Also plots ``imitation-tuning-s0.png``.
     """
     import json
@@ -643,10 +700,13 @@ def tuning_part() -> dict:
         if np.isfinite(lr).any():
             entry["mean_learning_rate"] = [float(f"{np.nanmean(lr[w]):.3g}") for w in near]
         progress = _read_progress(run)
-        checks = [c for c in progress["chunks"] if c.get("eval_seed") == TUNE_EVAL_SEED]
+        # the checks of a tuning run: on the tuning starts, or the validation starts (--select
+        # best); never the held-out ones (evaluation_starts)
+        checks = [c for c in progress["chunks"] if c.get("eval_seed") in (TUNE_EVAL_SEED,
+                                                                           VAL_SEED)]
         if checks:
             entry["tuning_checks"] = {
-                "eval_seed": TUNE_EVAL_SEED,
+                "eval_seed": checks[-1]["eval_seed"],
                 "timesteps": [c["timesteps"] for c in checks],
                 "survival_10s": [c["survival_10s"] for c in checks],
                 "mean_length": [c["mean_length"] for c in checks],
@@ -692,7 +752,7 @@ def _episode_gif(policy: Path, path: Path, *, seconds: float, stride: int = 1) -
 
 
 def _plot_curves(quick: bool) -> None:
-    """``imitation-walk-curves.png``: held-out survival and MPJPE against training hours, and
+    """``imitation-walk-curves.png``: the checks' survival and MPJPE against training hours, and
     the training episodes' mean length against environment steps (``episode_curve.csv``)."""
     import json
 
@@ -724,8 +784,8 @@ def _plot_curves(quick: bool) -> None:
     b.axhline(100, ls=":", c="k")
     c.axhline(10, ls=":", c="k")
     a.legend()
-    fig.suptitle("PPO imitating the walk clip (solid) and other motions (dashed), held-out "
-                 "starts")
+    fig.suptitle("PPO imitating the walk clip (solid) and other motions (dashed); checks on "
+                 "held-out starts (--select last) or validation starts (--select best)")
     fig.tight_layout()
     fig.savefig(RESULTS / ("imitation-walk-curves" + ("-quick" if quick else "") + ".png"),
                 dpi=100)
@@ -743,6 +803,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--motion", default="walk",
                    help="train part: a DeepMimic clip name or a .npz/.bvh motion file "
                         "(default walk)")
+    p.add_argument("--select", choices=SELECTIONS, default="best",
+                   help="train part: export the policy of the best validation check (default) "
+                        "or the last one")
     p.add_argument("--hours", type=float, default=TRAIN_HOURS,
                    help=f"training budget per seed (default {TRAIN_HOURS})")
     p.add_argument(
@@ -790,7 +853,7 @@ def main(argv: list[str] | None = None) -> None:
     if "train" in args.parts:
         for seed in args.seeds:
             rows.append(train_part(seed, args.hours, args.timing_lock or None, args.quick,
-                                   args.overrides, args.motion))
+                                   args.overrides, args.motion, args.select))
     if "tuning" in args.parts:
         rows += tuning_part()["rows"]
     if "report" in args.parts:

@@ -102,3 +102,46 @@ def test_a_motion_that_does_not_loop_is_evaluated_from_its_first_frame(bench, tm
     # the training run's own checkpoint keeps its reference-state starts
     assert "reference_state_init" not in PPO.load(tmp_path / "runs" / "kick-s1-quick"
                                                   ).env_kwargs["config"]
+
+
+def test_select_best_keeps_the_best_validation_check_and_exports_it(bench, tmp_path,
+                                                                   monkeypatch):
+    """``select="best"``: checks on the validation starts, the best kept in ``best/`` and
+    exported; a run is continued only under the selection it started with."""
+    import json
+
+    from agents.deep.ppo import PPO
+    from mpgym.errors import MpgymError
+
+    monkeypatch.setattr(bench, "TRAIN_RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench, "POLICIES", tmp_path / "policies")
+    validation = set(range(bench.VAL_SEED, bench.VAL_SEED + bench.VAL_EPISODES))
+    for other in (bench.EVAL_SEED, bench.TUNE_EVAL_SEED):
+        assert not validation & set(range(other, other + bench.EVAL_EPISODES))
+    row = bench.train_part(1, 1.0, None, True, select="best")
+    run = tmp_path / "runs" / "walk-s1-quick"
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["select"] == "best"
+    assert {c["eval_seed"] for c in progress["chunks"]} == {bench.VAL_SEED}
+    best = max(progress["chunks"], key=lambda c: (c["survival_10s"], -c["mpjpe_mm"]))
+    assert progress["best"]["timesteps"] == row["selected_timesteps"]
+    assert (progress["best"]["survival_10s"], progress["best"]["mpjpe_mm"]) == (
+        best["survival_10s"], best["mpjpe_mm"])
+    assert row["select"] == "best" and row["eval_seed"] == bench.EVAL_SEED
+    kept, exported = PPO.load(run / "best"), PPO.load(tmp_path / "policies" / "walk-s1-quick")
+    for name, tensor in kept.policy.state_dict().items():
+        assert (exported.policy.state_dict()[name] == tensor).all(), name
+    assert (exported.obs_rms.mean == kept.obs_rms.mean).all()  # its normalisation with it
+    with pytest.raises(MpgymError, match="--select best"):
+        bench.train_part(1, 1.0, None, True, select="last")
+    with pytest.raises(MpgymError, match="select must be one of"):
+        bench.train_part(1, 1.0, None, True, select="first")
+
+
+def test_better_check_is_higher_survival_then_lower_error(bench):
+    assert bench._better({"survival_10s": 0.2, "mpjpe_mm": 300.0}, None)
+    best = {"survival_10s": 0.5, "mpjpe_mm": 90.0}
+    assert bench._better({"survival_10s": 0.6, "mpjpe_mm": 200.0}, best)
+    assert bench._better({"survival_10s": 0.5, "mpjpe_mm": 80.0}, best)
+    assert not bench._better({"survival_10s": 0.5, "mpjpe_mm": 90.0}, best)
+    assert not bench._better({"survival_10s": 0.4, "mpjpe_mm": 10.0}, best)
