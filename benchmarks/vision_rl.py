@@ -14,9 +14,10 @@ and a rerun continues (``runs/vision-rl-bench/dqn-minatar-breakout-s{seed}``). T
 epsilon decays over the first 105,000 frames of one 5M-frame ``learn``; a chunked
 ``learn(..., reset_num_timesteps=False)`` would take that fraction of the frames so far plus the
 chunk, so before each chunk the fraction is set to give the same 105,000 frames (the only
-schedule of the preset: its step size is constant). Measured here at 190-330 frames/s on one
-core beside another benchmark: ~5 h per seed (4-7 h), ~15 h for three seeds; ~310 frames/s on
-an idle core (~4.5 h a seed).
+schedule of the preset: its step size is constant). The figure is a return, not a time, so two
+seeds may train side by side, one process each with ``--timing-lock ''`` (the lock would run
+their chunks in turn). Measured here at ~350 frames/s a process with two side by side on the
+two cores (since the RMSprop step runs as one compiled loop: ~300 before), ~4 h a seed.
 
 Part ``ppo-speed`` -- wall time of PPO's ``minatar-breakout`` preset against stable-baselines3's
 PPO ``CnnPolicy`` with the same network and settings, :data:`PPO_SPEED_STEPS` env steps, per

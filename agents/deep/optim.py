@@ -5,7 +5,7 @@ per step (``mul_``, ``addcmul_``, ``lerp_``, ``addcmul``, ``sqrt_``, ``add_``, `
 and its ``sqrt_`` is not vectorised on this CPU build: on MinAtar's DQN network (147k
 parameters, batch 32) the optimiser step took ~1 ms of the ~3.3 ms a frame costs, more than
 the backward pass. :class:`FusedRMSprop` does the same update in one numba loop per parameter
-(~0.06 ms there), reading each element once. It keeps torch's state (``step``,
+(~0.1 ms there), reading each element once. It keeps torch's state (``step``,
 ``square_avg``, ``grad_avg``), ``state_dict`` and arithmetic order, so checkpoints move
 between the two classes and the results agree to float32 rounding (a test runs both side by
 side). PyTorch has a ``fused=True`` Adam on CPU but no fused RMSprop, hence this file.
