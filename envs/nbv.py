@@ -634,7 +634,8 @@ def mean_coverage(env: gym.Env, policy: Any, n_episodes: int, *, views: int = 5,
 
     Args:
         env: a :class:`NextBestViewEnv` (wrapped or not).
-        policy: anything with ``predict(obs) -> (action, state)``.
+        policy: anything with ``predict(obs) -> (action, state)``; an mpgym agent trained with
+            ``action_masks`` also gets ``action_masks=info["action_mask"]``.
         n_episodes: episodes; episode ``i`` resets with ``seed + i``.
         views: views per episode, at most the env's budget.
         seed: first reset seed.
@@ -653,7 +654,10 @@ def mean_coverage(env: gym.Env, policy: Any, n_episodes: int, *, views: int = 5,
         options = {"shape": i} if shapes == "in_order" else None
         obs, info = env.reset(seed=seed + i, options=options)
         for _ in range(views - len(base.history)):
-            obs, _, terminated, truncated, info = env.step(policy.predict(obs)[0])
+            # an agent trained with action masks gets the env's (the unvisited views)
+            masked = getattr(getattr(policy, "config", None), "action_masks", False)
+            masks = {"action_masks": info["action_mask"]} if masked else {}
+            obs, _, terminated, truncated, info = env.step(policy.predict(obs, **masks)[0])
             if terminated or truncated:
                 break
         total += info["coverage"]

@@ -91,11 +91,24 @@ class EvalResult:
 PolicyLike = Callable[[Any], Any] | Any
 
 
-def _as_action_fn(policy: PolicyLike, deterministic: bool) -> Callable[[Any], Any]:
+def uses_action_masks(policy: Any) -> bool:
+    """Whether ``policy`` is an mpgym agent trained with ``action_masks`` (A2C, PPO)."""
+    return bool(getattr(getattr(policy, "config", None), "action_masks", False))
+
+
+def _as_action_fn(policy: PolicyLike, deterministic: bool) -> Callable[[Any, dict], Any]:
+    """``(obs, info) -> action`` of ``policy``.
+
+    An agent trained with action masks gets the env's ``info["action_mask"]`` (when the info
+    has one).
+    """
+    if uses_action_masks(policy):
+        return lambda obs, info: policy.predict(obs, deterministic=deterministic,
+                                                action_masks=info.get("action_mask"))[0]
     if hasattr(policy, "predict"):  # mpgym agent or SB3 model
-        return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+        return lambda obs, info: policy.predict(obs, deterministic=deterministic)[0]
     if callable(policy):
-        def act(obs: Any) -> Any:
+        def act(obs: Any, info: dict) -> Any:
             out = policy(obs)
             return out[0] if isinstance(out, tuple) else out
         return act
@@ -191,7 +204,7 @@ def quiet_pygame(render_mode: str | None) -> Iterator[None]:
 
 def _play_episode(
     env: gym.Env,
-    act: Callable[[Any], Any],
+    act: Callable[[Any, dict], Any],
     seed: int,
     max_steps: int,
     frames: list | None,
@@ -212,7 +225,7 @@ def _play_episode(
     total, steps, reward = 0.0, 0, 0.0
     sums = dict.fromkeys(metric_keys, 0.0)
     while not (terminated or truncated) and steps < max_steps:
-        action = _to_env_action(act(obs), env.action_space)
+        action = _to_env_action(act(obs, info), env.action_space)
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         steps += 1

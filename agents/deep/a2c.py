@@ -113,7 +113,8 @@ class A2C(OnPolicyAgent):
         adv = batch.advantages
         if cfg.normalize_advantage:
             adv = standardize(adv)
-        log_prob, entropy, values = self.policy.evaluate_value(batch.obs, batch.actions)
+        log_prob, entropy, values = self.policy.evaluate_value(batch.obs, batch.actions,
+                                                               batch.masks)
         policy_loss = -(log_prob * adv).mean()
         value_loss = F.mse_loss(values, batch.returns)
         return self._gradient_step(policy_loss, value_loss, entropy.mean())

@@ -248,6 +248,29 @@ class DeepAgent(Agent):
         """Actions ``[B]`` or ``[B, D]`` for encoded observations ``[B, obs_dim]``."""
         raise NotImplementedError
 
+    def _act_masked(self, obs: torch.Tensor, deterministic: bool,
+                    masks: torch.Tensor) -> np.ndarray:
+        """:meth:`_act` among the allowed actions ``masks [B, A]`` (agents that take masks)."""
+        raise MpgymError(f"{type(self).__name__} does not take action masks; A2C and PPO with "
+                         "Discrete actions do.")
+
+    def _check_masks(self, masks: Any, batch: int) -> torch.Tensor:
+        """``masks`` as a ``[batch, A]`` bool tensor, or one clear error."""
+        space = self.env.action_space
+        if not isinstance(space, gym.spaces.Discrete):
+            raise MpgymError(f"{type(self).__name__}: action masks need a Discrete action "
+                             f"space; {self.env_id} has {space}.")
+        m = np.asarray(masks)
+        n = int(space.n)
+        if (m.shape not in ((n,), (batch, n)) or m.dtype.kind not in "biuf"
+                or not np.isin(m, (0, 1)).all()):
+            raise MpgymError(f"action_masks must be {n} booleans (or 0/1) per observation, "
+                             f"[{n}] or [{batch}, {n}]; got shape {m.shape}, dtype {m.dtype}.")
+        m = np.broadcast_to(m.astype(bool), (batch, n))
+        if not m.any(axis=1).all():
+            raise MpgymError("action_masks allows no action for some observation.")
+        return torch.from_numpy(m.copy())
+
     def _extra_state(self) -> dict[str, Any]:
         """Non-module state to checkpoint (normaliser statistics)."""
         return {}
@@ -385,21 +408,32 @@ class DeepAgent(Agent):
         """Raw observation(s) -> the ``[B, obs_dim]`` float32 the networks take."""
         return self.encoder(obs)
 
-    def predict(self, obs: Any, deterministic: bool = True) -> tuple[np.ndarray, None]:
+    def predict(self, obs: Any, deterministic: bool = True,
+                action_masks: Any = None) -> tuple[np.ndarray, None]:
         """Action for one observation (or a batch), SB3-style ``(action, None)``.
 
         Args:
             obs: an observation of the env's space, or a batch with one more leading axis.
             deterministic: greedy/mean action when true, else sampled (epsilon-greedy for DQN).
+            action_masks: None, or the allowed actions (``[A]`` or ``[B, A]``, 1/True:
+                allowed; e.g. the env's ``info["action_mask"]``) of A2C's and PPO's Discrete
+                policies, as sb3-contrib's MaskablePPO takes them.
 
         Returns:
             ``(action, None)``: an int-valued array of shape ``()`` / ``[B]`` for Discrete
             actions, ``[D]`` / ``[B, D]`` floats clipped to the Box bounds otherwise.
+
+        Raises:
+            MpgymError: masks for an agent or action space that takes none, or of a wrong shape.
         """
         batch = self.encoder.is_batch(obs)
         x = torch.from_numpy(self.preprocess(obs))
         with torch.no_grad():
-            actions = self._act(x, deterministic)
+            if action_masks is None:
+                actions = self._act(x, deterministic)
+            else:
+                actions = self._act_masked(x, deterministic, self._check_masks(action_masks,
+                                                                               len(x)))
         space = self.env.action_space
         if isinstance(space, gym.spaces.Box):
             actions = np.clip(actions, space.low, space.high)
@@ -623,6 +657,11 @@ class PolicyAgent(DeepAgent):
     def _act(self, obs: torch.Tensor, deterministic: bool) -> np.ndarray:
         actions, _ = self.policy.act(obs, self.torch_gen, deterministic)
         return actions.numpy() + self.action_start if self.discrete else actions.numpy()
+
+    def _act_masked(self, obs: torch.Tensor, deterministic: bool,
+                    masks: torch.Tensor) -> np.ndarray:
+        actions, _ = self.policy.act(obs, self.torch_gen, deterministic, masks)
+        return actions.numpy() + self.action_start
 
     def env_actions(self, actions: np.ndarray) -> np.ndarray:
         """Policy samples -> env actions (offset by ``Discrete.start``, or clipped to the Box)."""

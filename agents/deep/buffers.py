@@ -173,6 +173,8 @@ class RolloutBatch:
     advantages: Tensor
     returns: Tensor
     values: Tensor
+    masks: Tensor | None = None
+    """``[T * N, A]`` bool: the allowed actions of each step (``action_masks``), else None."""
 
 
 class RolloutBuffer:
@@ -183,9 +185,12 @@ class RolloutBuffer:
     """
 
     def __init__(
-        self, n_steps: int, n_envs: int, obs_dim: int, action_shape: tuple[int, ...], discrete: bool
+        self, n_steps: int, n_envs: int, obs_dim: int, action_shape: tuple[int, ...],
+        discrete: bool, mask_actions: int = 0,
     ):
         self.n_steps, self.n_envs = n_steps, n_envs
+        self.masks = np.ones((n_steps, n_envs, mask_actions), bool) if mask_actions else None
+        """Allowed actions per step when the agent masks its ``mask_actions`` actions."""
         self.obs = np.zeros((n_steps, n_envs, obs_dim), np.float32)
         self.actions = np.zeros(
             (n_steps, n_envs, *action_shape), np.int64 if discrete else np.float32
@@ -223,4 +228,5 @@ class RolloutBuffer:
             advantages=flat(adv),
             returns=flat(ret),
             values=flat(self.values),
+            masks=None if self.masks is None else flat(self.masks),
         )

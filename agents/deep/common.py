@@ -183,6 +183,24 @@ def standardize(advantages: Tensor) -> Tensor:
     return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
 
+MASKED_LOGIT = -1e8
+"""The logit of a masked action: ``exp`` of it minus any real logit is exactly 0 in float32, so a
+masked action is never sampled and adds 0 to the entropy (where ``-inf`` would give ``0 * inf``
+= NaN); sb3-contrib's MaskablePPO uses the same value."""
+
+
+def mask_logits(logits: Tensor, masks: Tensor) -> Tensor:
+    """``logits [B, A]`` with the masked actions set to :data:`MASKED_LOGIT`.
+
+    The Categorical restricted to the allowed actions (``masks [B, A]`` True), renormalised.
+
+    Example:
+        >>> torch.softmax(mask_logits(torch.zeros(1, 3), torch.tensor([[True, False, True]])), -1)
+        tensor([[0.5000, 0.0000, 0.5000]])
+    """
+    return torch.where(masks, logits, torch.as_tensor(MASKED_LOGIT, dtype=logits.dtype))
+
+
 def clip_grad_norm(params: list[Tensor], max_norm: float) -> None:
     """``torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)``, skipping its no-op.
 

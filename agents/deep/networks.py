@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from agents.deep.common import categorical_log_prob, gaussian_entropy
+from agents.deep.common import categorical_log_prob, gaussian_entropy, mask_logits
 from agents.deep.features import FeatureExtractor
 from mpgym.nn import Activation, diag_gaussian_log_prob, mlp
 
@@ -162,23 +162,30 @@ class ActorCritic(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: Tensor, generator: torch.Generator | None, deterministic: bool = False
+        self, obs: Tensor, generator: torch.Generator | None, deterministic: bool = False,
+        masks: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Sample (or take the mode of) the policy: actions and their log-probabilities ``[B]``."""
+        """Sample (or take the mode of) the policy: actions and their log-probabilities ``[B]``.
+
+        ``masks [B, A]`` (Discrete only; True: allowed) restricts the Categorical to the allowed
+        actions (:func:`agents.deep.common.mask_logits`).
+        """
         return self._act(obs if self.features is None else self.features(obs), generator,
-                         deterministic)
+                         deterministic, masks)
 
     @torch.no_grad()
     def act_value(
-        self, obs: Tensor, generator: torch.Generator | None, deterministic: bool = False
+        self, obs: Tensor, generator: torch.Generator | None, deterministic: bool = False,
+        masks: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`act` and :meth:`value` through one pass of the feature extractor."""
         h = obs if self.features is None else self.features(obs)
-        actions, log_probs = self._act(h, generator, deterministic)
+        actions, log_probs = self._act(h, generator, deterministic, masks)
         return actions, log_probs, self._value(h)
 
     def _act(
-        self, h: Tensor, generator: torch.Generator | None, deterministic: bool
+        self, h: Tensor, generator: torch.Generator | None, deterministic: bool,
+        masks: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         if self.sde and not deterministic:
             mean, log_std, z = self._sde_params(h)
@@ -188,6 +195,8 @@ class ActorCritic(nn.Module):
             return a, diag_gaussian_log_prob(a, mean, log_std=log_std)
         p, log_std = self._dist_params(h)
         if self.discrete:
+            if masks is not None:
+                p = mask_logits(p, masks)
             if deterministic:
                 a = p.argmax(-1)
             else:
@@ -200,19 +209,28 @@ class ActorCritic(nn.Module):
             a = p + noise * log_std.exp()
         return a, diag_gaussian_log_prob(a, p, log_std=log_std)
 
-    def evaluate(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
-        """Log-probabilities and entropies ``[B]`` of ``actions`` under the current policy."""
-        return self._evaluate(obs if self.features is None else self.features(obs), actions)
+    def evaluate(self, obs: Tensor, actions: Tensor,
+                 masks: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies ``[B]`` of ``actions`` under the current policy.
 
-    def evaluate_value(self, obs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        Restricted to the allowed actions ``masks`` as in :meth:`act`.
+        """
+        return self._evaluate(obs if self.features is None else self.features(obs), actions,
+                              masks)
+
+    def evaluate_value(self, obs: Tensor, actions: Tensor,
+                       masks: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """:meth:`evaluate` and :meth:`value` through one pass of the feature extractor."""
         h = obs if self.features is None else self.features(obs)
-        log_prob, entropy = self._evaluate(h, actions)
+        log_prob, entropy = self._evaluate(h, actions, masks)
         return log_prob, entropy, self._value(h)
 
-    def _evaluate(self, h: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    def _evaluate(self, h: Tensor, actions: Tensor,
+                  masks: Tensor | None = None) -> tuple[Tensor, Tensor]:
         p, log_std = self._dist_params(h)
         if self.discrete:
+            if masks is not None:
+                p = mask_logits(p, masks)
             # categorical_log_prob and categorical_entropy, sharing one log-softmax
             logp = F.log_softmax(p, dim=-1)
             log_prob = logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)

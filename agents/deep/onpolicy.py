@@ -47,7 +47,7 @@ from agents.common.callbacks import LearnHooks, learning_hooks
 from agents.common.envs import EnvKwargs, ThreadedVectorEnv, snapshot_supported
 from agents.deep.base import EpisodeTracker, PolicyAgent, _array_like, check_step
 from agents.deep.buffers import RolloutBatch, RolloutBuffer
-from agents.deep.common import clip_grad_norm
+from agents.deep.common import MASKED_LOGIT, clip_grad_norm
 from agents.deep.features import Features, Policy
 from agents.deep.networks import RunningMeanStd
 from agents.deep.numpy_policy import numpy_features, numpy_mlp, sample_categorical
@@ -119,6 +119,12 @@ class OnPolicyConfig:
     critic share it and ``hidden`` are the layers after it."""
     features: Features = "nature"
     """The CNN of 'cnn'/'multi_input': Nature-DQN's (images of 36x36 and more) or MinAtar's."""
+    action_masks: bool = False
+    """Discrete actions: follow the env's ``info["action_mask"]`` (1: allowed; Gymnasium's
+    convention) after every reset and step. Masked actions are never sampled, and the update's
+    log-probabilities and entropy are those of the policy restricted to the allowed actions
+    (sb3-contrib's MaskablePPO); ``predict(obs, action_masks=...)`` takes a mask too. An env
+    that gives no mask is an error."""
 
 
 class OnPolicyAgent(PolicyAgent):
@@ -147,7 +153,11 @@ class OnPolicyAgent(PolicyAgent):
         self._ret = np.zeros(cfg.n_envs)
         self._prev_done = np.zeros(cfg.n_envs, bool)
         self._obs: np.ndarray | None = None
+        self._masks: np.ndarray | None = None  # [n_envs, A] allowed actions of self._obs
         self._tracker = EpisodeTracker(cfg.n_envs)
+        if cfg.action_masks and not self.discrete:
+            raise MpgymError(f"{type(self).__name__}: action_masks needs a Discrete action "
+                             f"space; {self.env_id} has {self.env.action_space}.")
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         raise NotImplementedError
@@ -228,6 +238,8 @@ class OnPolicyAgent(PolicyAgent):
             return {}, {}  # nothing to continue from, or envs whose state cannot be saved
         tensors = {"rollout.obs": self._obs.copy(), "rollout.prev_done": self._prev_done.copy(),
                    "rollout.ret": self._ret.copy(), **self._tracker.state_dict("rollout.tracker")}
+        if self._masks is not None:
+            tensors["rollout.masks"] = self._masks.copy()
         info: dict[str, Any] = {"rollout": True}
         if self.vec_env is not None:
             arrays, env_info = self._env_snapshot(self.vec_env, "vec_env")
@@ -253,6 +265,10 @@ class OnPolicyAgent(PolicyAgent):
         if "vec_env" in info:
             self._pending_env = (self._arrays_under(tensors, "vec_env"), info["vec_env"])
             self._obs = obs
+            if self.config.action_masks:
+                self._masks = _array_like(
+                    tensors.get("rollout.masks", np.zeros(0)),
+                    np.ones((n, int(self.env.action_space.n)), bool), bool, "rollout.masks")
 
     # -- environments ------------------------------------------------------------------------
     def make_vec_env(self) -> VectorEnv:
@@ -324,19 +340,51 @@ class OnPolicyAgent(PolicyAgent):
             return None
         rng = self.rng
 
-        def step(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def step(obs: np.ndarray, masks: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             h = obs if features is None else features(obs)
-            actions, log_probs = sample_categorical(actor(h), rng)
+            logits = actor(h)
+            if masks is not None:  # as common.mask_logits
+                logits = np.where(masks, logits, np.float32(MASKED_LOGIT))
+            actions, log_probs = sample_categorical(logits, rng)
             return actions, log_probs, critic(h)[:, 0]
 
         return step
 
-    def _act_torch(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _act_torch(self, obs: np.ndarray, masks: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``obs [N, d] -> (actions, log_probs, values)`` through the PyTorch policy."""
         x = torch.from_numpy(obs)
+        m = None if masks is None else torch.from_numpy(masks)
         with torch.no_grad():
-            actions, log_probs, values = self.policy.act_value(x, self.torch_gen)
+            actions, log_probs, values = self.policy.act_value(x, self.torch_gen, masks=m)
         return actions.numpy(), log_probs.numpy(), values.numpy()
+
+    def _read_masks(self, info: dict[str, Any]) -> np.ndarray | None:
+        """The allowed actions ``[n_envs, A]`` in a vector env's ``info`` (``action_masks``).
+
+        A sub-env whose info has no mask at this step (``info["_action_mask"]`` false) allows
+        every action.
+        """
+        if not self.config.action_masks:
+            return None
+        n, a = self.config.n_envs, int(self.env.action_space.n)
+        if "action_mask" not in info:
+            raise MpgymError(
+                f"{type(self).__name__}: action_masks=True, but {self.env_id} gives no "
+                f"info['action_mask'] (1 for each allowed action, {a} entries); turn "
+                "action_masks off or have the env report one after reset and step.")
+        masks = np.asarray(info["action_mask"])
+        if masks.shape != (n, a):
+            raise MpgymError(f"{type(self).__name__}: info['action_mask'] must have {a} entries "
+                             f"per env ([{n}, {a}] over the vector env); got {masks.shape}.")
+        masks = masks.astype(bool)
+        reported = info.get("_action_mask")
+        if reported is not None:
+            masks[~np.asarray(reported, bool)] = True
+        if not masks.any(axis=1).all():
+            raise MpgymError(f"{type(self).__name__}: {self.env_id} masked every action.")
+        return masks
 
     def _resample_sde_noise(self, t: int) -> None:
         """gSDE: new exploration matrices at a rollout's start and every ``sde_sample_freq``."""
@@ -363,6 +411,8 @@ class OnPolicyAgent(PolicyAgent):
         autoreset (``valid`` false) is stored as a done, masked-out step.
         """
         buf.obs[t] = self._obs
+        if buf.masks is not None:
+            buf.masks[t] = self._masks
         buf.actions[t] = actions
         buf.log_probs[t] = log_probs
         buf.values[t] = values
@@ -409,7 +459,7 @@ class OnPolicyAgent(PolicyAgent):
         truncated_final: list[tuple[int, int, np.ndarray]] = []
         for t in range(buf.n_steps):
             self._resample_sde_noise(t)
-            actions, log_probs, values = act(self._obs)
+            actions, log_probs, values = act(self._obs, self._masks)
             raw, rewards, terminated, truncated, info = vec.step(self.env_actions(actions))
             check_step(self.env_id, raw, rewards)
             dones = terminated | truncated
@@ -421,6 +471,7 @@ class OnPolicyAgent(PolicyAgent):
                 truncated_final += [(t, i, info["final_obs"][i])
                                     for i in np.flatnonzero(truncated & ~terminated)]
             self._obs = self._encode_step(raw)
+            self._masks = self._read_masks(info)
             self.num_timesteps += int(valid.sum())
             self._episodes_done(tracker.step(rewards, dones, valid), **stats)
             if hooks is not None and not hooks.step(locals(), dones, info):
@@ -436,8 +487,9 @@ class OnPolicyAgent(PolicyAgent):
         if self._restore_pending_env(vec, reset):
             return
         if reset:
-            raw, _ = vec.reset(seed=cfg.seed if first else None)
+            raw, info = vec.reset(seed=cfg.seed if first else None)
             self._obs = self._encode_step(raw)
+            self._masks = self._read_masks(info)
             self._ret[:] = 0.0
             self._prev_done[:] = False
             self._tracker = EpisodeTracker(cfg.n_envs)
@@ -450,7 +502,7 @@ class OnPolicyAgent(PolicyAgent):
         if self.vec_env is not None:
             self.vec_env.close()
             self.vec_env = None
-            self._obs = None
+            self._obs = self._masks = None
 
     def _can_continue(self) -> bool:
         return self._obs is not None and (self.vec_env is not None
@@ -486,7 +538,8 @@ class OnPolicyAgent(PolicyAgent):
         total = total_timesteps if total_timesteps is not None else cfg.total_timesteps
         self._start_envs(self._setup_learn(total, reset_num_timesteps))
         buf = RolloutBuffer(
-            cfg.n_steps, cfg.n_envs, self.encoder.dim, self.action_shape, self.discrete
+            cfg.n_steps, cfg.n_envs, self.encoder.dim, self.action_shape, self.discrete,
+            mask_actions=int(self.env.action_space.n) if cfg.action_masks else 0,
         )
         stats: dict[str, float] = {}
         bar = progress(

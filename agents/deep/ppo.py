@@ -264,7 +264,8 @@ class PPO(OnPolicyAgent):
         adv = batch.advantages[idx]
         if cfg.normalize_advantage and len(adv) > 1:
             adv = standardize(adv)
-        log_prob, entropy, values = self.policy.evaluate_value(obs, actions)
+        masks = None if batch.masks is None else batch.masks[idx]
+        log_prob, entropy, values = self.policy.evaluate_value(obs, actions, masks)
         log_ratio = log_prob - batch.log_probs[idx]
         ratio = log_ratio.exp()
         policy_loss = ppo_clip_loss(ratio, adv, clip)
