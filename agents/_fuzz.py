@@ -41,6 +41,21 @@ def load_replay_buffer(path: str) -> None:
         agent.buffer.sample(4, np.random.default_rng(0))
 
 
+PACKED_BUFFER: dict[str, Any] = {"capacity": 40, "obs_dim": 13}
+"""The uint8 buffer that :func:`load_packed_replay_buffer` loads a bit-packed buffer into."""
+
+
+def load_packed_replay_buffer(path: str) -> None:
+    """A bit-packed buffer file (binary uint8 images) into a fresh buffer, then sample from it."""
+    from agents.deep.buffers import ReplayBuffer
+    from agents.deep.buffers import load_replay_buffer as load
+
+    buf = ReplayBuffer(PACKED_BUFFER["capacity"], PACKED_BUFFER["obs_dim"], obs_dtype=np.uint8)
+    load(buf, path, kind="dqn-replay-buffer", check_actions=lambda a: None)
+    if len(buf):
+        buf.sample(4, np.random.default_rng(0))
+
+
 # -- structure-aware entries: the checkpoint's parts as separate files ------------------------
 # Byte mutations of a whole checkpoint mostly break the safetensors header, so few cases reach
 # the agent's own checks. These entries read the parts -- ``config.json``, ``meta.json`` and

@@ -10,7 +10,11 @@ Goal ``dqn_minatar_breakout_vs_paper`` >= 1. Resumable: chunks of :data:`DQN_CHU
 under the machine-wide timing lock (``/tmp/mpgym-timing.lock``) with the load read before and
 after, then the checkpoint with its replay buffer (``save(run, include_buffer=True)``: the
 continuation is exact) and ``progress.json``; each invocation trains for at most ``--hours``
-and a rerun continues (``runs/vision-rl-bench/dqn-minatar-breakout-s{seed}``). The preset's
+and a rerun continues (``runs/vision-rl-bench/dqn-minatar-breakout-s{seed}``). After each chunk
+the run is also packed into ``benchmarks/results/vision_rl-runs/{run}.tar.xz`` (checkpoint,
+replay buffer with its binary observations bit-packed, metrics, progress: ~3 MB), which is
+committed: a clone without the ``runs/`` folder continues from there, so a seed's 5M frames
+(longer than one working session here) can span several. The preset's
 epsilon decays over the first 105,000 frames of one 5M-frame ``learn``; a chunked
 ``learn(..., reset_num_timesteps=False)`` would take that fraction of the frames so far plus the
 chunk, so before each chunk the fraction is set to give the same 105,000 frames (the only
@@ -130,7 +134,14 @@ imitation_bench = _load_benchmark("imitation")
 nerf_bench = imitation_bench.nerf_bench
 sb3_bench = _load_benchmark("deep_rl_vs_sb3")
 
-from mpgym.bench import Goal, bench_parser, parse_overrides, report  # noqa: E402
+from mpgym.bench import (  # noqa: E402
+    Goal,
+    bench_parser,
+    parse_overrides,
+    report,
+    restore_run,
+    snapshot_run,
+)
 from mpgym.checkpoint import atomic_write_text  # noqa: E402
 from mpgym.errors import MpgymError, check_positive  # noqa: E402
 
@@ -143,6 +154,10 @@ PARTS_DIR = RESULTS / f"{NAME}-parts"
 QUICK_DIR = _HERE.parent / "runs" / "bench" / f"{NAME}-quick"
 RUNS = _HERE.parent / "runs" / "vision-rl-bench"
 """Resumable training runs (checkpoints, replay buffers; not committed)."""
+SNAPSHOTS = RESULTS / f"{NAME}-runs"
+"""A committed copy of each report or tuning run after its latest chunk
+(``{run}.tar.xz``, :func:`mpgym.bench.snapshot_run`): a run missing from :data:`RUNS` (a fresh
+clone) continues from it."""
 REPORT_SEEDS = (1, 2, 3)
 """Seeds of every part (the presets were not tuned on them)."""
 HOURS = 4.0
@@ -194,12 +209,13 @@ def _last_returns(run: Path, n: int = LAST_EPISODES) -> tuple[float, int]:
 def train_chunks(agent: Any, run: Path, *, total: int, chunk: int, hours: float,
                  lock: str | None, evaluate: Callable[[Any], dict],
                  before_chunk: Callable[[Any, int], None] | None = None,
-                 include_buffer: bool = False) -> dict:
+                 include_buffer: bool = False, snapshot: Path | None = None) -> dict:
     """Train ``agent`` in chunks until ``total`` steps or ``hours`` of this call; its progress.
 
     After each chunk (under the timing lock): the checkpoint (with the replay buffer when
     ``include_buffer``), ``evaluate(agent)`` and ``progress.json`` (wall seconds and one entry
-    per chunk), so a rerun continues where this one stopped.
+    per chunk), so a rerun continues where this one stopped; then the run's ``snapshot``
+    (when given, :func:`mpgym.bench.snapshot_run`).
     """
     state = imitation_bench._read_progress(run)
     deadline = time.perf_counter() + hours * 3600.0
@@ -216,16 +232,29 @@ def train_chunks(agent: Any, run: Path, *, total: int, chunk: int, hours: float,
                                 "load_before": before["loadavg"], "load_after": after["loadavg"],
                                 **ev})
         atomic_write_text(imitation_bench._progress_file(run), json.dumps(state, indent=1))
+        if snapshot is not None:
+            snapshot_run(run, snapshot)
         log.info("%s: %d steps, %.2f h, %.0f steps/s; %s", run.name, agent.num_timesteps,
                  state["wall_s"] / 3600, steps / wall, ev)
     return state
 
 
-def _open_run(cls: Any, run: Path, make: Callable[[], Any], env: Any = None) -> Any:
-    """The run's agent: loaded from its checkpoint (metrics trimmed to it), or ``make()``."""
+def _snapshot(run: Path, quick: bool) -> Path | None:
+    """Where ``run``'s committed snapshot lives (none for ``--quick`` runs)."""
+    return None if quick else SNAPSHOTS / f"{run.name}.tar.xz"
+
+
+def _open_run(cls: Any, run: Path, make: Callable[[], Any], env: Any = None,
+              snapshot: Path | None = None) -> Any:
+    """The run's agent: loaded from its checkpoint (metrics trimmed to it), or ``make()``.
+
+    A run with no checkpoint is first restored from its ``snapshot`` when there is one.
+    """
     from mpgym.runs import RunDir
 
     run.mkdir(parents=True, exist_ok=True)
+    if snapshot is not None and restore_run(snapshot, run):
+        log.info("%s: restored from %s", run.name, snapshot)
     if (run / "checkpoint.safetensors").exists():
         agent = cls.load(run, env=env) if env is not None else cls.load(run)
         imitation_bench._trim_metrics(run, agent.num_timesteps)
@@ -264,10 +293,11 @@ def dqn_part(seed: int, hours: float, lock: str | None, quick: bool) -> dict:
         return {"last100_return": ret, "episodes": episodes}
 
     run = RUNS / (f"dqn-minatar-breakout-s{seed}" + ("-quick" if quick else ""))
-    agent = _open_run(DQN, run, lambda: DQN(preset.env_id, preset))
+    agent = _open_run(DQN, run, lambda: DQN(preset.env_id, preset),
+                      snapshot=_snapshot(run, quick))
     state = train_chunks(agent, run, total=preset.total_timesteps, chunk=chunk, hours=hours,
                          lock=lock, evaluate=evaluate, before_chunk=same_decay,
-                         include_buffer=True)
+                         include_buffer=True, snapshot=_snapshot(run, quick))
     agent.env.close()
     ret, episodes = _last_returns(run)
     return {"part": "dqn-minatar", "run": f"dqn-s{seed}", "seed": seed,
@@ -426,10 +456,12 @@ def nbv_part(seed: int, hours: float, lock: str | None, quick: bool,
     name = f"nbv-ppo-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
     run = RUNS / (name + ("-quick" if quick else ""))
     train_env, val_env = nbv_env("train"), nbv_env("val")
-    agent = _open_run(PPO, run, lambda: PPO(train_env, cfg), env=train_env)
+    agent = _open_run(PPO, run, lambda: PPO(train_env, cfg), env=train_env,
+                      snapshot=_snapshot(run, quick))
     state = train_chunks(agent, run, total=cfg.total_timesteps, chunk=chunk, hours=hours,
                          lock=lock, evaluate=lambda a: {
-                             "val_coverage": _coverage(val_env, a, val_shapes)})
+                             "val_coverage": _coverage(val_env, a, val_shapes)},
+                         snapshot=_snapshot(run, quick))
     agent.close()
     curve = [[c["timesteps"], c["val_coverage"]] for c in state["chunks"]]
     if overrides:

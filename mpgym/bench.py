@@ -160,3 +160,81 @@ def report(
         atomic_write_text(json_path, json.dumps(result, indent=2))
         print(f"\nwrote {json_path}")
     return result
+
+
+SNAPSHOT_FILES = ("config.json", "checkpoint.safetensors", "replay_buffer.safetensors",
+                  "metrics.csv", "progress.json")
+"""The files of a resumable training run that :func:`snapshot_run` keeps."""
+SNAPSHOT_MAX_BYTES = 1 << 30
+"""Most bytes :func:`restore_run` unpacks from a snapshot (all files together)."""
+
+
+def snapshot_run(run: Path, dest: Path) -> Path:
+    """Pack a resumable run's :data:`SNAPSHOT_FILES` into one xz-compressed tar, atomically.
+
+    A benchmark whose training outlasts one sitting keeps its runs in an ignored folder; this
+    copy, committed beside the results, is what lets a fresh clone continue them
+    (:func:`restore_run`). Files the run does not have are left out.
+    """
+    import tarfile
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        with tarfile.open(tmp, "w:xz", preset=6) as tar:
+            for name in SNAPSHOT_FILES:
+                if (run / name).is_file():
+                    tar.add(run / name, arcname=name, recursive=False)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def restore_run(snapshot: Path, run: Path) -> bool:
+    """Unpack ``snapshot`` (:func:`snapshot_run`) into ``run`` when ``run`` has no checkpoint.
+
+    Returns whether it did. Every member is checked before anything is written: regular files
+    named in :data:`SNAPSHOT_FILES`, each once, at most :data:`SNAPSHOT_MAX_BYTES` in all.
+
+    Raises:
+        MpgymError: the snapshot is not such a tar (corrupt, other members, too large).
+    """
+    import lzma
+    import shutil
+    import tarfile
+    import tempfile
+
+    from mpgym.errors import MpgymError
+
+    if not snapshot.is_file() or (run / "checkpoint.safetensors").exists():
+        return False
+    try:
+        with tarfile.open(snapshot, "r:xz") as tar:
+            members = tar.getmembers()
+            names = [m.name for m in members]
+            bad = [m.name for m in members if not m.isfile() or m.name not in SNAPSHOT_FILES]
+            total = sum(m.size for m in members)
+            if bad or len(set(names)) != len(names) or total > SNAPSHOT_MAX_BYTES:
+                raise MpgymError(
+                    f"{snapshot}: a run snapshot holds only the regular files "
+                    f"{', '.join(SNAPSHOT_FILES)}, each once, {SNAPSHOT_MAX_BYTES} bytes in "
+                    f"all; found {names[:8]} ({total} bytes).")
+            run.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=run) as tmp:
+                tar.extractall(tmp, members=members, filter="data")
+                # the checkpoint last: a run that has one was restored whole
+                for name in sorted(names, key=lambda n: n == "checkpoint.safetensors"):
+                    shutil.move(Path(tmp) / name, run / name)
+    except (tarfile.TarError, lzma.LZMAError, EOFError, OSError) as e:
+        raise MpgymError(f"{snapshot}: not a readable run snapshot (an xz-compressed tar): "
+                         f"{e}") from None
+    return True
+
+
+def _fuzz_restore(path: str) -> None:
+    """Fuzzer entry: :func:`restore_run` of ``path`` into a temporary run folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        restore_run(Path(path), Path(tmp) / "run")

@@ -3,7 +3,8 @@
 Nothing here holds Python objects per transition: each field is one NumPy array written in
 place, and sampling is one fancy-indexing gather per field. A replay buffer's stored
 transitions are written to and read from one safetensors file (:func:`save_replay_buffer`,
-:func:`load_replay_buffer`), beside the agent's checkpoint.
+:func:`load_replay_buffer`), beside the agent's checkpoint; binary image observations
+(MinAtar's) are stored there eight to a byte.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ BUFFER_FILE = "replay_buffer.safetensors"
 
 REPLAY_FIELDS = ("obs", "next_obs", "actions", "rewards", "terminated")
 """The arrays of a :class:`ReplayBuffer` that its file holds, in this order."""
+OBS_FIELDS = ("obs", "next_obs")
+"""The observation arrays, stored bit-packed when every value is 0 or 1."""
 
 
 @dataclass
@@ -114,12 +117,21 @@ def save_replay_buffer(buf: ReplayBuffer, path: str | Path, *, kind: str) -> Pat
     """Write the stored transitions of ``buf`` (safetensors, atomically).
 
     The file holds the first ``buf.size`` rows of each of :data:`REPLAY_FIELDS` and the meta
-    ``{"pos", "size", "capacity"}``, under the checkpoint ``kind`` (``"dqn-replay-buffer"``).
+    ``{"pos", "size", "capacity", "obs_bits"}``, under the checkpoint ``kind``
+    (``"dqn-replay-buffer"``). When the observations are stored as uint8 and every value is 0
+    or 1 (MinAtar's channels), ``obs_bits`` is true and each observation row is saved as
+    ``np.packbits`` of it: an eighth of the bytes, exact (MinAtar Breakout's 100,000
+    transitions: ~10 MB instead of ~80 MB, small enough to keep a long run's state with it).
     """
     n = buf.size
     arrays = {name: getattr(buf, name)[:n] for name in REPLAY_FIELDS}
-    return save_checkpoint(path, arrays, kind=kind,
-                           meta={"pos": buf.pos, "size": n, "capacity": buf.capacity})
+    bits = buf.obs.dtype == np.uint8 and all(
+        not n or int(arrays[name].max()) <= 1 for name in OBS_FIELDS)
+    if bits:
+        for name in OBS_FIELDS:
+            arrays[name] = np.packbits(arrays[name], axis=1)
+    return save_checkpoint(path, arrays, kind=kind, meta={
+        "pos": buf.pos, "size": n, "capacity": buf.capacity, "obs_bits": bits})
 
 
 def load_replay_buffer(
@@ -128,8 +140,9 @@ def load_replay_buffer(
 ) -> None:
     """Read a file written by :func:`save_replay_buffer` into ``buf``, checked first.
 
-    Each array must have ``buf``'s row shape and dtype for ``size`` rows, float arrays must be
-    finite, and ``check_actions`` (called with the ``[size, ...]`` actions when there are
+    Each array must have ``buf``'s row shape and dtype for ``size`` rows (bit-packed
+    observations: ``ceil(obs_dim / 8)`` uint8 bytes a row, for a uint8 buffer), float arrays
+    must be finite, and ``check_actions`` (called with the ``[size, ...]`` actions when there are
     any) returns what is wrong with them, or None. ``buf`` is left untouched on refusal.
 
     Raises:
@@ -138,16 +151,24 @@ def load_replay_buffer(
     """
     ckpt = load_checkpoint(path, expected_kind=kind)
     meta, t = ckpt.meta, ckpt.state_dict
-    size, pos = (meta.get("size"), meta.get("pos")) if isinstance(meta, dict) else (-1, -1)
+    meta = meta if isinstance(meta, dict) else {}
+    size, pos, bits = meta.get("size"), meta.get("pos"), meta.get("obs_bits", False)
     size = size if isinstance(size, int) and not isinstance(size, bool) else -1
     pos = pos if isinstance(pos, int) and not isinstance(pos, bool) else -1
     if not 0 <= size <= buf.capacity or not 0 <= pos < buf.capacity or (
             size < buf.capacity and pos != size):
         raise CheckpointError(f"{path}: replay buffer size {size!r} / position {pos!r} do "
                               f"not fit a buffer of capacity {buf.capacity}.")
+    if not isinstance(bits, bool) or (bits and buf.obs.dtype != np.uint8):
+        raise CheckpointError(f"{path}: replay buffer 'obs_bits' must be true (a buffer of "
+                              f"uint8 observations) or false, got {bits!r} for "
+                              f"{buf.obs.dtype} observations.")
+    obs_dim = buf.obs.shape[1]
     for name in REPLAY_FIELDS:
         like = getattr(buf, name)
         shape, dtype = (size, *like.shape[1:]), torch.from_numpy(like[:0]).dtype
+        if bits and name in OBS_FIELDS:
+            shape = (size, -(-obs_dim // 8))
         x = t.get(name)
         if x is None or tuple(x.shape) != shape or x.dtype != dtype:
             got = "missing" if x is None else f"{tuple(x.shape)} {x.dtype}"
@@ -159,7 +180,10 @@ def load_replay_buffer(
     if problem:
         raise CheckpointError(f"{path}: replay buffer actions must be {problem}.")
     for name in REPLAY_FIELDS:
-        getattr(buf, name)[:size] = t[name].numpy()
+        x = t[name].numpy()
+        if bits and name in OBS_FIELDS:
+            x = np.unpackbits(x, axis=1, count=obs_dim)
+        getattr(buf, name)[:size] = x
     buf.size, buf.pos = size, pos
 
 

@@ -9,11 +9,13 @@ header; the ``parts`` tests mutate the config, meta and tensors separately
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
-from agents._fuzz import BUFFER_AGENT, split_checkpoint
+from agents._fuzz import BUFFER_AGENT, PACKED_BUFFER, split_checkpoint
 from agents.deep.a2c import A2C
+from agents.deep.buffers import ReplayBuffer, save_replay_buffer
 from agents.deep.dqn import BUFFER_FILE, DQN
 from agents.deep.ppo import PPO
 from agents.tabular.planning import ValueIteration
@@ -108,6 +110,18 @@ def test_fuzz_replay_buffer(tmp_path):
     agent = DQN("CartPole-v1", cfg).learn(120, progress_bar=False)
     agent.save_replay_buffer(tmp_path / BUFFER_FILE)
     report = fuzz_loader("agents._fuzz:load_replay_buffer", files(tmp_path),
+                         cases=fuzz_cases(200))
+    report.assert_ok()
+    assert report.refused > 0
+
+
+def test_fuzz_bit_packed_replay_buffer(tmp_path):
+    buf = ReplayBuffer(PACKED_BUFFER["capacity"], PACKED_BUFFER["obs_dim"], obs_dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        buf.add(rng.integers(0, 2, 13), i % 3, 1.0, rng.integers(0, 2, 13), i % 5 == 0)
+    save_replay_buffer(buf, tmp_path / BUFFER_FILE, kind="dqn-replay-buffer")
+    report = fuzz_loader("agents._fuzz:load_packed_replay_buffer", files(tmp_path),
                          cases=fuzz_cases(200))
     report.assert_ok()
     assert report.refused > 0

@@ -68,3 +68,26 @@ def test_goals_from_rows(bench):
     assert goals["nbv_coverage_5views_vs_greedy"].value == pytest.approx(0.88 / 0.9)
     assert goals["nbv_coverage_5views_minus_random"].value == pytest.approx(0.18)
     assert all(g.met for g in goals.values())
+
+
+def test_a_run_continues_from_its_snapshot_as_from_its_folder(bench, tmp_path):
+    # a clone without runs/: the committed snapshot gives the same agent, buffer included
+    import dataclasses
+
+    from agents.deep.dqn import DQN, DQNConfig
+
+    cfg = dataclasses.replace(DQNConfig(), hidden=(8,), buffer_size=300, learning_starts=50,
+                              total_timesteps=400)
+    run, snap = tmp_path / "runs" / "dqn-s1", tmp_path / "results" / "dqn-s1.tar.xz"
+    agent = bench._open_run(DQN, run, lambda: DQN("CartPole-v1", cfg), snapshot=snap)
+    state = bench.train_chunks(agent, run, total=400, chunk=200, hours=1.0, lock=None,
+                               evaluate=lambda a: {}, include_buffer=True, snapshot=snap)
+    assert [c["timesteps"] for c in state["chunks"]] == [200, 400] and snap.is_file()
+    agent.env.close()
+    clone = bench._open_run(DQN, tmp_path / "clone" / "dqn-s1", lambda: None, snapshot=snap)
+    assert clone.num_timesteps == 400 and len(clone.buffer) == 300
+    np.testing.assert_array_equal(clone.buffer.obs, agent.buffer.obs)
+    obs = np.zeros((5, 4), np.float32)
+    np.testing.assert_array_equal(clone.predict(obs, deterministic=True)[0],
+                                  agent.predict(obs, deterministic=True)[0])
+    clone.env.close()
