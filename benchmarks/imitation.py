@@ -510,7 +510,8 @@ def train_part(seed: int, hours: float, lock: str | None, quick: bool,
     from mpgym.runs import RunDir
 
     # one torch thread: the env threads use the other core during rollouts, and two OpenMP
-    # threads spin-waiting beside them (or beside any other process) slowed training 7x here
+    # threads spin-waiting beside them (or beside any other process) slowed training 7x here;
+    # the update, while the env threads are idle, runs on two (OnPolicyAgent._update_threads)
     torch.set_num_threads(1)
     overrides = overrides or {}
     cfg = dataclasses.replace(PPO_PRESETS["imitate-walk"], seed=seed, **overrides)

@@ -106,6 +106,11 @@ class ThreadedVectorEnv(SyncVectorEnv):
         self._slices = [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self._pool = ThreadPoolExecutor(n, thread_name_prefix="vector-env") if n > 1 else None
 
+    @property
+    def n_threads(self) -> int:
+        """Threads the sub-envs step on."""
+        return len(self._slices)
+
     def _step_slice(self, envs: range, actions: list[Any]) -> list[tuple]:
         out = []
         for i in envs:

@@ -30,9 +30,10 @@ rollout's worth of steps later), which keeps the figures measured with this code
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,7 +79,8 @@ class OnPolicyConfig:
     """'auto': the env's own vector entry point when its registration has one (NumPy-vectorised
     CartPole), else a ``SyncVectorEnv``; 'sync': always a ``SyncVectorEnv`` of copies; 'thread':
     the copies step on one thread per core (``ThreadedVectorEnv``; for simulators that release
-    the GIL, such as MuJoCo; identical results to 'sync'); 'async': an ``AsyncVectorEnv``, one
+    the GIL, such as MuJoCo; identical results to 'sync'; the update, when those threads are
+    idle, then runs on as many PyTorch threads); 'async': an ``AsyncVectorEnv``, one
     worker process per copy (for envs whose step costs far more than a pipe message).
     Continuing from a checkpoint starts new episodes where the env state cannot be saved
     (async workers, MuJoCo)."""
@@ -560,11 +562,35 @@ class OnPolicyAgent(PolicyAgent):
                 if cfg.lr_schedule == "linear":
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * remaining
-                stats = self._update(buf.finish(cfg.gamma, cfg.gae_lambda), remaining)
+                with self._update_threads():
+                    stats = self._update(buf.finish(cfg.gamma, cfg.gae_lambda), remaining)
                 self.num_updates += 1
                 self.check_finite_state(f"after update {self.num_updates}")
                 self.log_update(**stats)
         return self
+
+    @contextlib.contextmanager
+    def _update_threads(self) -> Iterator[None]:
+        """Run the update on as many PyTorch threads as the sub-envs step on (if on threads).
+
+        Only with a :class:`ThreadedVectorEnv`, and for the update only: the rollouts keep the
+        process's thread count, since there the env threads use the cores, and an OpenMP
+        thread per core spinning beside them slowed the imitation preset's training ~7x here.
+        During the update those threads are idle (16 copies of ``HumanoidImitate-v0`` on 2
+        cores: 2,480 -> 3,010 steps/s of training with 2 update threads instead of 1,
+        interleaved A/B in one process; ~43% of its time is the update).
+        """
+        vec = self.vec_env
+        want = vec.n_threads if isinstance(vec, ThreadedVectorEnv) else 0
+        have = torch.get_num_threads()
+        if want <= have:
+            yield
+            return
+        torch.set_num_threads(want)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(have)
 
 
 def replace_defaults(config_cls: type, **defaults: Any) -> Any:

@@ -165,3 +165,29 @@ def test_numpy_rollout_policy_matches_the_torch_policy(activation):
     np.testing.assert_allclose(freq, probs, atol=4 * 0.5 / np.sqrt(n))
     assert agent.numpy_rollout_policy() is not None
     assert PPO("Pendulum-v1").numpy_rollout_policy() is None  # Gaussian: the torch path
+
+
+@pytest.mark.parametrize("cls", [PPO, A2C])
+@pytest.mark.parametrize("kind", ["sync", "thread"])
+def test_the_update_runs_on_the_env_threads_only_while_it_lasts(cls, kind, monkeypatch):
+    # the rollouts keep the process's torch threads; the update takes the idle env threads
+    seen = []
+    update = cls._update
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return update(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "_update", spy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = dataclasses.replace(cls.PRESETS["CartPole-v1"], vectorization=kind, n_envs=4,
+                                  n_steps=8)
+        agent = cls("CartPole-v1", cfg).learn(64, progress_bar=False)
+        want = agent.vec_env.n_threads if kind == "thread" else 1
+        assert seen == [want] * len(seen) and len(seen) >= 2
+        assert torch.get_num_threads() == 1
+        agent.close()
+    finally:
+        torch.set_num_threads(old)
