@@ -40,21 +40,25 @@ CPU over wall, the busy OS threads and the mean return of the last 100 training 
 that have both runs). A run takes 30-60 s here (4,096 steps: 1.4 s ours, 1.2 s SB3's, both
 about 1 s of CPU), so the six runs about 5 minutes.
 
-Part ``nbv`` -- PPO with ``policy="multi_input"`` (:func:`_nbv_ppo`) on ``mpgym/NextBestView-v0``
-over the train split of the ``pybullet`` shapes (800 of the wheel's 1,000 ``random_urdfs``
-meshes), evaluated on all 100 test-split shapes (episode ``i`` on shape ``i``) by the mean
-coverage after 5 views (:func:`envs.nbv.mean_coverage`), beside ``RandomViews`` (seed 0),
-``FarthestView`` (seed 0) and ``GreedyOracle`` on the same shapes. Goals (means over seeds):
-``nbv_coverage_5views_vs_greedy`` >= 0.97 (over the greedy oracle) and
+Part ``nbv`` -- PPO with ``policy="multi_input"`` (:func:`_nbv_ppo`) on
+``mpgym/NextBestView-v0`` over the train split of the ``pybullet`` shapes (800 of the wheel's
+1,000 ``random_urdfs`` meshes), evaluated on all 100 test-split shapes (episode ``i`` on shape
+``i``) by the mean coverage after 5 views (:func:`envs.nbv.mean_coverage`), beside
+``RandomViews`` (seed 0), ``FarthestView`` (seed 0) and ``GreedyOracle`` on the same shapes.
+Goals (means over seeds): ``nbv_coverage_5views_vs_greedy`` >= 0.97 (over the greedy oracle) and
 ``nbv_coverage_5views_minus_random`` >= 0.15. Resumable like ``dqn-minatar`` (chunks of
 :data:`NBV_CHUNK` steps, each followed by the checkpoint and the coverage on 50 val-split
-shapes: the learning curve). About 300 steps/s here once a shape's ground truth is cached
-(the first visit of each of the 800 train shapes costs ~0.12 s, of each view a few ms), so
-~2 h per seed for the :func:`_nbv_ppo` budget of 2M steps (400,000 episodes). The PPO settings
-are a first choice (not tuned: a 2-hour run per try), stated in :func:`_nbv_ppo`. Tuning runs:
-``--part nbv --seeds 0 --set KEY=VALUE`` (repeatable; the report seeds are refused) trains with
-those settings under a run named after them and scores it on the val shapes only, into
-``nbv-tuning.json`` (never merged into the report); compare two settings on the same seed.
+shapes: the learning curve). With ``--select best`` (the default) the policy of the chunk with
+the highest val coverage is kept (``best/`` in the run) and is the one scored on the test
+shapes; ``--select last`` scores the policy training ended with (the protocol of the rows
+committed before the option existed, which have no ``select`` field). About 300 steps/s here
+once a shape's ground truth is cached (the first visit of each of the 800 train shapes costs
+~0.12 s, of each view a few ms), so ~2 h per seed for the :func:`_nbv_ppo` budget of 2M steps
+(400,000 episodes). The PPO settings are a first choice (not tuned: a 2-hour run per try),
+stated in :func:`_nbv_ppo`. Tuning runs: ``--part nbv --seeds 0 --set KEY=VALUE`` (repeatable;
+the report seeds are refused) trains with those settings under a run named after them and scores
+it on the val shapes only, into ``nbv-tuning.json`` (never merged into the report); compare two
+settings on the same seed.
 
 Why this source and config (:data:`NBV_CONFIG`): with the env's default sensor (radius 2,
 55-degree field of view: every image holds the whole object) five random views already see
@@ -209,13 +213,16 @@ def _last_returns(run: Path, n: int = LAST_EPISODES) -> tuple[float, int]:
 def train_chunks(agent: Any, run: Path, *, total: int, chunk: int, hours: float,
                  lock: str | None, evaluate: Callable[[Any], dict],
                  before_chunk: Callable[[Any, int], None] | None = None,
-                 include_buffer: bool = False, snapshot: Path | None = None) -> dict:
+                 include_buffer: bool = False, snapshot: Path | None = None,
+                 keep_best: str | None = None) -> dict:
     """Train ``agent`` in chunks until ``total`` steps or ``hours`` of this call; its progress.
 
     After each chunk (under the timing lock): the checkpoint (with the replay buffer when
-    ``include_buffer``), ``evaluate(agent)`` and ``progress.json`` (wall seconds and one entry
-    per chunk), so a rerun continues where this one stopped; then the run's ``snapshot``
-    (when given, :func:`mpgym.bench.snapshot_run`).
+    ``include_buffer``), ``evaluate(agent)``, with ``keep_best`` (a key of its result, higher
+    is better) the policy in ``run/best/`` when it beats the best check so far (recorded as
+    ``progress["best"]``), and ``progress.json`` (wall seconds and one entry per chunk), so a
+    rerun continues where this one stopped; then the run's ``snapshot`` (when given,
+    :func:`mpgym.bench.snapshot_run`).
     """
     state = imitation_bench._read_progress(run)
     deadline = time.perf_counter() + hours * 3600.0
@@ -226,6 +233,10 @@ def train_chunks(agent: Any, run: Path, *, total: int, chunk: int, hours: float,
         wall, waited, before, after = imitation_bench.timed_learn(agent, steps, lock)
         agent.save(run, **({"include_buffer": True} if include_buffer else {}))
         ev = evaluate(agent)
+        best = state.get("best")
+        if keep_best is not None and (best is None or ev[keep_best] > best[keep_best]):
+            agent.save(run / "best", resume=False)
+            state["best"] = {"timesteps": agent.num_timesteps, keep_best: ev[keep_best]}
         state["wall_s"] += wall
         state["chunks"].append({"timesteps": agent.num_timesteps, "wall_s": state["wall_s"],
                                 "steps_per_s": steps / wall, "lock_wait_s": waited,
@@ -435,12 +446,17 @@ def _coverage(env: gym.Env, policy: Any, n: int | None = None) -> float:
 
 
 def nbv_part(seed: int, hours: float, lock: str | None, quick: bool,
-             overrides: dict[str, Any] | None = None) -> dict:
+             overrides: dict[str, Any] | None = None, select: str = "best") -> dict:
     """Train (or continue) PPO on the NBV train split for one seed; its test-split row.
 
     ``overrides`` (``--set``, tuning runs on seeds outside :data:`REPORT_SEEDS`) change
     :func:`_nbv_ppo`'s settings; such a run is named after them and its row holds the val-split
     curve only: the test shapes are never scored for a setting being chosen.
+
+    ``select``: which policy the test row scores: ``"best"``, the one of the chunk with the
+    highest val coverage (kept in ``run/best/``, as an ``EvalCallback`` keeps its best model;
+    the test shapes untouched until the end), or ``"last"``, the one training ended with. The
+    choice is made when a run starts and kept in its ``progress.json``.
     """
     import torch
 
@@ -458,10 +474,20 @@ def nbv_part(seed: int, hours: float, lock: str | None, quick: bool,
     train_env, val_env = nbv_env("train"), nbv_env("val")
     agent = _open_run(PPO, run, lambda: PPO(train_env, cfg), env=train_env,
                       snapshot=_snapshot(run, quick))
+    progress = imitation_bench._read_progress(run)
+    started = progress.get("select", "last" if progress["chunks"] else select)
+    if started != select:
+        raise MpgymError(
+            f"{run} was trained with --select {started}; continue it with --select {started}, "
+            f"or move it away to train this seed with --select {select} from the start.")
+    if not progress["chunks"]:
+        progress["select"] = select
+        atomic_write_text(imitation_bench._progress_file(run), json.dumps(progress, indent=1))
     state = train_chunks(agent, run, total=cfg.total_timesteps, chunk=chunk, hours=hours,
                          lock=lock, evaluate=lambda a: {
                              "val_coverage": _coverage(val_env, a, val_shapes)},
-                         snapshot=_snapshot(run, quick))
+                         snapshot=_snapshot(run, quick),
+                         keep_best="val_coverage" if select == "best" else None)
     agent.close()
     curve = [[c["timesteps"], c["val_coverage"]] for c in state["chunks"]]
     if overrides:
@@ -470,9 +496,17 @@ def nbv_part(seed: int, hours: float, lock: str | None, quick: bool,
                 "budget": cfg.total_timesteps, "hours": state["wall_s"] / 3600,
                 "val_coverage": curve[-1][1] if curve else math.nan, "curve": curve}
     test = nbv_env("test")
+    timesteps, chosen = agent.num_timesteps, {}
+    if select == "best" and state.get("best"):
+        agent = PPO.load(run / "best", env=train_env)
+        chosen = {"selected_timesteps": state["best"]["timesteps"],
+                  "val_coverage": state["best"]["val_coverage"]}
+        log.info("%s: the policy of the check at %d steps (val coverage %.4f)", run.name,
+                 chosen["selected_timesteps"], chosen["val_coverage"])
     return {"part": "nbv", "run": f"nbv-ppo-s{seed}", "policy": "ppo", "seed": seed,
-            "timesteps": agent.num_timesteps, "budget": cfg.total_timesteps,
-            "hours": state["wall_s"] / 3600, "coverage_5views": _coverage(test, agent, test_shapes),
+            "timesteps": timesteps, "budget": cfg.total_timesteps,
+            "hours": state["wall_s"] / 3600, "select": select, **chosen,
+            "coverage_5views": _coverage(test, agent, test_shapes),
             "shapes": len(test.unwrapped.shape_names[:test_shapes]),
             "curve": [[c["timesteps"], c["val_coverage"]] for c in state["chunks"]]}
 
@@ -523,7 +557,8 @@ def goals_of(rows: list[dict[str, Any]]) -> list[Goal]:
 
 COLUMNS = ["part", "run", "lib", "policy", "seed", "timesteps", "budget", "hours", "env_steps",
            "wall_s", "cpu_s", "cpu_over_wall", "busy_threads", "last100_return", "episodes",
-           "coverage_5views", "shapes", "settings", "val_coverage", "load_before", "load_after"]
+           "coverage_5views", "shapes", "select", "selected_timesteps", "settings",
+           "val_coverage", "load_before", "load_after"]
 
 
 def write_part(folder: Path, part: str, rows: list[dict]) -> list[dict]:
@@ -580,6 +615,10 @@ def report_part(folder: Path, json_path: Path) -> None:
             missing.append(part)
     if missing:
         log.warning("no results yet for %s: their goals are left out", ", ".join(missing))
+    chosen = {r.get("select", "last") for r in rows if r["part"] == "nbv" and "seed" in r}
+    if len(chosen) > 1:
+        log.warning("the nbv seeds were scored with different --select (%s): their mean "
+                    "mixes two protocols", ", ".join(sorted(chosen)))
     png = json_path.with_name(f"{NAME}-curves.png")
     plot_curves(rows, png)
     report(NAME, rows, goals_of(rows), json_path, columns=COLUMNS,
@@ -615,6 +654,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="tuning runs: a PPO setting of the nbv part (repeatable; seeds outside "
                    "the report's; scored on the val shapes only, into nbv-tuning.json)")
+    p.add_argument("--select", choices=("best", "last"), default="best",
+                   help="nbv: score on the test shapes the policy of the best val check "
+                   "(default) or the last one")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     try:
@@ -638,6 +680,14 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(speed_run(json.loads(args.run_one))))
         return
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run_parts(args)
+    except MpgymError as e:  # a run that cannot continue as asked: the message, no traceback
+        sys.exit(f"error: {e}")
+
+
+def run_parts(args: argparse.Namespace) -> None:
+    """Run the parts ``args.parts`` asks for, in order."""
     folder = args.parts_dir or (QUICK_DIR if args.quick else PARTS_DIR)
     lock = args.timing_lock or None
     for part in args.parts:
@@ -650,9 +700,11 @@ def main(argv: list[str] | None = None) -> None:
             write_part(folder, part, ppo_speed_part(args.seeds, lock, args.quick, done))
         elif part == "nbv" and args.overrides:
             write_part(folder, "nbv-tuning", [nbv_part(s, args.hours, lock, args.quick,
-                                                       args.overrides) for s in args.seeds])
+                                                       args.overrides, args.select)
+                                              for s in args.seeds])
         elif part == "nbv":
-            rows = [nbv_part(s, args.hours, lock, args.quick) for s in args.seeds]
+            rows = [nbv_part(s, args.hours, lock, args.quick, select=args.select)
+                    for s in args.seeds]
             write_part(folder, part, rows + nbv_baselines(args.quick))
         else:
             report_part(folder, args.json or (folder if args.quick else RESULTS)

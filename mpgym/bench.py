@@ -163,8 +163,9 @@ def report(
 
 
 SNAPSHOT_FILES = ("config.json", "checkpoint.safetensors", "replay_buffer.safetensors",
-                  "metrics.csv", "progress.json")
-"""The files of a resumable training run that :func:`snapshot_run` keeps."""
+                  "metrics.csv", "progress.json", "best/checkpoint.safetensors")
+"""The files of a resumable training run that :func:`snapshot_run` keeps (``best/``: the
+policy a run keeps for its best validation check, where it keeps one)."""
 SNAPSHOT_MAX_BYTES = 1 << 30
 """Most bytes :func:`restore_run` unpacks from a snapshot (all files together)."""
 
@@ -225,6 +226,7 @@ def restore_run(snapshot: Path, run: Path) -> bool:
                 tar.extractall(tmp, members=members, filter="data")
                 # the checkpoint last: a run that has one was restored whole
                 for name in sorted(names, key=lambda n: n == "checkpoint.safetensors"):
+                    (run / name).parent.mkdir(exist_ok=True)
                     shutil.move(Path(tmp) / name, run / name)
     except (tarfile.TarError, lzma.LZMAError, EOFError, OSError) as e:
         raise MpgymError(f"{snapshot}: not a readable run snapshot (an xz-compressed tar): "

@@ -91,3 +91,29 @@ def test_a_run_continues_from_its_snapshot_as_from_its_folder(bench, tmp_path):
     np.testing.assert_array_equal(clone.predict(obs, deterministic=True)[0],
                                   agent.predict(obs, deterministic=True)[0])
     clone.env.close()
+
+
+def test_the_best_check_is_kept_and_travels_with_the_snapshot(bench, tmp_path):
+    import dataclasses
+
+    from agents.deep.ppo import PPO
+
+    cfg = dataclasses.replace(PPO.PRESETS["CartPole-v1"], n_envs=2, n_steps=16,
+                              vectorization="sync")
+    run, snap = tmp_path / "runs" / "ppo-s1", tmp_path / "results" / "ppo-s1.tar.xz"
+    agent = bench._open_run(PPO, run, lambda: PPO("CartPole-v1", cfg), snapshot=snap)
+    scores = iter([0.5, 0.9, 0.7])
+    state = bench.train_chunks(agent, run, total=96, chunk=32, hours=1.0, lock=None,
+                               evaluate=lambda a: {"score": next(scores)}, snapshot=snap,
+                               keep_best="score")
+    second = state["chunks"][1]["timesteps"]
+    assert len(state["chunks"]) == 3 and state["best"] == {"timesteps": second, "score": 0.9}
+    assert PPO.load(run / "best").num_timesteps == second < agent.num_timesteps
+    agent.close()
+    clone = tmp_path / "clone" / "ppo-s1"
+    bench._open_run(PPO, clone, lambda: None, snapshot=snap).close()
+    kept = PPO.load(clone / "best")
+    assert kept.num_timesteps == second
+    for a, b in zip(kept.policy.parameters(), PPO.load(run / "best").policy.parameters(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
