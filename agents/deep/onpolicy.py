@@ -79,8 +79,8 @@ class OnPolicyConfig:
     """'auto': the env's own vector entry point when its registration has one (NumPy-vectorised
     CartPole), else a ``SyncVectorEnv``; 'sync': always a ``SyncVectorEnv`` of copies; 'thread':
     the copies step on one thread per core (``ThreadedVectorEnv``; for simulators that release
-    the GIL, such as MuJoCo; identical results to 'sync'; the update, when those threads are
-    idle, then runs on as many PyTorch threads); 'async': an ``AsyncVectorEnv``, one
+    the GIL, such as MuJoCo; identical results to 'sync'; the rollout then runs on one PyTorch
+    thread and the update on as many as the env threads); 'async': an ``AsyncVectorEnv``, one
     worker process per copy (for envs whose step costs far more than a pipe message).
     Continuing from a checkpoint starts new episodes where the env state cannot be saved
     (async workers, MuJoCo)."""
@@ -553,7 +553,8 @@ class OnPolicyAgent(PolicyAgent):
             while self.num_timesteps < self._total_timesteps:
                 before = self.num_timesteps
                 remaining = self.progress_remaining()  # at the rollout's start
-                complete = self.collect_rollout(buf, self._tracker, stats, hooks)
+                with self._torch_threads("rollout"):
+                    complete = self.collect_rollout(buf, self._tracker, stats, hooks)
                 bar.update(self.num_timesteps - before)
                 if not complete:  # a callback stopped learning mid-rollout: no update
                     break
@@ -562,7 +563,7 @@ class OnPolicyAgent(PolicyAgent):
                 if cfg.lr_schedule == "linear":
                     for group in self.optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * remaining
-                with self._update_threads():
+                with self._torch_threads("update"):
                     stats = self._update(buf.finish(cfg.gamma, cfg.gae_lambda), remaining)
                 self.num_updates += 1
                 self.check_finite_state(f"after update {self.num_updates}")
@@ -570,20 +571,24 @@ class OnPolicyAgent(PolicyAgent):
         return self
 
     @contextlib.contextmanager
-    def _update_threads(self) -> Iterator[None]:
-        """Run the update on as many PyTorch threads as the sub-envs step on (if on threads).
+    def _torch_threads(self, phase: Literal["rollout", "update"]) -> Iterator[None]:
+        """PyTorch's thread count for one phase of learning when the sub-envs step on threads.
 
-        Only with a :class:`ThreadedVectorEnv`, and for the update only: the rollouts keep the
-        process's thread count, since there the env threads use the cores, and an OpenMP
-        thread per core spinning beside them slowed the imitation preset's training ~7x here.
-        During the update those threads are idle (16 copies of ``HumanoidImitate-v0`` on 2
-        cores: 2,480 -> 3,010 steps/s of training with 2 update threads instead of 1,
-        interleaved A/B in one process; ~43% of its time is the update).
+        With a :class:`ThreadedVectorEnv` on two or more threads, the rollout runs on one
+        PyTorch thread (the env threads use the cores, and OpenMP threads spinning beside them
+        cost: 16 copies of ``HumanoidImitate-v0`` on 2 cores trained at ~2,400 steps/s with 2
+        threads throughout against ~3,200 with one in the rollout) and the update on as many
+        as the env threads, which are idle then (2,480 -> 3,010 steps/s against one thread
+        throughout; ~43% of that preset's time is the update), or the process's count if it is
+        higher. The process's count is restored after each phase; other vector envs leave it.
         """
         vec = self.vec_env
-        want = vec.n_threads if isinstance(vec, ThreadedVectorEnv) else 0
+        if not isinstance(vec, ThreadedVectorEnv) or vec.n_threads < 2:
+            yield
+            return
         have = torch.get_num_threads()
-        if want <= have:
+        want = 1 if phase == "rollout" else max(vec.n_threads, have)
+        if want == have:
             yield
             return
         torch.set_num_threads(want)

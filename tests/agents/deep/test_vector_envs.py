@@ -169,25 +169,35 @@ def test_numpy_rollout_policy_matches_the_torch_policy(activation):
 
 @pytest.mark.parametrize("cls", [PPO, A2C])
 @pytest.mark.parametrize("kind", ["sync", "thread"])
-def test_the_update_runs_on_the_env_threads_only_while_it_lasts(cls, kind, monkeypatch):
-    # the rollouts keep the process's torch threads; the update takes the idle env threads
-    seen = []
-    update = cls._update
+@pytest.mark.parametrize("process_threads", [1, 2])
+def test_threaded_envs_roll_out_on_one_torch_thread_and_update_on_theirs(
+        cls, kind, process_threads, monkeypatch):
+    # the rollout and the update see their own torch thread counts; the process keeps its own
+    seen = {"collect_rollout": [], "_update": []}
 
-    def spy(self, *args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return update(self, *args, **kwargs)
+    def spying(name):
+        orig = getattr(cls, name)
 
-    monkeypatch.setattr(cls, "_update", spy)
+        def spy(self, *args, **kwargs):
+            seen[name].append(torch.get_num_threads())
+            return orig(self, *args, **kwargs)
+
+        return spy
+
+    for name in seen:
+        monkeypatch.setattr(cls, name, spying(name))
     old = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(process_threads)
     try:
         cfg = dataclasses.replace(cls.PRESETS["CartPole-v1"], vectorization=kind, n_envs=4,
                                   n_steps=8)
         agent = cls("CartPole-v1", cfg).learn(64, progress_bar=False)
-        want = agent.vec_env.n_threads if kind == "thread" else 1
-        assert seen == [want] * len(seen) and len(seen) >= 2
-        assert torch.get_num_threads() == 1
+        threaded = kind == "thread" and agent.vec_env.n_threads > 1
+        rollout = 1 if threaded else process_threads
+        update = max(agent.vec_env.n_threads, process_threads) if threaded else process_threads
+        assert len(seen["_update"]) >= 2 and len(seen["collect_rollout"]) >= 2
+        assert set(seen["collect_rollout"]) == {rollout} and set(seen["_update"]) == {update}
+        assert torch.get_num_threads() == process_threads
         agent.close()
     finally:
         torch.set_num_threads(old)
