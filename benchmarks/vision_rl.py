@@ -12,7 +12,7 @@ after, then the checkpoint with its replay buffer (``save(run, include_buffer=Tr
 continuation is exact) and ``progress.json``; each invocation trains for at most ``--hours``
 and a rerun continues (``runs/vision-rl-bench/dqn-minatar-breakout-s{seed}``). After each chunk
 the run is also packed into ``benchmarks/results/vision_rl-runs/{run}.tar.xz`` (checkpoint,
-replay buffer with its binary observations bit-packed, metrics, progress: ~3 MB), which is
+replay buffer with its binary observations bit-packed, metrics, progress: ~1.9 MB), which is
 committed: a clone without the ``runs/`` folder continues from there, so a seed's 5M frames
 (longer than one working session here) can span several. The preset's
 epsilon decays over the first 105,000 frames of one 5M-frame ``learn``; a chunked
