@@ -75,3 +75,27 @@ def test_nan_check_passes_finite_weights_whose_norm_overflows():
         weight[0, :2] = 3e38
     assert not torch.isfinite(torch.linalg.vector_norm(weight))
     agent.check_finite_state("now")
+
+
+def test_nan_check_sees_a_target_sync_after_skipping_the_unchanged_target():
+    # each check skips a tensor not written in place since it last passed (the target
+    # between syncs); a sync that copies a non-finite online weight into it is still seen
+    agent = DQN("CartPole-v1", dataclasses.replace(DQN.Config(), hidden=(8,)))
+    agent.check_finite_state("now")
+    target = next(agent.q_target.parameters())
+    version = target._version
+    with torch.no_grad():
+        next(agent.q.parameters())[0, 0] = float("nan")
+    with pytest.raises(MpgymError, match=r"network parameter q\.\S* became non-finite"):
+        agent.check_finite_state("now")
+    with torch.no_grad():
+        next(agent.q.parameters())[0, 0] = 0.0
+    agent.check_finite_state("now")
+    with torch.no_grad():
+        next(agent.q.parameters())[0, 1] = float("inf")
+    agent.update_target()
+    assert target._version != version
+    with torch.no_grad():
+        next(agent.q.parameters())[0, 1] = 0.0
+    with pytest.raises(MpgymError, match=r"network parameter q_target\.\S* became non-finite"):
+        agent.check_finite_state("now")
