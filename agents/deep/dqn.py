@@ -406,7 +406,10 @@ class DQN(ReplayAgent):
         q_sa = self.q(obs).gather(1, actions).squeeze(1)
         loss_fn = F.smooth_l1_loss if cfg.loss == "huber" else F.mse_loss
         loss = loss_fn(q_sa, y)
-        self.optimizer.zero_grad(set_to_none=True)
+        # zero_grad(set_to_none=True) without its profiler context: ~20 us a step on MinAtar
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
         loss.backward()
         return loss.detach()
 

@@ -156,21 +156,49 @@ def test_rollout_buffer_finish_flattens_time_major():
     np.testing.assert_allclose(batch.returns.numpy(), [1.5] * 3 + [1.0] * 3)
 
 
-@pytest.mark.parametrize("max_norm", [1e6, 2.0, 0.5, 1e-3])
-@pytest.mark.parametrize("nan", [False, True])
-def test_clip_grad_norm_equals_torch_bit_for_bit(max_norm, nan):
+@pytest.mark.parametrize("max_norm", [1e6, 20.0, 9.0, 2.0, 0.5, 1e-3, 1e-6])
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_clip_grad_norm_equals_torch_bit_for_bit(max_norm, bad, dtype):
+    # the 25 gradients' norm is ~5: 1e6 and 20 take the compiled no-op test, 9 (within a factor
+    # of 2) and below torch's norm; float64 gradients always take torch's norm
     g = torch.Generator().manual_seed(0)
     shapes = [(7, 3), (3,), (1,)]
-    ours = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
-    ref = [torch.nn.Parameter(torch.zeros(s)) for s in shapes]
+    ours = [torch.nn.Parameter(torch.zeros(s, dtype=dtype)) for s in shapes]
+    ref = [torch.nn.Parameter(torch.zeros(s, dtype=dtype)) for s in shapes]
     for p, q in zip(ours, ref, strict=True):
-        p.grad = torch.randn(p.shape, generator=g)
+        p.grad = torch.randn(p.shape, generator=g, dtype=dtype)
         q.grad = p.grad.clone()
+    nan = bad is not None
     if nan:
-        ours[0].grad[1, 1] = ref[0].grad[1, 1] = float("nan")
+        ours[0].grad[1, 1] = ref[0].grad[1, 1] = bad
     clip_grad_norm(ours, max_norm)
     torch.nn.utils.clip_grad_norm_(ref, max_norm, foreach=True)
     for p, q in zip(ours, ref, strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, equal_nan=True)
     total = torch.linalg.vector_norm(torch.cat([p.grad.ravel() for p in ours]))
     assert nan or float(total) <= max_norm * (1 + 1e-5)
+
+
+def test_clip_grad_norm_skips_torchs_norm_only_far_below_the_bound(monkeypatch):
+    from agents.deep import common
+
+    if common._compiled_sum_of_squares() is None:
+        pytest.skip("numba is not installed")
+    params = [torch.nn.Parameter(torch.zeros(300)), torch.nn.Parameter(torch.zeros(2, 5))]
+    for p in params:
+        p.grad = torch.full(p.shape, 0.1)
+    sq = common._grads_sum_of_squares([p.grad for p in params])
+    assert sq == pytest.approx(310 * np.float32(0.1) ** 2, rel=1e-12)
+    calls = []
+    real = torch.nn.utils.get_total_norm
+    monkeypatch.setattr(torch.nn.utils, "get_total_norm",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    clip_grad_norm(params, 2 * np.sqrt(sq) * 1.001)  # norm just under half the bound
+    assert calls == []
+    clip_grad_norm(params, 2 * np.sqrt(sq) * 0.999)
+    assert calls == [1]
+    params[1].grad[0, 0] = float("nan")
+    assert np.isnan(common._grads_sum_of_squares([p.grad for p in params]))
+    clip_grad_norm(params, 1e6)
+    assert calls == [1, 1]
