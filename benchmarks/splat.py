@@ -31,6 +31,18 @@ timed on the PyTorch reference path at a smaller size as a row.
     python benchmarks/splat.py --merge benchmarks/results/splat-speed.json
         benchmarks/results/splat-train.json --json benchmarks/results/splat.json
 
+Part ``tune`` (never part of the report, so never in the default ``--part``) -- a tuning run of
+the ``cpu`` preset with ``--set KEY=VALUE`` changes (repeatable) on the same dataset: trained on
+the train split with ``--tune-seed`` (default 1; the benchmark's seed, the preset's 0, is
+refused) for ``--seconds`` of optimisation time, snapshotted at 10/25/50/75/100% of it and scored
+on the *validation* views only (mean PSNR, white background); the test views are not rendered.
+Each run is added under its name (the changes, sorted) to ``--json`` (default
+``benchmarks/results/splat-cpu-tuning-val.json``), one JSON per tuning study, so that runs made
+two at a time on the two cores, in separate processes and sittings, merge:
+
+    python benchmarks/splat.py --part tune --set sh_degree=1 &
+    python benchmarks/splat.py --part tune --set opacity_lr=0.025
+
 Threads: ``--threads 1`` for the training part by default (torch, numba, BLAS), as the NeRF
 benchmark; the speed part uses 2 (``--speed-threads``).
 """
@@ -54,13 +66,17 @@ sys.path.insert(0, _HERE)  # the NeRF benchmark's grid, snapshots and evaluation
 
 import nerf as nerf_bench  # noqa: E402
 
-from mpgym.bench import Goal, bench_parser, machine_info, report  # noqa: E402
+from mpgym.bench import Goal, bench_parser, machine_info, parse_overrides, report  # noqa: E402
 from mpgym.checkpoint import atomic_write_text, to_jsonable  # noqa: E402
 from mpgym.errors import MpgymError, check_positive  # noqa: E402
 
 log = logging.getLogger("splat-bench")
 
-PARTS = ("speed", "train")
+PARTS = ("speed", "train", "tune")
+REPORT_PARTS = ("speed", "train")
+TUNE_JSON = Path("benchmarks/results/splat-cpu-tuning-val.json")
+TUNE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
+"""Snapshot times of a tuning run, as fractions of its ``--seconds``."""
 TRAIN_PRESETS = ("splat", "hash")
 SPEED_N, SPEED_SIZE = 100_000, 256
 
@@ -287,6 +303,78 @@ def evaluate_splat(part: dict, save) -> dict:
     return part
 
 
+# ------------------------------------------------------------------------------------ tune
+
+
+def tune_run_name(overrides: dict, seed: int) -> str:
+    """A tuning run's key in the study's JSON: its changes, sorted, and its seed."""
+    changes = ",".join(f"{k}={json.dumps(v)}" for k, v in sorted(overrides.items()))
+    return f"{changes or 'preset'} s{seed}"
+
+
+def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
+                    threads: int) -> dict:
+    """Train the ``cpu`` preset with ``overrides`` and ``seed``; its validation-view curve."""
+    from neural3d.data.multiview import load_split
+    from neural3d.image_metrics import psnr
+    from neural3d.splat.model import GaussianModel
+    from neural3d.splat.presets import check_config, preset
+    from neural3d.splat.render import render
+    from neural3d.splat.trainer import SplatTrainer
+
+    cfg = preset("cpu", **{**overrides, "max_seconds": seconds, "threads": threads,
+                           "eval_every": 0, "seed": seed})
+    check_config(cfg)
+    train, val = load_split(data, "train"), load_split(data, "val")
+    SplatTrainer(cfg, train).step()  # warm-up off the clock: numba's cached kernels load
+    trainer = SplatTrainer(cfg, train)
+    snaps = SplatSnapshots([seconds * f for f in TUNE_FRACTIONS])
+    before = nerf_bench.machine_load()
+    snaps.cpu0 = time.process_time()
+    try:
+        trainer.train(progress_bar=False, callback=snaps)  # the last snapshot ends it
+    except nerf_bench._BudgetReached:
+        pass
+    after = nerf_bench.machine_load()
+    snaps.finish(trainer)
+    targets = torch.as_tensor(val.rgb("white"))
+    curve = []
+    for snap in snaps.taken:
+        model = GaussianModel.from_tensors(snap["state"])
+        model.sh_degree = snap["sh_degree"]
+        with torch.no_grad():
+            views = [float(psnr(render(model, torch.as_tensor(val.c2w[i]), val.camera(i),
+                                       background=torch.ones(3)).image.clamp(0, 1), targets[i]))
+                     for i in range(len(val))]
+        curve.append({"s": snap["target_s"], "step": snap["step"],
+                      "val_psnr": float(np.mean(views)), "gaussians": snap["num_gaussians"]})
+        log.info("tune %s: %.0f s, step %d, %d Gaussians: val PSNR %.2f dB",
+                 tune_run_name(overrides, seed), snap["target_s"], snap["step"],
+                 snap["num_gaussians"], curve[-1]["val_psnr"])
+    return {"overrides": overrides, "seed": seed, "threads": threads, "seconds": seconds,
+            "val_views": len(val), "data": str(data), "load_before": before["loadavg"],
+            "load_after": after["loadavg"], "machine": machine_info(), "curve": curve}
+
+
+def write_tune_run(path: Path, name: str, run: dict) -> None:
+    """Add (or replace) run ``name`` in the tuning study ``path``, re-reading it just before."""
+    doc = {"what": "validation-view tuning runs of the splat 'cpu' preset "
+                   "(benchmarks/splat.py --part tune): trained on the train split, scored on "
+                   "the validation views only; the test views are never rendered.",
+           "runs": {}}
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+            if not isinstance(doc.get("runs"), dict):
+                raise ValueError("no 'runs' object")
+        except ValueError as e:
+            raise MpgymError(f"{path} is not a tuning study of this benchmark ({e}); give "
+                             "another --json.") from e
+    doc["runs"][name] = run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(to_jsonable(doc), indent=1))
+
+
 def train_goals(parts: dict[str, dict]) -> tuple[list[Goal], dict]:
     """``splat_minus_hash_psnr_600s`` and ``splat_time_to_hash_psnr_ratio`` off the grids."""
     splat, hash_part = parts.get("splat"), parts.get("hash")
@@ -368,7 +456,12 @@ def plot_curves(path: Path, parts: dict[str, dict], info: dict) -> Path:
 
 def parse_args(argv: list[str] | None = None):
     p = bench_parser(__doc__.splitlines()[0])
-    p.add_argument("--part", dest="parts", nargs="+", choices=PARTS, default=list(PARTS))
+    p.add_argument("--part", dest="parts", nargs="+", choices=PARTS, default=list(REPORT_PARTS),
+                   help="parts to run (default: speed train; tune only when named, alone)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="tune: a change to the cpu preset (repeatable)")
+    p.add_argument("--tune-seed", type=int, default=1,
+                   help="tune: training seed (default 1; 0, the benchmark's, is refused)")
     p.add_argument("--stage", choices=["all", "train", "eval"], default="all",
                    help="train part: train (snapshots), eval (continue evaluating), or both")
     p.add_argument("--threads", type=int, default=1, help="threads of the train part")
@@ -397,6 +490,19 @@ def parse_args(argv: list[str] | None = None):
                              f"got {args.json}.")
         if args.stage != "all" and args.parts != ["train"]:
             raise MpgymError("--stage train|eval goes with --part train.")
+        if "tune" in args.parts:
+            from neural3d.splat.presets import SplatConfig
+
+            if args.parts != ["tune"] or args.merge:
+                raise MpgymError("--part tune runs alone (not with speed, train or --merge).")
+            if args.tune_seed < 1:
+                raise MpgymError(f"--tune-seed must be a whole number >= 1 (0 is the "
+                                 f"benchmark's own seed); got {args.tune_seed}.")
+            args.overrides = parse_overrides(
+                args.overrides, SplatConfig, what="splat",
+                fixed=("seed", "max_seconds", "threads", "eval_every"))
+        elif args.overrides:
+            raise MpgymError("--set goes with --part tune.")
     except MpgymError as e:
         p.error(str(e))
     return args
@@ -450,6 +556,8 @@ def main(argv: list[str] | None = None) -> None:
         return write(args, doc)
     doc = load_docs([args.json]) if args.stage == "eval" else {"rows": [], "goals": [],
                                                                 "train_parts": {}}
+    if args.parts == ["tune"]:
+        return run_tune(args)
     lock = args.timing_lock or None
     if "speed" in args.parts:
         speed = speed_part(args.speed_threads, args.quick, lock)
@@ -460,6 +568,22 @@ def main(argv: list[str] | None = None) -> None:
     if "train" in args.parts:
         run_train(args, doc, lock)
     write(args, doc)
+
+
+def run_tune(args) -> None:
+    """One tuning run, added to the study's JSON."""
+    from mpgym.devices import set_threads
+
+    set_threads(args.threads)
+    seconds = args.seconds or (30.0 if args.quick else 600.0)
+    path = args.json or (Path("runs/bench/splat-tune-quick.json") if args.quick else TUNE_JSON)
+    data = nerf_bench.ensure_dataset(args.data, args.quick)
+    run = splat_tune_part(data, overrides=args.overrides, seed=args.tune_seed, seconds=seconds,
+                          threads=args.threads)
+    name = tune_run_name(args.overrides, args.tune_seed)
+    write_tune_run(path, name, run)
+    print(f"{name}: " + ", ".join(f"{c['s']:.0f} s {c['val_psnr']:.2f} dB" for c in run["curve"])
+          + f"; wrote {path}")
 
 
 def run_train(args, doc: dict, lock: str | None) -> None:

@@ -15,14 +15,12 @@ TRAIN = ["--preset", "tiny", "--iterations", "12", "--init-points", "150", "--ba
 
 
 @pytest.fixture
-def blobs(tmp_path, monkeypatch):
+def blobs(tmp_path, monkeypatch, disc_rgba):
     """A NeRF-synthetic folder: 6 train + 1 test views of two soft discs, 16x16; cwd tmp_path."""
     monkeypatch.chdir(tmp_path)
     root = tmp_path / "blobs"
     intr = Intrinsics.from_fov(NERF_SYNTHETIC_ANGLE, 16)
-    yy, xx = np.mgrid[0:16, 0:16] + 0.5
-    a = np.exp(-((xx - 8) ** 2 + (yy - 8) ** 2) / 18.0)
-    img = np.stack([a, 0.5 * a, 1 - a, np.clip(2 * a, 0, 1)], -1).astype(np.float32)
+    img = disc_rgba
     poses = sphere_poses(7, 4.0, rng=np.random.default_rng(0))
     write_split(root, "train", np.repeat(img[None], 6, 0), poses[:6], intr)
     write_split(root, "test", img[None], poses[6:], intr)
