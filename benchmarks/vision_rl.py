@@ -21,7 +21,8 @@ chunk, so before each chunk the fraction is set to give the same 105,000 frames 
 schedule of the preset: its step size is constant). The figure is a return, not a time, so two
 seeds may train side by side, one process each with ``--timing-lock ''`` (the lock would run
 their chunks in turn). Measured here at ~350 frames/s a process with two side by side on the
-two cores (since the RMSprop step runs as one compiled loop: ~300 before), ~4 h a seed.
+two cores (since the RMSprop step runs as one compiled loop: ~300 before), ~4 h a seed; the
+three report seeds side by side made ~280-380 frames/s each (~950 together).
 
 Part ``ppo-speed`` -- wall time of PPO's ``minatar-breakout`` preset against stable-baselines3's
 PPO ``CnnPolicy`` with the same network and settings, :data:`PPO_SPEED_STEPS` env steps, per
