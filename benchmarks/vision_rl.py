@@ -580,7 +580,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r.get("seed", -1)):  # legend in seed order
         if r.get("curve"):
             ax = a if r["part"] == "dqn-minatar" else b
             x, y = zip(*r["curve"], strict=True)
