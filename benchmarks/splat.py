@@ -75,6 +75,9 @@ log = logging.getLogger("splat-bench")
 PARTS = ("speed", "train", "tune")
 REPORT_PARTS = ("speed", "train")
 TUNE_JSON = Path("benchmarks/results/splat-cpu-tuning-val.json")
+TUNE_LOCK = "/tmp/mpgym-splat-tune.lock"
+"""Held while a tuning run is written into its study (outside the repository, like the timing
+lock)."""
 TUNE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 """Snapshot times of a tuning run, as fractions of its ``--seconds``."""
 TRAIN_PRESETS = ("splat", "hash")
@@ -267,14 +270,29 @@ def splat_train_part(data: Path, *, seconds: float, threads: int, grid: list[flo
     }
 
 
+def score_views(model, data, targets, *, ssim_too: bool = True) -> tuple[list, list]:
+    """PSNR (and SSIM) of ``model`` on the first ``len(targets)`` views of ``data``, white
+    background."""
+    from neural3d.image_metrics import psnr, ssim
+    from neural3d.splat.render import render
+
+    psnrs, ssims = [], []
+    with torch.no_grad():
+        for i in range(len(targets)):
+            pred = render(model, torch.as_tensor(data.c2w[i]), data.camera(i),
+                          background=torch.ones(3)).image.clamp(0, 1)
+            psnrs.append(float(psnr(pred, targets[i])))
+            if ssim_too:
+                ssims.append(float(ssim(pred, targets[i])))
+    return psnrs, ssims
+
+
 def evaluate_splat(part: dict, save) -> dict:
     """Render every splat snapshot on the test views (resumable, ``save(part)`` per snapshot)."""
     from safetensors.torch import load_file
 
     from neural3d.data.multiview import load_split
-    from neural3d.image_metrics import psnr, ssim
     from neural3d.splat.model import GaussianModel
-    from neural3d.splat.render import render
 
     test = load_split(Path(part["data"]), "test")
     n = part["test_views"]
@@ -287,14 +305,7 @@ def evaluate_splat(part: dict, save) -> dict:
         model = GaussianModel.from_tensors(load_file(snap["file"]))
         model.sh_degree = snap["sh_degree"]
         t0 = time.perf_counter()
-        ev["psnr_views"], ev["ssim_views"] = [], []
-        with torch.no_grad():
-            for i in range(n):
-                out = render(model, torch.as_tensor(test.c2w[i]), test.camera(i),
-                             background=torch.ones(3))
-                pred = out.image.clamp(0, 1)
-                ev["psnr_views"].append(float(psnr(pred, targets[i])))
-                ev["ssim_views"].append(float(ssim(pred, targets[i])))
+        ev["psnr_views"], ev["ssim_views"] = score_views(model, test, targets)
         ev["eval_s"] = time.perf_counter() - t0
         save(part)
         log.info("splat: %.1f s (step %d, %d Gaussians): PSNR %.2f dB on %d views",
@@ -316,10 +327,8 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
                     threads: int) -> dict:
     """Train the ``cpu`` preset with ``overrides`` and ``seed``; its validation-view curve."""
     from neural3d.data.multiview import load_split
-    from neural3d.image_metrics import psnr
     from neural3d.splat.model import GaussianModel
     from neural3d.splat.presets import check_config, preset
-    from neural3d.splat.render import render
     from neural3d.splat.trainer import SplatTrainer
 
     cfg = preset("cpu", **{**overrides, "max_seconds": seconds, "threads": threads,
@@ -342,10 +351,7 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
     for snap in snaps.taken:
         model = GaussianModel.from_tensors(snap["state"])
         model.sh_degree = snap["sh_degree"]
-        with torch.no_grad():
-            views = [float(psnr(render(model, torch.as_tensor(val.c2w[i]), val.camera(i),
-                                       background=torch.ones(3)).image.clamp(0, 1), targets[i]))
-                     for i in range(len(val))]
+        views, _ = score_views(model, val, targets, ssim_too=False)
         curve.append({"s": snap["target_s"], "step": snap["step"],
                       "val_psnr": float(np.mean(views)), "gaussians": snap["num_gaussians"]})
         log.info("tune %s: %.0f s, step %d, %d Gaussians: val PSNR %.2f dB",
@@ -357,7 +363,14 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
 
 
 def write_tune_run(path: Path, name: str, run: dict) -> None:
-    """Add (or replace) run ``name`` in the tuning study ``path``, re-reading it just before."""
+    """Add (or replace) run ``name`` in the tuning study ``path``: read, change and written under
+    an exclusive lock (:data:`TUNE_LOCK`), so two runs finishing at once both land."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with nerf_bench.timing_lock(TUNE_LOCK):
+        _write_tune_run(path, name, run)
+
+
+def _write_tune_run(path: Path, name: str, run: dict) -> None:
     doc = {"what": "validation-view tuning runs of the splat 'cpu' preset "
                    "(benchmarks/splat.py --part tune): trained on the train split, scored on "
                    "the validation views only; the test views are never rendered.",
@@ -371,7 +384,6 @@ def write_tune_run(path: Path, name: str, run: dict) -> None:
             raise MpgymError(f"{path} is not a tuning study of this benchmark ({e}); give "
                              "another --json.") from e
     doc["runs"][name] = run
-    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(to_jsonable(doc), indent=1))
 
 
