@@ -36,6 +36,8 @@ the ``cpu`` preset with ``--set KEY=VALUE`` changes (repeatable) on the same dat
 the train split with ``--tune-seed`` (default 1; the benchmark's seed, the preset's 0, is
 refused) for ``--seconds`` of optimisation time, snapshotted at 10/25/50/75/100% of it and scored
 on the *validation* views only (mean PSNR, white background); the test views are not rendered.
+The first :data:`TUNE_TRAIN_VIEWS` training views are scored too (``train_psnr``): how far a
+setting fits what it trains on, against how far it carries to new views.
 Each run is added under its name (the changes, sorted) to ``--json`` (default
 ``benchmarks/results/splat-cpu-tuning-val.json``), one JSON per tuning study, so that runs made
 two at a time on the two cores, in separate processes and sittings, merge:
@@ -80,6 +82,8 @@ TUNE_LOCK = "/tmp/mpgym-splat-tune.lock"
 lock)."""
 TUNE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 """Snapshot times of a tuning run, as fractions of its ``--seconds``."""
+TUNE_TRAIN_VIEWS = 4
+"""Training views a tuning run's snapshots are also scored on (as many as the tabletop's val)."""
 TRAIN_PRESETS = ("splat", "hash")
 SPEED_N, SPEED_SIZE = 100_000, 256
 
@@ -347,16 +351,19 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
     after = nerf_bench.machine_load()
     snaps.finish(trainer)
     targets = torch.as_tensor(val.rgb("white"))
+    train_targets = torch.as_tensor(train.rgb("white")[:TUNE_TRAIN_VIEWS])
     curve = []
     for snap in snaps.taken:
         model = GaussianModel.from_tensors(snap["state"])
         model.sh_degree = snap["sh_degree"]
         views, _ = score_views(model, val, targets, ssim_too=False)
+        seen, _ = score_views(model, train, train_targets, ssim_too=False)
         curve.append({"s": snap["target_s"], "step": snap["step"],
-                      "val_psnr": float(np.mean(views)), "gaussians": snap["num_gaussians"]})
-        log.info("tune %s: %.0f s, step %d, %d Gaussians: val PSNR %.2f dB",
+                      "val_psnr": float(np.mean(views)), "train_psnr": float(np.mean(seen)),
+                      "gaussians": snap["num_gaussians"]})
+        log.info("tune %s: %.0f s, step %d, %d Gaussians: val PSNR %.2f dB (train views %.2f)",
                  tune_run_name(overrides, seed), snap["target_s"], snap["step"],
-                 snap["num_gaussians"], curve[-1]["val_psnr"])
+                 snap["num_gaussians"], curve[-1]["val_psnr"], curve[-1]["train_psnr"])
     return {"overrides": overrides, "seed": seed, "threads": threads, "seconds": seconds,
             "val_views": len(val), "data": str(data), "load_before": before["loadavg"],
             "load_after": after["loadavg"], "machine": machine_info(), "curve": curve}

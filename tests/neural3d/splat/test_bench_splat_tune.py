@@ -8,7 +8,7 @@ import pytest
 
 from mpgym import MpgymError
 from neural3d.cameras import Intrinsics, sphere_poses
-from neural3d.data.multiview import NERF_SYNTHETIC_ANGLE, write_split
+from neural3d.data.multiview import NERF_SYNTHETIC_ANGLE, load_split, write_split
 
 
 @pytest.fixture
@@ -47,7 +47,15 @@ def test_tune_is_not_a_default_part(bench):
     assert "tune" not in bench.parse_args([]).parts
 
 
-def test_a_tuning_run_is_scored_on_the_val_views_and_merged(bench, disc, tmp_path):
+def test_a_tuning_run_is_scored_on_the_val_views_and_merged(bench, disc, tmp_path, monkeypatch):
+    scored = []  # (views scored, first view's pose) per call
+    score_views = bench.score_views
+
+    def spy(model, data, targets, **kw):
+        scored.append((len(targets), np.asarray(data.c2w[0]).tolist()))
+        return score_views(model, data, targets, **kw)
+
+    monkeypatch.setattr(bench, "score_views", spy)
     overrides = {"init_points": 200, "backend": "torch", "sh_degree": 1}
     run = bench.splat_tune_part(disc, overrides=overrides, seed=2, seconds=0.4, threads=1)
     assert run["val_views"] == 2 and run["seed"] == 2 and run["overrides"] == overrides
@@ -56,6 +64,11 @@ def test_a_tuning_run_is_scored_on_the_val_views_and_merged(bench, disc, tmp_pat
     steps = [c["step"] for c in curve]
     assert steps == sorted(steps) and steps[-1] >= 1
     assert all(math.isfinite(c["val_psnr"]) and c["gaussians"] >= 1 for c in curve)
+    # each snapshot: the 2 val views, then the first training views (all 4 of the fixture's)
+    assert all(math.isfinite(c["train_psnr"]) for c in curve)
+    assert [n for n, _ in scored] == [2, 4] * len(curve)
+    np.testing.assert_allclose(scored[0][1], load_split(disc, "val").c2w[0])
+    np.testing.assert_allclose(scored[1][1], load_split(disc, "train").c2w[0])
 
     study = tmp_path / "study.json"
     name = bench.tune_run_name(overrides, 2)
