@@ -11,7 +11,9 @@ checkpoint is left as it was. Training seconds exclude evaluation and checkpoint
 
 The schedule is 3DGS's (``train.py``): step ``k`` counts from 1; the means' lr is log-linear from
 ``position_lr_init`` to ``position_lr_final`` (x scene extent) over ``position_lr_max_steps``;
-the active SH degree rises every ``sh_degree_every`` steps; the loss is
+the active SH degree rises every ``sh_degree_every`` steps; each epoch visits every training view
+once in a new random order (the reference's ``viewpoint_stack``; ``view_order="uniform"`` draws
+each step's view independently); the loss is
 ``(1 - lambda) L1 + lambda (1 - SSIM)`` with SSIM's 11x11 Gaussian window zero-padded to the image
 size (the reference's loss; evaluation uses :func:`neural3d.image_metrics.ssim`, valid region).
 Density control (:class:`~neural3d.splat.strategy.DensityControl`) runs after Adam's step (the
@@ -201,6 +203,8 @@ class SplatTrainer:
         self.images = torch.as_tensor(train_data.images, dtype=torch.float32)  # [V, H, W, 4]
         self.c2w = torch.as_tensor(train_data.c2w, dtype=torch.float32)
         self.step_count, self.train_seconds = 0, 0.0
+        self._view_perm = torch.empty(0, dtype=torch.int64)  # this epoch's views (shuffle)
+        self._view_next = 0  # position in it of the next step's view
         self.saved_step: int | None = None
         self.history: list[dict[str, float]] = []
 
@@ -264,6 +268,16 @@ class SplatTrainer:
             return torch.rand(3, generator=self.gen)
         return torch.full((3,), 1.0 if c.background == "white" else 0.0)
 
+    def _next_view(self) -> int:
+        """The training view of the next step (:attr:`SplatConfig.view_order`)."""
+        if self.config.view_order == "uniform":
+            return int(torch.randint(len(self.images), (1,), generator=self.gen))
+        if self._view_next >= len(self._view_perm):  # a new epoch
+            self._view_perm = torch.randperm(len(self.images), generator=self.gen)
+            self._view_next = 0
+        self._view_next += 1
+        return int(self._view_perm[self._view_next - 1])
+
     def step(self) -> dict[str, float]:
         """One optimisation step on a random training view.
 
@@ -275,7 +289,7 @@ class SplatTrainer:
         self._set_lrs(self.optimizer.param_groups, k)
         if k % c.sh_degree_every == 0:
             self.model.sh_degree = min(self.model.sh_degree + 1, self.model.max_sh_degree)
-        i = int(torch.randint(len(self.images), (1,), generator=self.gen))
+        i = self._next_view()
         bg = self._background()
         target = composite(self.images[i], bg).to(self.device)
         out = render(self.model, self.c2w[i].to(self.device), self.train_data.camera(i),
@@ -459,6 +473,8 @@ class SplatTrainer:
                 sd[f"adam.{g['name']}.{k}"] = torch.as_tensor(v)
         sd.update({f"density.{k}": v for k, v in self.strategy.state_dict().items()})
         sd["rng.torch"] = self.gen.get_state()
+        sd["views.order"] = self._view_perm.clone()
+        sd["views.next"] = torch.tensor([self._view_next], dtype=torch.int64)
         return sd
 
     def load_state_dict(self, sd: dict[str, Tensor], *, where: str = "state") -> None:
@@ -489,6 +505,34 @@ class SplatTrainer:
                 self.gen.set_state(rng)
             except RuntimeError as exc:
                 raise MpgymError(f"{where}: rng.torch is not a valid generator state.") from exc
+        self._view_perm, self._view_next = self._view_state(sd, where)
+
+    def _view_state(self, sd: dict[str, Tensor], where: str) -> tuple[Tensor, int]:
+        """``views.order`` and ``views.next`` of a checkpoint, checked.
+
+        A new epoch starts at the next step when there are none (checkpoints from before them),
+        or when the run resumes on a training set of another size (the order was of its views).
+        """
+        empty = torch.empty(0, dtype=torch.int64), 0
+        if "views.order" not in sd and "views.next" not in sd:
+            return empty
+        order, nxt = sd.get("views.order"), sd.get("views.next")
+        if (order is None or nxt is None or order.dtype != torch.int64 or order.dim() != 1
+                or nxt.dtype != torch.int64 or tuple(nxt.shape) != (1,)):
+            raise MpgymError(f"{where}: views.order must be an int64 vector and views.next an "
+                             "int64 [1], both present or both absent.")
+        k, m = int(nxt[0]), len(order)
+        if not 0 <= k <= m:
+            raise MpgymError(f"{where}: views.next must be in [0, {m}]; got {k}.")
+        if not torch.equal(order.sort().values, torch.arange(m)):
+            raise MpgymError(f"{where}: views.order must be a permutation of 0..{m - 1}; got "
+                             "repeated or out-of-range views.")
+        n = len(self.images)
+        if m and m != n:
+            log.info("%s: trained on %d views, resumed on %d: a new epoch of views starts",
+                     where, m, n)
+            return empty
+        return order.clone(), k
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write a checkpoint (default: ``<run_dir>/checkpoint.safetensors``), atomically.

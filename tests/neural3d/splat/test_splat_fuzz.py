@@ -27,7 +27,8 @@ def _run_seed(tmp_path) -> dict[str, bytes]:
             for f in ("checkpoint.safetensors", "config.json")}
 
 
-@pytest.mark.parametrize("key", ["density.count", "rng.torch", "adam.means.exp_avg"])
+@pytest.mark.parametrize("key", ["density.count", "rng.torch", "adam.means.exp_avg",
+                                 "views.order", "views.next"])
 def test_damaged_resume_state_is_refused(tmp_path, key):
     from mpgym.checkpoint import load_checkpoint, save_checkpoint
     from mpgym.errors import MpgymError
@@ -40,6 +41,10 @@ def test_damaged_resume_state_is_refused(tmp_path, key):
         bad = torch.zeros(len(good) + 1)  # one Gaussian too many
     elif key == "rng.torch":
         bad = good[:5]  # a truncated generator state
+    elif key == "views.order":
+        bad = torch.tensor([0, 0, 2])  # not a permutation of the views
+    elif key == "views.next":
+        bad = good + 10  # past the end of the epoch's order
     else:
         bad = torch.full_like(good, float("nan"))
     save_checkpoint(ck.path, {**ck.state_dict, key: bad}, kind="splat", config=ck.config,

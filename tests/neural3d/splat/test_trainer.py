@@ -133,6 +133,53 @@ def test_resume_continues_bit_for_bit(scene, tmp_path, backend):
             b["step"])
 
 
+def test_views_are_shuffled_per_epoch_or_drawn_uniformly(scene):
+    train, _ = scene
+    n = len(train)
+    shuffled = SplatTrainer(_cfg(), train)
+    assert shuffled.config.view_order == "shuffle"  # 3DGS's viewpoint stack is the default
+    views = [shuffled._next_view() for _ in range(3 * n)]
+    for e in range(3):  # every view once per epoch
+        assert sorted(views[e * n:(e + 1) * n]) == list(range(n))
+    assert views[:n] != views[n:2 * n]  # in a new order each epoch
+    uniform = SplatTrainer(_cfg(view_order="uniform"), train)
+    g = torch.Generator()
+    g.set_state(uniform.gen.get_state())
+    drawn = [uniform._next_view() for _ in range(3 * n)]
+    assert drawn == [int(torch.randint(n, (1,), generator=g)) for _ in range(3 * n)]
+    assert sorted(drawn[:n]) != list(range(n))  # independent draws repeat views
+
+
+def test_a_resumed_epoch_continues_its_order_or_restarts_on_other_views(scene):
+    train, _ = scene
+    a = SplatTrainer(_cfg(), train)
+    first = [a._next_view() for _ in range(5)]
+    sd = a.state_dict()
+    rest = [a._next_view() for _ in range(len(train) - 5)]
+    assert sorted(first + rest) == list(range(len(train)))
+    b = SplatTrainer(_cfg(), train)
+    b.load_state_dict(sd)
+    assert [b._next_view() for _ in range(len(train) - 5)] == rest  # the epoch goes on
+    fewer = MultiviewData(train.images[:6], train.c2w[:6], train.intrinsics)
+    c = SplatTrainer(_cfg(), fewer)
+    c.load_state_dict(sd)  # the saved order is of 16 views: a new epoch of the 6
+    assert sorted(c._next_view() for _ in range(6)) == list(range(6))
+
+
+def test_configs_from_before_the_view_order_keep_uniform_draws():
+    from dataclasses import asdict
+
+    from neural3d.splat.presets import config_from_dict
+
+    old = asdict(preset("tiny"))
+    del old["view_order"]
+    assert config_from_dict(old).view_order == "uniform"
+    assert config_from_dict(asdict(preset("tiny"))).view_order == "shuffle"
+    assert preset("cpu").view_order == "uniform"  # as the benchmark's figures were measured
+    with pytest.raises(MpgymError, match="view_order"):
+        config_from_dict({**old, "view_order": "sequential"})
+
+
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(scene, tmp_path):
     train, _ = scene
     run = tmp_path / "run"
