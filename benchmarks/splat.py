@@ -45,6 +45,17 @@ two at a time on the two cores, in separate processes and sittings, merge:
     python benchmarks/splat.py --part tune --set sh_degree=1 &
     python benchmarks/splat.py --part tune --set opacity_lr=0.025
 
+Part ``error`` (never part of the report either) -- where the final splats of a train part's
+JSON (``--from``, default ``benchmarks/results/splat-train.json``; its snapshot files must still
+be on disk) miss: the per-pixel squared error on the first :data:`ERROR_VIEWS` training and
+validation views (never the test views) split into the object's silhouette band (pixels of
+partial ground-truth alpha and their 8-neighbours), its interior, the 10% of interior pixels of
+the strongest ground-truth gradient (texture) and the background; shares of the error against
+shares of the pixels, written to ``--json`` (default ``benchmarks/results/splat-error.json``)
+with a PNG of the error maps:
+
+    python benchmarks/splat.py --part error
+
 Threads: ``--threads 1`` for the training part by default (torch, numba, BLAS), as the NeRF
 benchmark; the speed part uses 2 (``--speed-threads``).
 """
@@ -74,7 +85,7 @@ from mpgym.errors import MpgymError, check_positive  # noqa: E402
 
 log = logging.getLogger("splat-bench")
 
-PARTS = ("speed", "train", "tune")
+PARTS = ("speed", "train", "tune", "error")
 REPORT_PARTS = ("speed", "train")
 TUNE_JSON = Path("benchmarks/results/splat-cpu-tuning-val.json")
 TUNE_LOCK = "/tmp/mpgym-splat-tune.lock"
@@ -84,6 +95,12 @@ TUNE_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 1.0)
 """Snapshot times of a tuning run, as fractions of its ``--seconds``."""
 TUNE_TRAIN_VIEWS = 4
 """Training views a tuning run's snapshots are also scored on (as many as the tabletop's val)."""
+ERROR_JSON = Path("benchmarks/results/splat-error.json")
+ERROR_VIEWS = 4
+"""Training and validation views the error part looks at (as many as the tabletop's val)."""
+ERROR_EDGE_ALPHA = (0.02, 0.98)
+"""Ground-truth alpha strictly between these is the object's edge (the band adds its
+8-neighbours); at or above the upper one the interior, at or below the lower the background."""
 TRAIN_PRESETS = ("splat", "hash")
 SPEED_N, SPEED_SIZE = 100_000, 256
 
@@ -318,6 +335,115 @@ def evaluate_splat(part: dict, save) -> dict:
     return part
 
 
+# ----------------------------------------------------------------------------------- error
+
+
+def error_regions(pred: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> dict:
+    """Where one view's squared error sits: ``pred``/``target`` ``[H, W, 3]`` in [0, 1] (over the
+    same background), ``alpha`` ``[H, W]`` the ground truth's coverage. Each region's share of
+    the pixels and of the summed squared error (band, interior and background partition the
+    image; the textured pixels are part of the interior), and the view's PSNR."""
+    from scipy import ndimage
+
+    se = ((pred.astype(np.float64) - target) ** 2).mean(-1)
+    lo, hi = ERROR_EDGE_ALPHA
+    band = ndimage.binary_dilation((alpha > lo) & (alpha < hi), structure=np.ones((3, 3), bool))
+    interior = (alpha >= hi) & ~band
+    background = ~band & ~interior
+    gy, gx = np.gradient(target.mean(-1))
+    grad = np.hypot(gx, gy)
+    textured = (interior & (grad > np.quantile(grad[interior], 0.9)) if interior.any()
+                else interior)
+    total = float(se.sum())
+    out = {"psnr": float(-10 * np.log10(max(se.mean(), 1e-20)))}
+    for name, mask in (("band", band), ("interior", interior), ("textured", textured),
+                       ("background", background)):
+        out[f"{name}_pixel_share"] = float(mask.mean())
+        out[f"{name}_error_share"] = float(se[mask].sum() / total) if total > 0 else 0.0
+    return out
+
+
+def error_part(train_json: Path, views: int = ERROR_VIEWS) -> tuple[dict, dict]:
+    """The error regions of the final splat snapshot of ``train_json`` on the first ``views``
+    training and validation views; the record and the maps (for the PNG)."""
+    from safetensors.torch import load_file
+
+    from neural3d.data.multiview import load_split
+    from neural3d.splat.model import GaussianModel
+    from neural3d.splat.render import render
+
+    try:
+        part = json.loads(Path(train_json).read_text())["train_parts"]["splat"]
+        snap = max(part["snapshots"], key=lambda s: s["step"])
+        state = load_file(snap["file"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MpgymError(f"--from {train_json}: no splat train part with its final snapshot on "
+                         f"disk ({e!r}); run --part train first.") from e
+    model = GaussianModel.from_tensors(state)
+    model.sh_degree = snap["sh_degree"]
+    record: dict = {"from": str(train_json), "snapshot": snap, "data": part["data"],
+                    "edge_alpha": list(ERROR_EDGE_ALPHA), "splits": {}}
+    maps: dict = {}
+    for split in ("train", "val"):
+        data = load_split(Path(part["data"]), split)
+        n = min(views, len(data))
+        rgb, alpha = data.rgb("white")[:n], data.images[:n, ..., 3]
+        rows, maps[split] = [], []
+        with torch.no_grad():
+            for i in range(n):
+                pred = render(model, torch.as_tensor(data.c2w[i]), data.camera(i),
+                              background=torch.ones(3)).image.clamp(0, 1).numpy()
+                rows.append(error_regions(pred, rgb[i], alpha[i]))
+                maps[split].append((pred, rgb[i], ((pred - rgb[i]) ** 2).mean(-1)))
+        record["splits"][split] = {
+            "views": rows,
+            "mean": {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
+    return record, maps
+
+
+def plot_error_maps(path: Path, maps: dict) -> Path:
+    """Per view: the render, the ground truth and the squared error (one colour scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from mpgym.plots import save_figure
+
+    views = [(split, i, m) for split, ms in maps.items() for i, m in enumerate(ms)]
+    vmax = max(float(np.quantile(m[2], 0.999)) for _, _, m in views) or 1.0
+    fig, axes = plt.subplots(3, len(views), figsize=(1.6 * len(views), 5.2), squeeze=False)
+    for col, (split, i, (pred, target, se)) in enumerate(views):
+        for row, (img, kw) in enumerate(((pred, {}), (target, {}),
+                                         (se, {"cmap": "inferno", "vmin": 0, "vmax": vmax}))):
+            axes[row, col].imshow(img, **kw)
+            axes[row, col].set_axis_off()
+        axes[0, col].set_title(f"{split} {i}", fontsize=8)
+    for row, label in enumerate(("splats", "ground truth", "squared error")):
+        axes[row, 0].text(-0.08, 0.5, label, transform=axes[row, 0].transAxes, rotation=90,
+                          ha="right", va="center", fontsize=8)
+    fig.suptitle("final splats of the train part: where the error sits", fontsize=9)
+    return save_figure(fig, path)
+
+
+def run_error(args) -> None:
+    """The error part: regions of the final splats' error, JSON, table and PNG."""
+    from mpgym.devices import set_threads
+
+    set_threads(args.threads)
+    record, maps = error_part(args.train_from)
+    path = args.json or ERROR_JSON
+    doc = {"benchmark": "splat-error", "machine": machine_info(), **record}
+    atomic_write_text(path, json.dumps(to_jsonable(doc), indent=2))
+    cols = ("psnr", "band_pixel_share", "band_error_share", "interior_error_share",
+            "textured_error_share", "background_error_share")
+    print("| split | view | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 2))
+    for split, rec in record["splits"].items():
+        for i, row in [*enumerate(rec["views"]), ("mean", rec["mean"])]:
+            print(f"| {split} | {i} | " + " | ".join(f"{row[c]:.3g}" for c in cols) + " |")
+    print(f"wrote {path} and {plot_error_maps(path.with_suffix('.png'), maps)}")
+
+
 # ------------------------------------------------------------------------------------ tune
 
 
@@ -476,7 +602,8 @@ def plot_curves(path: Path, parts: dict[str, dict], info: dict) -> Path:
 def parse_args(argv: list[str] | None = None):
     p = bench_parser(__doc__.splitlines()[0])
     p.add_argument("--part", dest="parts", nargs="+", choices=PARTS, default=list(REPORT_PARTS),
-                   help="parts to run (default: speed train; tune only when named, alone)")
+                   help="parts to run (default: speed train; tune and error only when "
+                   "named, alone)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="tune: a change to the cpu preset (repeatable)")
     p.add_argument("--tune-seed", type=int, default=1,
@@ -492,6 +619,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--timing-lock", default=nerf_bench.TIMING_LOCK)
     p.add_argument("--merge", nargs="+", type=Path, default=None,
                    help="combine --json files of single parts into one report")
+    p.add_argument("--from", dest="train_from", type=Path,
+                   default=Path("benchmarks/results/splat-train.json"),
+                   help="error: the train part's JSON whose final splats are looked at")
     p.add_argument("--hash-from", type=Path, default=None,
                    help="take the hash NeRF part from a benchmarks/nerf.py --part hash JSON (same "
                    "dataset, grid and threads) instead of training it again; the report says so")
@@ -509,6 +639,8 @@ def parse_args(argv: list[str] | None = None):
                              f"got {args.json}.")
         if args.stage != "all" and args.parts != ["train"]:
             raise MpgymError("--stage train|eval goes with --part train.")
+        if "error" in args.parts and (args.parts != ["error"] or args.merge):
+            raise MpgymError("--part error runs alone (not with speed, train, tune or --merge).")
         if "tune" in args.parts:
             from neural3d.splat.presets import SplatConfig
 
@@ -577,6 +709,8 @@ def main(argv: list[str] | None = None) -> None:
                                                                 "train_parts": {}}
     if args.parts == ["tune"]:
         return run_tune(args)
+    if args.parts == ["error"]:
+        return run_error(args)
     lock = args.timing_lock or None
     if "speed" in args.parts:
         speed = speed_part(args.speed_threads, args.quick, lock)
