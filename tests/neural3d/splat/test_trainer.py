@@ -175,7 +175,7 @@ def test_configs_from_before_the_view_order_keep_uniform_draws():
     del old["view_order"]
     assert config_from_dict(old).view_order == "uniform"
     assert config_from_dict(asdict(preset("tiny"))).view_order == "shuffle"
-    assert preset("cpu").view_order == "uniform"  # as the benchmark's figures were measured
+    assert preset("cpu").view_order == "shuffle"
     with pytest.raises(MpgymError, match="view_order"):
         config_from_dict({**old, "view_order": "sequential"})
 
