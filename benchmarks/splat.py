@@ -291,9 +291,10 @@ def splat_train_part(data: Path, *, seconds: float, threads: int, grid: list[flo
     }
 
 
-def score_views(model, data, targets, *, ssim_too: bool = True) -> tuple[list, list]:
+def score_views(model, data, targets, *, ssim_too: bool = True,
+                rasterize_mode: str = "classic") -> tuple[list, list]:
     """PSNR (and SSIM) of ``model`` on the first ``len(targets)`` views of ``data``, white
-    background."""
+    background, rendered in the mode it was trained in."""
     from neural3d.image_metrics import psnr, ssim
     from neural3d.splat.render import render
 
@@ -301,11 +302,17 @@ def score_views(model, data, targets, *, ssim_too: bool = True) -> tuple[list, l
     with torch.no_grad():
         for i in range(len(targets)):
             pred = render(model, torch.as_tensor(data.c2w[i]), data.camera(i),
-                          background=torch.ones(3)).image.clamp(0, 1)
+                          background=torch.ones(3),
+                          rasterize_mode=rasterize_mode).image.clamp(0, 1)
             psnrs.append(float(psnr(pred, targets[i])))
             if ssim_too:
                 ssims.append(float(ssim(pred, targets[i])))
     return psnrs, ssims
+
+
+def _mode(part: dict) -> str:
+    """The rasterize mode a train part's splats were trained in (classic before the option)."""
+    return part.get("config", {}).get("rasterize_mode", "classic")
 
 
 def evaluate_splat(part: dict, save) -> dict:
@@ -326,7 +333,8 @@ def evaluate_splat(part: dict, save) -> dict:
         model = GaussianModel.from_tensors(load_file(snap["file"]))
         model.sh_degree = snap["sh_degree"]
         t0 = time.perf_counter()
-        ev["psnr_views"], ev["ssim_views"] = score_views(model, test, targets)
+        ev["psnr_views"], ev["ssim_views"] = score_views(model, test, targets,
+                                                         rasterize_mode=_mode(part))
         ev["eval_s"] = time.perf_counter() - t0
         save(part)
         log.info("splat: %.1f s (step %d, %d Gaussians): PSNR %.2f dB on %d views",
@@ -392,7 +400,8 @@ def error_part(train_json: Path, views: int = ERROR_VIEWS) -> tuple[dict, dict]:
         with torch.no_grad():
             for i in range(n):
                 pred = render(model, torch.as_tensor(data.c2w[i]), data.camera(i),
-                              background=torch.ones(3)).image.clamp(0, 1).numpy()
+                              background=torch.ones(3),
+                              rasterize_mode=_mode(part)).image.clamp(0, 1).numpy()
                 rows.append(error_regions(pred, rgb[i], alpha[i]))
                 maps[split].append((pred, rgb[i], ((pred - rgb[i]) ** 2).mean(-1)))
         record["splits"][split] = {
@@ -482,8 +491,10 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
     for snap in snaps.taken:
         model = GaussianModel.from_tensors(snap["state"])
         model.sh_degree = snap["sh_degree"]
-        views, _ = score_views(model, val, targets, ssim_too=False)
-        seen, _ = score_views(model, train, train_targets, ssim_too=False)
+        views, _ = score_views(model, val, targets, ssim_too=False,
+                               rasterize_mode=cfg.rasterize_mode)
+        seen, _ = score_views(model, train, train_targets, ssim_too=False,
+                              rasterize_mode=cfg.rasterize_mode)
         curve.append({"s": snap["target_s"], "step": snap["step"],
                       "val_psnr": float(np.mean(views)), "train_psnr": float(np.mean(seen)),
                       "gaussians": snap["num_gaussians"]})

@@ -150,7 +150,7 @@ def render_main(argv: list[str]) -> int:
     with torch.no_grad():
         for pose, intr in zip(poses, cams, strict=True):
             out = render(model, torch.as_tensor(pose, dtype=torch.float32), intr, background=bg,
-                         depth=True, backend=cfg.backend)
+                         depth=True, backend=cfg.backend, rasterize_mode=cfg.rasterize_mode)
             rgb.append(out.image.clamp(0, 1).numpy())
             assert out.depth is not None  # asked for with depth=True
             depth.append(depth_to_image(out.depth, out.alpha).numpy())
@@ -180,9 +180,14 @@ def export_main(argv: list[str]) -> int:
     out = args.output or args.run_dir / "point_cloud.ply"
     if out.suffix.lower() != ".ply":
         raise MpgymError(f"-o {out}: splats are exported as 3DGS .ply; give a path ending in .ply.")
-    model, _ = load_splat(args.run_dir)
+    model, cfg = load_splat(args.run_dir)
     save_ply(model, out)
     print(f"wrote {out} ({model.num_gaussians} Gaussians, SH degree {model.max_sh_degree})")
+    if cfg.rasterize_mode == "antialiased":
+        # the .ply has no field for it: 3DGS viewers render every Gaussian at its full opacity
+        print("note: this run was trained with --rasterize-mode antialiased; viewers of the "
+              "standard .ply render it classic (small Gaussians more opaque than trained); "
+              "`mpgym splat render` renders it as trained.")
     return 0
 
 

@@ -11,7 +11,9 @@ kernel reads each Gaussian once. :func:`project_colour_backward` is its hand-der
 (the same subgradients as torch's autograd; tested against it in float64): in a training step
 at 128x128 with 40k Gaussians on one thread the two take ~13 ms where the torch functions and
 their autograd took ~48 ms of a ~104 ms step. :func:`neural3d.splat.render.render` uses them as
-one autograd node. Imported lazily.
+one autograd node. In the antialiased rasterize mode the opacities carry the factor
+``sqrt(det0 / det)`` of :mod:`neural3d.splat.project`, with ``det0 = |p x q|^2`` from the rows
+of ``J W R S`` as there. Imported lazily.
 """
 
 from __future__ import annotations
@@ -121,14 +123,16 @@ def project_colour(means, log_scales, quats, opacity_logits, sh_dc, sh_rest, deg
     """Project, colour and activate every Gaussian for one camera (outputs written in place).
 
     ``rot [3, 3]``, ``trans [3]``: world to camera (OpenCV axes); ``centre [3]``: the camera
-    centre; ``cam``: ``(fx, fy, cx, cy, width, height, near, far, eps2d, lim_x, lim_y)``.
-    ``sh_dc [N, 1, 3]``, ``sh_rest [N, K - 1, 3]`` with ``K >= (deg + 1)^2``. Outputs as
-    :class:`~neural3d.splat.project.Projection` (``radii`` int32, 0 when culled), the clamped
-    colours ``max(SH + 0.5, 0)`` and the opacities ``sigmoid(logit)``.
+    centre; ``cam``: ``(fx, fy, cx, cy, width, height, near, far, eps2d, lim_x, lim_y,
+    antialiased)``. ``sh_dc [N, 1, 3]``, ``sh_rest [N, K - 1, 3]`` with ``K >= (deg + 1)^2``.
+    Outputs as :class:`~neural3d.splat.project.Projection` (``radii`` int32, 0 when culled),
+    the clamped colours ``max(SH + 0.5, 0)`` and the opacities ``sigmoid(logit)``, times the
+    compensation ``rho`` when ``antialiased`` is nonzero.
     """
     fx, fy, cx, cy = _F(cam[0]), _F(cam[1]), _F(cam[2]), _F(cam[3])
     width, height, near, far = _F(cam[4]), _F(cam[5]), _F(cam[6]), _F(cam[7])
     eps2d, lim_x, lim_y = _F(cam[8]), _F(cam[9]), _F(cam[10])
+    antialiased = cam[11] != 0.0
     W = rot
     one, zero = _F(1.0), _F(0.0)
     for g in prange(means.shape[0]):
@@ -142,9 +146,10 @@ def project_colour(means, log_scales, quats, opacity_logits, sh_dc, sh_rest, deg
         P, Q = _jwr(a, r0, r1, r2), _jwr(b, r0, r1, r2)
         p0, p1, p2 = P[0] * s0, P[1] * s1, P[2] * s2
         q0, q1, q2 = Q[0] * s0, Q[1] * s1, Q[2] * s2
-        cxx = p0 * p0 + p1 * p1 + p2 * p2 + eps2d
+        cxx0 = p0 * p0 + p1 * p1 + p2 * p2
         cxy = p0 * q0 + p1 * q1 + p2 * q2
-        cyy = q0 * q0 + q1 * q1 + q2 * q2 + eps2d
+        cyy0 = q0 * q0 + q1 * q1 + q2 * q2
+        cxx, cyy = cxx0 + eps2d, cyy0 + eps2d
         det = cxx * cyy - cxy * cxy
         ok = in_range & (det > zero)
         inv_det = one / (det if ok else one)
@@ -160,6 +165,10 @@ def project_colour(means, log_scales, quats, opacity_logits, sh_dc, sh_rest, deg
         on_image = (u + r > zero) & (u - r < width) & (v + r > zero) & (v - r < height)
         radii[g] = np.int32(r) if ok & on_image else 0
         opac[g] = one / (one + math.exp(-opacity_logits[g]))
+        if antialiased:  # det0 = |p x q|^2, as project.py (no cancellation)
+            c0, c1, c2 = p1 * q2 - p2 * q1, p2 * q0 - p0 * q2, p0 * q1 - p1 * q0
+            ratio = (c0 * c0 + c1 * c1 + c2 * c2) * inv_det
+            opac[g] *= math.sqrt(ratio) if ratio > zero else zero
         dx, dy, dz, _, _ = _view_direction(means, g, centre)
         for ch in range(3):
             colors[g, ch] = max(_sh_colour(deg, sh_dc, sh_rest, g, ch, dx, dy, dz) + _F(0.5),
@@ -243,6 +252,7 @@ def project_colour_backward(means, log_scales, quats, opacity_logits, sh_dc, sh_
     fx, fy = _F(cam[0]), _F(cam[1])
     near, far = _F(cam[6]), _F(cam[7])
     eps2d, lim_x, lim_y = _F(cam[8]), _F(cam[9]), _F(cam[10])
+    antialiased = cam[11] != 0.0
     W = rot
     one, two, zero = _F(1.0), _F(2.0), _F(0.0)
     n_rest = sh_rest.shape[1]
@@ -264,21 +274,42 @@ def project_colour_backward(means, log_scales, quats, opacity_logits, sh_dc, sh_
         Q0, Q1, Q2 = _jwr(b, r0, r1, r2)
         p0, p1, p2 = P0 * s0, P1 * s1, P2 * s2
         q0, q1, q2 = Q0 * s0, Q1 * s1, Q2 * s2
-        cxx = p0 * p0 + p1 * p1 + p2 * p2 + eps2d
+        cxx0 = p0 * p0 + p1 * p1 + p2 * p2
         cxy = p0 * q0 + p1 * q1 + p2 * q2
-        cyy = q0 * q0 + q1 * q1 + q2 * q2 + eps2d
+        cyy0 = q0 * q0 + q1 * q1 + q2 * q2
+        cxx, cyy = cxx0 + eps2d, cyy0 + eps2d
         det = cxx * cyy - cxy * cxy
         ok = in_range & (det > zero)
         # ---- conic (a, b, c) = (cyy, -cxy, cxx) / det  (det := 1 where not ok)
         gA, gB, gC = g_conics[g, 0], g_conics[g, 1], g_conics[g, 2]
+        inv = one / det if ok else one
         if ok:
-            inv = one / det
             g_det = -(gA * cyy - gB * cxy + gC * cxx) * inv * inv
             g_cxx = gC * inv + g_det * cyy
             g_cyy = gA * inv + g_det * cxx
             g_cxy = -gB * inv - two * g_det * cxy
         else:
             g_cxx, g_cyy, g_cxy = gC, gA, -gB
+        # ---- opacity: sigmoid(logit), times rho = sqrt(det0 / det) in the antialiased mode,
+        # det0 = |c|^2 with c = p x q (its gradient goes to p and q below)
+        c0, c1, c2, g_det0 = zero, zero, zero, zero
+        if antialiased:
+            c0, c1, c2 = p1 * q2 - p2 * q1, p2 * q0 - p0 * q2, p0 * q1 - p1 * q0
+            sig = one / (one + math.exp(-opacity_logits[g]))
+            ratio = (c0 * c0 + c1 * c1 + c2 * c2) * inv
+            rho = math.sqrt(ratio) if ratio > zero else zero
+            g_logits[g] = g_opac[g] * rho * sig * (one - sig)
+            if ratio > zero:
+                g_ratio = g_opac[g] * sig * _F(0.5) / rho
+                g_det0 = g_ratio * inv
+                if ok:  # det itself (1 where not ok, a constant)
+                    g_det = -g_ratio * ratio * inv
+                    g_cxx += g_det * cyy
+                    g_cyy += g_det * cxx
+                    g_cxy -= two * g_det * cxy
+        else:
+            o = opac[g]
+            g_logits[g] = g_opac[g] * o * (one - o)
         # ---- 2D covariance from the rows p, q of J W R S
         gp0 = two * g_cxx * p0 + g_cxy * q0
         gp1 = two * g_cxx * p1 + g_cxy * q1
@@ -286,6 +317,13 @@ def project_colour_backward(means, log_scales, quats, opacity_logits, sh_dc, sh_
         gq0 = two * g_cyy * q0 + g_cxy * p0
         gq1 = two * g_cyy * q1 + g_cxy * p1
         gq2 = two * g_cyy * q2 + g_cxy * p2
+        if g_det0 != zero:  # d|p x q|^2 / dp = 2 q x c, / dq = 2 c x p
+            gp0 += two * g_det0 * (q1 * c2 - q2 * c1)
+            gp1 += two * g_det0 * (q2 * c0 - q0 * c2)
+            gp2 += two * g_det0 * (q0 * c1 - q1 * c0)
+            gq0 += two * g_det0 * (c1 * p2 - c2 * p1)
+            gq1 += two * g_det0 * (c2 * p0 - c0 * p2)
+            gq2 += two * g_det0 * (c0 * p1 - c1 * p0)
         g_log_scales[g, 0] = (gp0 * P0 + gq0 * Q0) * s0
         g_log_scales[g, 1] = (gp1 * P1 + gq1 * Q1) * s1
         g_log_scales[g, 2] = (gp2 * P2 + gq2 * Q2) * s2
@@ -359,5 +397,3 @@ def project_colour_backward(means, log_scales, quats, opacity_logits, sh_dc, sh_
         g_means[g, 0] = W[0, 0] * g_tx + W[1, 0] * g_ty + W[2, 0] * g_tz + gdx
         g_means[g, 1] = W[0, 1] * g_tx + W[1, 1] * g_ty + W[2, 1] * g_tz + gdy
         g_means[g, 2] = W[0, 2] * g_tx + W[1, 2] * g_ty + W[2, 2] * g_tz + gdz
-        o = opac[g]
-        g_logits[g] = g_opac[g] * o * (one - o)

@@ -32,6 +32,7 @@ __all__ = ["PRESETS", "SplatConfig", "check_config", "config_from_dict", "preset
 
 Init = Literal["random", "points", "mesh", "nerf"]
 ViewOrder = Literal["shuffle", "uniform"]
+RasterizeMode = Literal["classic", "antialiased"]
 Backend = Literal["auto", "numba", "torch", "gsplat"]
 
 
@@ -118,6 +119,10 @@ class SplatConfig:
     """Shrink the images by this factor when `mpgym splat train` reads them."""
     backend: Backend = "auto"
     """Rasterizer: numba (CPU kernel), torch (reference), gsplat (CUDA) or auto."""
+    rasterize_mode: RasterizeMode = "classic"
+    """``classic`` (3DGS's 0.3-px dilation) or ``antialiased`` (the dilation keeps each
+    footprint's mass: Mip-Splatting's 2D filter, gsplat's mode of that name). Renders of the run
+    use it too; viewers of the exported .ply render classic."""
     log_every: int = 100
     """Steps between rows of metrics.csv."""
     eval_every: int = 0
@@ -174,6 +179,7 @@ _UNIT_FLOATS = ("position_lr_delay_mult", "lambda_dssim", "prune_opacity")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "background": ("white", "black", "random"), "init": ("random", "points", "mesh", "nerf"),
     "backend": ("auto", "numba", "torch", "gsplat"), "view_order": ("shuffle", "uniform"),
+    "rasterize_mode": ("classic", "antialiased"),
 }
 
 

@@ -15,6 +15,16 @@ that keeps every footprint at least about a pixel wide. The rasterizer needs the
 *conic* ``(a, b, c)`` with ``Sigma'^{-1} = [[a, b], [b, c]]``, and a radius
 ``ceil(3 sqrt(lambda_max))`` with ``lambda = mid +- sqrt(max(0.1, mid^2 - det))``.
 
+With ``antialiased=True`` (gsplat's ``rasterize_mode="antialiased"``, the 2D filter of
+Mip-Splatting, Yu et al. 2024) the filter is read as the pixel's own footprint: the covariance
+is widened the same way, but each Gaussian's opacity is scaled by
+
+    rho = sqrt(max(det(Sigma' - eps2d I) / det(Sigma'), 0))
+
+so that widening keeps its integral (mass) instead of adding it: a Gaussian far below a pixel
+fades in proportion to the area it covers rather than becoming a pixel-wide blob of its full
+opacity. The factor is :attr:`Projection.compensation`; the renderer multiplies it in.
+
 Pixel coordinates follow :mod:`neural3d.cameras`: pixel ``(i, j)`` has its centre at
 ``(i + 0.5, j + 0.5)``, so the mean lands at ``(fx t_x / t_z + cx, fy t_y / t_z + cy)``.
 """
@@ -54,6 +64,8 @@ class Projection:
     """``[N]`` int32 footprint radius in pixels, ``0`` for culled Gaussians."""
     cov2d: Tensor
     """``[N, 3]`` ``(xx, xy, yy)`` of the 2D covariance, low-pass ``eps2d`` included."""
+    compensation: Tensor | None = None
+    """``[N]`` opacity factor ``rho`` of the antialiased mode, or None (classic mode)."""
 
 
 def _rotation_entries(q: Tensor) -> tuple[tuple[Tensor, Tensor, Tensor], ...]:
@@ -105,8 +117,15 @@ def _check_inputs(means: Tensor, scales: Tensor, rotations: Tensor, c2w: Tensor)
 
 
 def _ewa_cov2d(t: Tensor, z: Tensor, scales: Tensor, rotations: Tensor, rot_w2c: list,
-               intr: Intrinsics) -> tuple[Tensor, Tensor, Tensor]:
-    """``J W R S (J W R S)^T`` as ``(xx, xy, yy)``, each ``[N]`` (before the low-pass).
+               intr: Intrinsics, *, with_det: bool = False
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """``J W R S (J W R S)^T`` as ``(xx, xy, yy)`` ``[N]`` each, and its determinant or None.
+
+    All before the low-pass; the determinant only when ``with_det``.
+
+    The determinant is ``|p x q|^2`` of the rows ``p``, ``q`` of ``J W R S`` (Lagrange's
+    identity), not ``xx yy - xy^2``: for footprints far below a pixel the difference cancels
+    most of float32's digits, the cross product does not.
 
     ``t [N, 3]``: camera-space means; ``z [N]``: their (safe, positive) depths; ``rot_w2c``: the
     world-to-camera rotation ``W`` as nested lists of floats. ``J`` uses ``t_x / t_z`` and
@@ -132,7 +151,12 @@ def _ewa_cov2d(t: Tensor, z: Tensor, scales: Tensor, rotations: Tensor, rot_w2c:
     xx = b0[0] * b0[0] + b0[1] * b0[1] + b0[2] * b0[2]
     xy = b0[0] * b1[0] + b0[1] * b1[1] + b0[2] * b1[2]
     yy = b1[0] * b1[0] + b1[1] * b1[1] + b1[2] * b1[2]
-    return xx, xy, yy
+    if not with_det:
+        return xx, xy, yy, None
+    c0 = b0[1] * b1[2] - b0[2] * b1[1]
+    c1 = b0[2] * b1[0] - b0[0] * b1[2]
+    c2 = b0[0] * b1[1] - b0[1] * b1[0]
+    return xx, xy, yy, c0 * c0 + c1 * c1 + c2 * c2
 
 
 def _radii(cov: Tensor, det: Tensor) -> Tensor:
@@ -152,6 +176,7 @@ def project_gaussians(
     near: float = NEAR,
     far: float = FAR,
     eps2d: float = EPS2D,
+    antialiased: bool = False,
 ) -> Projection:
     """Project 3D Gaussians into one camera (differentiable w.r.t. means, scales, rotations).
 
@@ -164,6 +189,8 @@ def project_gaussians(
         near: Gaussians with depth below this are culled.
         far: Gaussians with depth above this are culled.
         eps2d: low-pass filter added to the 2D covariance's diagonal (pixels^2).
+        antialiased: also return the opacity factor that keeps each footprint's mass through
+            the filter (:attr:`Projection.compensation`; see the module docstring).
 
     Returns:
         A :class:`Projection`. Culled Gaussians (outside ``[near, far]``, singular covariance, or
@@ -187,11 +214,17 @@ def project_gaussians(
     depth = t[:, 2]
     in_range = (depth >= near) & (depth <= far)
     z = torch.where(in_range, depth, torch.ones_like(depth))  # keep culled ones finite
-    xx, xy, yy = _ewa_cov2d(t, z, scales, rotations, rot_w2c.tolist(), intr)
-    xx, yy = xx + eps2d, yy + eps2d  # low-pass filter: at least ~a pixel wide
+    xx0, xy, yy0, det0 = _ewa_cov2d(t, z, scales, rotations, rot_w2c.tolist(), intr,
+                                    with_det=antialiased)
+    xx, yy = xx0 + eps2d, yy0 + eps2d  # low-pass filter: at least ~a pixel wide
     det = xx * yy - xy * xy
     ok = in_range & (det > 0)
     inv_det = 1.0 / torch.where(ok, det, torch.ones_like(det))
+    compensation = None
+    if det0 is not None:
+        ratio = det0 * inv_det
+        pos = ratio > 0  # sqrt's gradient is kept finite where the factor is 0
+        compensation = torch.where(pos, torch.sqrt(torch.where(pos, ratio, 1.0)), 0.0)
     cov = torch.stack([xx, xy, yy], dim=-1)  # [N, 3]
     conics = torch.stack([yy * inv_det, -xy * inv_det, xx * inv_det], dim=-1)
     inv_z = 1.0 / z
@@ -203,4 +236,5 @@ def project_gaussians(
         mx, my = means2d[:, 0], means2d[:, 1]
         on_image = (mx + r > 0) & (mx - r < intr.width) & (my + r > 0) & (my - r < intr.height)
         radii = torch.where(ok & on_image, radii, torch.zeros_like(radii))
-    return Projection(means2d=means2d, conics=conics, depths=depth, radii=radii, cov2d=cov)
+    return Projection(means2d=means2d, conics=conics, depths=depth, radii=radii, cov2d=cov,
+                      compensation=compensation)

@@ -12,7 +12,7 @@ for 100k Gaussians on 2 cores), with a compiled backward when gradients are want
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,7 +24,13 @@ from neural3d.cameras import Intrinsics, opengl_to_opencv
 from neural3d.splat.project import EPS2D, FAR, FRUSTUM_CLAMP, NEAR, Projection, project_gaussians
 from neural3d.splat.rasterize import Backend, rasterize_gaussians
 
-__all__ = ["RenderOutput", "render"]
+__all__ = ["RASTERIZE_MODES", "RasterizeMode", "RenderOutput", "render"]
+
+RasterizeMode = Literal["classic", "antialiased"]
+RASTERIZE_MODES = ("classic", "antialiased")
+"""``classic``: 3DGS's 0.3-px dilation; ``antialiased``: the same dilation with each opacity
+scaled to keep the footprint's mass (Mip-Splatting's 2D filter, gsplat's mode of that name; see
+:mod:`neural3d.splat.project`). A model is rendered in the mode it was trained in."""
 
 
 @dataclass
@@ -55,6 +61,7 @@ def render(
     background: Tensor | None = None,
     depth: bool = False,
     backend: Backend = "auto",
+    rasterize_mode: RasterizeMode = "classic",
 ) -> RenderOutput:
     """Render ``model`` seen from ``c2w`` (differentiable w.r.t. all the model's parameters).
 
@@ -66,20 +73,28 @@ def render(
         background: ``[3]`` colour behind the Gaussians (default black).
         depth: also return the expected depth (one more blended channel).
         backend: rasterizer backend (see :func:`~neural3d.splat.rasterize.rasterize_gaussians`).
+        rasterize_mode: ``"classic"`` or ``"antialiased"`` (:data:`RASTERIZE_MODES`).
 
     Returns:
         A :class:`RenderOutput`.
     """
+    if rasterize_mode not in RASTERIZE_MODES:
+        raise MpgymError(f"rasterize_mode must be one of {', '.join(RASTERIZE_MODES)}; "
+                         f"got {rasterize_mode!r}.")
+    antialiased = rasterize_mode == "antialiased"
     means = model.params["means"]
     c2w = torch.as_tensor(c2w).to(device=means.device, dtype=means.dtype)
     if tuple(c2w.shape) != (4, 4):
         raise MpgymError(f"render needs a [4, 4] camera-to-world pose; got {tuple(c2w.shape)}.")
-    fused = _fused_projection(model, c2w, intr, backend)
+    fused = _fused_projection(model, c2w, intr, backend, antialiased=antialiased)
     if fused is not None:
         proj, colors, opacities = fused
     else:
-        proj = project_gaussians(means, model.scales(), model.rotations(), c2w, intr)
+        proj = project_gaussians(means, model.scales(), model.rotations(), c2w, intr,
+                                 antialiased=antialiased)
         colors, opacities = model.colors(c2w[:3, 3]), model.opacities()  # [N, 3], [N]
+        if proj.compensation is not None:
+            opacities = opacities * proj.compensation
     means2d = proj.means2d
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -102,9 +117,11 @@ def render(
 _FUSED_PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")
 
 
-def _fused_projection(model: Any, c2w: Tensor, intr: Intrinsics, backend: Backend
-                      ) -> tuple[Projection, Tensor, Tensor] | None:
-    """Projection, colours and opacities from the compiled kernels, or None where they do not apply.
+def _fused_projection(model: Any, c2w: Tensor, intr: Intrinsics, backend: Backend, *,
+                      antialiased: bool = False) -> tuple[Projection, Tensor, Tensor] | None:
+    """Projection, colours and opacities from the compiled kernels, or None if they do not apply.
+
+    The opacities include the antialiased mode's factor when ``antialiased``.
 
     They apply to a :class:`~neural3d.splat.model.GaussianModel`'s float32 CPU parameters when
     the rasterizer backend is ``"numba"`` or ``"auto"`` on CPU with numba installed
@@ -131,7 +148,8 @@ def _fused_projection(model: Any, c2w: Tensor, intr: Intrinsics, backend: Backen
               cv[:3, 3].contiguous().numpy(),
               np.array([intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height, NEAR, FAR,
                         EPS2D, FRUSTUM_CLAMP * 0.5 * intr.width / intr.fx,
-                        FRUSTUM_CLAMP * 0.5 * intr.height / intr.fy], np.float64))
+                        FRUSTUM_CLAMP * 0.5 * intr.height / intr.fy, float(antialiased)],
+                       np.float64))
     means2d, conics, depths, radii, cov2d, colors, opac = _FusedProjection.apply(
         kernel, camera, *tensors)
     proj = Projection(means2d=means2d, conics=conics, depths=depths, radii=radii, cov2d=cov2d)

@@ -293,7 +293,8 @@ class SplatTrainer:
         bg = self._background()
         target = composite(self.images[i], bg).to(self.device)
         out = render(self.model, self.c2w[i].to(self.device), self.train_data.camera(i),
-                     background=bg.to(self.device), backend=c.backend)
+                     background=bg.to(self.device), backend=c.backend,
+                     rasterize_mode=c.rasterize_mode)
         self.strategy.step_pre_backward(out)
         l1 = (out.image - target).abs().mean()
         dssim = 1 - ssim_tensor(out.image, target, padding="same")  # 3DGS: zero-padded window
@@ -319,7 +320,8 @@ class SplatTrainer:
         bg = 1.0 if (background or self.eval_background()) == "white" else 0.0
         return render(self.model, torch.as_tensor(c2w, dtype=torch.float32).to(self.device),
                       intrinsics, background=torch.full((3,), bg, device=self.device),
-                      depth=depth, backend=self.config.backend)
+                      depth=depth, backend=self.config.backend,
+                      rasterize_mode=self.config.rasterize_mode)
 
     def evaluate(self, data: MultiviewData | None = None, num_views: int = 0) -> EvalResult:
         """PSNR and SSIM of each view of ``data`` (default: the evaluation views).

@@ -128,7 +128,8 @@ def test_degenerate_scales_keep_the_low_pass():
     assert int(p.radii[0]) == math.ceil(3 * math.sqrt(0.3 + math.sqrt(0.1)))
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("antialiased", [False, True])
+def test_gradcheck_float64(antialiased):
     g = torch.Generator().manual_seed(2)
     n = 6
     means = (torch.rand(n, 3, generator=g, dtype=torch.float64) - 0.5).requires_grad_()
@@ -137,10 +138,14 @@ def test_gradcheck_float64():
     c2w = torch.as_tensor(look_at(np.array([2.5, -1.0, 1.5])))
 
     def f(m, s, q):
-        p = project_gaussians(m, s, q, c2w, INTR)
-        return p.means2d, p.conics, p.depths, p.cov2d
+        p = project_gaussians(m, s, q, c2w, INTR, antialiased=antialiased)
+        extra = (p.compensation,) if antialiased else ()
+        return p.means2d, p.conics, p.depths, p.cov2d, *extra
 
     assert torch.autograd.gradcheck(f, (means, scales, quats))
+    if antialiased:
+        rho = f(means, scales, quats)[-1]
+        assert bool(((rho > 0) & (rho < 1)).all())
 
 
 def test_bad_shapes_raise():
@@ -150,3 +155,17 @@ def test_bad_shapes_raise():
     with pytest.raises(MpgymError, match="c2w"):
         project_gaussians(torch.zeros(3, 3), torch.zeros(3, 3), torch.zeros(3, 4), torch.eye(3),
                           INTR)
+
+
+def test_antialiased_compensation_closed_form():
+    """rho = sqrt(det(Sigma) / det(Sigma + eps2d I)) on the optical axis (diagonal covariance);
+    none in the classic mode (its gradient: test_gradcheck_float64)."""
+    z, s = 4.0, 0.05
+    p = project_gaussians(torch.zeros(1, 3, dtype=torch.float64),
+                          torch.full((1, 3), s, dtype=torch.float64), _identity(1),
+                          _camera_at_z(z), INTR, antialiased=True)
+    xx0, yy0 = (INTR.fx * s / z) ** 2, (INTR.fy * s / z) ** 2
+    want = math.sqrt(xx0 * yy0 / ((xx0 + 0.3) * (yy0 + 0.3)))
+    torch.testing.assert_close(p.compensation, torch.tensor([want], dtype=torch.float64))
+    assert project_gaussians(torch.zeros(1, 3), torch.full((1, 3), s), _identity(1).float(),
+                             _camera_at_z(z).float(), INTR).compensation is None

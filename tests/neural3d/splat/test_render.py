@@ -33,10 +33,12 @@ def _model(n=40, seed=0):
     return model
 
 
-def _reference_render(model, c2w, intr, background):
-    p = project_gaussians(model.params["means"], model.scales(), model.rotations(), c2w, intr)
+def _reference_render(model, c2w, intr, background, mode="classic"):
+    p = project_gaussians(model.params["means"], model.scales(), model.rotations(), c2w, intr,
+                          antialiased=mode == "antialiased")
     colors = model.colors(c2w[:3, 3])
-    return rasterize_reference(p.means2d, p.conics, colors, model.opacities(), p.depths, p.radii,
+    opac = model.opacities() if p.compensation is None else model.opacities() * p.compensation
+    return rasterize_reference(p.means2d, p.conics, colors, opac, p.depths, p.radii,
                                intr.width, intr.height, background=background)
 
 
@@ -46,12 +48,13 @@ def _loss(image, alpha, seed=3):
             + (alpha * torch.randn(alpha.shape, generator=g)).sum())
 
 
+@pytest.mark.parametrize("mode", ["classic", "antialiased"])
 @pytest.mark.parametrize("backend", ["numba", "torch"])
-def test_pipeline_gradients_match_reference(backend):
+def test_pipeline_gradients_match_reference(backend, mode):
     bg = torch.tensor([0.1, 0.5, 0.9])
     fast, ref = _model(), _model()
-    out = render(fast, C2W, INTR, background=bg, backend=backend)
-    img_r, alpha_r = _reference_render(ref, C2W, INTR, bg)
+    out = render(fast, C2W, INTR, background=bg, backend=backend, rasterize_mode=mode)
+    img_r, alpha_r = _reference_render(ref, C2W, INTR, bg, mode)
     torch.testing.assert_close(out.image, img_r, rtol=1e-5, atol=2e-6)
     torch.testing.assert_close(out.alpha, alpha_r, rtol=1e-5, atol=2e-6)
     _loss(out.image, out.alpha).backward()
@@ -139,11 +142,14 @@ def test_compiled_projection_and_colours_match_torch(degree):
     torch.testing.assert_close(fused.image, unfused.image.detach(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("degree", [0, 1, 2, 3])
-def test_compiled_projection_gradients_match_torch_autograd(degree):
+@pytest.mark.parametrize("degree, mode", [(0, "classic"), (1, "classic"), (2, "classic"),
+                                          (3, "classic"), (0, "antialiased"), (3, "antialiased")])
+def test_compiled_projection_gradients_match_torch_autograd(degree, mode):
     """The compiled backward against torch's autograd through the same formulas in float64, on
     Gaussians behind the camera, far outside the view (the Jacobian's clamp), flat, and with
-    random quaternions, at every SH degree (higher coefficients get zero gradient)."""
+    random quaternions, at every SH degree (higher coefficients get zero gradient), in both
+    rasterize modes (the antialiased opacity factor's gradient reaches the scales, rotations
+    and means)."""
     from neural3d.splat.render import _fused_projection
 
     g = torch.Generator().manual_seed(10 + degree)
@@ -157,19 +163,23 @@ def test_compiled_projection_gradients_match_torch_autograd(degree):
         model.params["means"][10:15] += 4.0 * C2W[:3, 1]
     weights = [torch.randn(s, generator=g, dtype=torch.float64)
                for s in [(n, 2), (n, 3), (n,), (n, 3), (n,)]]
-    proj, colors, opac = _fused_projection(model, C2W, INTR, "auto")
+    antialiased = mode == "antialiased"
+    proj, colors, opac = _fused_projection(model, C2W, INTR, "auto", antialiased=antialiased)
     assert colors.grad_fn is not None
     outputs = (proj.means2d, proj.conics, proj.depths, colors, opac)
     sum((o.double() * w).sum() for o, w in zip(outputs, weights, strict=True)).backward()
 
     ref = GaussianModel({k: v.detach().double() for k, v in model.params.items()},
                         max_sh_degree=3, sh_degree=degree)
-    p = project_gaussians(ref.params["means"], ref.scales(), ref.rotations(), C2W.double(), INTR)
+    p = project_gaussians(ref.params["means"], ref.scales(), ref.rotations(), C2W.double(), INTR,
+                          antialiased=antialiased)
+    opac_ref = ref.opacities() * (p.compensation if antialiased else 1.0)
     lim_x, lim_y = 1.3 * 0.5 * INTR.width / INTR.fx, 1.3 * 0.5 * INTR.height / INTR.fy
     assert bool(((p.means2d[5:10, 0] - INTR.cx) / INTR.fx > lim_x).all())  # clamped
     assert bool(((INTR.cy - p.means2d[10:15, 1]) / INTR.fy > lim_y).all())  # (y down)
     assert int(p.radii[0]) == 0  # behind the camera
-    outputs = (p.means2d, p.conics, p.depths, ref.colors(C2W[:3, 3].double()), ref.opacities())
+    torch.testing.assert_close(opac.detach().double(), opac_ref.detach(), rtol=1e-5, atol=1e-7)
+    outputs = (p.means2d, p.conics, p.depths, ref.colors(C2W[:3, 3].double()), opac_ref)
     sum((o * w).sum() for o, w in zip(outputs, weights, strict=True)).backward()
     for name, param in model.params.items():
         want = ref.params[name].grad
@@ -188,3 +198,43 @@ def test_compiled_projection_is_not_used_where_it_does_not_apply():
     with torch.no_grad():
         assert _fused_projection(model, C2W, INTR, "torch") is None
         assert _fused_projection(model.to(torch.float64), C2W, INTR, "auto") is None
+
+
+def test_antialiased_mode_keeps_each_footprints_mass():
+    """An isotropic Gaussian on the optical axis: the antialiased factor is the closed form
+    sqrt(det(Sigma) / det(Sigma + 0.3 I)), so the image integral of its alpha is the opacity times
+    the undilated footprint's area 2 pi sqrt(det Sigma), where classic mode adds the dilation's
+    (up to the 1/255 and 3-sigma cut-offs, ~1% here)."""
+    z, o = 3.0, 0.8
+    intr = Intrinsics(64, 64, 60.0, 60.0, 32.0, 32.0)
+    masses = {}
+    for s in (0.004, 0.1):  # a sub-pixel Gaussian, and one ~2 px wide
+        model = GaussianModel({
+            "means": torch.tensor([[0.0, 0.0, -z]]), "log_scales": torch.full((1, 3), math.log(s)),
+            "quats": torch.tensor([[1.0, 0, 0, 0]]),
+            "opacity_logits": torch.tensor([math.log(o / (1 - o))]),
+            "sh_dc": torch.zeros(1, 1, 3), "sh_rest": torch.zeros(1, 0, 3)}, max_sh_degree=0)
+        var = (60.0 * s / z) ** 2
+        rho = var / (var + 0.3)
+        p = project_gaussians(model.params["means"], model.scales(), model.rotations(),
+                              torch.eye(4), intr, antialiased=True)
+        torch.testing.assert_close(p.compensation, torch.tensor([rho]))
+        for mode in ("classic", "antialiased"):
+            for backend in ("numba", "torch"):
+                with torch.no_grad():
+                    out = render(model, torch.eye(4), intr, backend=backend, rasterize_mode=mode)
+                masses[s, mode, backend] = float(out.alpha.sum())
+    area = 2 * math.pi * ((60.0 * 0.1 / z) ** 2 + 0.3)  # the ~2-px one: sampled finely enough
+    rho = (60.0 * 0.1 / z) ** 2 / ((60.0 * 0.1 / z) ** 2 + 0.3)
+    for backend in ("numba", "torch"):
+        assert masses[0.1, "classic", backend] == pytest.approx(o * area, rel=0.03)
+        assert masses[0.1, "antialiased", backend] == pytest.approx(o * rho * area, rel=0.03)
+        # the sub-pixel one (rho ~0.02) fades with its area in antialiased mode, not in classic
+        assert masses[0.004, "antialiased", backend] < 0.03 * masses[0.004, "classic", backend]
+
+
+def test_an_unknown_rasterize_mode_is_refused():
+    from mpgym import MpgymError
+
+    with pytest.raises(MpgymError, match="rasterize_mode must be one of classic, antialiased"):
+        render(_model(), C2W, INTR, rasterize_mode="mip")

@@ -66,6 +66,30 @@ def test_train_render_export_end_to_end(blobs, tmp_path, capsys):
                                   model.params["means"].numpy())
 
 
+def test_an_antialiased_run_renders_as_trained_and_export_says_viewers_do_not(
+        blobs, tmp_path, capsys, monkeypatch):
+    import neural3d.splat.render as render_module
+    from neural3d.splat.trainer import load_splat
+
+    assert main(["splat", "train", str(blobs), *TRAIN, "--rasterize-mode", "antialiased"]) == 0
+    run = tmp_path / "runs" / "splat" / "blobs-tiny"
+    assert json.loads((run / "config.json").read_text())["rasterize_mode"] == "antialiased"
+    capsys.readouterr()
+    assert main(["splat", "export", str(run), "-o", "scene.ply"]) == 0
+    assert "viewers of the standard .ply render it classic" in capsys.readouterr().out
+    seen, render = [], render_module.render
+
+    def spy(*args, **kw):
+        seen.append(kw.get("rasterize_mode"))
+        return render(*args, **kw)
+
+    monkeypatch.setattr(render_module, "render", spy)
+    assert main(["splat", "render", str(run), "--frames", "2", "--resolution", "16",
+                 "-o", "t.gif"]) == 0
+    assert seen == ["antialiased", "antialiased"]
+    assert load_splat(run)[1].rasterize_mode == "antialiased"
+
+
 @pytest.mark.parametrize("flags, mentions", [
     (["--iterations", "0"], "--iterations"),
     (["--init-points", "-1"], "--init-points"),
