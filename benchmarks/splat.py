@@ -38,7 +38,9 @@ refused) for ``--seconds`` of optimisation time, snapshotted at 10/25/50/75/100%
 on the *validation* views only (mean PSNR, white background); the test views are not rendered.
 The first :data:`TUNE_TRAIN_VIEWS` training views are scored too (``train_psnr``): how far a
 setting fits what it trains on, against how far it carries to new views.
-Each run is added under its name (the changes, sorted) to ``--json`` (default
+Each run is added, with its whole config, under its name (the changes, sorted; a name the
+study holds for another config, as ``preset s1`` of an earlier preset, is refused before
+training) to ``--json`` (default
 ``benchmarks/results/splat-cpu-tuning-val.json``), one JSON per tuning study, so that runs made
 two at a time on the two cores, in separate processes and sittings, merge:
 
@@ -462,17 +464,24 @@ def tune_run_name(overrides: dict, seed: int) -> str:
     return f"{changes or 'preset'} s{seed}"
 
 
+def tune_config(overrides: dict, seed: int, seconds: float, threads: int):
+    """The checked config of a tuning run: the ``cpu`` preset with ``overrides`` and ``seed``."""
+    from neural3d.splat.presets import check_config, preset
+
+    cfg = preset("cpu", **{**overrides, "max_seconds": seconds, "threads": threads,
+                           "eval_every": 0, "seed": seed})
+    check_config(cfg)
+    return cfg
+
+
 def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
                     threads: int) -> dict:
     """Train the ``cpu`` preset with ``overrides`` and ``seed``; its validation-view curve."""
     from neural3d.data.multiview import load_split
     from neural3d.splat.model import GaussianModel
-    from neural3d.splat.presets import check_config, preset
     from neural3d.splat.trainer import SplatTrainer
 
-    cfg = preset("cpu", **{**overrides, "max_seconds": seconds, "threads": threads,
-                           "eval_every": 0, "seed": seed})
-    check_config(cfg)
+    cfg = tune_config(overrides, seed, seconds, threads)
     train, val = load_split(data, "train"), load_split(data, "val")
     SplatTrainer(cfg, train).step()  # warm-up off the clock: numba's cached kernels load
     trainer = SplatTrainer(cfg, train)
@@ -502,8 +511,26 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
                  tune_run_name(overrides, seed), snap["target_s"], snap["step"],
                  snap["num_gaussians"], curve[-1]["val_psnr"], curve[-1]["train_psnr"])
     return {"overrides": overrides, "seed": seed, "threads": threads, "seconds": seconds,
-            "val_views": len(val), "data": str(data), "load_before": before["loadavg"],
-            "load_after": after["loadavg"], "machine": machine_info(), "curve": curve}
+            "config": asdict(cfg), "val_views": len(val), "data": str(data),
+            "load_before": before["loadavg"], "load_after": after["loadavg"],
+            "machine": machine_info(), "curve": curve}
+
+
+def check_tune_name(path: Path, name: str, config: dict) -> None:
+    """Refuse, before training, a run whose name the study holds for another config.
+
+    A name is the changes to the ``cpu`` preset, so it means another setting once the preset
+    changes (``preset s1`` of an earlier preset): an earlier figure is never replaced by a
+    different setting's; a run of the same config (recorded with it) may be measured again.
+    """
+    try:
+        runs = json.loads(path.read_text()).get("runs", {}) if path.is_file() else {}
+    except (OSError, ValueError, AttributeError):
+        return  # write_tune_run says what is wrong with the file
+    if name in runs and runs[name].get("config") != json.loads(json.dumps(to_jsonable(config))):
+        raise MpgymError(f"{path} already holds run {name!r}, measured with another config "
+                         "(an earlier preset, or recorded without its config); name the change "
+                         "explicitly with --set KEY=VALUE, or give another --json.")
 
 
 def write_tune_run(path: Path, name: str, run: dict) -> None:
@@ -741,10 +768,12 @@ def run_tune(args) -> None:
     set_threads(args.threads)
     seconds = args.seconds or (30.0 if args.quick else 600.0)
     path = args.json or (Path("runs/bench/splat-tune-quick.json") if args.quick else TUNE_JSON)
+    name = tune_run_name(args.overrides, args.tune_seed)
+    check_tune_name(path, name,
+                    asdict(tune_config(args.overrides, args.tune_seed, seconds, args.threads)))
     data = nerf_bench.ensure_dataset(args.data, args.quick)
     run = splat_tune_part(data, overrides=args.overrides, seed=args.tune_seed, seconds=seconds,
                           threads=args.threads)
-    name = tune_run_name(args.overrides, args.tune_seed)
     write_tune_run(path, name, run)
     print(f"{name}: " + ", ".join(f"{c['s']:.0f} s {c['val_psnr']:.2f} dB" for c in run["curve"])
           + f"; wrote {path}")

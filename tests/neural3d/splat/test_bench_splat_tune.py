@@ -1,5 +1,6 @@
 """``benchmarks/splat.py --part tune``: refusals, a tiny run scored on val views only, merging."""
 
+import dataclasses
 import json
 import math
 
@@ -78,6 +79,16 @@ def test_a_tuning_run_is_scored_on_the_val_views_and_merged(bench, disc, tmp_pat
     runs = json.loads(study.read_text())["runs"]
     assert set(runs) == {name, "preset s2"}
     assert runs[name]["curve"] == curve
+    # a name may be measured again with its config, not reused for another (a changed preset)
+    config = dataclasses.asdict(bench.tune_config(overrides, 2, 0.4, 1))
+    bench.check_tune_name(study, name, config)
+    bench.check_tune_name(study, bench.tune_run_name({}, 3), config)  # not in the study
+    with pytest.raises(MpgymError, match="already holds run 'preset s2'"):
+        bench.check_tune_name(study, "preset s2", {**config, "sh_degree": 3})
+    del runs[name]["config"]  # written before runs recorded their config
+    study.write_text(json.dumps({"runs": runs}))
+    with pytest.raises(MpgymError, match="--set KEY=VALUE"):
+        bench.check_tune_name(study, name, config)
 
     foreign = tmp_path / "foreign.json"
     foreign.write_text(json.dumps({"rows": []}))
