@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mpgym import configs
 from mpgym.errors import MpgymError
 
-__all__ = ["PRESETS", "SplatConfig", "check_config", "config_from_dict", "preset"]
+__all__ = ["PRESETS", "RasterizeMode", "SplatConfig", "check_config", "config_from_dict", "preset"]
 
 Init = Literal["random", "points", "mesh", "nerf"]
 ViewOrder = Literal["shuffle", "uniform"]
@@ -179,7 +179,7 @@ _UNIT_FLOATS = ("position_lr_delay_mult", "lambda_dssim", "prune_opacity")
 _CHOICES: dict[str, tuple[str, ...]] = {
     "background": ("white", "black", "random"), "init": ("random", "points", "mesh", "nerf"),
     "backend": ("auto", "numba", "torch", "gsplat"), "view_order": ("shuffle", "uniform"),
-    "rasterize_mode": ("classic", "antialiased"),
+    "rasterize_mode": get_args(RasterizeMode),
 }
 
 

@@ -12,7 +12,7 @@ for 100k Gaussians on 2 cores), with a compiled backward when gradients are want
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -21,13 +21,13 @@ from torch import Tensor
 from mpgym.errors import MpgymError
 from mpgym.optional import optional_module
 from neural3d.cameras import Intrinsics, opengl_to_opencv
+from neural3d.splat.presets import RasterizeMode
 from neural3d.splat.project import EPS2D, FAR, FRUSTUM_CLAMP, NEAR, Projection, project_gaussians
 from neural3d.splat.rasterize import Backend, rasterize_gaussians
 
 __all__ = ["RASTERIZE_MODES", "RasterizeMode", "RenderOutput", "render"]
 
-RasterizeMode = Literal["classic", "antialiased"]
-RASTERIZE_MODES = ("classic", "antialiased")
+RASTERIZE_MODES: tuple[str, ...] = get_args(RasterizeMode)
 """``classic``: 3DGS's 0.3-px dilation; ``antialiased``: the same dilation with each opacity
 scaled to keep the footprint's mass (Mip-Splatting's 2D filter, gsplat's mode of that name; see
 :mod:`neural3d.splat.project`). A model is rendered in the mode it was trained in."""
