@@ -8,7 +8,8 @@ and the hash NeRF preset, each unchanged, each trained for 600 s of optimisation
 the first step past each time of the NeRF benchmark's fine grid (every 2 s to 10 s, 5 s to 30 s,
 10 s to 120 s, 30 s to 300 s, 60 s to 600 s) off the clock, and every snapshot is rendered on all
 16 test views (PSNR, SSIM, white background), the JSON rewritten after each snapshot so that
-``--stage eval`` resumes. The splat curve also records the number of Gaussians.
+``--stage eval`` resumes. The splat curve also records the number of Gaussians; a turntable GIF
+of the final splats is written beside the JSON (``<json stem>-turntable.gif``).
 
 Goals: ``splat_minus_hash_psnr_600s`` >= +1.0 dB (16-view PSNR at 600 s); and
 ``splat_time_to_hash_psnr_ratio`` <= 0.3: the training time of the first splat snapshot whose
@@ -373,24 +374,50 @@ def error_regions(pred: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> di
     return out
 
 
+def final_splats(part: dict):
+    """The Gaussians of a splat train part's last snapshot (its file must be on disk) and the
+    snapshot's record."""
+    from safetensors.torch import load_file
+
+    from neural3d.splat.model import GaussianModel
+
+    snap = max(part["snapshots"], key=lambda s: s["step"])
+    model = GaussianModel.from_tensors(load_file(snap["file"]))
+    model.sh_degree = snap["sh_degree"]
+    return model, snap
+
+
+def write_turntable(part: dict, path: Path) -> Path:
+    """A turntable GIF of the final splats, drawn as ``mpgym splat render`` draws one by default
+    (its camera path, white background), in the run's rasterize mode."""
+    from mpgym.cli.splat import RenderArgs, _cameras
+    from mpgym.plots import save_gif
+    from neural3d.splat.render import render
+
+    model, _ = final_splats(part)
+    args = RenderArgs()
+    frames = []
+    with torch.no_grad():
+        for pose, intr in zip(*_cameras(args, 1), strict=True):
+            out = render(model, torch.as_tensor(pose, dtype=torch.float32), intr,
+                         background=torch.ones(3), rasterize_mode=_mode(part))
+            frames.append(out.image.clamp(0, 1).numpy())
+    save_gif(path, frames, fps=args.fps)
+    return path
+
+
 def error_part(train_json: Path, views: int = ERROR_VIEWS) -> tuple[dict, dict]:
     """The error regions of the final splat snapshot of ``train_json`` on the first ``views``
     training and validation views; the record and the maps (for the PNG)."""
-    from safetensors.torch import load_file
-
     from neural3d.data.multiview import load_split
-    from neural3d.splat.model import GaussianModel
     from neural3d.splat.render import render
 
     try:
         part = json.loads(Path(train_json).read_text())["train_parts"]["splat"]
-        snap = max(part["snapshots"], key=lambda s: s["step"])
-        state = load_file(snap["file"])
+        model, snap = final_splats(part)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise MpgymError(f"--from {train_json}: no splat train part with its final snapshot on "
                          f"disk ({e!r}); run --part train first.") from e
-    model = GaussianModel.from_tensors(state)
-    model.sh_degree = snap["sh_degree"]
     record: dict = {"from": str(train_json), "snapshot": snap, "data": part["data"],
                     "edge_alpha": list(ERROR_EDGE_ALPHA), "splits": {}}
     maps: dict = {}
@@ -808,6 +835,10 @@ def run_train(args, doc: dict, lock: str | None) -> None:
         evaluate_splat(parts["splat"], save=lambda _: write(args, doc, quiet=True))
         nerf_bench.evaluate_part(parts["hash"], points=None,  # (nothing left when reused)
                                  save=lambda _: write(args, doc, quiet=True))
+        if args.json is not None:
+            gif = write_turntable(parts["splat"], args.json.with_name(f"{args.json.stem}-"
+                                                                      "turntable.gif"))
+            print(f"wrote {gif}")
 
 
 if __name__ == "__main__":

@@ -102,3 +102,20 @@ def test_the_error_part_runs_alone(bench, capsys):
         bench.parse_args(["--part", "error", "speed"])
     assert "--part error runs alone" in capsys.readouterr().err
     assert "error" not in bench.parse_args([]).parts
+
+
+def test_the_train_part_turntable_draws_the_final_splats_in_the_runs_mode(bench, train_json,
+                                                                          tmp_path):
+    from PIL import Image
+
+    from mpgym.cli.splat import RenderArgs
+
+    part = json.loads(train_json.read_text())["train_parts"]["splat"]
+    gifs = {}
+    for mode in ("classic", "antialiased"):
+        path = bench.write_turntable({**part, "config": {"rasterize_mode": mode}},
+                                     tmp_path / f"{mode}.gif")
+        with Image.open(path) as im:
+            assert (im.n_frames, im.size) == (RenderArgs().frames, (128, 128))
+            gifs[mode] = np.asarray(im.convert("RGB"))
+    assert not np.array_equal(gifs["classic"], gifs["antialiased"])  # the mode is used

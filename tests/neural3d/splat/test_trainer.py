@@ -176,6 +176,7 @@ def test_configs_from_before_the_view_order_keep_uniform_draws():
     assert config_from_dict(old).view_order == "uniform"
     assert config_from_dict(asdict(preset("tiny"))).view_order == "shuffle"
     assert preset("cpu").view_order == "shuffle"
+    assert preset("cpu").rasterize_mode == "antialiased"  # a run of the preset renders so too
     with pytest.raises(MpgymError, match="view_order"):
         config_from_dict({**old, "view_order": "sequential"})
 
