@@ -647,7 +647,8 @@ def report_part(quick: bool) -> dict:
     for folder in _other_motions(quick):  # rows, not goals
         rows.append(json.loads((folder / "eval.json").read_text()))
         # the whole 10 s at 15 fps: a generated motion is judged on all of it
-        _episode_gif(folder, RESULTS / f"imitation-{folder.name}.gif", seconds=10, stride=2)
+        _episode_gif(folder, RESULTS / f"imitation-{folder.name}.gif", seconds=10, stride=2,
+                     reuse=True)  # one GIF per policy folder
     return {"rows": rows, "goals": goals, "missing_seeds": missing}
 
 
@@ -738,9 +739,14 @@ def _plot_tuning(data: dict) -> None:
     plt.close(fig)
 
 
-def _episode_gif(policy: Path, path: Path, *, seconds: float, stride: int = 1) -> None:
+def _episode_gif(policy: Path, path: Path, *, seconds: float, stride: int = 1,
+                 reuse: bool = False) -> None:
     """The first evaluation episode of ``policy`` (up to ``seconds``) beside the reference ghost,
-    every ``stride``-th frame, at 320x240."""
+    every ``stride``-th frame, at 320x240. With ``reuse``, a GIF of this policy newer than every
+    file of it is kept (the render is deterministic: redrawing gives the same frames)."""
+    if reuse and path.exists() and path.stat().st_mtime > max(
+            f.stat().st_mtime for f in policy.iterdir()):
+        return
     from agents.common import evaluate_policy
     from agents.deep.ppo import PPO
     from mpgym.plots import save_gif

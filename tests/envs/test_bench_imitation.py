@@ -145,3 +145,24 @@ def test_better_check_is_higher_survival_then_lower_error(bench):
     assert bench._better({"survival_10s": 0.5, "mpjpe_mm": 80.0}, best)
     assert not bench._better({"survival_10s": 0.5, "mpjpe_mm": 90.0}, best)
     assert not bench._better({"survival_10s": 0.4, "mpjpe_mm": 10.0}, best)
+
+
+def test_a_motions_gif_is_redrawn_only_when_its_policy_is_newer(bench, tmp_path):
+    import os
+
+    from mpgym.errors import MpgymError
+
+    policy = tmp_path / "run-s1"
+    policy.mkdir()
+    (policy / "eval.json").write_text("{}")  # no policy to load: drawing would fail
+    gif = tmp_path / "imitation-run-s1.gif"
+    gif.write_bytes(b"GIF89a")
+    os.utime(policy / "eval.json", (1_000, 1_000))
+    bench._episode_gif(policy, gif, seconds=1, reuse=True)  # newer than the policy: kept
+    assert gif.read_bytes() == b"GIF89a"
+    os.utime(gif, (500, 500))
+    with pytest.raises(MpgymError, match="no checkpoint"):  # older: drawn again (no policy here)
+        bench._episode_gif(policy, gif, seconds=1, reuse=True)
+    os.utime(gif, (2_000, 2_000))
+    with pytest.raises(MpgymError, match="no checkpoint"):  # without reuse: always drawn
+        bench._episode_gif(policy, gif, seconds=1)
