@@ -54,7 +54,8 @@ be on disk) miss: the per-pixel squared error on the first :data:`ERROR_VIEWS` t
 validation views (never the test views) split into the object's silhouette band (pixels of
 partial ground-truth alpha and their 8-neighbours), its interior, the 10% of interior pixels of
 the strongest ground-truth gradient (texture) and the background; shares of the error against
-shares of the pixels, written to ``--json`` (default ``benchmarks/results/splat-error.json``)
+shares of the pixels, and the Gaussians no training view can give a gradient (peak alpha under
+the 1/255 cut everywhere), written to ``--json`` (default ``benchmarks/results/splat-error.json``)
 with a PNG of the error maps:
 
     python benchmarks/splat.py --part error
@@ -320,10 +321,7 @@ def _mode(part: dict) -> str:
 
 def evaluate_splat(part: dict, save) -> dict:
     """Render every splat snapshot on the test views (resumable, ``save(part)`` per snapshot)."""
-    from safetensors.torch import load_file
-
     from neural3d.data.multiview import load_split
-    from neural3d.splat.model import GaussianModel
 
     test = load_split(Path(part["data"]), "test")
     n = part["test_views"]
@@ -333,8 +331,7 @@ def evaluate_splat(part: dict, save) -> dict:
                                       {"psnr_views": [], "ssim_views": [], "eval_s": 0.0})
         if len(ev["psnr_views"]) >= n:
             continue
-        model = GaussianModel.from_tensors(load_file(snap["file"]))
-        model.sh_degree = snap["sh_degree"]
+        model = load_snapshot(snap)
         t0 = time.perf_counter()
         ev["psnr_views"], ev["ssim_views"] = score_views(model, test, targets,
                                                          rasterize_mode=_mode(part))
@@ -374,17 +371,43 @@ def error_regions(pred: np.ndarray, target: np.ndarray, alpha: np.ndarray) -> di
     return out
 
 
-def final_splats(part: dict):
-    """The Gaussians of a splat train part's last snapshot (its file must be on disk) and the
-    snapshot's record."""
+def load_snapshot(snap: dict):
+    """The Gaussians of a splat snapshot record (its file must be on disk), at its SH degree."""
     from safetensors.torch import load_file
 
     from neural3d.splat.model import GaussianModel
 
-    snap = max(part["snapshots"], key=lambda s: s["step"])
     model = GaussianModel.from_tensors(load_file(snap["file"]))
     model.sh_degree = snap["sh_degree"]
-    return model, snap
+    return model
+
+
+def final_splats(part: dict):
+    """The Gaussians of a splat train part's last snapshot and the snapshot's record."""
+    snap = max(part["snapshots"], key=lambda s: s["step"])
+    return load_snapshot(snap), snap
+
+
+def invisible_gaussians(model, data, rasterize_mode: str) -> dict:
+    """Gaussians whose peak alpha (opacity, times the antialiased mode's factor) stays under the
+    rasterizer's 1/255 cut on every view of ``data`` (out of frame counting as 0): no view
+    gives them a gradient. Also how many sit at or below the opacity reset's 0.01."""
+    from neural3d.splat.project import project_gaussians
+    from neural3d.splat.rasterize import MIN_ALPHA
+
+    with torch.no_grad():
+        opacity = model.opacities()
+        peak = torch.zeros_like(opacity)
+        for i in range(len(data)):
+            proj = project_gaussians(model.params["means"], model.scales(), model.rotations(),
+                                     torch.as_tensor(data.c2w[i], dtype=torch.float32),
+                                     data.camera(i),
+                                     antialiased=rasterize_mode == "antialiased")
+            alpha = opacity if proj.compensation is None else opacity * proj.compensation
+            peak = torch.maximum(peak, torch.where(proj.radii > 0, alpha, 0.0))
+    return {"views": len(data), "gaussians": len(opacity),
+            "under_cut_on_every_view": int((peak < MIN_ALPHA).sum()),
+            "opacity_at_most_reset_value": int((opacity <= 0.01 + 1e-6).sum())}
 
 
 def write_turntable(part: dict, path: Path) -> Path:
@@ -419,7 +442,10 @@ def error_part(train_json: Path, views: int = ERROR_VIEWS) -> tuple[dict, dict]:
         raise MpgymError(f"--from {train_json}: no splat train part with its final snapshot on "
                          f"disk ({e!r}); run --part train first.") from e
     record: dict = {"from": str(train_json), "snapshot": snap, "data": part["data"],
-                    "edge_alpha": list(ERROR_EDGE_ALPHA), "splits": {}}
+                    "rasterize_mode": _mode(part), "edge_alpha": list(ERROR_EDGE_ALPHA),
+                    "splits": {}}
+    record["invisible_on_train_views"] = invisible_gaussians(
+        model, load_split(Path(part["data"]), "train"), _mode(part))
     maps: dict = {}
     for split in ("train", "val"):
         data = load_split(Path(part["data"]), split)
@@ -479,6 +505,10 @@ def run_error(args) -> None:
     for split, rec in record["splits"].items():
         for i, row in [*enumerate(rec["views"]), ("mean", rec["mean"])]:
             print(f"| {split} | {i} | " + " | ".join(f"{row[c]:.3g}" for c in cols) + " |")
+    inv = record["invisible_on_train_views"]
+    print(f"{inv['under_cut_on_every_view']} of {inv['gaussians']} Gaussians under the 1/255 "
+          f"alpha cut on all {inv['views']} training views; {inv['opacity_at_most_reset_value']} "
+          "at opacity <= 0.01")
     print(f"wrote {path} and {plot_error_maps(path.with_suffix('.png'), maps)}")
 
 

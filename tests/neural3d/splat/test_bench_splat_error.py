@@ -119,3 +119,25 @@ def test_the_train_part_turntable_draws_the_final_splats_in_the_runs_mode(bench,
             assert (im.n_frames, im.size) == (RenderArgs().frames, (128, 128))
             gifs[mode] = np.asarray(im.convert("RGB"))
     assert not np.array_equal(gifs["classic"], gifs["antialiased"])  # the mode is used
+
+
+def test_a_thin_gaussian_reset_to_0_01_is_invisible_only_when_antialiased(bench, train_json):
+    """Peak alpha 0.01 x the filter's factor: under 1/255 for a sub-pixel-thin Gaussian in the
+    antialiased mode (so no gradient ever reaches it), 0.01 >= 1/255 in the classic mode."""
+    import torch
+
+    from neural3d.data.multiview import load_split
+
+    data = load_split(json.loads(train_json.read_text())["train_parts"]["splat"]["data"], "train")
+    model = GaussianModel.random(3, 0.1, seed=0)
+    with torch.no_grad():
+        model.params["means"].zero_()
+        model.params["log_scales"].copy_(torch.log(torch.tensor(
+            [[1e-4, 1e-4, 1e-4], [0.3, 0.3, 0.3], [0.3, 0.3, 0.3]])))
+        model.params["opacity_logits"].copy_(torch.logit(torch.tensor([0.01, 0.01, 0.001])))
+    aa = bench.invisible_gaussians(model, data, "antialiased")
+    classic = bench.invisible_gaussians(model, data, "classic")
+    assert aa["views"] == len(data) and aa["gaussians"] == 3
+    assert aa["under_cut_on_every_view"] == 2  # the thin one, and the 0.001 one
+    assert classic["under_cut_on_every_view"] == 1  # only opacity 0.001 < 1/255
+    assert aa["opacity_at_most_reset_value"] == classic["opacity_at_most_reset_value"] == 3
