@@ -567,10 +567,12 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
         log.info("tune %s: %.0f s, step %d, %d Gaussians: val PSNR %.2f dB (train views %.2f)",
                  tune_run_name(overrides, seed), snap["target_s"], snap["step"],
                  snap["num_gaussians"], curve[-1]["val_psnr"], curve[-1]["train_psnr"])
+    final = GaussianModel.from_tensors(snaps.taken[-1]["state"])
     return {"overrides": overrides, "seed": seed, "threads": threads, "seconds": seconds,
             "config": asdict(cfg), "val_views": len(val), "data": str(data),
             "load_before": before["loadavg"], "load_after": after["loadavg"],
-            "machine": machine_info(), "curve": curve}
+            "machine": machine_info(), "curve": curve,
+            "invisible_on_train_views": invisible_gaussians(final, train, cfg.rasterize_mode)}
 
 
 def check_tune_name(path: Path, name: str, config: dict) -> None:

@@ -51,6 +51,10 @@ class RenderOutput:
     """``[N]`` int32 footprint radii (0 = culled)."""
     visible: Tensor
     """``[N]`` bool: ``radii > 0``."""
+    opacity_factor: Tensor | None = None
+    """``[N]`` the antialiased mode's factor on each opacity in this view, in ``[0, 1]``
+    (detached; None in the classic mode, where it is 1): a Gaussian's peak alpha is its opacity
+    times this. Density control's effective opacity reset reads it."""
 
 
 def render(
@@ -87,14 +91,19 @@ def render(
     if tuple(c2w.shape) != (4, 4):
         raise MpgymError(f"render needs a [4, 4] camera-to-world pose; got {tuple(c2w.shape)}.")
     fused = _fused_projection(model, c2w, intr, backend, antialiased=antialiased)
+    factor = None
     if fused is not None:
         proj, colors, opacities = fused
+        if antialiased:  # the kernel multiplies the factor in; divide the plain opacity out
+            plain = torch.sigmoid(model.params["opacity_logits"].detach()).clamp_min(1e-30)
+            factor = (opacities.detach() / plain).clamp(0.0, 1.0)
     else:
         proj = project_gaussians(means, model.scales(), model.rotations(), c2w, intr,
                                  antialiased=antialiased)
         colors, opacities = model.colors(c2w[:3, 3]), model.opacities()  # [N, 3], [N]
         if proj.compensation is not None:
             opacities = opacities * proj.compensation
+            factor = proj.compensation.detach().clamp(0.0, 1.0)
     means2d = proj.means2d
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -111,7 +120,7 @@ def render(
         covered = alpha > 0
         expected = torch.where(covered, acc_depth / torch.where(covered, alpha, 1.0), 0.0)
     return RenderOutput(image=image, alpha=alpha, depth=expected, means2d=means2d,
-                        radii=proj.radii, visible=proj.radii > 0)
+                        radii=proj.radii, visible=proj.radii > 0, opacity_factor=factor)
 
 
 _FUSED_PARAMS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc", "sh_rest")

@@ -20,6 +20,15 @@ reset also those larger than ``prune_world_fraction`` x extent or whose 2D radiu
 never fires; gsplat turns it off by default -- ``prune_screen_px=0`` does the same here). Every
 ``opacity_reset_every`` steps opacities drop to at most 0.01.
 
+In the antialiased rasterize mode a Gaussian's peak alpha is its opacity times a factor
+``f = sqrt(det S / det(S + 0.3 I))`` of its 2D covariance ``S``, far below 1 for sub-pixel-thin
+Gaussians; a raw reset to 0.01 puts those under the rasterizer's 1/255 cut in every view, where
+no gradient reaches them again and, above the 0.005 pruning threshold, nothing removes them. With
+``opacity_reset="effective"`` the reset caps the peak alpha instead: opacity to at most
+``0.01 / f_max``, ``f_max`` the largest factor the Gaussian had in a training view since the last
+reset (tracked like the 2D radii; clones and split children inherit it). This is ours, not the
+reference's or gsplat's (both reset the raw opacity in every mode).
+
 Every parameter edit rebuilds the ``model.params`` entry as a new ``nn.Parameter`` *and* the
 Adam moments of the optimizer's param group of the same ``name`` (:func:`edit_gaussians`): rows
 of kept Gaussians keep their moments, new rows (clones, split children) start at zero, and an
@@ -44,7 +53,7 @@ if TYPE_CHECKING:
     from neural3d.splat.render import RenderOutput
 
 __all__ = ["DensityControl", "DensityReport", "camera_extent", "duplicate", "edit_gaussians",
-           "remove", "reset_opacity", "split"]
+           "effective_reset_caps", "remove", "reset_opacity", "split"]
 
 SPLIT_CHILDREN = 2
 """Children per split Gaussian (3DGS's ``N``)."""
@@ -53,6 +62,9 @@ SPLIT_SCALE_DIVISOR = 0.8 * SPLIT_CHILDREN
 RESET_OPACITY = 0.01
 """Opacity reset: every Gaussian's opacity becomes ``min(opacity, 0.01)``."""
 _MOMENTS = ("exp_avg", "exp_avg_sq")
+_WINDOW = ("grad2d", "count", "max_radii")
+"""Statistics gathered between two densifications."""
+_STATISTICS = (*_WINDOW, "max_factor")
 
 
 @dataclass
@@ -165,11 +177,35 @@ def remove(model: GaussianModel, optimizer: torch.optim.Optimizer | None, mask: 
 
 
 def reset_opacity(model: GaussianModel, optimizer: torch.optim.Optimizer | None,
-                  value: float = RESET_OPACITY) -> None:
-    """Opacities to ``min(opacity, value)`` (as logits); the opacity moments restart at zero."""
+                  value: float | Tensor = RESET_OPACITY) -> None:
+    """Opacities to ``min(opacity, value)`` (as logits); the opacity moments restart at zero.
+
+    Args:
+        model: the Gaussians (``params["opacity_logits"]`` replaced).
+        optimizer: its Adam (the opacity group's moments zeroed), or None.
+        value: one cap for every Gaussian, or ``[N]`` caps (values >= 1 leave that opacity as it
+            is).
+    """
     logits = model.params["opacity_logits"].detach()
-    new = torch.minimum(logits, torch.logit(torch.tensor(value, dtype=logits.dtype)))
+    cap = torch.as_tensor(value, dtype=logits.dtype, device=logits.device)
+    limit = torch.logit(cap.clamp(1e-6, 1 - 1e-6))
+    new = torch.where(cap < 1, torch.minimum(logits, limit), logits)
     _replace(model, optimizer, "opacity_logits", new.clone(), torch.zeros_like)
+
+
+def effective_reset_caps(max_factor: Tensor, value: float = RESET_OPACITY) -> Tensor:
+    """``[N]`` opacity caps that bring each Gaussian's peak alpha to at most ``value``.
+
+    Args:
+        max_factor: ``[N]`` largest antialiasing factor each Gaussian had in a view (0: never
+            seen, which gets the raw cap ``value``).
+        value: the peak alpha to cap at (3DGS's reset value, 0.01).
+
+    Example: factors ``[1, 0.1, 0.005, 0]`` give caps ``[0.01, 0.1, 2, 0.01]`` (a cap above 1
+    leaves the opacity as it is: its alpha is under ``value`` already).
+    """
+    seen = max_factor > 0
+    return torch.where(seen, value / torch.where(seen, max_factor, 1.0), value)
 
 
 # --- the strategy ------------------------------------------------------------------------------
@@ -187,7 +223,9 @@ class DensityControl:
 
     Attributes:
         state: ``grad2d [N]`` (summed NDC gradient norms), ``count [N]`` (visible steps),
-            ``max_radii [N]`` (largest 2D radius in pixels), reset after each densification.
+            ``max_radii [N]`` (largest 2D radius in pixels), reset after each densification;
+            ``max_factor [N]`` (largest antialiasing factor in a view, 0 in the classic mode),
+            reset after each opacity reset.
     """
 
     def __init__(self, config: SplatConfig, scene_extent: float, *,
@@ -197,9 +235,7 @@ class DensityControl:
 
     def _ensure_state(self, n: int, device: torch.device) -> None:
         if not self.state or len(self.state["grad2d"]) != n:
-            self.state = {"grad2d": torch.zeros(n, device=device),
-                          "count": torch.zeros(n, device=device),
-                          "max_radii": torch.zeros(n, device=device)}
+            self.state = {k: torch.zeros(n, device=device) for k in _STATISTICS}
 
     def step_pre_backward(self, out: RenderOutput) -> None:
         """Ask autograd to keep the gradient of ``out.means2d [N, 2]`` (a non-leaf tensor)."""
@@ -229,6 +265,9 @@ class DensityControl:
         s["count"].add_(vis)
         torch.where(vis, torch.maximum(s["max_radii"], out.radii.to(torch.float32)),
                     s["max_radii"], out=s["max_radii"])
+        if out.opacity_factor is not None:
+            torch.where(vis, torch.maximum(s["max_factor"], out.opacity_factor),
+                        s["max_factor"], out=s["max_factor"])
 
     def step_post_backward(self, step: int, model: GaussianModel,
                            optimizer: torch.optim.Optimizer | None,
@@ -249,9 +288,21 @@ class DensityControl:
             report = self.densify(model, optimizer, prune_big=step > c.opacity_reset_every)
         if step % c.opacity_reset_every == 0 or (c.background == "white"
                                                   and step == c.densify_from):
-            reset_opacity(model, optimizer)
+            self.reset_opacity(model, optimizer)
             report.reset = True
         return report
+
+    @torch.no_grad()
+    def reset_opacity(self, model: GaussianModel,
+                      optimizer: torch.optim.Optimizer | None) -> None:
+        """Reset opacities as ``config.opacity_reset`` says; restart the factor record."""
+        n = model.params["means"].shape[0]
+        self._ensure_state(n, model.params["means"].device)
+        if self.config.opacity_reset == "effective":
+            reset_opacity(model, optimizer, effective_reset_caps(self.state["max_factor"]))
+        else:
+            reset_opacity(model, optimizer)
+        self.state["max_factor"].zero_()
 
     @torch.no_grad()
     def densify(self, model: GaussianModel, optimizer: torch.optim.Optimizer | None, *,
@@ -275,8 +326,9 @@ class DensityControl:
         split(model, optimizer, split_mask, self.generator)
         prune = self._prune_mask(model, prune_big)
         remove(model, optimizer, prune)
-        self.state = {}
-        self._ensure_state(model.params["means"].shape[0], model.params["means"].device)
+        self._edit_state(lambda t: t[~prune])
+        for k in _WINDOW:  # the factor record lasts until the next opacity reset
+            self.state[k].zero_()
         return DensityReport(cloned=n_clone, split=n_split, pruned=int(prune.sum()))
 
     def _capped(self, want: Tensor, grads: Tensor, n: int) -> Tensor:
@@ -310,19 +362,23 @@ class DensityControl:
         return {k: v.clone() for k, v in self.state.items()}
 
     def load_state_dict(self, state: dict[str, Tensor], n: int) -> None:
-        """Restore :meth:`state_dict`: the three ``[N]`` statistics of ``n`` Gaussians, or none.
+        """Restore :meth:`state_dict`: the ``[N]`` statistics of ``n`` Gaussians, or none.
+
+        A checkpoint written before the factor record existed restores it as zeros (the next
+        reset is then raw).
 
         Raises:
             MpgymError: some but not all statistics, or one that is not ``n`` finite floats.
         """
-        keys = ("grad2d", "count", "max_radii")
         if not state:
             self.state = {}
             return
-        for k in keys:
+        if "max_factor" not in state and all(k in state for k in _WINDOW):
+            state = {**state, "max_factor": torch.zeros_like(state["grad2d"])}
+        for k in _STATISTICS:
             v = state.get(k)
             if (v is None or v.ndim != 1 or len(v) != n or not v.is_floating_point()
                     or not bool(torch.isfinite(v).all())):
                 raise MpgymError(f"density statistic {k!r} must be {n} finite floats (one per "
                                  f"Gaussian); got {None if v is None else tuple(v.shape)}.")
-        self.state = {k: state[k].clone() for k in keys}
+        self.state = {k: state[k].clone() for k in _STATISTICS}

@@ -67,6 +67,16 @@ def test_pipeline_gradients_match_reference(backend, mode):
     assert not out.visible[0] and out.radii[0] == 0  # behind the camera
     assert out.visible[1]
     assert float(fast.params["means"].grad[0].abs().sum()) == 0.0
+    # the antialiased factor density control reads: the projection's compensation
+    if mode == "classic":
+        assert out.opacity_factor is None
+    else:
+        comp = project_gaussians(ref.params["means"], ref.scales(), ref.rotations(), C2W, INTR,
+                                 antialiased=True).compensation.detach()
+        assert not out.opacity_factor.requires_grad
+        vis = out.visible  # culled Gaussians' factors are not used
+        torch.testing.assert_close(out.opacity_factor[vis], comp[vis], rtol=1e-5, atol=1e-7)
+        assert float(out.opacity_factor.min()) >= 0 and float(out.opacity_factor.max()) <= 1
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])

@@ -6,12 +6,14 @@ import types
 import pytest
 import torch
 
+from mpgym.errors import MpgymError
 from neural3d.splat.model import GaussianModel, quat_to_rotmat
 from neural3d.splat.presets import SplatConfig
 from neural3d.splat.strategy import (
     DensityControl,
     camera_extent,
     duplicate,
+    effective_reset_caps,
     remove,
     reset_opacity,
     split,
@@ -153,11 +155,12 @@ def test_helpers_keep_optimizer_rows():
                                torch.tensor([[[0.3, 0.4, 0.5]]] * 2))
 
 
-def _out(grad, radii, visible, h=20, w=40):
+def _out(grad, radii, visible, h=20, w=40, factor=None):
     means2d = torch.zeros(len(grad), 2, requires_grad=True)
     (means2d * torch.tensor(grad)).sum().backward()
     return types.SimpleNamespace(means2d=means2d, radii=torch.tensor(radii, dtype=torch.int32),
-                                 visible=torch.tensor(visible), image=torch.zeros(h, w, 3))
+                                 visible=torch.tensor(visible), image=torch.zeros(h, w, 3),
+                                 opacity_factor=None if factor is None else torch.tensor(factor))
 
 
 def test_accumulates_ndc_gradient_norm_of_visible_gaussians():
@@ -169,6 +172,7 @@ def test_accumulates_ndc_gradient_norm_of_visible_gaussians():
                                                                 0.0]))
     assert s.state["count"].tolist() == [2, 2, 0]
     assert s.state["max_radii"].tolist() == [3, 9, 0]
+    assert s.state["max_factor"].tolist() == [0, 0, 0]  # classic renders carry no factor
 
 
 def test_pre_backward_retains_the_2d_mean_gradient():
@@ -205,3 +209,71 @@ def test_camera_extent():
     c2w = torch.eye(4).repeat(2, 1, 1)
     c2w[0, 0, 3], c2w[1, 0, 3] = 4.0, -4.0
     assert camera_extent(c2w) == pytest.approx(4.4)
+
+
+def test_per_gaussian_reset_caps():
+    torch.testing.assert_close(effective_reset_caps(torch.tensor([1.0, 0.1, 0.005, 0.0])),
+                               torch.tensor([0.01, 0.1, 2.0, 0.01]))
+    model = _model()  # opacities 0.5, 0.6, 0.7, 0.001
+    reset_opacity(model, None, torch.tensor([0.01, 0.2, 2.0, 0.5]))
+    torch.testing.assert_close(model.opacities().detach(), torch.tensor([0.01, 0.2, 0.7, 0.001]))
+
+
+def _thin_scene():
+    """One round Gaussian and one sub-pixel-thin one (0.002 across, 1 m long) seen from 4 m."""
+    t = {"means": torch.tensor([[-0.5, 0.0, 0.0], [0.5, 0.0, 0.0]]),
+         "log_scales": torch.tensor([[0.1, 0.1, 0.1], [0.002, 0.5, 0.002]]).log(),
+         "quats": torch.tensor([[1.0, 0, 0, 0]] * 2),
+         "opacity_logits": torch.logit(torch.tensor([0.9, 0.9])),
+         "sh_dc": torch.zeros(2, 1, 3), "sh_rest": torch.zeros(2, 15, 3)}
+    c2w = torch.eye(4)
+    c2w[2, 3] = 4.0  # OpenGL: looking down -z at the origin
+    return GaussianModel(t, max_sh_degree=3), c2w
+
+
+@pytest.mark.parametrize("mode", ["raw", "effective"])
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_effective_reset_keeps_thin_gaussians_above_the_alpha_cut(mode, backend):
+    from neural3d.cameras import Intrinsics
+    from neural3d.splat.rasterize import MIN_ALPHA
+    from neural3d.splat.render import render
+
+    model, c2w = _thin_scene()
+    intr = Intrinsics.from_fov(math.radians(40), 64)
+    s = DensityControl(SplatConfig(opacity_reset=mode, background="black"), EXTENT)
+    out = render(model, c2w, intr, rasterize_mode="antialiased", backend=backend)
+    factor = out.opacity_factor
+    assert factor[0] > 0.9 and factor[1] < 0.1  # the thin one loses most of its alpha
+    out.image.sum().backward()
+    s.accumulate(out)
+    s.reset_opacity(model, None)
+    peak = model.opacities().detach() * factor
+    if mode == "raw":  # 3DGS: opacity 0.01, so the thin Gaussian's alpha is under the cut
+        torch.testing.assert_close(model.opacities().detach(), torch.tensor([0.01, 0.01]))
+        assert peak[1] < MIN_ALPHA
+    else:  # each peak alpha is 0.01
+        torch.testing.assert_close(peak, torch.tensor([0.01, 0.01]))
+    assert not s.state["max_factor"].any()  # the record restarts after a reset
+    out = render(model, c2w, intr, rasterize_mode="antialiased", backend=backend)
+    out.image.sum().backward()
+    got_gradient = bool(model.params["opacity_logits"].grad[1] != 0)
+    assert got_gradient == (mode == "effective")
+
+
+def test_factor_record_follows_clone_split_prune_and_outlives_densification():
+    model, s = _model(), _strategy()
+    _stats(s, [4e-4, 3e-4, 1e-4, 9e-4], counts=(2, 1, 1, 1))
+    s.state["max_factor"] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    s.densify(model, None, prune_big=False)
+    # kept [0, 2, 3], clones [0', 3'], children [1a, 1b]; 3 and 3' pruned
+    assert s.state["max_factor"].tolist() == pytest.approx([0.1, 0.3, 0.1, 0.2, 0.2])
+    assert not s.state["grad2d"].any() and not s.state["count"].any()
+
+
+def test_loads_checkpoint_statistics_without_the_factor_record():
+    s = _strategy()
+    old = {k: torch.ones(4) for k in ("grad2d", "count", "max_radii")}
+    s.load_state_dict(old, 4)
+    assert s.state["max_factor"].tolist() == [0, 0, 0, 0]
+    with pytest.raises(MpgymError, match="max_factor"):
+        s.load_state_dict({**old, "max_factor": torch.ones(3)}, 4)

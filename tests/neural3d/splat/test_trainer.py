@@ -177,6 +177,7 @@ def test_configs_from_before_the_view_order_keep_uniform_draws():
     assert config_from_dict(asdict(preset("tiny"))).view_order == "shuffle"
     assert preset("cpu").view_order == "shuffle"
     assert preset("cpu").rasterize_mode == "antialiased"  # a run of the preset renders so too
+    assert preset("cpu").opacity_reset == "effective"
     with pytest.raises(MpgymError, match="view_order"):
         config_from_dict({**old, "view_order": "sequential"})
 
@@ -207,6 +208,35 @@ def test_the_rasterize_mode_trains_renders_and_round_trips(scene, tmp_path):
     assert config_from_dict(old).rasterize_mode == "classic"
     with pytest.raises(MpgymError, match="rasterize_mode"):
         config_from_dict({**old, "rasterize_mode": "mip"})
+    del old["opacity_reset"]
+    assert config_from_dict(old).opacity_reset == "raw"
+    with pytest.raises(MpgymError, match="opacity_reset"):
+        config_from_dict({**old, "opacity_reset": "peak"})
+
+
+def test_antialiased_training_resets_the_peak_alpha(scene):
+    """The trainer hands density control each view's antialiasing factors: the effective reset
+    caps each opacity at 0.01 over the largest factor seen, so some stay above the raw 0.01."""
+    train, _ = scene
+    cfg = _cfg(rasterize_mode="antialiased", opacity_reset="effective", iterations=25,
+               backend="numba")
+    trainer = SplatTrainer(cfg, train)
+    record = {}
+
+    def before_reset(model, optimizer):
+        record["factor"] = trainer.strategy.state["max_factor"].clone()
+        record["before"] = model.opacities().detach().clone()
+        reset(model, optimizer)
+        record["opacity"] = model.opacities().detach().clone()
+
+    reset, trainer.strategy.reset_opacity = trainer.strategy.reset_opacity, before_reset
+    trainer.train(progress_bar=False)  # the reset at step 25
+    factor, opacity = record["factor"], record["opacity"]
+    seen = factor > 0
+    assert seen.float().mean() > 0.5 and float(factor.max()) <= 1
+    want = torch.minimum(record["before"], 0.01 / factor.clamp_min(1e-6))
+    torch.testing.assert_close(opacity[seen], want[seen])
+    assert float(opacity.max()) > 0.0101  # where the factor is below 1, above the raw 0.01
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(scene, tmp_path):
