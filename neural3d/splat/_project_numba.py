@@ -13,7 +13,9 @@ at 128x128 with 40k Gaussians on one thread the two take ~13 ms where the torch 
 their autograd took ~48 ms of a ~104 ms step. :func:`neural3d.splat.render.render` uses them as
 one autograd node. In the antialiased rasterize mode the opacities carry the factor
 ``sqrt(det0 / det)`` of :mod:`neural3d.splat.project`, with ``det0 = |p x q|^2`` from the rows
-of ``J W R S`` as there. Imported lazily.
+of ``J W R S`` as there. Both kernels let LLVM fuse multiply-adds (``fastmath={"contract"}``,
+which only rounds less: 4.14 -> 3.87 ms for 100k Gaussians at SH degree 3 on 2 threads).
+Imported lazily.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def _jwr(a, r0, r1, r2):  # pragma: no cover
             a[0] * r0[2] + a[1] * r1[2] + a[2] * r2[2])
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def project_colour(means, log_scales, quats, opacity_logits, sh_dc, sh_rest, deg, rot, trans,
                    centre, cam, means2d, conics, depths, radii, cov2d, colors,
                    opac):  # pragma: no cover
@@ -236,7 +238,7 @@ def _sh_backward(deg, dc, rest, g_dc, g_rest, g, gc0, gc1, gc2, x, y, z):  # pra
     return gx, gy, gz
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def project_colour_backward(means, log_scales, quats, opacity_logits, sh_dc, sh_rest, deg, rot,
                             trans, centre, cam, opac, g_means2d, g_conics, g_depths, g_colors,
                             g_opac, g_means, g_log_scales, g_quats, g_logits, g_dc,

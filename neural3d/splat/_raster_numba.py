@@ -117,6 +117,19 @@ ROW = 16
 
 
 @njit(parallel=True, cache=True)
+def count_non_finite(a):  # pragma: no cover - compiled
+    """How many values of the flat float32 array ``a`` are NaN or infinite.
+
+    One parallel pass; torch's ``isfinite(t).all()`` makes a bool tensor and a second pass: ~1 ms
+    for a 100k-Gaussian render's inputs on 2 threads against ~0.05 ms here.
+    """
+    bad = 0
+    for i in prange(a.shape[0]):
+        bad += not np.isfinite(a[i])
+    return bad
+
+
+@njit(parallel=True, cache=True)
 def prepare(means2d, conics, opac, radii, colors, width, height, tile, gparams, rects, boxes,
             counts):  # pragma: no cover
     """Per Gaussian: packed row ``gparams [N, ROW]``, tiles ``rects [N, 4]``, box ``boxes [N, 4]``.

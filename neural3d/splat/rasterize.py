@@ -64,8 +64,12 @@ def _gsplat():
 
 
 def _check_inputs(means2d, conics, colors, opacities, depths, radii, width, height, tile_size,
-                  background) -> None:
-    """One clear :class:`MpgymError` for anything the rasterizer cannot take."""
+                  background, *, finite: bool = True) -> None:
+    """One clear :class:`MpgymError` for anything the rasterizer cannot take.
+
+    ``finite=False`` leaves the NaN/infinity test to the caller (the numba backend makes it in
+    one compiled pass over the float32 arrays it hands its kernels: :func:`_refuse_non_finite`).
+    """
     n = means2d.shape[0] if means2d.ndim == 2 else -1
     want = {"means2d": (means2d, (n, 2)), "conics": (conics, (n, 3)),
             "opacities": (opacities, (n,)), "depths": (depths, (n,)), "radii": (radii, (n,))}
@@ -88,10 +92,18 @@ def _check_inputs(means2d, conics, colors, opacities, depths, radii, width, heig
     if min(width, height, tile_size) < 1:
         raise MpgymError(f"rasterize_gaussians: width, height and tile_size must be >= 1; got "
                          f"{width}, {height}, {tile_size}.")
-    for name, t in zip(("means2d", "conics", "colors", "opacities", "depths"), floats, strict=True):
-        if not bool(torch.isfinite(t.detach()).all()):
-            raise MpgymError(f"rasterize_gaussians: {name} contains NaN or infinity; only "
-                             "finite values are accepted.")
+    if finite:
+        for name, t in zip(_FLOAT_INPUTS, floats, strict=True):
+            if not bool(torch.isfinite(t.detach()).all()):
+                _refuse_non_finite(name)
+
+
+_FLOAT_INPUTS = ("means2d", "conics", "colors", "opacities", "depths")
+
+
+def _refuse_non_finite(name: str) -> None:
+    raise MpgymError(f"rasterize_gaussians: {name} contains NaN or infinity; only finite values "
+                     "are accepted.")
 
 
 def _drawn(conics: Tensor, radii: Tensor) -> Tensor:
@@ -254,8 +266,11 @@ class _RasterizeNumba(torch.autograd.Function):
         import numba
 
         k = _numba_kernels()
-        bins = _bin_numba(k, _np32(means2d), _np32(conics), _np32(colors), _np32(opacities),
-                          _np32(depths), radii.detach().to(torch.int32).contiguous().numpy(),
+        floats = [_np32(t) for t in (means2d, conics, colors, opacities, depths)]
+        for name, a in zip(_FLOAT_INPUTS, floats, strict=True):
+            if k.count_non_finite(a.reshape(-1)):
+                _refuse_non_finite(name)
+        bins = _bin_numba(k, *floats, radii.detach().to(torch.int32).contiguous().numpy(),
                           width, height, tile)
         if bins.ranges.shape[0] > 1 and int(np.diff(bins.ranges).max()) >= _MAX_TILE_ENTRIES:
             raise MpgymError(f"the numba rasterizer takes at most {_MAX_TILE_ENTRIES - 1:,} "
@@ -387,9 +402,9 @@ def rasterize_gaussians(
         >>> alpha[1]  # 0.5 exp(-0.5) either side of the centre
         tensor([0.3033, 0.5000, 0.3033])
     """
-    _check_inputs(means2d, conics, colors, opacities, depths, radii, width, height, tile_size,
-                  background)
     backend = _pick_backend(backend, means2d.device)
+    _check_inputs(means2d, conics, colors, opacities, depths, radii, width, height, tile_size,
+                  background, finite=backend != "numba")
     args = (means2d, conics, colors, opacities, depths, radii, int(width), int(height),
             int(tile_size))
     if backend == "numba":

@@ -206,6 +206,20 @@ def test_bad_input_raises():
         rasterize_gaussians(means, conics, colors, opac, depths, radii, W, H, backend="cuda")
 
 
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_each_backend_refuses_non_finite_inputs_by_name(backend, value):
+    """The numba backend tests finiteness in its own compiled pass, the torch one with torch."""
+    scene = dict(zip(("means2d", "conics", "colors", "opacities", "depths"), _scene("random")[:5],
+                     strict=True))
+    radii = _scene("random")[5]
+    for name in scene:
+        bad = {**scene, name: scene[name].clone()}
+        bad[name].view(-1)[-1] = value
+        with pytest.raises(MpgymError, match=f"{name} contains NaN or infinity"):
+            rasterize_gaussians(*bad.values(), radii, W, H, backend=backend)
+
+
 def test_numba_refuses_more_entries_per_tile_than_its_float_index_holds(monkeypatch):
     from neural3d.splat import rasterize as R
 
