@@ -294,3 +294,39 @@ def test_init_points_needs_a_point_cloud(scene):
     train, _ = scene
     with pytest.raises(MpgymError, match="point cloud"):
         SplatTrainer(_cfg(init="points"), train)
+
+
+def test_kernels_are_warmed_off_the_clock_without_drawing_randomness(scene, monkeypatch):
+    """train() renders and back-propagates a fixed tiny scene before its first timed step (a
+    fresh install compiles the kernels there), drawing no random numbers and leaving the model
+    as it was; a finished run does not warm up again."""
+    import neural3d.splat.trainer as T
+
+    train, _ = scene
+    trainer = SplatTrainer(_cfg(iterations=2, rasterize_mode="antialiased", backend="numba"), train)
+    seen = []
+    real_render = T.render
+
+    def spy(model, *a, **kw):
+        out = real_render(model, *a, **kw)
+        seen.append((model.num_gaussians, bool(out.visible.all()), kw["backend"],
+                     kw["rasterize_mode"]))
+        return out
+
+    monkeypatch.setattr(T, "render", spy)
+    before = {k: v.detach().clone() for k, v in trainer.model.params.items()}
+    rng, gen = torch.get_rng_state(), trainer.gen.get_state()
+    T.warm_up_kernels(trainer.model, trainer.config, trainer.device)
+    assert seen == [(4, True, "numba", "antialiased")]
+    assert torch.equal(torch.get_rng_state(), rng) and torch.equal(trainer.gen.get_state(), gen)
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.params.items())
+    assert all(p.grad is None for p in trainer.model.params.values())
+
+    order = []
+    monkeypatch.setattr(T, "warm_up_kernels", lambda *a: order.append("warm"))
+    step = trainer._guarded_step
+    monkeypatch.setattr(trainer, "_guarded_step", lambda: order.append("step") or step())
+    trainer.train(progress_bar=False)
+    assert order == ["warm", "step", "step"]
+    trainer.train(progress_bar=False)  # already done: nothing to warm
+    assert order == ["warm", "step", "step"]
