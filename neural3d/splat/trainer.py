@@ -81,7 +81,6 @@ class EvalResult:
         return float(np.mean(self.ssim)) if self.ssim else math.nan
 
 
-
 def warm_up_kernels(model: GaussianModel, config: SplatConfig, device: torch.device) -> None:
     """Render and back-propagate four fixed Gaussians the way training will, touching nothing.
 
@@ -107,6 +106,7 @@ def warm_up_kernels(model: GaussianModel, config: SplatConfig, device: torch.dev
                  background=torch.ones(3, dtype=dtype, device=device), backend=config.backend,
                  rasterize_mode=config.rasterize_mode)
     (out.image.sum() + out.alpha.sum()).backward()
+
 
 @dataclass
 class TrainResult:
