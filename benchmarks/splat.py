@@ -394,6 +394,7 @@ def invisible_gaussians(model, data, rasterize_mode: str) -> dict:
     gives them a gradient. Also how many sit at or below the opacity reset's 0.01."""
     from neural3d.splat.project import project_gaussians
     from neural3d.splat.rasterize import MIN_ALPHA
+    from neural3d.splat.strategy import RESET_OPACITY
 
     with torch.no_grad():
         opacity = model.opacities()
@@ -407,7 +408,7 @@ def invisible_gaussians(model, data, rasterize_mode: str) -> dict:
             peak = torch.maximum(peak, torch.where(proj.radii > 0, alpha, 0.0))
     return {"views": len(data), "gaussians": len(opacity),
             "under_cut_on_every_view": int((peak < MIN_ALPHA).sum()),
-            "opacity_at_most_reset_value": int((opacity <= 0.01 + 1e-6).sum())}
+            "opacity_at_most_reset_value": int((opacity <= RESET_OPACITY + 1e-6).sum())}
 
 
 def write_turntable(part: dict, path: Path) -> Path:
@@ -567,12 +568,11 @@ def splat_tune_part(data: Path, *, overrides: dict, seed: int, seconds: float,
         log.info("tune %s: %.0f s, step %d, %d Gaussians: val PSNR %.2f dB (train views %.2f)",
                  tune_run_name(overrides, seed), snap["target_s"], snap["step"],
                  snap["num_gaussians"], curve[-1]["val_psnr"], curve[-1]["train_psnr"])
-    final = GaussianModel.from_tensors(snaps.taken[-1]["state"])
     return {"overrides": overrides, "seed": seed, "threads": threads, "seconds": seconds,
             "config": asdict(cfg), "val_views": len(val), "data": str(data),
             "load_before": before["loadavg"], "load_after": after["loadavg"],
-            "machine": machine_info(), "curve": curve,
-            "invisible_on_train_views": invisible_gaussians(final, train, cfg.rasterize_mode)}
+            "machine": machine_info(), "curve": curve,  # model: the last snapshot's Gaussians
+            "invisible_on_train_views": invisible_gaussians(model, train, cfg.rasterize_mode)}
 
 
 def check_tune_name(path: Path, name: str, config: dict) -> None:

@@ -210,9 +210,8 @@ def test_bad_input_raises():
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_each_backend_refuses_non_finite_inputs_by_name(backend, value):
     """The numba backend tests finiteness in its own compiled pass, the torch one with torch."""
-    scene = dict(zip(("means2d", "conics", "colors", "opacities", "depths"), _scene("random")[:5],
-                     strict=True))
-    radii = _scene("random")[5]
+    *floats, radii = _scene("random")
+    scene = dict(zip(("means2d", "conics", "colors", "opacities", "depths"), floats, strict=True))
     for name in scene:
         bad = {**scene, name: scene[name].clone()}
         bad[name].view(-1)[-1] = value
